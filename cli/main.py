@@ -1,0 +1,27 @@
+"""`mfa-codes`: the command line. Each family of commands lives in its own module."""
+
+from __future__ import annotations
+
+import click
+
+from cli.admin_commands import db, org, token, user
+from cli.audit_commands import audit
+from cli.process_commands import beat, run, serve, worker
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Multi-factor backup codes: run the service and administer it.
+
+    Settings come from the environment (MFA_DATABASE_URL, MFA_BROKER_URL,
+    MFA_SECRET_KEY, ...) and an optional .env; with none set, everything runs
+    embedded under ./var/.
+    """
+
+
+for command in (run, serve, worker, beat, db, org, user, token, audit):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="mfa-codes")

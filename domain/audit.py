@@ -1,0 +1,153 @@
+"""The audit trail: append with the hash chain.
+
+hash = SHA-256(canonical JSON of the event + prev_hash), with a gapless seq per
+organization. The head row's lock serialises appends within one organization;
+organizations never wait for each other. Events go into the caller's
+transaction, so they commit or roll back with the change they record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from domain import audit_types as types
+from domain.models import AuditEvent, AuditHead, new_id
+
+GENESIS_HASH = "0" * 64
+
+# Field names that would mean a secret slipped into details: refused outright.
+_FORBIDDEN_DETAIL_KEYS = ("code", "totp", "secret", "token", "password", "otp")
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who caused the change and from where; copied onto every event."""
+
+    principal_id: str | None = None
+    role: str | None = None
+    token_id: str | None = None
+    request_id: str | None = None
+    source_ip: str | None = None
+    user_agent: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "principal_id": self.principal_id,
+            "role": self.role,
+            "token_id": self.token_id,
+            "request_id": self.request_id,
+            "source_ip": self.source_ip,
+            "user_agent": self.user_agent,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Context:
+        data = data or {}
+        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+
+
+SYSTEM = Context(principal_id="system", role="system")
+CLI = Context(principal_id="cli", role="operator")
+
+
+def format_ts(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical(event: AuditEvent) -> bytes:
+    body = {
+        "org_id": event.org_id,
+        "seq": event.seq,
+        "id": event.id,
+        "occurred_at": format_ts(event.occurred_at),
+        "type": event.type,
+        "outcome": event.outcome,
+        "actor": {
+            "principal_id": event.actor_principal_id,
+            "role": event.actor_role,
+            "token_id": event.actor_token_id,
+        },
+        "user_id": event.user_id,
+        "request_id": event.request_id,
+        "source_ip": event.source_ip,
+        "user_agent": event.user_agent,
+        "details": event.details or {},
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def chain_hash(event: AuditEvent, prev_hash: str) -> str:
+    return hashlib.sha256(canonical(event) + prev_hash.encode()).hexdigest()
+
+
+def _check_details(details: dict[str, Any]) -> None:
+    for key in details:
+        lowered = key.lower()
+        if any(word in lowered for word in _FORBIDDEN_DETAIL_KEYS) and not lowered.endswith(
+            ("_count", "_id", "_ids")
+        ):
+            raise ValueError(f"audit details may not carry {key!r}")
+
+
+def ensure_head(session: Session, org_id: str) -> None:
+    """Create an organization's chain head (at organization creation)."""
+    if session.get(AuditHead, org_id) is None:
+        session.add(AuditHead(org_id=org_id, seq=0, hash=GENESIS_HASH))
+        session.flush()
+
+
+def append(
+    session: Session,
+    org_id: str,
+    type: str,
+    outcome: str,
+    ctx: Context,
+    *,
+    user_id: str | None = None,
+    details: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> AuditEvent:
+    if type not in types.ALL:
+        raise ValueError(f"unknown audit event type {type!r}")
+    if outcome not in types.OUTCOMES:
+        raise ValueError(f"unknown outcome {outcome!r}")
+    details = dict(details or {})
+    _check_details(details)
+    head = session.execute(
+        select(AuditHead).where(AuditHead.org_id == org_id).with_for_update()
+    ).scalar_one_or_none()
+    if head is None:
+        ensure_head(session, org_id)
+        head = session.execute(
+            select(AuditHead).where(AuditHead.org_id == org_id).with_for_update()
+        ).scalar_one()
+    event = AuditEvent(
+        id=new_id(),
+        org_id=org_id,
+        seq=head.seq + 1,
+        occurred_at=at or datetime.now(UTC),
+        type=type,
+        outcome=outcome,
+        actor_principal_id=ctx.principal_id,
+        actor_role=ctx.role,
+        actor_token_id=ctx.token_id,
+        user_id=user_id,
+        request_id=ctx.request_id,
+        source_ip=ctx.source_ip,
+        user_agent=(ctx.user_agent or None) and ctx.user_agent[:512],
+        details=details,
+        prev_hash=head.hash,
+    )
+    event.hash = chain_hash(event, head.hash)
+    session.add(event)
+    head.seq = event.seq
+    head.hash = event.hash
+    session.flush()
+    return event

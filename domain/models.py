@@ -1,0 +1,256 @@
+"""SQLAlchemy 2 typed models: the whole schema, in one place."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UtcDateTime, dict[str, Any]: JSON}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+    __table_args__ = (CheckConstraint("code_count BETWEEN 1 AND 20", name="code_count_range"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    backup_codes_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    code_count: Mapped[int] = mapped_column(Integer, default=5)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("org_id", "external_id", name="org_external"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    external_id: Mapped[str] = mapped_column(String(128))
+    email: Mapped[str | None] = mapped_column(String(320))
+    locked_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class TotpEnrollment(Base):
+    """One per user: pending until confirmed_at is set."""
+
+    __tablename__ = "totp_enrollments"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    secret_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    confirmed_at: Mapped[datetime | None]
+    last_accepted_step: Mapped[int | None] = mapped_column(BigInteger)
+    drift: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class BackupCode(Base):
+    __tablename__ = "backup_codes"
+    __table_args__ = (Index("ix_backup_codes_user_locator", "user_id", "locator"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    set_id: Mapped[str] = mapped_column(String(16))
+    generation: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer)
+    locator: Mapped[str] = mapped_column(String(4))
+    hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    spent_at: Mapped[datetime | None]
+    deactivated_at: Mapped[datetime | None]
+
+
+class Regeneration(Base):
+    __tablename__ = "regenerations"
+    __table_args__ = (
+        UniqueConstraint("user_id", "idempotency_key", name="user_idempotency"),
+        Index("ix_regenerations_status_dispatched", "status", "dispatched_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    reason: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    failure: Mapped[str | None] = mapped_column(String(32))
+    code_count: Mapped[int] = mapped_column(Integer)
+    accepted_at: Mapped[datetime]
+    # The submitted 6-digit value, encrypted; wiped once judged.
+    totp_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    body_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    set_id: Mapped[str | None] = mapped_column(String(16))
+    # Who asked, for the audit events the worker writes later.
+    actor: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    dispatched_at: Mapped[datetime | None]
+    dispatch_count: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+    retrieved_at: Mapped[datetime | None]
+
+
+class Sheet(Base):
+    """The rendered codes, encrypted, between rendering and retrieval or expiry."""
+
+    __tablename__ = "sheets"
+
+    regeneration_id: Mapped[str] = mapped_column(
+        ForeignKey("regenerations.id", ondelete="CASCADE"), primary_key=True
+    )
+    pdf_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    text_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class OutboxMessage(Base):
+    """A task to publish, written in the transaction that needs it published."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    task: Mapped[str] = mapped_column(String(64))
+    args: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    published_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class AuthFailure(Base):
+    """Failed TOTP or backup-code attempts, counted for the lockout window."""
+
+    __tablename__ = "auth_failures"
+    __table_args__ = (Index("ix_auth_failures_user_time", "user_id", "occurred_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    occurred_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    principal_id: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    # SHA-256 of a 256-bit random token: a slow hash buys nothing at that entropy.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    revoked_at: Mapped[datetime | None]
+
+
+class AuditEvent(Base):
+    """Append-only; one hash chain per organization (gapless seq)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        UniqueConstraint("org_id", "seq", name="org_seq"),
+        Index("ix_audit_events_org_user", "org_id", "user_id"),
+        Index("ix_audit_events_org_time", "org_id", "occurred_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    org_id: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    occurred_at: Mapped[datetime]
+    type: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    actor_principal_id: Mapped[str | None] = mapped_column(String(128))
+    actor_role: Mapped[str | None] = mapped_column(String(16))
+    actor_token_id: Mapped[str | None] = mapped_column(String(36))
+    user_id: Mapped[str | None] = mapped_column(String(128))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    source_ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The head of an organization's chain; its row lock serialises appends."""
+
+    __tablename__ = "audit_heads"
+
+    org_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """An Ed25519 signature over a chain head, so truncation and rewrites show."""
+
+    __tablename__ = "audit_checkpoints"
+    __table_args__ = (Index("ix_audit_checkpoints_org_seq", "org_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime]
+    key_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,50 @@
+"""The composition root: everything a use case needs, built once from Settings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from domain.codes import CodeHasher
+from domain.crypto import SecretBox
+from domain.db import make_engine, make_session_factory, unit_of_work
+from domain.policy import Lockout
+from domain.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    box: SecretBox
+    hasher: CodeHasher
+    lockout: Lockout
+
+    @classmethod
+    def build(cls, settings: Settings, engine: Engine | None = None) -> Services:
+        engine = engine or make_engine(settings.database_url)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=make_session_factory(engine),
+            box=SecretBox(settings.secret_keys),
+            hasher=CodeHasher(
+                memory_kib=settings.argon2.memory_kib,
+                time_cost=settings.argon2.time_cost,
+                parallelism=settings.argon2.parallelism,
+            ),
+            lockout=Lockout(settings.lockout_threshold, settings.lockout_window_seconds),
+        )
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[Session]:
+        with unit_of_work(self.sessions) as session:
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()

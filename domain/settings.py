@@ -1,0 +1,194 @@
+"""Settings.from_env(): the one reader of the environment.
+
+With nothing set, everything runs embedded under ./var/ (SQLite, a filesystem
+broker, key files created on first use with mode 0600).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from domain.errors import ConfigurationError
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigurationError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """A secret from NAME, or from the file named by NAME_FILE (Docker/Kubernetes secrets)."""
+    if env.get(name):
+        return env[name].strip()
+    path = env.get(f"{name}_FILE")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigurationError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+    return None
+
+
+@dataclass(frozen=True)
+class Argon2Params:
+    memory_kib: int = 19 * 1024
+    time_cost: int = 2
+    parallelism: int = 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    var_dir: Path
+    database_url: str
+    broker_url: str
+    # Fernet keys, newest first: the first encrypts, all decrypt (rotation).
+    secret_keys: tuple[str, ...] = field(repr=False)
+    # Raw 32-byte Ed25519 private key for audit checkpoints.
+    audit_signing_key: bytes = field(repr=False)
+    sheet_ttl_seconds: int = 900
+    argon2: Argon2Params = Argon2Params()
+    totp_issuer: str = "mfa-backup-codes"
+    queue_prefix: str = "mfa"
+    stale_after_seconds: int = 60
+    checkpoint_interval_seconds: int = 300
+    lockout_threshold: int = 5
+    lockout_window_seconds: int = 900
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url.startswith("filesystem://")
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.var_dir / "broker"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")
+    ) -> Settings:
+        merged: dict[str, str] = {}
+        if dotenv is not None and dotenv.is_file():
+            merged.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
+        merged.update(os.environ if env is None else env)
+        var_dir = Path(merged.get("MFA_VAR_DIR", "var")).absolute()
+
+        database_url = merged.get("MFA_DATABASE_URL") or f"sqlite:///{var_dir / 'mfa.db'}"
+        broker_url = merged.get("MFA_BROKER_URL") or "filesystem://"
+        embedded = database_url.startswith("sqlite") or broker_url.startswith("filesystem://")
+
+        secret = _secret(merged, "MFA_SECRET_KEY")
+        if secret is None:
+            secret = _key_file(var_dir / "secret.key", _new_fernet_key, embedded, "MFA_SECRET_KEY")
+        keys = tuple(k.strip() for k in secret.split(",") if k.strip())
+        _check_fernet_keys(keys)
+
+        signing = _secret(merged, "MFA_AUDIT_SIGNING_KEY")
+        if signing is None:
+            signing = _key_file(
+                var_dir / "audit-signing.key", _new_signing_key, embedded, "MFA_AUDIT_SIGNING_KEY"
+            )
+        signing_key = _decode_signing_key(signing)
+
+        return cls(
+            var_dir=var_dir,
+            database_url=database_url,
+            broker_url=broker_url,
+            secret_keys=keys,
+            audit_signing_key=signing_key,
+            sheet_ttl_seconds=_int(merged, "MFA_SHEET_TTL_SECONDS", 900, 10, 7 * 86400),
+            argon2=Argon2Params(
+                memory_kib=_int(merged, "MFA_ARGON2_MEMORY_KIB", 19 * 1024, 8, 4 * 1024 * 1024),
+                time_cost=_int(merged, "MFA_ARGON2_TIME_COST", 2, 1, 100),
+                parallelism=_int(merged, "MFA_ARGON2_PARALLELISM", 1, 1, 64),
+            ),
+            totp_issuer=merged.get("MFA_TOTP_ISSUER", "mfa-backup-codes"),
+            queue_prefix=merged.get("MFA_QUEUE_PREFIX", "mfa"),
+            stale_after_seconds=_int(merged, "MFA_STALE_AFTER_SECONDS", 60, 1, 86400),
+            checkpoint_interval_seconds=_int(
+                merged, "MFA_CHECKPOINT_INTERVAL_SECONDS", 300, 1, 86400
+            ),
+            log_level=merged.get("MFA_LOG_LEVEL", "INFO").upper(),
+            log_json=merged.get("MFA_LOG_FORMAT", "json").lower() != "text",
+        )
+
+
+def _new_fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+def _new_signing_key() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    raw = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    return base64.b64encode(raw).decode()
+
+
+def _key_file(path: Path, make: object, embedded: bool, name: str) -> str:
+    """Read the embedded default's key file, creating it (mode 0600) on first use."""
+    if path.is_file():
+        return path.read_text().strip()
+    if not embedded:
+        raise ConfigurationError(f"{name} (or {name}_FILE) must be set outside the embedded default")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert callable(make)
+    value = str(make())
+    # O_EXCL: two processes starting together must not write two different keys.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+def _check_fernet_keys(keys: tuple[str, ...]) -> None:
+    if not keys:
+        raise ConfigurationError("MFA_SECRET_KEY is empty")
+    for i, key in enumerate(keys):
+        try:
+            raw = base64.urlsafe_b64decode(key.encode())
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise ConfigurationError(
+                f"MFA_SECRET_KEY entry {i + 1} is not a Fernet key (32 url-safe base64 bytes)"
+            )
+
+
+def _decode_signing_key(value: str) -> bytes:
+    try:
+        raw = base64.b64decode(value.encode(), validate=True)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigurationError("MFA_AUDIT_SIGNING_KEY must be 32 raw bytes, base64-encoded")
+    return raw

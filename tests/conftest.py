@@ -1,0 +1,133 @@
+"""Fixtures shared by every level: settings, real databases, service detection.
+
+Service-backed tests run wherever the service answers. Where it does not,
+they are skipped, unless MFA_REQUIRE_SERVICES=1 (CI), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import create_engine, text
+
+from domain.migrate import upgrade
+from domain.services import Services
+from domain.settings import Settings
+
+POSTGRES_URL = os.environ.get(
+    "MFA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+AMQP_URL = os.environ.get("MFA_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+REDIS_URL = os.environ.get("MFA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REQUIRE_SERVICES = os.environ.get("MFA_REQUIRE_SERVICES") == "1"
+
+# Cheap argon2 for tests that are not about argon2's cost.
+FAST_ARGON2 = {"MFA_ARGON2_MEMORY_KIB": "1024", "MFA_ARGON2_TIME_COST": "1"}
+TEST_SECRET_KEY = Fernet.generate_key().decode()
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url.replace("postgresql+psycopg", "postgresql"))
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 2):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, url: str, port: int) -> None:
+    if _reachable(url, port):
+        return
+    message = f"{name} is not reachable at {url}"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message} and MFA_REQUIRE_SERVICES=1", pytrace=False)
+    pytest.skip(message)
+
+
+def make_settings(tmp_path: Path, **env: str) -> Settings:
+    base = {
+        "MFA_VAR_DIR": str(tmp_path / "var"),
+        "MFA_DATABASE_URL": f"sqlite:///{tmp_path / 'mfa.db'}",
+        "MFA_BROKER_URL": "filesystem://",
+        "MFA_SECRET_KEY": TEST_SECRET_KEY,
+        "MFA_QUEUE_PREFIX": f"t{uuid.uuid4().hex[:10]}",
+        **FAST_ARGON2,
+    }
+    base.update(env)
+    return Settings.from_env(env=base, dotenv=None)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Embedded settings on a fresh, migrated SQLite database."""
+    s = make_settings(tmp_path)
+    upgrade(s.database_url)
+    return s
+
+
+@pytest.fixture
+def services(settings: Settings) -> Iterator[Services]:
+    built = Services.build(settings)
+    yield built
+    built.close()
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, migrated, dropped at the end."""
+    require_service("PostgreSQL", POSTGRES_URL, 5432)
+    name = f"mfa_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :n AND pid <> pg_backend_pid()"
+                ),
+                {"n": name},
+            )
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_settings(tmp_path: Path, pg_database_url: str) -> Settings:
+    return make_settings(tmp_path, MFA_DATABASE_URL=pg_database_url)
+
+
+@pytest.fixture
+def pg_services(pg_settings: Settings) -> Iterator[Services]:
+    built = Services.build(pg_settings)
+    yield built
+    built.close()
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    require_service("RabbitMQ", AMQP_URL, 5672)
+    return AMQP_URL
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    require_service("Redis", REDIS_URL, 6379)
+    return REDIS_URL
+
+
+def unique(prefix: str = "org") -> str:
+    """Tests share one database per session; each makes its own organization."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
