@@ -20,7 +20,8 @@ _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 def create_org(session: Session, org_id: str, ctx: audit.Context) -> Organization:
     if not _ORG_ID.match(org_id):
         raise InvalidRequest(
-            "organization ids are 1 to 64 of a-z, 0-9, '.', '_', '-', starting with a letter or digit",
+            "organization ids are 1 to 64 of a-z, 0-9, '.', '_', '-', "
+            "starting with a letter or digit",
             field="org",
         )
     if session.get(Organization, org_id) is not None:
@@ -84,8 +85,9 @@ def lock_user(session: Session, user: User) -> User:
     """Take the user's row lock (PostgreSQL; SQLite's writer lock already holds)
     so that spending, regenerating and counting failures never interleave."""
     locked = session.execute(
-        select(User).where(User.id == user.id).with_for_update().execution_options(
-            populate_existing=True
-        )
+        select(User)
+        .where(User.id == user.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).scalar_one()
     return locked

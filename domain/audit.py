@@ -22,8 +22,10 @@ from domain.models import AuditEvent, AuditHead, new_id
 
 GENESIS_HASH = "0" * 64
 
-# Field names that would mean a secret slipped into details: refused outright.
-_FORBIDDEN_DETAIL_KEYS = ("code", "totp", "secret", "token", "password", "otp")
+# Detail names that would mean a secret slipped in: refused outright.
+_FORBIDDEN_DETAIL_WORDS = frozenset(
+    {"code", "codes", "totp", "secret", "token", "password", "otp", "plaintext", "sheet"}
+)
 
 
 @dataclass(frozen=True)
@@ -88,12 +90,13 @@ def chain_hash(event: AuditEvent, prev_hash: str) -> str:
 
 
 def _check_details(details: dict[str, Any]) -> None:
-    for key in details:
-        lowered = key.lower()
-        if any(word in lowered for word in _FORBIDDEN_DETAIL_KEYS) and not lowered.endswith(
-            ("_count", "_id", "_ids")
-        ):
+    """Refuse a detail whose name says it holds a secret (`code`, `new_totp`...).
+    Names are judged by their last word, so `code_count` or `token_id` pass."""
+    for key, value in details.items():
+        if key.lower().rsplit("_", 1)[-1] in _FORBIDDEN_DETAIL_WORDS:
             raise ValueError(f"audit details may not carry {key!r}")
+        if isinstance(value, dict):
+            _check_details(value)
 
 
 def ensure_head(session: Session, org_id: str) -> None:

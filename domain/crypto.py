@@ -29,7 +29,9 @@ class SecretBox:
             return self._box.decrypt(token)
         except InvalidToken:
             # No detail: the token itself must never reach a log.
-            raise SecretBoxError("stored secret cannot be decrypted with the configured keys") from None
+            raise SecretBoxError(
+                "stored secret cannot be decrypted with the configured keys"
+            ) from None
 
     def encrypt_text(self, text: str) -> bytes:
         return self.encrypt(text.encode())
@@ -41,4 +43,6 @@ class SecretBox:
         try:
             return self._box.rotate(token)
         except InvalidToken:
-            raise SecretBoxError("stored secret cannot be decrypted with the configured keys") from None
+            raise SecretBoxError(
+                "stored secret cannot be decrypted with the configured keys"
+            ) from None

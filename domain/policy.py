@@ -89,7 +89,9 @@ def set_policy(
     session: Session, org: Organization, enabled: object, code_count: object, ctx: audit.Context
 ) -> Organization:
     if not isinstance(enabled, bool):
-        raise InvalidRequest("backup_codes_enabled must be true or false", field="backup_codes_enabled")
+        raise InvalidRequest(
+            "backup_codes_enabled must be true or false", field="backup_codes_enabled"
+        )
     if isinstance(code_count, bool) or not isinstance(code_count, int):
         raise InvalidRequest("code_count must be a whole number", field="code_count")
     if not MIN_CODES <= code_count <= MAX_CODES:

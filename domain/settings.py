@@ -156,7 +156,9 @@ def _key_file(path: Path, make: object, embedded: bool, name: str) -> str:
     if path.is_file():
         return path.read_text().strip()
     if not embedded:
-        raise ConfigurationError(f"{name} (or {name}_FILE) must be set outside the embedded default")
+        raise ConfigurationError(
+            f"{name} (or {name}_FILE) must be set outside the embedded default"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     assert callable(make)
     value = str(make())

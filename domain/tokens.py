@@ -34,7 +34,9 @@ def issue(
     if not principal_id or len(principal_id) > 128:
         raise InvalidRequest("principal id must be 1 to 128 characters", field="principal_id")
     plaintext = PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken(org_id=org_id, principal_id=principal_id, role=role, token_hash=_digest(plaintext))
+    row = ApiToken(
+        org_id=org_id, principal_id=principal_id, role=role, token_hash=_digest(plaintext)
+    )
     session.add(row)
     session.flush()
     audit.append(

@@ -68,9 +68,7 @@ def judge(secret: str, submitted: str, at: datetime, last_step: int | None) -> J
     matches = [
         centre + offset
         for offset in range(-WINDOW, WINDOW + 1)
-        if hmac.compare_digest(
-            code_for_step(secret, centre + offset).encode(), submitted.encode()
-        )
+        if hmac.compare_digest(code_for_step(secret, centre + offset).encode(), submitted.encode())
     ]
     if not matches:
         return Judgement(Verdict.INVALID)

@@ -36,7 +36,9 @@ TEST_SECRET_KEY = Fernet.generate_key().decode()
 def _reachable(url: str, default_port: int) -> bool:
     parts = urlsplit(url.replace("postgresql+psycopg", "postgresql"))
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 2):
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 2
+        ):
             return True
     except OSError:
         return False

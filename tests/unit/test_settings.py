@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from domain.errors import ConfigurationError
+from domain.settings import Settings
+
+
+def test_nothing_set_runs_embedded_under_var_with_key_files_0600(tmp_path: Path) -> None:
+    s = Settings.from_env(env={"MFA_VAR_DIR": str(tmp_path / "var")}, dotenv=None)
+    assert s.database_url == f"sqlite:///{tmp_path / 'var' / 'mfa.db'}"
+    assert s.embedded_broker and s.is_sqlite
+    assert s.sheet_ttl_seconds == 900
+    for name in ("secret.key", "audit-signing.key"):
+        mode = stat.S_IMODE((tmp_path / "var" / name).stat().st_mode)
+        assert mode == 0o600
+
+
+def test_key_files_are_reused_on_the_next_start(tmp_path: Path) -> None:
+    env = {"MFA_VAR_DIR": str(tmp_path)}
+    first = Settings.from_env(env=env, dotenv=None)
+    second = Settings.from_env(env=env, dotenv=None)
+    assert first.secret_keys == second.secret_keys
+    assert first.audit_signing_key == second.audit_signing_key
+
+
+def test_deployment_without_keys_is_refused(tmp_path: Path) -> None:
+    env = {
+        "MFA_VAR_DIR": str(tmp_path),
+        "MFA_DATABASE_URL": "postgresql+psycopg://db/mfa",
+        "MFA_BROKER_URL": "amqp://mq//",
+    }
+    with pytest.raises(ConfigurationError, match="MFA_SECRET_KEY"):
+        Settings.from_env(env=env, dotenv=None)
+
+
+def test_keys_from_files_and_rotation_list(tmp_path: Path) -> None:
+    new, old = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    key_file = tmp_path / "k"
+    key_file.write_text(f"{new},{old}\n")
+    s = Settings.from_env(
+        env={"MFA_VAR_DIR": str(tmp_path), "MFA_SECRET_KEY_FILE": str(key_file)}, dotenv=None
+    )
+    assert s.secret_keys == (new, old)
+
+
+def test_bad_key_names_the_variable_not_the_value(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env(
+            env={"MFA_VAR_DIR": str(tmp_path), "MFA_SECRET_KEY": "hunter2-not-a-key"}, dotenv=None
+        )
+    assert "MFA_SECRET_KEY" in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "999999999"])
+def test_out_of_range_numbers_are_refused(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigurationError, match="MFA_SHEET_TTL_SECONDS"):
+        Settings.from_env(
+            env={"MFA_VAR_DIR": str(tmp_path), "MFA_SHEET_TTL_SECONDS": value}, dotenv=None
+        )
+
+
+def test_dotenv_is_read_and_environment_wins(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("MFA_SHEET_TTL_SECONDS=120\nMFA_TOTP_ISSUER=FromFile\n")
+    s = Settings.from_env(
+        env={"MFA_VAR_DIR": str(tmp_path), "MFA_TOTP_ISSUER": "FromEnv"}, dotenv=dotenv
+    )
+    assert s.sheet_ttl_seconds == 120
+    assert s.totp_issuer == "FromEnv"
+
+
+def test_repr_hides_secrets(tmp_path: Path) -> None:
+    s = Settings.from_env(env={"MFA_VAR_DIR": str(tmp_path)}, dotenv=None)
+    assert s.secret_keys[0] not in repr(s)
