@@ -1,0 +1,59 @@
+"""`make bench`: run every benchmark, print a markdown table each, write bench/results/latest.md."""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import sys
+import time
+from pathlib import Path
+
+from bench.common import markdown_table
+
+SUITES = [
+    ("Code primitives", "bench.bench_codes"),
+    ("Sign-in check: one verification vs every hash in turn", "bench.bench_signin"),
+    ("Audit trail", "bench.bench_audit"),
+    ("Worker: regeneration vs its irreducible work", "bench.bench_worker"),
+    ("Intake: POST regenerations vs a bare Falcon INSERT", "bench.bench_intake"),
+    ("Worker scaling: 1 vs 2 processes", "bench.bench_scaling"),
+]
+
+
+def main(argv: list[str]) -> int:
+    wanted = set(argv)
+    out = [
+        "# Benchmarks",
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"Python {platform.python_version()}, {platform.machine()}",
+        "",
+    ]
+    failed = 0
+    for title, module_name in SUITES:
+        if wanted and module_name.rsplit(".", 1)[-1] not in wanted:
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            continue
+        print(f"== {title} ({module_name})", flush=True)
+        try:
+            rows = module.run()
+        except Exception as exc:  # a broken suite is reported, the others still run
+            failed += 1
+            out += [f"## {title}", "", f"failed: {exc!r}", ""]
+            print(f"failed: {exc!r}", flush=True)
+            continue
+        table = markdown_table(rows)
+        print(table, flush=True)
+        out += [f"## {title}", "", table, ""]
+    results = Path("bench/results")
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "latest.md").write_text("\n".join(out))
+    print(f"written to {results / 'latest.md'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
