@@ -6,6 +6,7 @@ import click
 
 from cli.common import handle_errors, load_services
 from domain import accounts, audit, tokens
+from domain.key_rotation import rotate_all
 from domain.migrate import upgrade
 from domain.settings import Settings
 
@@ -78,3 +79,24 @@ def token_issue(org_id: str, principal_id: str, role: str) -> None:
         token_id = row.id
     click.echo(f"token {token_id} for {principal_id} ({role}) in {org_id}; shown once:", err=True)
     click.echo(plaintext)
+
+
+@click.group()
+def keys() -> None:
+    """Encryption keys of secrets at rest."""
+
+
+@keys.command("rotate")
+@handle_errors
+def keys_rotate() -> None:
+    """Re-encrypt every stored secret under the first key of MFA_SECRET_KEY.
+
+    Put the new key first (MFA_SECRET_KEY=new,old), restart the service, run
+    this, then remove the old key.
+    """
+    services = load_services()
+    try:
+        count = rotate_all(services.sessions, services.box)
+    finally:
+        services.close()
+    click.echo(f"{count} secrets re-encrypted under the newest key")

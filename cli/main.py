@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.admin_commands import db, org, token, user
+from cli.admin_commands import db, keys, org, token, user
 from cli.audit_commands import audit
 from cli.process_commands import beat, run, serve, worker
 
@@ -19,7 +19,7 @@ def cli() -> None:
     """
 
 
-for command in (run, serve, worker, beat, db, org, user, token, audit):
+for command in (run, serve, worker, beat, db, org, user, token, keys, audit):
     cli.add_command(command)
 
 

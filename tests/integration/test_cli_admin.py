@@ -93,3 +93,10 @@ def test_bad_settings_exit_2_without_echoing_the_value(env: dict[str, str]) -> N
     code, _, err = invoke(env, "org", "create", "acme")
     assert code == 2
     assert "MFA_SECRET_KEY" in err and "definitely-not" not in err
+
+
+def test_keys_rotate_reports_the_count(env: dict[str, str]) -> None:
+    invoke(env, "db", "upgrade")
+    code, out, _ = invoke(env, "keys", "rotate")
+    assert code == 0
+    assert out.startswith("0 secrets re-encrypted")

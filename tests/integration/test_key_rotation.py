@@ -1,0 +1,71 @@
+"""Key rotation: after `rotate_all` with (new, old), the new key alone decrypts everything."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import select
+
+from domain import accounts, audit
+from domain.crypto import SecretBox, SecretBoxError
+from domain.key_rotation import rotate_all
+from domain.migrate import upgrade
+from domain.models import Regeneration, Sheet, TotpEnrollment
+from domain.services import Services
+from tests.conftest import make_settings
+
+
+def test_rotation_moves_every_secret_to_the_new_key(tmp_path: Path) -> None:
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    before = Services.build(make_settings(tmp_path, MFA_SECRET_KEY=old))
+    upgrade(before.settings.database_url)
+    now = datetime.now(UTC)
+    with before.unit_of_work() as session:
+        accounts.create_org(session, "acme", audit.CLI)
+        users = [accounts.create_user(session, "acme", f"u{i}", None, audit.CLI) for i in range(7)]
+        for user in users:
+            session.add(
+                TotpEnrollment(user_id=user.id, secret_ciphertext=before.box.encrypt(b"S" * 32))
+            )
+        reg = Regeneration(
+            org_id="acme",
+            user_id=users[0].id,
+            reason="regeneration",
+            code_count=5,
+            accepted_at=now,
+            totp_ciphertext=before.box.encrypt(b"123456"),
+        )
+        session.add(reg)
+        session.flush()
+        session.add(
+            Sheet(
+                regeneration_id=reg.id,
+                pdf_ciphertext=before.box.encrypt(b"%PDF"),
+                text_ciphertext=before.box.encrypt(b"codes"),
+                expires_at=now,
+            )
+        )
+    before.close()
+
+    during = Services.build(make_settings(tmp_path, MFA_SECRET_KEY=f"{new},{old}"))
+    seen: list[int] = []
+    rotated = rotate_all(during.sessions, during.box, batch=3, progress=seen.append)
+    during.close()
+    assert rotated == 7 + 1 + 2
+    assert sum(seen) == rotated
+
+    only_new, only_old = SecretBox([new]), SecretBox([old])
+    after = Services.build(make_settings(tmp_path, MFA_SECRET_KEY=new))
+    with after.unit_of_work() as session:
+        secrets = session.execute(select(TotpEnrollment.secret_ciphertext)).scalars().all()
+        assert [only_new.decrypt(s) for s in secrets] == [b"S" * 32] * 7
+        sheet = session.execute(select(Sheet)).scalar_one()
+        assert only_new.decrypt(sheet.text_ciphertext) == b"codes"
+        pending = session.execute(select(Regeneration.totp_ciphertext)).scalar_one()
+        assert pending is not None and only_new.decrypt(pending) == b"123456"
+        with pytest.raises(SecretBoxError):
+            only_old.decrypt(sheet.pdf_ciphertext)
+    after.close()
