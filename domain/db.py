@@ -11,6 +11,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from domain.errors import DomainError
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -62,11 +64,23 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 @contextmanager
 def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One transaction: commits when the block ends, rolls back when it raises."""
+    """One transaction: commits when the block ends, rolls back when it raises.
+
+    Except for a DomainError marked `committed()`: an audited refusal or a counted
+    failure must persist although the request fails, so that transaction is
+    committed first and the error raised afterwards."""
     session = factory()
+    deferred: DomainError | None = None
     try:
         with session.begin():
-            yield session
+            try:
+                yield session
+            except DomainError as exc:
+                if not exc.commit_before_raising:
+                    raise
+                deferred = exc
+        if deferred is not None:
+            raise deferred
     finally:
         session.close()
 

@@ -1,0 +1,124 @@
+"""TOTP enrollment: start (or restart) a pending enrollment, confirm it with a code.
+
+Confirmation judges the code now (the user is present). When the organization
+allows backup codes, it queues the first set through the regeneration pipeline
+(reason "enrollment"; the TOTP was judged here, so none waits in the row).
+
+A wrong code must be counted and audited although the request fails: it is
+raised as `InvalidTotp().committed()`, which the unit of work commits before
+raising (domain.db.unit_of_work). Other audited refusals work the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from domain import accounts, audit, policy, regeneration
+from domain import audit_types as types
+from domain import totp as otp
+from domain.db import utcnow
+from domain.errors import (
+    AlreadyEnrolled,
+    DomainError,
+    InvalidRequest,
+    InvalidTotp,
+    NoPendingEnrollment,
+    TooManyAttempts,
+)
+from domain.models import Regeneration, TotpEnrollment, User
+from domain.services import Services
+
+
+def _refuse(session: Session, user: User, error: DomainError, ctx: audit.Context) -> DomainError:
+    outcome = types.FAILURE if isinstance(error, InvalidTotp) else types.DENIED
+    audit.append(
+        session,
+        user.org_id,
+        types.ENROLLMENT_FAILED,
+        outcome,
+        ctx,
+        user_id=user.external_id,
+        details={"reason": error.slug},
+    )
+    return error.committed()
+
+
+def start_enrollment(
+    session: Session, services: Services, user: User, ctx: audit.Context
+) -> tuple[str, str]:
+    """(base32 secret, otpauth URI). A pending enrollment is replaced by a new secret."""
+    user = accounts.lock_user(session, user)
+    enrollment = session.get(TotpEnrollment, user.id, populate_existing=True)
+    if enrollment is not None and enrollment.confirmed_at is not None:
+        raise _refuse(session, user, AlreadyEnrolled(), ctx)
+    secret = otp.new_secret()
+    ciphertext = services.box.encrypt_text(secret)
+    restarted = enrollment is not None
+    if enrollment is None:
+        session.add(TotpEnrollment(user_id=user.id, secret_ciphertext=ciphertext))
+    else:
+        enrollment.secret_ciphertext = ciphertext
+        enrollment.last_accepted_step = None
+        enrollment.drift = 0
+        enrollment.created_at = utcnow()
+    session.flush()
+    audit.append(
+        session,
+        user.org_id,
+        types.ENROLLMENT_STARTED,
+        types.SUCCESS,
+        ctx,
+        user_id=user.external_id,
+        details={"restarted": restarted},
+    )
+    account = user.email or user.external_id
+    return secret, otp.provisioning_uri(secret, account, services.settings.totp_issuer)
+
+
+def confirm_enrollment(
+    session: Session,
+    services: Services,
+    user: User,
+    totp: str,
+    now: datetime,
+    ctx: audit.Context,
+) -> Regeneration | None:
+    """Confirm with a code valid now; returns the first set's regeneration, or None
+    when the organization has backup codes turned off."""
+    if not otp.is_well_formed(totp):
+        raise InvalidRequest("totp must be a string of exactly 6 digits", field="totp")
+    user = accounts.lock_user(session, user)
+    enrollment = session.get(TotpEnrollment, user.id, populate_existing=True)
+    if enrollment is None or enrollment.confirmed_at is not None:
+        raise _refuse(session, user, NoPendingEnrollment(), ctx)
+    try:
+        policy.ensure_not_locked(session, user, now, ctx)
+    except TooManyAttempts as locked:
+        raise _refuse(session, user, locked, ctx) from None
+    judgement = otp.judge(
+        services.box.decrypt_text(enrollment.secret_ciphertext),
+        totp,
+        now,
+        enrollment.last_accepted_step,
+    )
+    if judgement.verdict is not otp.Verdict.ACCEPTED:
+        policy.record_failure(session, user, "totp", now, ctx, services.lockout)
+        raise _refuse(session, user, InvalidTotp(), ctx)
+    enrollment.confirmed_at = now
+    enrollment.last_accepted_step = judgement.step
+    enrollment.drift = judgement.drift
+    policy.reset_failures(session, user)
+    audit.append(
+        session,
+        user.org_id,
+        types.ENROLLMENT_CONFIRMED,
+        types.SUCCESS,
+        ctx,
+        user_id=user.external_id,
+    )
+    org = accounts.get_org(session, user.org_id)
+    if not org.backup_codes_enabled:
+        return None
+    return regeneration.queue_regeneration(session, user, org, "enrollment", None, now, ctx)

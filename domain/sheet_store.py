@@ -1,0 +1,283 @@
+"""The stored sheet: encrypted between rendering and its one retrieval or expiry.
+
+`issue_set` is the worker's write: it replaces the user's codes with a new set
+of argon2id hashes and stores the rendered sheet, in the caller's transaction.
+
+Retrieval is exactly once on PostgreSQL and SQLite alike: the request claims the
+regeneration with a conditional UPDATE (status 'ready' -> 'retrieved'); only the
+transaction whose UPDATE changed the row reads the sheet, and it deletes it. A
+concurrent claim waits for the row (PostgreSQL re-checks the WHERE after the
+winner commits; SQLite runs one writer at a time) and finds nothing to claim.
+
+Public entry points are re-exported by domain.regeneration.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy.orm import Session
+
+from domain import audit
+from domain import audit_types as types
+from domain.codes import generate_codes, new_set_id
+from domain.crypto import SecretBox
+from domain.errors import (
+    DomainError,
+    InvalidRequest,
+    NotFound,
+    NotReady,
+    RegenerationFailed,
+    SheetExpired,
+    SheetGone,
+)
+from domain.models import BackupCode, Organization, Regeneration, Sheet, User
+from domain.services import Services
+from domain.sheets import SheetContent, render_pdf, render_text
+
+KINDS = ("pdf", "text")
+IN_PROGRESS = frozenset({"queued", "processing"})
+
+
+def owned_regeneration(session: Session, user: User, regeneration_id: str) -> Regeneration:
+    """The user's regeneration, fresh from the database; NotFound for anything else,
+    malformed ids included, never a hint that it exists for someone else."""
+    try:
+        uuid.UUID(regeneration_id)
+    except (ValueError, TypeError, AttributeError):
+        raise NotFound("no such regeneration") from None
+    reg = session.execute(
+        select(Regeneration)
+        .where(Regeneration.id == regeneration_id, Regeneration.user_id == user.id)
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+    if reg is None:
+        raise NotFound("no such regeneration")
+    return reg
+
+
+def store_sheet(
+    session: Session,
+    box: SecretBox,
+    regeneration_id: str,
+    pdf: bytes,
+    text: str,
+    now: datetime,
+    ttl_seconds: int,
+) -> Sheet:
+    sheet = Sheet(
+        regeneration_id=regeneration_id,
+        pdf_ciphertext=box.encrypt(pdf),
+        text_ciphertext=box.encrypt_text(text),
+        created_at=now,
+        expires_at=now + timedelta(seconds=ttl_seconds),
+    )
+    session.add(sheet)
+    return sheet
+
+
+def rowcount(result: Any) -> int:
+    """Rows an UPDATE or DELETE changed (session.execute is typed as a plain Result)."""
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+def retrieve_sheet(
+    session: Session,
+    box: SecretBox,
+    user: User,
+    regeneration_id: str,
+    kind: str,
+    now: datetime,
+    ctx: audit.Context,
+) -> tuple[bytes, Regeneration]:
+    if kind not in KINDS:
+        raise InvalidRequest("the sheet comes as pdf or text", field="kind")
+    reg = owned_regeneration(session, user, regeneration_id)
+    claimed = rowcount(
+        session.execute(
+            update(Regeneration)
+            .where(
+                Regeneration.id == reg.id,
+                Regeneration.status == "ready",
+                Regeneration.expires_at > now,
+            )
+            .values(status="retrieved", retrieved_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    reg = owned_regeneration(session, user, regeneration_id)  # what the claim left
+    if claimed != 1:
+        raise _refuse_retrieval(session, user, reg, kind, now, ctx)
+    sheet = session.get(Sheet, reg.id, populate_existing=True)
+    if sheet is None:  # cannot happen while status and sheet change together
+        reg.status = "expired"
+        raise _refused(session, user, reg, kind, ctx, SheetExpired())
+    body = box.decrypt(sheet.pdf_ciphertext if kind == "pdf" else sheet.text_ciphertext)
+    session.delete(sheet)
+    session.flush()
+    audit.append(
+        session,
+        reg.org_id,
+        types.SHEET_RETRIEVED,
+        types.SUCCESS,
+        ctx,
+        user_id=user.external_id,
+        details={"regeneration_id": reg.id, "format": kind},
+    )
+    return body, reg
+
+
+def _refuse_retrieval(
+    session: Session,
+    user: User,
+    reg: Regeneration,
+    kind: str,
+    now: datetime,
+    ctx: audit.Context,
+) -> DomainError:
+    error: DomainError
+    if reg.status in IN_PROGRESS:
+        error = NotReady(retry_after=1)
+    elif reg.status == "failed":
+        error = RegenerationFailed(f"The regeneration failed: {reg.failure}", failure=reg.failure)
+    elif reg.status == "retrieved":
+        error = SheetGone()
+    else:  # expired, or ready but past expires_at: expire it now
+        if reg.status == "ready":
+            _expire(session, reg, audit.SYSTEM, user.external_id)
+        error = SheetExpired()
+    return _refused(session, user, reg, kind, ctx, error)
+
+
+def _refused(
+    session: Session,
+    user: User,
+    reg: Regeneration,
+    kind: str,
+    ctx: audit.Context,
+    error: DomainError,
+) -> DomainError:
+    audit.append(
+        session,
+        reg.org_id,
+        types.SHEET_RETRIEVAL_REFUSED,
+        types.DENIED,
+        ctx,
+        user_id=user.external_id,
+        details={"regeneration_id": reg.id, "format": kind, "reason": error.slug},
+    )
+    return error.committed()
+
+
+def _expire(session: Session, reg: Regeneration, ctx: audit.Context, external_id: str) -> bool:
+    """ready -> expired and the sheet deleted; False when someone else got there first."""
+    changed = rowcount(
+        session.execute(
+            update(Regeneration)
+            .where(Regeneration.id == reg.id, Regeneration.status == "ready")
+            .values(status="expired")
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if changed != 1:
+        return False
+    session.execute(delete(Sheet).where(Sheet.regeneration_id == reg.id))
+    reg.status = "expired"
+    audit.append(
+        session,
+        reg.org_id,
+        types.SHEET_EXPIRED,
+        types.SUCCESS,
+        ctx,
+        user_id=external_id,
+        details={"regeneration_id": reg.id},
+    )
+    return True
+
+
+def expire_sheets(session: Session, now: datetime, limit: int = 500) -> int:
+    """Ready regenerations past expires_at become 'expired' and lose their sheet."""
+    rows = session.execute(
+        select(Regeneration, User.external_id)
+        .join(User, User.id == Regeneration.user_id)
+        .where(Regeneration.status == "ready", Regeneration.expires_at <= now)
+        .order_by(Regeneration.expires_at)
+        .limit(limit)
+    ).all()
+    return sum(1 for reg, external_id in rows if _expire(session, reg, audit.SYSTEM, external_id))
+
+
+def issue_set(
+    session: Session,
+    services: Services,
+    reg: Regeneration,
+    org: Organization,
+    user: User,
+    now: datetime,
+) -> tuple[str, int, Sheet]:
+    """Deactivate every code of the user (spent ones too), insert a new set of
+    argon2id hashes and store its sheet: (set_id, codes deactivated, sheet). The
+    caller's transaction makes it all-or-nothing: never both sets, never neither."""
+    deactivated = rowcount(
+        session.execute(
+            update(BackupCode)
+            .where(BackupCode.user_id == user.id, BackupCode.deactivated_at.is_(None))
+            .values(deactivated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    codes = generate_codes(reg.code_count)
+    hashes = services.hasher.hash_all(codes)
+    previous = session.execute(
+        select(func.max(BackupCode.generation)).where(BackupCode.user_id == user.id)
+    ).scalar()
+    set_id = new_set_id()
+    session.add_all(
+        BackupCode(
+            user_id=user.id,
+            set_id=set_id,
+            generation=(previous or 0) + 1,
+            position=code.position,
+            locator=code.locator,
+            hash=hashed,
+            created_at=now,
+        )
+        for code, hashed in zip(codes, hashes, strict=True)
+    )
+    sheet = render_and_store(
+        session, services, reg, org, user, set_id, [c.display for c in codes], now
+    )
+    return set_id, deactivated, sheet
+
+
+def render_and_store(
+    session: Session,
+    services: Services,
+    reg: Regeneration,
+    org: Organization,
+    user: User,
+    set_id: str,
+    codes: list[str],
+    now: datetime,
+) -> Sheet:
+    """Render the PDF and the text form of freshly generated codes and store both
+    encrypted; the plaintext exists only in this call."""
+    content = SheetContent(
+        organization=org.id,
+        account=user.email or user.external_id,
+        set_id=set_id,
+        generated_at=now.astimezone(UTC),
+        codes=tuple(codes),
+    )
+    return store_sheet(
+        session,
+        services.box,
+        reg.id,
+        render_pdf(content),
+        render_text(content),
+        now,
+        services.settings.sheet_ttl_seconds,
+    )
