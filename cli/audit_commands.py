@@ -1,10 +1,204 @@
-"""audit verify, audit export, audit public-key. (Filled in by the audit work.)"""
+"""audit verify, export, checkpoint, public-key: the security team's side of the trail."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, closing
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import IO, Any
+
 import click
+from sqlalchemy import select, union
+from sqlalchemy.orm import Session
+
+from cli.common import EXIT_ERROR, handle_errors, load_services
+from domain import audit as audit_log
+from domain import audit_types as types
+from domain.audit_checkpoint import checkpoint_org, public_key_pem, write_checkpoints
+from domain.audit_query import (
+    Filters,
+    count,
+    csv_chunks,
+    last_seq,
+    ndjson_chunks,
+    parse_filters,
+    record_review,
+    stream_events,
+)
+from domain.audit_verify import verify_chain
+from domain.errors import InvalidRequest, NotFound
+from domain.models import AuditEvent, AuditHead, Organization
+from domain.settings import Settings
 
 
 @click.group()
 def audit() -> None:
     """The tamper-evident audit trail."""
+
+
+def _known_orgs(session: Session) -> list[str]:
+    """Every organization with a chain: organizations, heads, and events without either."""
+    query = union(
+        select(Organization.id), select(AuditHead.org_id), select(AuditEvent.org_id).distinct()
+    )
+    return sorted(session.execute(query).scalars())
+
+
+def _require_org(session: Session, org_id: str) -> None:
+    if session.get(Organization, org_id) is None and session.get(AuditHead, org_id) is None:
+        raise NotFound(f"no organization {org_id!r}")
+
+
+@audit.command("verify")
+@click.option("--org", "org_id", default=None, help="Only this organization (default: all).")
+@handle_errors
+def verify(org_id: str | None) -> None:
+    """Recompute every chain; exit 1 naming the first bad event of each broken one."""
+    with closing(load_services()) as services:
+        with services.unit_of_work() as session:
+            if org_id is not None:
+                _require_org(session, org_id)
+            orgs = [org_id] if org_id is not None else _known_orgs(session)
+        broken = 0
+        for org in orgs:
+            with services.unit_of_work() as session:
+                result = verify_chain(session, org, services.settings)
+                record_review(
+                    session,
+                    org,
+                    types.AUDIT_VERIFIED,
+                    types.SUCCESS if result.ok else types.FAILURE,
+                    audit_log.CLI,
+                    {
+                        "ok": result.ok,
+                        "events_checked": result.events_checked,
+                        "first_bad_seq": result.first_bad_seq,
+                    },
+                )
+            if result.ok:
+                head = result.head["seq"] if result.head else 0
+                click.echo(f"{org}: ok ({result.events_checked} events, head at seq {head})")
+            else:
+                broken += 1
+                click.echo(f"{org}: BROKEN at seq {result.first_bad_seq}: {result.reason}")
+        if broken:
+            click.echo(f"{broken} of {len(orgs)} chains do not verify", err=True)
+            sys.exit(EXIT_ERROR)
+
+
+def _filters(
+    since: str | None,
+    until: str | None,
+    type_: tuple[str, ...],
+    user_id: str | None,
+    request_id: str | None,
+) -> Filters:
+    params: dict[str, str | list[str]] = {}
+    for name, value in (
+        ("since", since),
+        ("until", until),
+        ("user_id", user_id),
+        ("request_id", request_id),
+    ):
+        if value is not None:
+            params[name] = value
+    if type_:
+        params["type"] = list(type_)
+    try:
+        return parse_filters(params)
+    except InvalidRequest as exc:
+        raise click.UsageError(f"--{(exc.field or '').replace('_', '-')}: {exc.detail}") from None
+
+
+def _with_progress(rows: Iterator[Any], total: int, stack: ExitStack) -> Iterator[Any]:
+    """A progress bar on stderr, only for a person watching a terminal."""
+    if not sys.stderr.isatty():
+        return rows
+    bar = stack.enter_context(click.progressbar(length=total, file=sys.stderr, label="exporting"))
+
+    def counted() -> Iterator[Any]:
+        for row in rows:
+            yield row
+            bar.update(1)
+
+    return counted()
+
+
+@audit.command("export")
+@click.option("--org", "org_id", required=True, help="The organization to export.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["ndjson", "csv"]), default="ndjson", show_default=True
+)
+@click.option("--since", default=None, help="From this RFC 3339 moment on (inclusive).")
+@click.option("--until", default=None, help="Up to this RFC 3339 moment (inclusive).")
+@click.option("--type", "type_", multiple=True, help="An event type or a prefix ending in '*'.")
+@click.option("--user-id", default=None, help="Only events about this user.")
+@click.option("--request-id", default=None, help="Only events of this request.")
+@click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None)
+@handle_errors
+def export(
+    org_id: str,
+    fmt: str,
+    since: str | None,
+    until: str | None,
+    type_: tuple[str, ...],
+    user_id: str | None,
+    request_id: str | None,
+    output: str | None,
+) -> None:
+    """Write the organization's events, oldest first, to standard output (or --output)."""
+    filters = _filters(since, until, type_, user_id, request_id)
+    with closing(load_services()) as services:
+        with services.unit_of_work() as session:
+            _require_org(session, org_id)
+            # Pinned to the chain as it is now; the export event itself comes after it.
+            filters = replace(filters, max_seq=last_seq(session, org_id))
+            total = count(session, org_id, filters)
+            record_review(
+                session,
+                org_id,
+                types.AUDIT_EXPORTED,
+                types.SUCCESS,
+                audit_log.CLI,
+                {"filters": filters.summary(), "count": total, "format": fmt, "via": "cli"},
+            )
+        with ExitStack() as stack:
+            out: IO[bytes] = (
+                stack.enter_context(open(output, "wb")) if output else sys.stdout.buffer
+            )
+            rows = _with_progress(stream_events(services.sessions, org_id, filters), total, stack)
+            chunks = ndjson_chunks(rows) if fmt == "ndjson" else csv_chunks(rows)
+            for chunk in chunks:
+                out.write(chunk)
+            out.flush()
+        if output:
+            click.echo(f"{total} events written to {output}", err=True)
+
+
+@audit.command("checkpoint")
+@click.option("--org", "org_id", default=None, help="Only this organization (default: all).")
+@handle_errors
+def checkpoint(org_id: str | None) -> None:
+    """Sign the head of every chain that moved since its last checkpoint."""
+    with closing(load_services()) as services:
+        now = datetime.now(UTC)
+        with services.unit_of_work() as session:
+            if org_id is None:
+                written = write_checkpoints(session, services.settings, now)
+                click.echo(f"{written} checkpoints written")
+                return
+            _require_org(session, org_id)
+            cp = checkpoint_org(session, services.settings, org_id, now)
+            if cp is None:
+                click.echo(f"{org_id}: nothing to sign (empty chain)")
+            else:
+                click.echo(f"{org_id}: checkpoint at seq {cp.seq} (key {cp.key_id})")
+
+
+@audit.command("public-key")
+@handle_errors
+def public_key() -> None:
+    """Print the checkpoints' Ed25519 verification key (PEM)."""
+    click.echo(public_key_pem(Settings.from_env()), nl=False)

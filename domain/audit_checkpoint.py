@@ -1,0 +1,157 @@
+"""Signed checkpoints: an Ed25519 signature over each organization's chain head.
+
+A hash chain alone shows an edited, deleted or reordered event, but not a tail
+cut off (with the head row reset) nor a chain rewritten from some event on with
+every hash recomputed. A signature by a key the database does not hold makes
+both show: the chain must still reach every signed (seq, hash) and match it.
+
+Checkpoints live in their own table: appending an event for them would move the
+head they have just signed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from datetime import datetime
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from domain.audit import format_ts
+from domain.models import AuditCheckpoint, AuditEvent, AuditHead
+from domain.settings import Settings
+
+
+def _private_key(settings: Settings) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(settings.audit_signing_key)
+
+
+def public_key(settings: Settings) -> Ed25519PublicKey:
+    return _private_key(settings).public_key()
+
+
+def _public_raw(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id(key: Ed25519PublicKey) -> str:
+    """A short, stable name for a public key: the first 16 hex of SHA-256(raw key)."""
+    return hashlib.sha256(_public_raw(key)).hexdigest()[:16]
+
+
+def public_key_pem(settings: Settings) -> str:
+    """The verification key, for the security team to check checkpoints on their own."""
+    return (
+        public_key(settings)
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def message(org_id: str, seq: int, hash: str, signed_at: datetime) -> bytes:
+    """The signed bytes: canonical JSON, so any verifier can rebuild them."""
+    body = {"org_id": org_id, "seq": seq, "hash": hash, "signed_at": format_ts(signed_at)}
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def signature_valid(checkpoint: AuditCheckpoint, key: Ed25519PublicKey) -> bool:
+    """True when the checkpoint was signed by `key` over exactly its own fields."""
+    if checkpoint.key_id != key_id(key):
+        return False
+    try:
+        raw = base64.b64decode(checkpoint.signature.encode(), validate=True)
+        key.verify(
+            raw, message(checkpoint.org_id, checkpoint.seq, checkpoint.hash, checkpoint.signed_at)
+        )
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def _sign(
+    session: Session, settings: Settings, org_id: str, seq: int, hash: str, now: datetime
+) -> AuditCheckpoint:
+    private = _private_key(settings)
+    signature = private.sign(message(org_id, seq, hash, now))
+    checkpoint = AuditCheckpoint(
+        org_id=org_id,
+        seq=seq,
+        hash=hash,
+        signed_at=now,
+        key_id=key_id(private.public_key()),
+        signature=base64.b64encode(signature).decode(),
+    )
+    session.add(checkpoint)
+    session.flush()
+    return checkpoint
+
+
+def _head_is_backed(session: Session, org_id: str, seq: int, hash: str) -> bool:
+    """Sign only a head whose event is there with that hash: a head row that was
+    reset or points nowhere is for verification to report, not for us to bless."""
+    stored = session.execute(
+        select(AuditEvent.hash).where(AuditEvent.org_id == org_id, AuditEvent.seq == seq)
+    ).scalars()
+    return list(stored) == [hash]
+
+
+def latest_checkpoint(session: Session, org_id: str) -> AuditCheckpoint | None:
+    return session.execute(
+        select(AuditCheckpoint)
+        .where(AuditCheckpoint.org_id == org_id)
+        .order_by(AuditCheckpoint.seq.desc(), AuditCheckpoint.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def checkpoint_org(
+    session: Session, settings: Settings, org_id: str, now: datetime
+) -> AuditCheckpoint | None:
+    """Sign the organization's head now if it moved since its last checkpoint.
+
+    Returns the new checkpoint, or the latest one when the head has not moved,
+    or None for an empty chain (or a head no event backs).
+    """
+    head = session.get(AuditHead, org_id)
+    latest = latest_checkpoint(session, org_id)
+    if head is None or head.seq <= 0:
+        return latest
+    if latest is not None and latest.seq >= head.seq:
+        return latest
+    if not _head_is_backed(session, org_id, head.seq, head.hash):
+        return latest
+    return _sign(session, settings, org_id, head.seq, head.hash, now)
+
+
+def write_checkpoints(session: Session, settings: Settings, now: datetime) -> int:
+    """Sign every organization's head that moved since its last checkpoint.
+
+    For the periodic task (every settings.checkpoint_interval_seconds). No lock
+    is taken on the heads: a committed head is signed as it was read, and appends
+    carry on meanwhile. Returns the number of checkpoints written.
+    """
+    last_signed = (
+        select(func.max(AuditCheckpoint.seq))
+        .where(AuditCheckpoint.org_id == AuditHead.org_id)
+        .correlate(AuditHead)
+        .scalar_subquery()
+    )
+    moved = session.execute(
+        select(AuditHead.org_id, AuditHead.seq, AuditHead.hash)
+        .where(AuditHead.seq > 0, AuditHead.seq > func.coalesce(last_signed, 0))
+        .order_by(AuditHead.org_id)
+    ).all()
+    written = 0
+    for org_id, seq, hash in moved:
+        if _head_is_backed(session, org_id, seq, hash):
+            _sign(session, settings, org_id, seq, hash, now)
+            written += 1
+    return written

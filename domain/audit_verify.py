@@ -1,0 +1,259 @@
+"""Verification of an organization's audit chain: recompute it and name the first bad event.
+
+The walk reads events in (seq, id) order in keyset batches, so memory stays
+flat whatever the length of the chain, and checks for each event that its seq
+follows the last one (gapless from 1, no duplicate), that its prev_hash links
+to the previous event and that its hash is the hash of its content. Along the
+way every signed checkpoint is checked: its Ed25519 signature, and the chain's
+hash at its seq (a chain rewritten with recomputed hashes differs there). At
+the end the chain must reach every checkpoint and agree with the head row
+(a truncated tail falls short of both).
+
+Under READ COMMITTED (PostgreSQL's default) appends may commit during the walk;
+the head is read only once the events run out, and the events are read once
+more after that, so a concurrent append is never taken for a truncation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import Row, and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from domain.audit import GENESIS_HASH, chain_hash, format_ts
+from domain.audit_checkpoint import public_key, signature_valid
+from domain.models import AuditCheckpoint, AuditEvent, AuditHead
+from domain.settings import Settings
+
+BATCH = 1000
+_EVENTS = AuditEvent.__table__
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    events_checked: int
+    head: dict[str, Any] | None
+    first_bad_seq: int | None
+    reason: str | None
+    checkpoint: dict[str, Any] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The body of GET /v1/audit/verification (API.md), plus `reason` in words."""
+        return {
+            "ok": self.ok,
+            "events_checked": self.events_checked,
+            "head": self.head,
+            "first_bad_seq": self.first_bad_seq,
+            "reason": self.reason,
+            "checkpoint": self.checkpoint,
+        }
+
+
+class _Bad(Exception):
+    """The first bad event was found; the walk stops there."""
+
+    def __init__(self, seq: int, reason: str) -> None:
+        super().__init__(reason)
+        self.seq = max(seq, 1)
+        self.reason = reason
+
+
+def _checkpoint_dict(cp: AuditCheckpoint, verified: bool) -> dict[str, Any]:
+    return {
+        "seq": cp.seq,
+        "hash": cp.hash,
+        "signed_at": format_ts(cp.signed_at),
+        "key_id": cp.key_id,
+        "verified": verified,
+    }
+
+
+class _Walk:
+    def __init__(self, session: Session, org_id: str, key: Ed25519PublicKey, batch: int) -> None:
+        self.session = session
+        self.org_id = org_id
+        self.key = key
+        self.batch = batch
+        self.checked = 0
+        self.last_seq = 0
+        self.last_hash = GENESIS_HASH
+        self.before_last_hash: str | None = None  # to tell an inserted event from an edited one
+        self.after: tuple[int, str] | None = None  # keyset position (seq, id)
+        self.checkpoint: dict[str, Any] | None = None
+
+    # -- reading -------------------------------------------------------------------
+
+    def _event_batch(self) -> list[Row[Any]]:
+        query = select(_EVENTS).where(_EVENTS.c.org_id == self.org_id)
+        if self.after is not None:
+            seq, id_ = self.after
+            query = query.where(
+                _EVENTS.c.seq >= seq,
+                or_(_EVENTS.c.seq > seq, and_(_EVENTS.c.seq == seq, _EVENTS.c.id > id_)),
+            )
+        query = query.order_by(_EVENTS.c.seq, _EVENTS.c.id).limit(self.batch)
+        return list(self.session.execute(query).all())
+
+    def _checkpoints(self, lo: int | None, hi: int | None) -> Iterator[AuditCheckpoint]:
+        """Checkpoints with lo < seq <= hi, in seq order, a batch at a time."""
+        after: tuple[int, int] | None = None
+        while True:
+            query = select(AuditCheckpoint).where(AuditCheckpoint.org_id == self.org_id)
+            if lo is not None:
+                query = query.where(AuditCheckpoint.seq > lo)
+            if hi is not None:
+                query = query.where(AuditCheckpoint.seq <= hi)
+            if after is not None:
+                query = query.where(
+                    or_(
+                        AuditCheckpoint.seq > after[0],
+                        and_(AuditCheckpoint.seq == after[0], AuditCheckpoint.id > after[1]),
+                    )
+                )
+            query = query.order_by(AuditCheckpoint.seq, AuditCheckpoint.id).limit(self.batch)
+            rows = list(self.session.execute(query).scalars())
+            yield from rows
+            if len(rows) < self.batch:
+                return
+            after = (rows[-1].seq, rows[-1].id)
+
+    # -- checking ------------------------------------------------------------------
+
+    def _check_event(self, row: Row[Any]) -> None:
+        self.checked += 1
+        expected = self.last_seq + 1
+        if row.seq < expected:
+            raise _Bad(row.seq, f"event {row.seq} appears twice (an event was inserted)")
+        if row.seq > expected:
+            raise _Bad(expected, f"event {expected} is missing (deleted)")
+        if row.prev_hash != self.last_hash:
+            if row.prev_hash == self.before_last_hash:
+                raise _Bad(
+                    self.last_seq,
+                    f"event {self.last_seq} was inserted: event {row.seq} links past it",
+                )
+            raise _Bad(row.seq, f"event {row.seq} does not link to event {self.last_seq}")
+        # A Core row carries the model's attribute names, which is all canonical() reads.
+        if chain_hash(cast(AuditEvent, row), row.prev_hash) != row.hash:
+            raise _Bad(row.seq, f"event {row.seq} does not match its hash (edited)")
+        self.before_last_hash = self.last_hash
+        self.last_seq, self.last_hash = row.seq, row.hash
+
+    def _check_signature(self, cp: AuditCheckpoint) -> None:
+        if not signature_valid(cp, self.key):
+            self.checkpoint = _checkpoint_dict(cp, False)
+            raise _Bad(cp.seq, f"the checkpoint at seq {cp.seq} has no valid signature")
+
+    def _check_checkpoint_in_chain(self, cp: AuditCheckpoint) -> None:
+        """A checkpoint at or before the last verified event: the chain must match it."""
+        self._check_signature(cp)
+        self.checkpoint = _checkpoint_dict(cp, True)
+        if cp.seq != self.last_seq or cp.hash != self.last_hash:
+            raise _Bad(
+                cp.seq,
+                f"the chain differs from the checkpoint signed at seq {cp.seq} "
+                f"(rewritten at or before it)",
+            )
+
+    def _walk_available(self) -> bool:
+        """Check every event there is now, with the checkpoints among them in seq
+        order, so that whichever comes first is named. Returns whether any event was read."""
+        read_any = False
+        while rows := self._event_batch():
+            read_any = True
+            lo = self.last_seq if self.after is not None else None
+            pending = self._checkpoints(lo, max(row.seq for row in rows))
+            cp = next(pending, None)
+            for row in rows:
+                self._check_event(row)
+                while cp is not None and cp.seq <= self.last_seq:
+                    self._check_checkpoint_in_chain(cp)
+                    cp = next(pending, None)
+            self.after = (rows[-1].seq, rows[-1].id)
+            if len(rows) < self.batch:
+                break
+        return read_any
+
+    def _check_tail(self, head_seq: int, head_hash: str, signed_max: int | None) -> None:
+        """The chain must reach every signed checkpoint and agree with the head row,
+        both as read before the last look for new events."""
+        if signed_max is not None:
+            for cp in self._checkpoints(self.last_seq, signed_max):
+                self._check_signature(cp)
+                self.checkpoint = _checkpoint_dict(cp, True)
+                raise _Bad(
+                    self.last_seq + 1,
+                    f"the chain ends at seq {self.last_seq} but a checkpoint was signed at "
+                    f"seq {cp.seq} (truncated)",
+                )
+        if self.last_seq > head_seq:
+            raise _Bad(head_seq + 1, f"events after the head (seq {head_seq}) were added")
+        if self.last_seq < head_seq:
+            raise _Bad(
+                self.last_seq + 1,
+                f"the chain ends at seq {self.last_seq} but its head is at seq {head_seq} "
+                f"(truncated)",
+            )
+        if head_hash != self.last_hash:
+            raise _Bad(self.last_seq, f"the head's hash differs from event {self.last_seq}")
+
+    def run(self) -> None:
+        self._walk_available()
+        while True:
+            head = self.session.get(AuditHead, self.org_id, populate_existing=True)
+            head_seq, head_hash = (head.seq, head.hash) if head is not None else (0, GENESIS_HASH)
+            signed_max = self.session.execute(
+                select(func.max(AuditCheckpoint.seq)).where(AuditCheckpoint.org_id == self.org_id)
+            ).scalar_one()
+            # Whatever the head or a checkpoint covered when read was committed before:
+            # read the events once more, so a concurrent append is not taken for a cut.
+            target = max(head_seq, signed_max or 0)
+            if target > self.last_seq and self._walk_available():
+                continue
+            break
+        self._check_tail(head_seq, head_hash, signed_max)
+
+
+def _table_head(session: Session, org_id: str) -> dict[str, Any] | None:
+    row = session.execute(
+        select(AuditEvent.seq, AuditEvent.hash)
+        .where(AuditEvent.org_id == org_id)
+        .order_by(AuditEvent.seq.desc(), AuditEvent.id.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else {"seq": row.seq, "hash": row.hash}
+
+
+def verify_chain(
+    session: Session, org_id: str, settings: Settings, *, batch: int = BATCH
+) -> Verification:
+    """Recompute the organization's chain and check it against its checkpoints and head.
+
+    Reads only; the caller appends AUDIT_VERIFIED if it wants the check recorded.
+    """
+    walk = _Walk(session, org_id, public_key(settings), batch)
+    try:
+        walk.run()
+    except _Bad as bad:
+        return Verification(
+            ok=False,
+            events_checked=walk.checked,
+            head=_table_head(session, org_id),
+            first_bad_seq=bad.seq,
+            reason=bad.reason,
+            checkpoint=walk.checkpoint,
+        )
+    head = None if walk.last_seq == 0 else {"seq": walk.last_seq, "hash": walk.last_hash}
+    return Verification(
+        ok=True,
+        events_checked=walk.checked,
+        head=head,
+        first_bad_seq=None,
+        reason=None,
+        checkpoint=walk.checkpoint,
+    )
