@@ -1,0 +1,144 @@
+"""Sign-in check: what one backup-code attempt costs with 1, 5 and 20 codes.
+
+Ours: `verify_backup_code` end to end (its own unit of work on SQLite: user and
+policy reads, the locator lookup, one argon2id verification, the failure counted
+and audited), with a wrong code that carries a real code's locator, so the
+stored hash is verified rather than the dummy one.
+
+The common approach: verify the input against every stored hash in turn. Only
+the argon2 loop is timed (hashes already in memory, no database), which flatters
+it. Both use the default argon2id profile (19 MiB, t=2, p=1). Ratios are against
+our 1-code time in the same run.
+
+    python -m bench.bench_signin
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+from bench.common import markdown_table
+from domain import accounts, audit, signin
+from domain import totp as otp
+from domain.codes import CodeHasher, generate_codes, new_set_id
+from domain.migrate import upgrade
+from domain.models import BackupCode, TotpEnrollment
+from domain.policy import Lockout
+from domain.services import Services
+from domain.settings import Settings
+
+SIZES = (1, 5, 20)
+REPEAT = 21
+OURS = "ours: locator + one verification"
+COMMON = "every hash in turn"
+CTX = audit.Context(principal_id="bench", role="service")
+
+
+def _services(tmp: Path) -> Services:
+    settings = Settings.from_env(
+        env={
+            "MFA_VAR_DIR": str(tmp),
+            "MFA_DATABASE_URL": f"sqlite:///{tmp / 'bench.db'}",
+            "MFA_SECRET_KEY": Fernet.generate_key().decode(),
+        },
+        dotenv=None,
+    )  # default argon2id profile
+    upgrade(settings.database_url)
+    services = Services.build(settings)
+    # Every timed attempt is a failure: a lockout would turn them into cheap refusals.
+    services.lockout = Lockout(threshold=10**9, window_seconds=900)
+    return services
+
+
+def _user_with_codes(services: Services, count: int) -> tuple[str, list[str], str]:
+    """(org id, stored hashes, a wrong code with a real locator)."""
+    org_id = f"bench-{count}"
+    codes = generate_codes(count)
+    hashes = services.hasher.hash_all(codes)
+    now = datetime.now(UTC)
+    with services.unit_of_work() as session:
+        accounts.create_org(session, org_id, audit.CLI)
+        user = accounts.create_user(session, org_id, "alice", None, audit.CLI)
+        session.add(
+            TotpEnrollment(
+                user_id=user.id,
+                secret_ciphertext=services.box.encrypt_text(otp.new_secret()),
+                confirmed_at=now,
+            )
+        )
+        set_id = new_set_id()
+        session.add_all(
+            BackupCode(
+                user_id=user.id,
+                set_id=set_id,
+                generation=1,
+                position=c.position,
+                locator=c.locator,
+                hash=h,
+            )
+            for c, h in zip(codes, hashes, strict=True)
+        )
+    last = codes[-1].value
+    wrong = last[:2] + ("0" if last[2] != "0" else "1") + last[3:]
+    return org_id, hashes, wrong
+
+
+def _ours(services: Services, org_id: str, wrong: str) -> None:
+    with services.unit_of_work() as session:
+        result = signin.verify_backup_code(
+            session, services, org_id, "alice", wrong, datetime.now(UTC), CTX
+        )
+    assert not result.accepted
+
+
+def _every_hash(hasher: CodeHasher, hashes: list[str], wrong: str) -> None:
+    for stored in hashes:
+        if hasher.verify(stored, wrong):
+            raise AssertionError("a wrong code matched")
+
+
+def _interleaved(cases: dict[str, Callable[[], None]], repeat: int) -> dict[str, float]:
+    """Median ms per case, the cases taking turns, so that drift in the machine's
+    load (other processes) weighs on every case alike."""
+    for fn in cases.values():
+        fn()  # warm-up: argon2's memory, SQLite's caches
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeat):
+        for name, fn in cases.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def run() -> list[dict[str, object]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        services = _services(Path(tmp))
+        try:
+            cases: dict[str, Callable[[], None]] = {}
+            for n in SIZES:
+                org, hashes, wrong = _user_with_codes(services, n)
+                cases[f"ours-{n}"] = partial(_ours, services, org, wrong)
+                cases[f"loop-{n}"] = partial(_every_hash, services.hasher, hashes, wrong)
+            ms = _interleaved(cases, REPEAT)
+        finally:
+            services.close()
+    base = ms["ours-1"]
+    rows: list[dict[str, object]] = []
+    for key, label in (("ours", OURS), ("loop", COMMON)):
+        for n in SIZES:
+            value = ms[f"{key}-{n}"]
+            rows.append({"approach": label, "codes": n, "ms": value, "ratio": value / base})
+    return rows
+
+
+if __name__ == "__main__":
+    print(markdown_table(run()))

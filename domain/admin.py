@@ -1,0 +1,212 @@
+"""Administration use cases: the organization's policy, revoking a user's codes,
+resetting a user's MFA; and the user's own MFA status (GET /v1/me/mfa)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy.orm import Session
+
+from domain import accounts, audit, policy
+from domain import audit_types as types
+from domain.db import utcnow
+from domain.errors import InvalidRequest, MfaNotEnrolled, NotFound
+from domain.models import (
+    AuthFailure,
+    BackupCode,
+    Organization,
+    Regeneration,
+    Sheet,
+    TotpEnrollment,
+    User,
+)
+from domain.services import Services
+
+POLICY_KEYS = ("backup_codes_enabled", "code_count")
+LOW_WATERMARK = 2
+# A reset fails every regeneration whose sheet could still be fetched or made:
+# its codes are gone, so the sheet would print dead codes.
+_UNFINISHED = ("queued", "processing", "ready")
+
+
+def _rowcount(result: Any) -> int:
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+def _ts(moment: datetime) -> str:
+    """RFC 3339, UTC, milliseconds: 2026-11-28T09:14:03.120Z."""
+    utc = moment.astimezone(UTC)
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+
+
+# --- policy -----------------------------------------------------------------------
+
+
+def _policy_dict(org: Organization) -> dict[str, Any]:
+    return {"backup_codes_enabled": org.backup_codes_enabled, "code_count": org.code_count}
+
+
+def get_policy(session: Session, org_id: str) -> dict[str, Any]:
+    return _policy_dict(accounts.get_org(session, org_id))
+
+
+def put_policy(
+    session: Session, org_id: str, body: dict[str, Any], ctx: audit.Context
+) -> dict[str, Any]:
+    """Replace the policy: both keys required, no others; audited with old and new."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("the policy is a JSON object", field="body")
+    for key in sorted(body):
+        if key not in POLICY_KEYS:
+            raise InvalidRequest(f"unknown field {key[:64]!r}", field=str(key)[:64])
+    for key in POLICY_KEYS:
+        if key not in body:
+            raise InvalidRequest(f"{key} is required", field=key)
+    # Row lock: concurrent PUTs are serialised, so each audits the old value it replaced.
+    org = session.execute(
+        select(Organization)
+        .where(Organization.id == org_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+    if org is None:
+        raise NotFound(f"no organization {org_id!r}")
+    policy.set_policy(session, org, body["backup_codes_enabled"], body["code_count"], ctx)
+    session.flush()
+    return _policy_dict(org)
+
+
+# --- a user's codes and enrollment --------------------------------------------------
+
+
+def revoke_codes(session: Session, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
+    """Deactivate every active code of the user (spent ones too, as a regeneration
+    does); the audited count is of the codes that could still have been used."""
+    user = accounts.lock_user(session, accounts.get_user(session, org_id, user_external_id))
+    now = utcnow()
+    usable = _count_codes(session, user, unspent_only=True)
+    session.execute(
+        update(BackupCode)
+        .where(BackupCode.user_id == user.id, BackupCode.deactivated_at.is_(None))
+        .values(deactivated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    audit.append(
+        session,
+        org_id,
+        types.CODES_REVOKED,
+        types.SUCCESS,
+        ctx,
+        user_id=user.external_id,
+        details={"count": usable},
+    )
+
+
+def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
+    """Remove the enrollment and every code (the user enrolls again), fail the
+    unfinished regenerations and delete their sheets, clear the lockout."""
+    # Under the user's lock a worker is either done (its set is removed here) or
+    # has not started (it finds its regeneration failed and leaves it).
+    user = accounts.lock_user(session, accounts.get_user(session, org_id, user_external_id))
+    now = utcnow()
+    removed = _rowcount(session.execute(delete(BackupCode).where(BackupCode.user_id == user.id)))
+    was_enrolled = (
+        _rowcount(session.execute(delete(TotpEnrollment).where(TotpEnrollment.user_id == user.id)))
+        > 0
+    )
+
+    pending = list(
+        session.execute(
+            select(Regeneration)
+            .where(Regeneration.user_id == user.id, Regeneration.status.in_(_UNFINISHED))
+            .order_by(Regeneration.created_at)
+            .with_for_update()
+        ).scalars()
+    )
+    for reg in pending:
+        had_sheet = session.execute(delete(Sheet).where(Sheet.regeneration_id == reg.id))
+        reg.status = "failed"
+        reg.failure = MfaNotEnrolled.slug
+        reg.completed_at = now
+        reg.totp_ciphertext = None
+        audit.append(
+            session,
+            org_id,
+            types.REGENERATION_FAILED,
+            types.FAILURE,
+            ctx,
+            user_id=user.external_id,
+            details={
+                "regeneration_id": reg.id,
+                "reason": MfaNotEnrolled.slug,
+                "sheet_deleted": _rowcount(had_sheet) > 0,
+            },
+        )
+
+    user.locked_until = None
+    session.execute(delete(AuthFailure).where(AuthFailure.user_id == user.id))
+    audit.append(
+        session,
+        org_id,
+        types.MFA_RESET,
+        types.SUCCESS,
+        ctx,
+        user_id=user.external_id,
+        details={
+            "was_enrolled": was_enrolled,
+            "codes_removed": removed,
+            "regenerations_failed": len(pending),
+        },
+    )
+    session.flush()
+
+
+# --- the user's own view -----------------------------------------------------------
+
+
+def mfa_status(session: Session, services: Services, user: User) -> dict[str, Any]:
+    """GET /v1/me/mfa: enrollment, policy and the current set (null when no active code)."""
+    org = accounts.get_org(session, user.org_id)
+    enrollment = session.get(TotpEnrollment, user.id, populate_existing=True)
+    return {
+        "enrolled": enrollment is not None and enrollment.confirmed_at is not None,
+        "backup_codes_enabled": org.backup_codes_enabled,
+        "backup_codes": _current_set(session, user),
+    }
+
+
+def _current_set(session: Session, user: User) -> dict[str, Any] | None:
+    active = list(
+        session.execute(
+            select(BackupCode)
+            .where(BackupCode.user_id == user.id, BackupCode.deactivated_at.is_(None))
+            .execution_options(populate_existing=True)
+        ).scalars()
+    )
+    if not active:
+        return None
+    # Regeneration deactivates the old set with the insert of the new one, so the
+    # active codes are one set; the newest generation wins should that ever break.
+    newest = max(active, key=lambda c: c.generation)
+    current = [c for c in active if c.set_id == newest.set_id]
+    remaining = sum(1 for c in current if c.spent_at is None)
+    return {
+        "set_id": newest.set_id,
+        "remaining": remaining,
+        "total": len(current),
+        "low": remaining <= LOW_WATERMARK,
+        "generated_at": _ts(min(c.created_at for c in current)),
+    }
+
+
+def _count_codes(session: Session, user: User, *, unspent_only: bool) -> int:
+    query = (
+        select(func.count())
+        .select_from(BackupCode)
+        .where(BackupCode.user_id == user.id, BackupCode.deactivated_at.is_(None))
+    )
+    if unspent_only:
+        query = query.where(BackupCode.spent_at.is_(None))
+    return int(session.execute(query).scalar_one())

@@ -1,0 +1,290 @@
+"""Administration (domain.admin): policy, revocation, MFA reset; and GET /v1/me/mfa."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from domain import accounts, admin
+from domain import audit_types as types
+from domain.errors import (
+    BackupCodesDisabled,
+    InvalidRequest,
+    MfaNotEnrolled,
+    NotFound,
+    RegenerationFailed,
+)
+from domain.models import AuthFailure, BackupCode, Sheet, TotpEnrollment
+from domain.regeneration import retrieve_sheet
+from domain.services import Services
+from tests.integration.codes_fixtures import (
+    ADMIN,
+    NOW,
+    Holder,
+    code_rows,
+    events,
+    fail,
+    holder,
+    load_regeneration,
+    load_user,
+    new_org,
+    new_user,
+    process,
+    queue_rotation,
+    sheet_codes,
+    verify,
+)
+
+RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def status(svc: Services, h: Holder) -> dict[str, Any]:
+    with svc.unit_of_work() as session:
+        return admin.mfa_status(session, svc, accounts.get_user(session, h.org_id, h.external_id))
+
+
+def count(svc: Services, model: type[Any], user_id: str) -> int:
+    with svc.unit_of_work() as session:
+        return int(
+            session.execute(
+                select(func.count()).select_from(model).where(model.user_id == user_id)
+            ).scalar_one()
+        )
+
+
+# --- policy --------------------------------------------------------------------------
+
+
+def test_a_new_organization_has_the_default_policy(services: Services) -> None:
+    org_id = new_org(services)
+    with services.unit_of_work() as session:
+        assert admin.get_policy(session, org_id) == {"backup_codes_enabled": True, "code_count": 5}
+
+
+def test_put_policy_replaces_it_and_audits_old_and_new(services: Services) -> None:
+    org_id = new_org(services)
+    body = {"backup_codes_enabled": False, "code_count": 12}
+    with services.unit_of_work() as session:
+        assert admin.put_policy(session, org_id, body, ADMIN) == body
+    with services.unit_of_work() as session:
+        assert admin.get_policy(session, org_id) == body
+    [changed] = events(services, org_id, types.POLICY_CHANGED)
+    assert changed.details == {
+        "old": {"backup_codes_enabled": True, "code_count": 5},
+        "new": body,
+    }
+    assert changed.actor_role == "admin"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"backup_codes_enabled": True, "code_count": 0}, "code_count"),
+        ({"backup_codes_enabled": True, "code_count": 21}, "code_count"),
+        ({"backup_codes_enabled": True, "code_count": "5"}, "code_count"),
+        ({"backup_codes_enabled": True, "code_count": True}, "code_count"),
+        ({"backup_codes_enabled": True, "code_count": 5.0}, "code_count"),
+        ({"backup_codes_enabled": "yes", "code_count": 5}, "backup_codes_enabled"),
+        ({"backup_codes_enabled": None, "code_count": 5}, "backup_codes_enabled"),
+        ({"backup_codes_enabled": True, "code_count": 5, "extra": 1}, "extra"),
+        ({"code_count": 5}, "backup_codes_enabled"),
+        ({"backup_codes_enabled": True}, "code_count"),
+        ({}, "backup_codes_enabled"),
+    ],
+    ids=[
+        "zero",
+        "21",
+        "string",
+        "bool",
+        "float",
+        "enabled-string",
+        "enabled-null",
+        "unknown",
+        "no-enabled",
+        "no-count",
+        "empty",
+    ],
+)
+def test_put_policy_refuses_a_bad_body_naming_the_field_and_changes_nothing(
+    services: Services, body: dict[str, Any], field: str
+) -> None:
+    org_id = new_org(services)
+    with pytest.raises(InvalidRequest) as refused, services.unit_of_work() as session:
+        admin.put_policy(session, org_id, body, ADMIN)
+    assert refused.value.field == field
+    assert refused.value.status == 422
+    with services.unit_of_work() as session:
+        assert admin.get_policy(session, org_id) == {"backup_codes_enabled": True, "code_count": 5}
+    assert events(services, org_id, types.POLICY_CHANGED) == []
+
+
+def test_put_policy_refuses_a_body_that_is_not_an_object(services: Services) -> None:
+    org_id = new_org(services)
+    with pytest.raises(InvalidRequest) as refused, services.unit_of_work() as session:
+        admin.put_policy(session, org_id, [True, 5], ADMIN)  # type: ignore[arg-type]
+    assert refused.value.field == "body"
+
+
+def test_turning_backup_codes_off_refuses_sign_in_and_on_again_allows_it(
+    services: Services,
+) -> None:
+    h = holder(services)
+    with services.unit_of_work() as session:
+        admin.put_policy(session, h.org_id, {"backup_codes_enabled": False, "code_count": 5}, ADMIN)
+    with pytest.raises(BackupCodesDisabled):
+        verify(services, h, h.codes[0])
+    with services.unit_of_work() as session:
+        admin.put_policy(session, h.org_id, {"backup_codes_enabled": True, "code_count": 5}, ADMIN)
+    assert verify(services, h, h.codes[0]).accepted
+
+
+# --- revocation ----------------------------------------------------------------------
+
+
+def test_revoke_deactivates_every_active_code_and_audits_how_many_were_usable(
+    services: Services,
+) -> None:
+    h = holder(services)
+    assert verify(services, h, h.codes[0]).accepted
+    with services.unit_of_work() as session:
+        admin.revoke_codes(session, h.org_id, h.external_id, ADMIN)
+    rows = code_rows(services, h.user_id)
+    assert len(rows) == 5 and all(r.deactivated_at is not None for r in rows)
+    [revoked] = events(services, h.org_id, types.CODES_REVOKED)
+    assert (revoked.outcome, revoked.details, revoked.user_id) == (
+        types.SUCCESS,
+        {"count": 4},
+        h.external_id,
+    )
+    assert not any(
+        verify(services, h, c, NOW + timedelta(seconds=1)).accepted for c in h.codes[1:3]
+    )
+    assert status(services, h)["backup_codes"] is None
+
+
+@pytest.mark.parametrize("action", [admin.revoke_codes, admin.reset_mfa])
+def test_revoke_and_reset_answer_not_found_for_an_unknown_or_foreign_user(
+    services: Services, action: Any
+) -> None:
+    h = holder(services)
+    other_org = new_org(services)
+    for org_id, external_id in ((h.org_id, "nobody"), (other_org, h.external_id)):
+        with pytest.raises(NotFound), services.unit_of_work() as session:
+            action(session, org_id, external_id, ADMIN)
+    assert all(r.deactivated_at is None for r in code_rows(services, h.user_id))
+    assert count(services, TotpEnrollment, h.user_id) == 1
+
+
+# --- reset ---------------------------------------------------------------------------
+
+
+def test_reset_removes_enrollment_and_codes_clears_the_lockout_and_is_audited(
+    services: Services,
+) -> None:
+    h = holder(services)
+    fail(services, h, 5)
+    assert load_user(services, h.user_id).locked_until is not None
+    with services.unit_of_work() as session:
+        admin.reset_mfa(session, h.org_id, h.external_id, ADMIN)
+    assert count(services, BackupCode, h.user_id) == 0
+    assert count(services, TotpEnrollment, h.user_id) == 0
+    assert count(services, AuthFailure, h.user_id) == 0
+    assert load_user(services, h.user_id).locked_until is None
+    [reset] = events(services, h.org_id, types.MFA_RESET)
+    assert reset.details == {"was_enrolled": True, "codes_removed": 5, "regenerations_failed": 0}
+    assert reset.actor_principal_id == "root"
+    assert status(services, h) == {
+        "enrolled": False,
+        "backup_codes_enabled": True,
+        "backup_codes": None,
+    }
+    with pytest.raises(MfaNotEnrolled):  # not TooManyAttempts: the lockout is gone
+        verify(services, h, h.codes[0], NOW + timedelta(minutes=1))
+
+
+def test_reset_fails_unfinished_regenerations_and_deletes_their_sheets(
+    services: Services,
+) -> None:
+    h = holder(services)
+    ready = queue_rotation(services, h)
+    assert process(services, ready) == "ready"
+    new_code = sheet_codes(services, ready)[0]
+    queued = queue_rotation(services, h, NOW + timedelta(seconds=1))
+    with services.unit_of_work() as session:
+        admin.reset_mfa(session, h.org_id, h.external_id, ADMIN)
+    for regeneration_id in (ready, queued):
+        reg = load_regeneration(services, regeneration_id)
+        assert (reg.status, reg.failure) == ("failed", "mfa-not-enrolled")
+        assert reg.completed_at is not None
+    with services.unit_of_work() as session:
+        assert session.get(Sheet, ready) is None
+    failed = events(services, h.org_id, types.REGENERATION_FAILED)
+    assert [e.details["regeneration_id"] for e in failed] == [ready, queued]
+    assert [e.details["sheet_deleted"] for e in failed] == [True, False]
+    # the queued one, delivered now, is left failed; the sheet is not served
+    assert process(services, queued) == "failed"
+    with pytest.raises(RegenerationFailed), services.unit_of_work() as session:
+        user = accounts.get_user(session, h.org_id, h.external_id)
+        retrieve_sheet(session, services, user, ready, "text", NOW, ADMIN)
+    with pytest.raises(MfaNotEnrolled):
+        verify(services, h, new_code)
+
+
+def test_reset_of_a_user_never_enrolled_is_harmless_and_audited(services: Services) -> None:
+    org_id = new_org(services)
+    new_user(services, org_id, "bob")
+    with services.unit_of_work() as session:
+        admin.reset_mfa(session, org_id, "bob", ADMIN)
+    [reset] = events(services, org_id, types.MFA_RESET)
+    assert reset.details == {"was_enrolled": False, "codes_removed": 0, "regenerations_failed": 0}
+
+
+# --- GET /v1/me/mfa --------------------------------------------------------------------
+
+
+def test_status_of_an_enrolled_user_with_a_fresh_set(services: Services) -> None:
+    h = holder(services)
+    body = status(services, h)
+    assert body == {
+        "enrolled": True,
+        "backup_codes_enabled": True,
+        "backup_codes": {
+            "set_id": h.set_id,
+            "remaining": 5,
+            "total": 5,
+            "low": False,
+            "generated_at": "2026-11-28T12:00:00.000Z",
+        },
+    }
+    assert RFC3339_MS.match(body["backup_codes"]["generated_at"])
+
+
+def test_status_is_low_when_two_or_fewer_remain(services: Services) -> None:
+    h = holder(services)
+    lows = []
+    for i, code in enumerate(h.codes):
+        assert verify(services, h, code, NOW + timedelta(seconds=i)).accepted
+        current = status(services, h)["backup_codes"]
+        lows.append((current["remaining"], current["total"], current["low"]))
+    assert lows == [(4, 5, False), (3, 5, False), (2, 5, True), (1, 5, True), (0, 5, True)]
+
+
+def test_status_follows_the_new_set_after_a_regeneration(services: Services) -> None:
+    h = holder(services)
+    regeneration_id = queue_rotation(services, h)
+    assert process(services, regeneration_id, NOW + timedelta(minutes=3)) == "ready"
+    current = status(services, h)["backup_codes"]
+    assert current["set_id"] == load_regeneration(services, regeneration_id).set_id != h.set_id
+    assert (current["remaining"], current["total"]) == (5, 5)
+    assert current["generated_at"] == "2026-11-28T12:03:00.000Z"
+
+
+def test_status_of_a_pending_enrollment_under_a_policy_that_is_off(services: Services) -> None:
+    h = holder(services, enabled=False, confirmed=False)
+    body = status(services, h)
+    assert (body["enrolled"], body["backup_codes_enabled"]) == (False, False)
+    assert body["backup_codes"]["remaining"] == 5

@@ -1,0 +1,196 @@
+"""Sign-in races against PostgreSQL: one code spent once, a regeneration never
+leaving two sets usable, a lockout that holds across processes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from domain import audit_types as types
+from domain.codes import CodeHasher
+from domain.db import make_engine
+from domain.errors import TooManyAttempts
+from domain.services import Services
+from domain.settings import Settings
+from domain.signin import VerifyResult, verify_backup_code
+from tests.integration.codes_fixtures import (
+    CTX,
+    NOW,
+    Holder,
+    events,
+    fail,
+    holder,
+    load_regeneration,
+    load_user,
+    process,
+    queue_rotation,
+    row_of,
+    run_together,
+    sheet_codes,
+    verify,
+)
+
+pytestmark = pytest.mark.postgres
+
+RACERS = 50
+
+
+@pytest.fixture
+def wide(pg_settings: Settings) -> Iterator[Services]:
+    """Services whose pool lets every racer hold its own connection at once."""
+    built = Services.build(pg_settings, make_engine(pg_settings.database_url, pool_size=RACERS + 2))
+    yield built
+    built.close()
+
+
+def attempt(
+    svc: Services, h: Holder, code: str, at: datetime = NOW
+) -> Callable[[threading.Barrier], VerifyResult | TooManyAttempts]:
+    """A racer: its own unit of work, connected before the barrier, then one attempt."""
+
+    def job(barrier: threading.Barrier) -> VerifyResult | TooManyAttempts:
+        try:
+            with svc.unit_of_work() as session:
+                session.execute(text("SELECT 1"))  # the connection is taken before the start
+                barrier.wait()
+                return verify_backup_code(session, svc, h.org_id, h.external_id, code, at, CTX)
+        except TooManyAttempts as locked:
+            return locked
+
+    return job
+
+
+@pytest.mark.parametrize("round_", range(20))
+def test_fifty_concurrent_attempts_with_one_code_accept_exactly_one(
+    wide: Services, round_: int
+) -> None:
+    h = holder(wide)
+    results = run_together([attempt(wide, h, h.codes[0]) for _ in range(RACERS)])
+    accepted = [r for r in results if isinstance(r, VerifyResult) and r.accepted]
+    assert len(accepted) == 1, f"round {round_}: {len(accepted)} accepted"
+    assert accepted[0].remaining == 4
+    assert len(events(wide, h.org_id, types.CODE_ACCEPTED)) == 1
+    assert row_of(wide, h.user_id, h.codes[0]).spent_at == NOW
+
+
+@pytest.mark.parametrize("round_", range(10))
+def test_a_regeneration_racing_sign_ins_never_leaves_old_and_new_both_usable(
+    wide: Services, round_: int
+) -> None:
+    h = holder(wide)
+    regeneration_id = queue_rotation(wide, h)
+
+    def rotate(barrier: threading.Barrier) -> str:
+        barrier.wait()
+        return process(wide, regeneration_id)  # the worker's own transaction
+
+    racers = [attempt(wide, h, h.codes[0]) for _ in range(4)]
+    results = run_together([rotate, *racers])
+    assert results[0] == "ready"
+    accepted = [r for r in results[1:] if isinstance(r, VerifyResult) and r.accepted]
+    assert len(accepted) <= 1
+
+    # Both transactions append to the organization's chain while holding its head
+    # lock until they commit, so the chain's order is the commit order.
+    kinds = [e.type for e in events(wide, h.org_id)]
+    rotated_at = kinds.index(types.CODES_DEACTIVATED)
+    accepted_at = [i for i, k in enumerate(kinds) if k == types.CODE_ACCEPTED]
+    assert len(accepted_at) == len(accepted)
+    assert all(i < rotated_at for i in accepted_at), "an old code was accepted after the rotation"
+
+    old = row_of(wide, h.user_id, h.codes[0])
+    assert old.deactivated_at is not None
+    assert (old.spent_at is not None) == bool(accepted)  # spent then deactivated, or refused
+    # afterwards the new set works and the old one is dead (the new code first: the
+    # refused racers may have counted four failures, a fifth would lock the user)
+    later = NOW + timedelta(seconds=5)
+    assert verify(wide, h, sheet_codes(wide, regeneration_id)[0], later).accepted
+    assert not verify(wide, h, h.codes[1], later).accepted
+
+
+class GatedHasher(CodeHasher):
+    """A real hasher whose verification waits at a gate, to pin one interleaving."""
+
+    def __init__(self) -> None:
+        super().__init__(memory_kib=1024, time_cost=1)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def verify(self, stored_hash: str, code: str) -> bool:
+        self.entered.set()
+        assert self.release.wait(30), "the gate was never opened"
+        return super().verify(stored_hash, code)
+
+
+def test_an_attempt_that_read_a_code_before_a_rotation_committed_is_refused(
+    pg_settings: Settings,
+) -> None:
+    """The attempt finds the old row, the rotation commits while it hashes, then it
+    tries to spend: the conditional UPDATE sees the deactivation and refuses."""
+    signin_svc = Services.build(pg_settings)
+    worker_svc = Services.build(pg_settings)
+    try:
+        gate = GatedHasher()
+        signin_svc.hasher = gate
+        h = holder(worker_svc)
+        regeneration_id = queue_rotation(worker_svc, h)
+        outcome: list[VerifyResult] = []
+        racer = threading.Thread(target=lambda: outcome.append(verify(signin_svc, h, h.codes[0])))
+        racer.start()
+        assert gate.entered.wait(30)
+        assert process(worker_svc, regeneration_id) == "ready"  # not blocked by the attempt
+        gate.release.set()
+        racer.join(30)
+        assert outcome and outcome[0].accepted is False
+        assert outcome[0].remaining == 5  # the new set
+        assert row_of(worker_svc, h.user_id, h.codes[0]).spent_at is None
+        assert load_regeneration(worker_svc, regeneration_id).status == "ready"
+    finally:
+        signin_svc.close()
+        worker_svc.close()
+
+
+def test_a_lockout_holds_across_two_processes(pg_settings: Settings) -> None:
+    first, second = Services.build(pg_settings), Services.build(pg_settings)
+    try:
+        h = holder(first)
+        for i in range(5):
+            fail(first if i % 2 == 0 else second, h, 1, NOW + timedelta(seconds=i))
+        for svc in (first, second):
+            with pytest.raises(TooManyAttempts) as locked:
+                verify(svc, h, h.codes[0], NOW + timedelta(minutes=1))
+            assert locked.value.retry_after > 0
+        assert row_of(first, h.user_id, h.codes[0]).spent_at is None
+        assert verify(second, h, h.codes[0], NOW + timedelta(minutes=16)).accepted
+    finally:
+        first.close()
+        second.close()
+
+
+def test_concurrent_wrong_attempts_from_two_processes_get_at_most_five_verdicts(
+    pg_settings: Settings,
+) -> None:
+    """Failures are counted under the user's lock: of 20 simultaneous wrong attempts
+    from two engines, five are judged and the rest are refused as locked."""
+    engines = [
+        Services.build(pg_settings, make_engine(pg_settings.database_url, pool_size=12))
+        for _ in range(2)
+    ]
+    try:
+        h = holder(engines[0])
+        results = run_together([attempt(engines[i % 2], h, "ZZZZ-ZZZZ-ZZZZ") for i in range(20)])
+        judged = [r for r in results if isinstance(r, VerifyResult)]
+        locked = [r for r in results if isinstance(r, TooManyAttempts)]
+        assert len(judged) == 5 and len(locked) == 15
+        assert not any(r.accepted for r in judged)
+        assert all(r.retry_after > 0 for r in locked)
+        assert len(events(engines[0], h.org_id, types.LOCKOUT_STARTED)) == 1
+        assert len(events(engines[0], h.org_id, types.SIGNIN_REFUSED)) == 15
+        assert load_user(engines[1], h.user_id).locked_until == NOW + timedelta(minutes=15)
+    finally:
+        for svc in engines:
+            svc.close()
