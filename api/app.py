@@ -1,0 +1,49 @@
+"""create_app(settings) -> falcon.App. Nothing happens at import time.
+
+The app publishes the outbox rows of every committed request to the broker
+(workers.publish, installed on the session factory), and maps every error to
+problem+json in one place (api.errors).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import falcon
+import falcon.media
+
+from api import errors
+from api.middleware import RequestContext
+from api.resources import admin, audit, health, me, openapi, regenerations, signin
+from domain.services import Services
+from domain.settings import Settings
+
+if TYPE_CHECKING:
+    from workers.publish import Publisher
+
+
+def create_app(
+    settings: Settings, services: Services | None = None, publisher: Publisher | None = None
+) -> falcon.App[falcon.Request, falcon.Response]:
+    services = services or Services.build(settings)
+    if publisher is None:
+        # The API calls the workers package only to publish (DESIGN.md, rule 1).
+        from workers.runtime import make_publisher
+
+        publisher = make_publisher(services)
+    app: falcon.App[falcon.Request, falcon.Response] = falcon.App(
+        middleware=[RequestContext(services)]
+    )
+    json_handler = falcon.media.JSONHandler()
+    app.resp_options.media_handlers[errors.PROBLEM] = json_handler
+    app.req_options.strip_url_path_trailing_slash = False
+    errors.install(app)
+
+    health.register(app, services, publisher.ping)
+    openapi.register(app)
+    me.register(app, services)
+    regenerations.register(app, services)
+    signin.register(app, services)
+    admin.register(app, services)
+    audit.register(app, services)
+    return app

@@ -1,0 +1,101 @@
+"""Every error leaves as RFC 9457 problem+json, mapped in this one place.
+
+Domain errors carry their slug and status; Falcon's own errors (unknown route,
+bad media, oversize body) get the matching contract slug; anything else is a
+500 whose body names nothing but the request id.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import falcon
+from falcon.util.misc import code_to_http_status
+
+from domain.errors import DomainError, TooManyAttempts, Unauthenticated
+
+log = logging.getLogger(__name__)
+
+PROBLEM = "application/problem+json"
+
+_FALCON_SLUGS = {
+    400: "invalid-request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    411: "invalid-request",
+    413: "invalid-request",
+    415: "unsupported-media-type",
+    422: "invalid-request",
+    429: "too-many-attempts",
+    503: "unavailable",
+}
+
+
+def _body(slug: str, title: str, status: int, detail: str | None, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": f"/problems/{slug}", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return body
+
+
+def _send(resp: falcon.Response, status: int, body: dict[str, Any]) -> None:
+    resp.status = status
+    resp.content_type = PROBLEM
+    resp.media = body
+    resp.stream = None
+    resp.data = None
+    # A problem never goes into a cache, whatever the resource set before it failed.
+    resp.cache_control = ["no-store"]
+
+
+def handle_domain_error(
+    req: falcon.Request, resp: falcon.Response, ex: DomainError, params: dict[str, Any]
+) -> None:
+    field = getattr(ex, "field", None)
+    _send(resp, ex.status, _body(ex.slug, ex.title, ex.status, ex.detail, field=field))
+    if isinstance(ex, TooManyAttempts) or "retry_after" in ex.extra:
+        resp.set_header("Retry-After", str(ex.extra.get("retry_after", 1)))
+    if isinstance(ex, Unauthenticated):
+        resp.set_header("WWW-Authenticate", "Bearer")
+
+
+def handle_http_error(
+    req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict[str, Any]
+) -> None:
+    status = ex.status_code
+    slug = _FALCON_SLUGS.get(status, "invalid-request" if status < 500 else "unavailable")
+    title = ex.title or code_to_http_status(status)
+    if title[:3].isdigit():  # Falcon's default title is the status line: "404 Not Found"
+        title = title[4:]
+    detail = ex.description
+    if status == 413:
+        detail = detail or "The body is larger than 64 KiB"
+    _send(resp, status, _body(slug, str(title), status, detail))
+    for name, value in (ex.headers or {}).items():
+        resp.set_header(name, value)
+
+
+def handle_unexpected(
+    req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
+) -> None:
+    # The exception's text may hold SQL parameters: its type goes to the log, nothing
+    # to the client but the request id to quote.
+    log.error("unhandled %s on %s %s", type(ex).__name__, req.method, req.path, exc_info=ex)
+    rid = getattr(req.context, "request_id", None)
+    _send(
+        resp,
+        500,
+        _body("internal-error", "Internal error", 500, f"Quote request id {rid} when reporting"),
+    )
+
+
+def install(app: falcon.App[falcon.Request, falcon.Response]) -> None:
+    # Falcon picks the most specific handler; registration order does not matter.
+    app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler(falcon.HTTPError, handle_http_error)
+    app.add_error_handler(DomainError, handle_domain_error)

@@ -1,0 +1,72 @@
+"""Per-request plumbing: the request id, the body limit and authentication.
+
+Authentication runs here for every resource that declares `roles`, so a new
+resource cannot forget it. `roles = ()` admits any authenticated principal and
+leaves the role check to the resource (the audit resources, which record a
+refused reader in the trail).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import falcon
+
+from api.auth import authenticate, require_role
+from domain import audit, logs
+from domain.services import Services
+
+MAX_BODY_BYTES = 64 * 1024
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+MAX_USER_AGENT = 256
+
+
+class RequestContext:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        offered = req.get_header("X-Request-Id")
+        # A caller's id is kept only when it is harmless in logs and audit events.
+        rid = offered if offered and _REQUEST_ID.match(offered) else uuid.uuid4().hex
+        req.context.request_id = rid
+        req.context.log_token = logs.request_id_var.set(rid)
+        resp.set_header("X-Request-Id", rid)
+        length = req.content_length
+        if length is not None and length > MAX_BODY_BYTES:
+            raise falcon.HTTPContentTooLarge(
+                description=f"The body is larger than {MAX_BODY_BYTES // 1024} KiB"
+            )
+
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
+    ) -> None:
+        roles = getattr(resource, "roles", None)
+        if roles is None:
+            return  # an unauthenticated resource: health, readiness, the document, metrics
+        principal = authenticate(req, self.services)
+        req.context.principal = principal
+        agent = req.user_agent
+        req.context.audit = audit.Context(
+            principal_id=principal.principal_id,
+            role=principal.role,
+            token_id=principal.token_id,
+            request_id=req.context.request_id,
+            source_ip=req.remote_addr,
+            user_agent=agent[:MAX_USER_AGENT] if agent else None,
+        )
+        if roles:
+            require_role(principal, roles)
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
+        rid = getattr(req.context, "request_id", None)
+        if rid:
+            resp.set_header("X-Request-Id", rid)
+        token = getattr(req.context, "log_token", None)
+        if token is not None:
+            logs.request_id_var.reset(token)
+            req.context.log_token = None

@@ -1,0 +1,69 @@
+"""Self-service MFA (role `user`; the principal is the user): status and enrollment."""
+
+from __future__ import annotations
+
+import falcon
+
+from api.bodies import read_object
+from domain import accounts, admin, enrollment, regeneration
+from domain.db import utcnow
+from domain.services import Services
+
+
+class MfaStatus:
+    roles = ("user",)
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        p = req.context.principal
+        with self.services.unit_of_work() as session:
+            user = accounts.get_user(session, p.org_id, p.principal_id)
+            resp.media = admin.mfa_status(session, self.services, user)
+        resp.cache_control = ["no-store"]
+
+
+class Enrollment:
+    roles = ("user",)
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        read_object(req, {})  # no fields; an empty body or {} only
+        p = req.context.principal
+        with self.services.unit_of_work() as session:
+            user = accounts.get_user(session, p.org_id, p.principal_id)
+            secret, uri = enrollment.start_enrollment(
+                session, self.services, user, req.context.audit
+            )
+        resp.status = falcon.HTTP_201
+        resp.cache_control = ["no-store"]
+        resp.media = {"secret": secret, "otpauth_uri": uri}
+
+
+class EnrollmentConfirmation:
+    roles = ("user",)
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_object(req, {"totp": str}, required=("totp",))
+        p = req.context.principal
+        with self.services.unit_of_work() as session:
+            user = accounts.get_user(session, p.org_id, p.principal_id)
+            reg = enrollment.confirm_enrollment(
+                session, self.services, user, body["totp"], utcnow(), req.context.audit
+            )
+            first = None if reg is None else regeneration.to_dict(reg)
+        resp.status = falcon.HTTP_201
+        resp.cache_control = ["no-store"]
+        resp.media = {"enrolled": True, "regeneration": first}
+
+
+def register(app: falcon.App[falcon.Request, falcon.Response], services: Services) -> None:
+    app.add_route("/v1/me/mfa", MfaStatus(services))
+    app.add_route("/v1/me/mfa/enrollment", Enrollment(services))
+    app.add_route("/v1/me/mfa/enrollment/confirm", EnrollmentConfirmation(services))

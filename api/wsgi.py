@@ -1,0 +1,11 @@
+"""The WSGI entry point for gunicorn: `gunicorn api.wsgi:application`."""
+
+from __future__ import annotations
+
+from api.app import create_app
+from domain import logs
+from domain.settings import Settings
+
+settings = Settings.from_env()
+logs.configure(settings.log_level, as_json=settings.log_json)
+application = create_app(settings)
