@@ -15,8 +15,13 @@ from domain.errors import InvalidRequest
 
 
 def read_object(
-    req: falcon.Request, fields: dict[str, type], required: tuple[str, ...] = ()
+    req: falcon.Request,
+    fields: dict[str, type],
+    required: tuple[str, ...] = (),
+    *,
+    allow_empty: bool = False,
 ) -> dict[str, Any]:
+    """The body as a dict; `allow_empty`: no body at all counts as {}."""
     raw = req.bounded_stream.read(MAX_BODY_BYTES + 1)
     if len(raw) > MAX_BODY_BYTES:
         # A chunked body has no Content-Length for the middleware to refuse early.
@@ -34,6 +39,8 @@ def read_object(
         raise falcon.HTTPBadRequest(
             title="The request is not valid", description="The body is not valid JSON"
         ) from None
+    if body is None and allow_empty:
+        return {}
     if not isinstance(body, dict):
         raise InvalidRequest("The body must be a JSON object", field="body")
     for name in body:

@@ -38,7 +38,7 @@ class Revocation:
         self.services = services
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
-        read_object(req, {})
+        read_object(req, {}, allow_empty=True)
         with self.services.unit_of_work() as session:
             admin.revoke_codes(session, req.context.principal.org_id, user_id, req.context.audit)
         resp.status = falcon.HTTP_204

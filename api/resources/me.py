@@ -31,7 +31,7 @@ class Enrollment:
         self.services = services
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        read_object(req, {})  # no fields; an empty body or {} only
+        read_object(req, {}, allow_empty=True)  # no fields; an empty body or {} only
         p = req.context.principal
         with self.services.unit_of_work() as session:
             user = accounts.get_user(session, p.org_id, p.principal_id)
