@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import falcon
 import falcon.media
 
-from api import errors
+from api import errors, metrics
 from api.middleware import RequestContext
 from api.resources import admin, audit, health, me, openapi, regenerations, signin
 from domain.services import Services
@@ -32,7 +32,7 @@ def create_app(
 
         publisher = make_publisher(services)
     app: falcon.App[falcon.Request, falcon.Response] = falcon.App(
-        middleware=[RequestContext(services)]
+        middleware=[metrics.HttpMetrics(), RequestContext(services)]
     )
     json_handler = falcon.media.JSONHandler()
     app.resp_options.media_handlers[errors.PROBLEM] = json_handler
@@ -41,6 +41,7 @@ def create_app(
 
     health.register(app, services, publisher.ping)
     openapi.register(app)
+    metrics.register(app)
     me.register(app, services)
     regenerations.register(app, services)
     signin.register(app, services)

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain import audit_types as types
+from domain import metrics
 from domain.models import AuditEvent, AuditHead, new_id
 
 GENESIS_HASH = "0" * 64
@@ -153,4 +154,5 @@ def append(
     head.seq = event.seq
     head.hash = event.hash
     session.flush()
+    metrics.note_event(session, type, outcome, details)
     return event

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from domain import metrics
 from domain.codes import CodeHasher
 from domain.crypto import SecretBox
 from domain.db import make_engine, make_session_factory, unit_of_work
@@ -28,10 +29,12 @@ class Services:
     @classmethod
     def build(cls, settings: Settings, engine: Engine | None = None) -> Services:
         engine = engine or make_engine(settings.database_url)
+        sessions = make_session_factory(engine)
+        metrics.install(sessions)
         return cls(
             settings=settings,
             engine=engine,
-            sessions=make_session_factory(engine),
+            sessions=sessions,
             box=SecretBox(settings.secret_keys),
             hasher=CodeHasher(
                 memory_kib=settings.argon2.memory_kib,

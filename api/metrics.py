@@ -1,0 +1,68 @@
+"""GET /metrics (Prometheus text format) and the per-request HTTP metrics.
+
+Requests are labelled by route template (`/v1/me/backup-codes/regenerations/{regeneration_id}`),
+never by the concrete path, so no user id or regeneration id becomes a label.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import falcon
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+HTTP_REQUESTS = Counter(
+    "mfa_http_requests",
+    "HTTP requests answered, by route, method and status",
+    ["route", "method", "status"],
+)
+HTTP_DURATION = Histogram(
+    "mfa_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+class HttpMetrics:
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.started = time.perf_counter()
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
+        route = req.uri_template or "unmatched"
+        status = str(resp.status_code)
+        HTTP_REQUESTS.labels(route, req.method, status).inc()
+        started = getattr(req.context, "started", None)
+        if started is not None:
+            HTTP_DURATION.labels(route).observe(time.perf_counter() - started)
+
+
+def _registry() -> CollectorRegistry:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Several gunicorn workers: add up what every process wrote.
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return registry
+    return REGISTRY
+
+
+class Metrics:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = CONTENT_TYPE_LATEST
+        resp.data = generate_latest(_registry())
+
+
+def register(app: falcon.App[falcon.Request, falcon.Response]) -> None:
+    app.add_route("/metrics", Metrics())

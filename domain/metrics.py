@@ -1,0 +1,75 @@
+"""Business metrics, counted from the audit events a transaction commits.
+
+Every state change the service makes is an audit event, so counting committed
+events gives regenerations by outcome, lockouts and expired sheets without a
+second bookkeeping path that could drift. Events of a rolled-back transaction
+are not counted. With PROMETHEUS_MULTIPROC_DIR set (gunicorn with several
+workers), prometheus_client aggregates across processes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+from sqlalchemy import event
+from sqlalchemy.orm import Session, sessionmaker
+
+from domain import audit_types as types
+
+_PENDING = "metrics_pending_events"
+
+AUDIT_EVENTS = Counter(
+    "mfa_audit_events", "Audit events committed, by type and outcome", ["type", "outcome"]
+)
+REGENERATIONS = Counter(
+    "mfa_regenerations",
+    "Regenerations finished, by outcome (ready, or the failure reason)",
+    ["outcome"],
+)
+LOCKOUTS = Counter("mfa_lockouts", "Users locked out after too many failed attempts")
+SHEETS_EXPIRED = Counter("mfa_sheets_expired_unfetched", "Sheets purged before anyone fetched them")
+CODES_VERIFIED = Counter(
+    "mfa_backup_code_verifications", "Backup-code checks at sign-in, by result", ["result"]
+)
+QUEUE_LATENCY = Histogram(
+    "mfa_regeneration_queue_latency_seconds",
+    "From the request's acceptance to a worker starting it",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+)
+
+
+def note_event(session: Session, type_: str, outcome: str, details: dict[str, Any]) -> None:
+    """Called by audit.append: remembered until the transaction commits."""
+    session.info.setdefault(_PENDING, []).append((type_, outcome, details.get("reason")))
+
+
+def _count(type_: str, outcome: str, reason: object) -> None:
+    AUDIT_EVENTS.labels(type_, outcome).inc()
+    if type_ == types.REGENERATION_SUCCEEDED:
+        REGENERATIONS.labels("ready").inc()
+    elif type_ == types.REGENERATION_FAILED:
+        REGENERATIONS.labels(str(reason or "unknown")).inc()
+    elif type_ == types.LOCKOUT_STARTED:
+        LOCKOUTS.inc()
+    elif type_ == types.SHEET_EXPIRED:
+        SHEETS_EXPIRED.inc()
+    elif type_ == types.CODE_ACCEPTED:
+        CODES_VERIFIED.labels("accepted").inc()
+    elif type_ == types.CODE_REJECTED:
+        CODES_VERIFIED.labels("rejected").inc()
+
+
+def _after_commit(session: Session) -> None:
+    for type_, outcome, reason in session.info.pop(_PENDING, ()):
+        _count(type_, outcome, reason)
+
+
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def install(sessions: sessionmaker[Session]) -> None:
+    if not event.contains(sessions, "after_commit", _after_commit):
+        event.listen(sessions, "after_commit", _after_commit)
+        event.listen(sessions, "after_rollback", _after_rollback)

@@ -1,0 +1,81 @@
+"""GET /metrics: Prometheus text with HTTP, regeneration, lockout and sign-in counters."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from domain.migrate import upgrade
+from tests.conftest import make_settings
+from tests.integration.api_helpers import ApiWorld, api_world
+
+
+def _samples(world: ApiWorld) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    got = world.call("GET", "/metrics")
+    assert got.status_code == 200
+    assert got.headers["content-type"].startswith("text/plain")
+    out = {}
+    for family in text_string_to_metric_families(got.text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def _value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_count_requests_by_route_template_not_by_concrete_path(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    upgrade(settings.database_url)
+    with api_world(settings, worker=False) as world:
+        org = world.org()
+        tok, body = world.enroll(org)
+        reg_id = body["regeneration"]["id"]
+        before = _samples(world)
+        route = "/v1/me/backup-codes/regenerations/{regeneration_id}"
+        for _ in range(3):
+            assert (
+                world.call("GET", f"/v1/me/backup-codes/regenerations/{reg_id}", tok).status_code
+                == 200
+            )
+        after = _samples(world)
+        key = {"route": route, "method": "GET", "status": "200"}
+        assert (
+            _value(after, "mfa_http_requests_total", **key)
+            - _value(before, "mfa_http_requests_total", **key)
+            == 3
+        )
+        text = world.call("GET", "/metrics").text
+        assert reg_id not in text and "alice" not in text and org not in text
+
+
+def test_metrics_count_regenerations_lockouts_and_signins_once_committed(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    upgrade(settings.database_url)
+    with api_world(settings) as world:
+        before = _samples(world)
+        org = world.org()
+        tok, body = world.enroll(org)
+        world.await_status(tok, body["regeneration"]["id"])
+        codes = world.sheet_text(tok, body["regeneration"]["id"])
+        service = world.token(org, "front-end", "service")
+        verify = "/v1/users/alice/backup-codes/verify"
+        assert world.call("POST", verify, service, json={"code": codes[0]}).json["accepted"]
+        for _ in range(5):
+            world.call("POST", verify, service, json={"code": "0000-0000-0000"})
+        assert world.call("POST", verify, service, json={"code": codes[1]}).status_code == 429
+        after = _samples(world)
+
+    def delta(name: str, **labels: str) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    assert delta("mfa_regenerations_total", outcome="ready") == 1
+    assert delta("mfa_backup_code_verifications_total", result="accepted") == 1
+    assert delta("mfa_backup_code_verifications_total", result="rejected") == 5
+    assert delta("mfa_lockouts_total") == 1
+    assert re.search(
+        r"^mfa_http_request_duration_seconds_bucket", "\n".join(name for name, _ in after), re.M
+    )
