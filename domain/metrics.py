@@ -41,15 +41,17 @@ QUEUE_LATENCY = Histogram(
 
 def note_event(session: Session, type_: str, outcome: str, details: dict[str, Any]) -> None:
     """Called by audit.append: remembered until the transaction commits."""
-    session.info.setdefault(_PENDING, []).append((type_, outcome, details.get("reason")))
+    session.info.setdefault(_PENDING, []).append((type_, outcome, details))
 
 
-def _count(type_: str, outcome: str, reason: object) -> None:
+def _count(type_: str, outcome: str, details: dict[str, Any]) -> None:
     AUDIT_EVENTS.labels(type_, outcome).inc()
-    if type_ == types.REGENERATION_SUCCEEDED:
+    if type_ == types.REGENERATION_STARTED and "queued_seconds" in details:
+        QUEUE_LATENCY.observe(float(details["queued_seconds"]))
+    elif type_ == types.REGENERATION_SUCCEEDED:
         REGENERATIONS.labels("ready").inc()
     elif type_ == types.REGENERATION_FAILED:
-        REGENERATIONS.labels(str(reason or "unknown")).inc()
+        REGENERATIONS.labels(str(details.get("reason") or "unknown")).inc()
     elif type_ == types.LOCKOUT_STARTED:
         LOCKOUTS.inc()
     elif type_ == types.SHEET_EXPIRED:
@@ -61,8 +63,8 @@ def _count(type_: str, outcome: str, reason: object) -> None:
 
 
 def _after_commit(session: Session) -> None:
-    for type_, outcome, reason in session.info.pop(_PENDING, ()):
-        _count(type_, outcome, reason)
+    for type_, outcome, details in session.info.pop(_PENDING, ()):
+        _count(type_, outcome, details)
 
 
 def _after_rollback(session: Session) -> None:

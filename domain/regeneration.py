@@ -253,7 +253,16 @@ def mark_started(session: Session, regeneration_id: str, now: datetime) -> bool:
     user = session.get(User, reg.user_id) if reg is not None else None
     if reg is None or user is None:
         return False
-    _event(session, reg, user, types.REGENERATION_STARTED, types.SUCCESS)
+    # How long it waited in the queue: for the security team and the latency metric.
+    waited = max(0.0, (now - reg.accepted_at).total_seconds())
+    _event(
+        session,
+        reg,
+        user,
+        types.REGENERATION_STARTED,
+        types.SUCCESS,
+        queued_seconds=round(waited, 3),
+    )
     return True
 
 

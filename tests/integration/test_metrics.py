@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -76,6 +77,30 @@ def test_metrics_count_regenerations_lockouts_and_signins_once_committed(tmp_pat
     assert delta("mfa_backup_code_verifications_total", result="accepted") == 1
     assert delta("mfa_backup_code_verifications_total", result="rejected") == 5
     assert delta("mfa_lockouts_total") == 1
+    assert delta("mfa_regeneration_queue_latency_seconds_count") == 1
     assert re.search(
         r"^mfa_http_request_duration_seconds_bucket", "\n".join(name for name, _ in after), re.M
     )
+
+
+def test_worker_records_task_durations_by_task_name(tmp_path: Path) -> None:
+    from prometheus_client import REGISTRY
+
+    from workers import metrics as worker_metrics
+
+    worker_metrics.connect()
+    name = "mfa_task_duration_seconds_count"
+    labels = {"task": "regeneration.process", "state": "SUCCESS"}
+    before = REGISTRY.get_sample_value(name, labels) or 0.0
+    settings = make_settings(tmp_path)
+    upgrade(settings.database_url)
+    with api_world(settings) as world:
+        org = world.org()
+        tok, body = world.enroll(org)
+        world.await_status(tok, body["regeneration"]["id"])
+        # The status is committed inside the task; its postrun signal follows.
+        deadline = time.monotonic() + 10
+        while (REGISTRY.get_sample_value(name, labels) or 0.0) == before:
+            assert time.monotonic() < deadline, "no task duration recorded"
+            time.sleep(0.02)
+    assert (REGISTRY.get_sample_value(name, labels) or 0.0) - before == 1
