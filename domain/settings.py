@@ -53,8 +53,9 @@ class Argon2Params:
 @dataclass(frozen=True)
 class Settings:
     var_dir: Path
-    database_url: str
-    broker_url: str
+    # Out of repr: the URLs may hold passwords, and a repr can end up in a log.
+    database_url: str = field(repr=False)
+    broker_url: str = field(repr=False)
     # Fernet keys, newest first: the first encrypts, all decrypt (rotation).
     secret_keys: tuple[str, ...] = field(repr=False)
     # Raw 32-byte Ed25519 private key for audit checkpoints.
@@ -69,6 +70,8 @@ class Settings:
     lockout_window_seconds: int = 900
     log_level: str = "INFO"
     log_json: bool = True
+    # 0: off. A worker has no HTTP server; this port serves its Prometheus metrics.
+    worker_metrics_port: int = 0
 
     @property
     def embedded_broker(self) -> bool:
@@ -95,8 +98,9 @@ class Settings:
         merged.update(os.environ if env is None else env)
         var_dir = Path(merged.get("MFA_VAR_DIR", "var")).absolute()
 
-        database_url = merged.get("MFA_DATABASE_URL") or f"sqlite:///{var_dir / 'mfa.db'}"
-        broker_url = merged.get("MFA_BROKER_URL") or "filesystem://"
+        # URLs carry passwords: like the keys, they may come from *_FILE secrets.
+        database_url = _secret(merged, "MFA_DATABASE_URL") or f"sqlite:///{var_dir / 'mfa.db'}"
+        broker_url = _secret(merged, "MFA_BROKER_URL") or "filesystem://"
         embedded = database_url.startswith("sqlite") or broker_url.startswith("filesystem://")
 
         secret = _secret(merged, "MFA_SECRET_KEY")
@@ -132,6 +136,7 @@ class Settings:
             ),
             log_level=merged.get("MFA_LOG_LEVEL", "INFO").upper(),
             log_json=merged.get("MFA_LOG_FORMAT", "json").lower() != "text",
+            worker_metrics_port=_int(merged, "MFA_WORKER_METRICS_PORT", 0, 0, 65535),
         )
 
 

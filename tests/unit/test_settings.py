@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import stat
 from pathlib import Path
 
@@ -78,3 +79,51 @@ def test_dotenv_is_read_and_environment_wins(tmp_path: Path) -> None:
 def test_repr_hides_secrets(tmp_path: Path) -> None:
     s = Settings.from_env(env={"MFA_VAR_DIR": str(tmp_path)}, dotenv=None)
     assert s.secret_keys[0] not in repr(s)
+
+
+def test_database_and_broker_urls_may_come_from_secret_files(tmp_path: Path) -> None:
+    db_file = tmp_path / "db-url"
+    db_file.write_text("postgresql+psycopg://mfa:s3cret@db:5432/mfa\n")
+    broker_file = tmp_path / "broker-url"
+    broker_file.write_text("amqp://mfa:s3cret@mq:5672//\n")
+    s = Settings.from_env(
+        env={
+            "MFA_VAR_DIR": str(tmp_path / "var"),
+            "MFA_DATABASE_URL_FILE": str(db_file),
+            "MFA_BROKER_URL_FILE": str(broker_file),
+            "MFA_SECRET_KEY": Fernet.generate_key().decode(),
+            "MFA_AUDIT_SIGNING_KEY": base64.b64encode(bytes(32)).decode(),
+        },
+        dotenv=None,
+    )
+    assert s.database_url == "postgresql+psycopg://mfa:s3cret@db:5432/mfa"
+    assert s.broker_url == "amqp://mfa:s3cret@mq:5672//"
+    assert not s.embedded_broker
+
+
+def test_worker_metrics_port_is_off_by_default_and_bounded(tmp_path: Path) -> None:
+    base = {"MFA_VAR_DIR": str(tmp_path / "var")}
+    assert Settings.from_env(env=base, dotenv=None).worker_metrics_port == 0
+    assert (
+        Settings.from_env(
+            env={**base, "MFA_WORKER_METRICS_PORT": "9100"}, dotenv=None
+        ).worker_metrics_port
+        == 9100
+    )
+    with pytest.raises(ConfigurationError):
+        Settings.from_env(env={**base, "MFA_WORKER_METRICS_PORT": "70000"}, dotenv=None)
+
+
+def test_repr_hides_urls_and_keys(tmp_path: Path) -> None:
+    s = Settings.from_env(
+        env={
+            "MFA_VAR_DIR": str(tmp_path / "var"),
+            "MFA_DATABASE_URL": "postgresql+psycopg://mfa:hunter2@db/mfa",
+            "MFA_BROKER_URL": "amqp://mfa:hunter3@mq//",
+            "MFA_SECRET_KEY": (key := Fernet.generate_key().decode()),
+            "MFA_AUDIT_SIGNING_KEY": base64.b64encode(bytes(32)).decode(),
+        },
+        dotenv=None,
+    )
+    shown = repr(s)
+    assert "hunter2" not in shown and "hunter3" not in shown and key not in shown
