@@ -38,6 +38,16 @@ def public_key(settings: Settings) -> Ed25519PublicKey:
     return _private_key(settings).public_key()
 
 
+def verification_keys(settings: Settings) -> dict[str, Ed25519PublicKey]:
+    """Every key a checkpoint may have been signed with, by key id: the current
+    one and the retired ones of a rotation."""
+    keys = [public_key(settings)] + [
+        Ed25519PrivateKey.from_private_bytes(raw).public_key()
+        for raw in settings.audit_retired_signing_keys
+    ]
+    return {key_id(k): k for k in keys}
+
+
 def _public_raw(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 

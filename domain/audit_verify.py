@@ -25,7 +25,7 @@ from sqlalchemy import Row, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from domain.audit import GENESIS_HASH, chain_hash, format_ts
-from domain.audit_checkpoint import public_key, signature_valid
+from domain.audit_checkpoint import signature_valid, verification_keys
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
 from domain.settings import Settings
 
@@ -74,10 +74,12 @@ def _checkpoint_dict(cp: AuditCheckpoint, verified: bool) -> dict[str, Any]:
 
 
 class _Walk:
-    def __init__(self, session: Session, org_id: str, key: Ed25519PublicKey, batch: int) -> None:
+    def __init__(
+        self, session: Session, org_id: str, keys: dict[str, Ed25519PublicKey], batch: int
+    ) -> None:
         self.session = session
         self.org_id = org_id
-        self.key = key
+        self.keys = keys
         self.batch = batch
         self.checked = 0
         self.last_seq = 0
@@ -145,7 +147,8 @@ class _Walk:
         self.last_seq, self.last_hash = row.seq, row.hash
 
     def _check_signature(self, cp: AuditCheckpoint) -> None:
-        if not signature_valid(cp, self.key):
+        key = self.keys.get(cp.key_id)
+        if key is None or not signature_valid(cp, key):
             self.checkpoint = _checkpoint_dict(cp, False)
             raise _Bad(cp.seq, f"the checkpoint at seq {cp.seq} has no valid signature")
 
@@ -236,7 +239,7 @@ def verify_chain(
 
     Reads only; the caller appends AUDIT_VERIFIED if it wants the check recorded.
     """
-    walk = _Walk(session, org_id, public_key(settings), batch)
+    walk = _Walk(session, org_id, verification_keys(settings), batch)
     try:
         walk.run()
     except _Bad as bad:

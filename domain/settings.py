@@ -60,6 +60,8 @@ class Settings:
     secret_keys: tuple[str, ...] = field(repr=False)
     # Raw 32-byte Ed25519 private key for audit checkpoints.
     audit_signing_key: bytes = field(repr=False)
+    # Earlier signing keys (rotation): they no longer sign; their checkpoints still verify.
+    audit_retired_signing_keys: tuple[bytes, ...] = field(default=(), repr=False)
     sheet_ttl_seconds: int = 900
     argon2: Argon2Params = Argon2Params()
     totp_issuer: str = "mfa-backup-codes"
@@ -114,14 +116,18 @@ class Settings:
             signing = _key_file(
                 var_dir / "audit-signing.key", _new_signing_key, embedded, "MFA_AUDIT_SIGNING_KEY"
             )
-        signing_key = _decode_signing_key(signing)
+        # Comma-separated, newest first, like MFA_SECRET_KEY: the first signs, all verify.
+        signing_keys = [_decode_signing_key(k) for k in signing.split(",") if k.strip()]
+        if not signing_keys:
+            raise ConfigurationError("MFA_AUDIT_SIGNING_KEY is empty")
 
         return cls(
             var_dir=var_dir,
             database_url=database_url,
             broker_url=broker_url,
             secret_keys=keys,
-            audit_signing_key=signing_key,
+            audit_signing_key=signing_keys[0],
+            audit_retired_signing_keys=tuple(signing_keys[1:]),
             sheet_ttl_seconds=_int(merged, "MFA_SHEET_TTL_SECONDS", 900, 10, 7 * 86400),
             argon2=Argon2Params(
                 memory_kib=_int(merged, "MFA_ARGON2_MEMORY_KIB", 19 * 1024, 8, 4 * 1024 * 1024),
@@ -193,7 +199,7 @@ def _check_fernet_keys(keys: tuple[str, ...]) -> None:
 
 def _decode_signing_key(value: str) -> bytes:
     try:
-        raw = base64.b64decode(value.encode(), validate=True)
+        raw = base64.b64decode(value.strip().encode(), validate=True)
     except ValueError:
         raw = b""
     if len(raw) != 32:
