@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from domain import audit_types as types
 from domain import metrics
+from domain.errors import DomainError
 from domain.models import AuditEvent, AuditHead, new_id
 
 GENESIS_HASH = "0" * 64
@@ -156,3 +157,18 @@ def append(
     session.flush()
     metrics.note_event(session, type, outcome, details)
     return event
+
+
+def refusal(
+    session: Session,
+    org_id: str,
+    user_id: str,
+    type: str,
+    error: DomainError,
+    ctx: Context,
+    outcome: str = types.DENIED,
+) -> DomainError:
+    """Record a refused request and mark the error committed, so that the record
+    survives the request's failure: `raise audit.refusal(...)`."""
+    append(session, org_id, type, outcome, ctx, user_id=user_id, details={"reason": error.slug})
+    return error.committed()

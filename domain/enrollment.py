@@ -33,16 +33,9 @@ from domain.services import Services
 
 def _refuse(session: Session, user: User, error: DomainError, ctx: audit.Context) -> DomainError:
     outcome = types.FAILURE if isinstance(error, InvalidTotp) else types.DENIED
-    audit.append(
-        session,
-        user.org_id,
-        types.ENROLLMENT_FAILED,
-        outcome,
-        ctx,
-        user_id=user.external_id,
-        details={"reason": error.slug},
+    return audit.refusal(
+        session, user.org_id, user.external_id, types.ENROLLMENT_FAILED, error, ctx, outcome
     )
-    return error.committed()
 
 
 def start_enrollment(

@@ -110,16 +110,9 @@ def check_idempotency_key(key: str | None) -> None:
 
 
 def _refuse(session: Session, user: User, error: DomainError, ctx: audit.Context) -> DomainError:
-    audit.append(
-        session,
-        user.org_id,
-        types.REGENERATION_REFUSED,
-        types.DENIED,
-        ctx,
-        user_id=user.external_id,
-        details={"reason": error.slug},
+    return audit.refusal(
+        session, user.org_id, user.external_id, types.REGENERATION_REFUSED, error, ctx
     )
-    return error.committed()
 
 
 def queue_regeneration(

@@ -135,16 +135,7 @@ def _check_allowed(session: Session, user: User, now: datetime, ctx: audit.Conte
 
 def _refuse(session: Session, user: User, error: DomainError, ctx: audit.Context) -> DomainError:
     """The refusal is audited and committed although the request fails."""
-    audit.append(
-        session,
-        user.org_id,
-        types.SIGNIN_REFUSED,
-        types.DENIED,
-        ctx,
-        user_id=user.external_id,
-        details={"reason": error.slug},
-    )
-    return error.committed()
+    return audit.refusal(session, user.org_id, user.external_id, types.SIGNIN_REFUSED, error, ctx)
 
 
 def _candidate_row(session: Session, user: User, candidate: str) -> BackupCode | None:
