@@ -22,7 +22,7 @@ def read_object(
     allow_empty: bool = False,
 ) -> dict[str, Any]:
     """The body as a dict; `allow_empty`: no body at all counts as {}."""
-    raw = req.bounded_stream.read(MAX_BODY_BYTES + 1)
+    raw = _read_raw(req)
     if len(raw) > MAX_BODY_BYTES:
         # A chunked body has no Content-Length for the middleware to refuse early.
         raise falcon.HTTPContentTooLarge(
@@ -35,7 +35,8 @@ def read_object(
         )
     try:
         body = json.loads(raw) if raw.strip() else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: 64 KiB of '[' nests deeper than the decoder's stack allows.
         raise falcon.HTTPBadRequest(
             title="The request is not valid", description="The body is not valid JSON"
         ) from None
@@ -57,6 +58,29 @@ def read_object(
         if not isinstance(value, expected):
             raise InvalidRequest(f"{name!r} must be of type {_json_type(expected)}", field=name)
     return body
+
+
+def _read_raw(req: falcon.Request) -> bytes:
+    """Up to one byte over the limit. A chunked body has no Content-Length, and
+    Falcon's bounded stream then reads nothing: read the server's input to its end
+    instead where the server says it ends (wsgi.input_terminated: gunicorn,
+    waitress); elsewhere reading it could block, so it is refused (a 400, as the
+    contract has no 411)."""
+    if req.content_length is not None or not req.get_header("Transfer-Encoding"):
+        return req.bounded_stream.read(MAX_BODY_BYTES + 1)
+    if not req.env.get("wsgi.input_terminated"):
+        raise falcon.HTTPBadRequest(
+            title="The request is not valid", description="Send the body with a Content-Length"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_BODY_BYTES:
+        chunk = req.stream.read(MAX_BODY_BYTES + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _json_type(t: type) -> str:

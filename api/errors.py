@@ -12,6 +12,8 @@ from typing import Any
 
 import falcon
 from falcon.util.misc import code_to_http_status
+from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from domain.errors import DomainError, TooManyAttempts, Unauthenticated
 
@@ -94,8 +96,27 @@ def handle_unexpected(
     )
 
 
+def handle_database_unavailable(
+    req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
+) -> None:
+    # The database is down, unreachable, locked or out of connections: the client may
+    # retry, so a 503 rather than a 500. Nothing of the exception reaches the client.
+    log.warning(
+        "database unavailable on %s %s: %s", req.method, req.path, type(ex).__name__, exc_info=ex
+    )
+    _send(
+        resp,
+        503,
+        _body("unavailable", "Service unavailable", 503, "The database does not answer; retry"),
+    )
+    resp.set_header("Retry-After", "5")
+
+
 def install(app: falcon.App[falcon.Request, falcon.Response]) -> None:
     # Falcon picks the most specific handler; registration order does not matter.
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_http_error)
     app.add_error_handler(DomainError, handle_domain_error)
+    app.add_error_handler(
+        (OperationalError, DisconnectionError, PoolTimeout), handle_database_unavailable
+    )

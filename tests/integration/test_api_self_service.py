@@ -1,0 +1,509 @@
+"""Self-service over HTTP (API.md, role `user`): status, enrollment, regeneration
+and the sheet, through the real app, the after-commit publisher and a real worker,
+on SQLite (embedded) and PostgreSQL. One world per backend and module; every test
+makes its own organization.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pyotp
+import pytest
+from falcon import testing
+from pypdf import PdfReader
+from sqlalchemy import update
+
+from domain import audit_types as types
+from domain.db import utcnow
+from domain.migrate import upgrade
+from domain.models import Regeneration
+from tests.conftest import make_settings
+from tests.integration.api_helpers import ApiWorld, api_world
+
+ME = "/v1/me/mfa"
+ENROLL = "/v1/me/mfa/enrollment"
+CONFIRM = "/v1/me/mfa/enrollment/confirm"
+REGENERATIONS = "/v1/me/backup-codes/regenerations"
+REGENERATION_KEYS = {
+    "id",
+    "status",
+    "reason",
+    "failure",
+    "created_at",
+    "completed_at",
+    "expires_at",
+    "code_count",
+    "links",
+}
+CODE = re.compile(r"^[0-9A-Z]{4}(-[0-9A-Z]{4})+$")
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def _settings(request: pytest.FixtureRequest, tmp: Path) -> Any:
+    if request.param == "sqlite":
+        settings = make_settings(tmp)
+        upgrade(settings.database_url)
+        return settings
+    return make_settings(tmp, MFA_DATABASE_URL=request.getfixturevalue("pg_database_url"))
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiWorld]:
+    """The app with a worker thread; starting and stopping a worker costs seconds,
+    so it is shared by the module's tests (each on an organization of its own)."""
+    with api_world(_settings(request, tmp_path_factory.mktemp("world"))) as built:
+        yield built
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def idle_world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiWorld]:
+    """No worker: whatever is requested stays queued."""
+    settings = _settings(request, tmp_path_factory.mktemp("idle"))
+    with api_world(settings, worker=False) as built:
+        yield built
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def problem(result: testing.Result, status: int, slug: str) -> dict[str, Any]:
+    assert result.status_code == status, result.text
+    assert result.headers["Content-Type"].startswith("application/problem+json")
+    body: dict[str, Any] = result.json
+    assert body["type"] == f"/problems/{slug}", body
+    assert body["status"] == status
+    return body
+
+
+def wrong_totp(world: ApiWorld, org: str, user: str = "alice") -> str:
+    """A well-formed code that no step near now accepts."""
+    secret = world.secrets[(org, user)]
+    near = {pyotp.TOTP(secret).at(time.time() + 30 * k) for k in range(-3, 4)}
+    return next(c for c in ("000000", "111111", "222222", "333333", "444444") if c not in near)
+
+
+def regenerate(world: ApiWorld, token: str, totp: str, key: str | None = None) -> testing.Result:
+    headers = {"Idempotency-Key": key} if key else None
+    return world.call("POST", REGENERATIONS, token, json={"totp": totp}, headers=headers)
+
+
+def ready_codes(world: ApiWorld, token: str, regeneration_id: str) -> list[str]:
+    done = world.await_status(token, regeneration_id)
+    assert done["status"] == "ready", done
+    return world.sheet_text(token, regeneration_id)
+
+
+def enrolled_with_codes(world: ApiWorld, org: str, user: str = "alice") -> tuple[str, list[str]]:
+    token, confirmed = world.enroll(org, user)
+    return token, ready_codes(world, token, confirmed["regeneration"]["id"])
+
+
+def verify(world: ApiWorld, org: str, user: str, code: str) -> dict[str, Any]:
+    service = world.token(org, f"signin-{user}", "service")
+    got = world.call("POST", f"/v1/users/{user}/backup-codes/verify", service, json={"code": code})
+    assert got.status_code == 200, got.text
+    return dict(got.json)
+
+
+def status(world: ApiWorld, token: str) -> dict[str, Any]:
+    got = world.call("GET", ME, token)
+    assert got.status_code == 200, got.text
+    return dict(got.json)
+
+
+# --- status and enrollment -------------------------------------------------------------
+
+
+def test_status_before_enrollment_has_no_codes(world: ApiWorld) -> None:
+    org = world.org()
+    world.user(org)
+    token = world.token(org, "alice", "user")
+    got = world.call("GET", ME, token)
+    assert got.status_code == 200
+    assert got.json == {"enrolled": False, "backup_codes_enabled": True, "backup_codes": None}
+
+
+def test_enrollment_answers_a_secret_and_uri_never_cached(world: ApiWorld) -> None:
+    org = world.org()
+    world.user(org)
+    token = world.token(org, "alice", "user")
+    got = world.call("POST", ENROLL, token)
+    assert got.status_code == 201, got.text
+    assert got.headers["Cache-Control"] == "no-store"
+    assert set(got.json) == {"secret", "otpauth_uri"}
+    assert re.fullmatch(r"[A-Z2-7]{16,}=*", got.json["secret"])
+    assert got.json["otpauth_uri"].startswith("otpauth://totp/")
+    assert f"secret={got.json['secret']}" in got.json["otpauth_uri"]
+    assert status(world, token)["enrolled"] is False  # pending until confirmed
+
+
+def test_enrollment_restart_replaces_the_pending_secret(world: ApiWorld) -> None:
+    org = world.org()
+    world.user(org)
+    token = world.token(org, "alice", "user")
+    first = world.call("POST", ENROLL, token).json["secret"]
+    second = world.call("POST", ENROLL, token)
+    assert second.status_code == 201
+    assert second.json["secret"] != first
+    stale = world.call("POST", CONFIRM, token, json={"totp": pyotp.TOTP(first).now()})
+    problem(stale, 422, "invalid-totp")
+    fresh = world.call(
+        "POST", CONFIRM, token, json={"totp": pyotp.TOTP(second.json["secret"]).now()}
+    )
+    assert fresh.status_code == 201, fresh.text
+
+
+def test_enrolling_again_after_confirmation_is_409_already_enrolled(world: ApiWorld) -> None:
+    org = world.org()
+    token, _ = world.enroll(org)
+    problem(world.call("POST", ENROLL, token), 409, "already-enrolled")
+    assert status(world, token)["enrolled"] is True
+
+
+def test_confirming_with_a_wrong_code_is_422_invalid_totp(world: ApiWorld) -> None:
+    org = world.org()
+    world.user(org)
+    token = world.token(org, "alice", "user")
+    world.secrets[(org, "alice")] = world.call("POST", ENROLL, token).json["secret"]
+    got = world.call("POST", CONFIRM, token, json={"totp": wrong_totp(world, org)})
+    problem(got, 422, "invalid-totp")
+    assert got.headers["Cache-Control"] == "no-store"
+    assert status(world, token)["enrolled"] is False
+
+
+def test_five_wrong_confirmations_lock_the_user_out_with_429(world: ApiWorld) -> None:
+    org = world.org()
+    world.user(org)
+    token = world.token(org, "alice", "user")
+    world.secrets[(org, "alice")] = world.call("POST", ENROLL, token).json["secret"]
+    bad = {"totp": wrong_totp(world, org)}
+    for _ in range(world.settings.lockout_threshold):
+        problem(world.call("POST", CONFIRM, token, json=bad), 422, "invalid-totp")
+    locked = world.call("POST", CONFIRM, token, json={"totp": world.totp(org)})
+    problem(locked, 429, "too-many-attempts")
+    assert 0 < int(locked.headers["Retry-After"]) <= world.settings.lockout_window_seconds
+    assert status(world, token)["enrolled"] is False
+
+
+def test_confirming_without_a_pending_enrollment_is_409(world: ApiWorld) -> None:
+    org = world.org()
+    world.user(org)
+    token = world.token(org, "alice", "user")
+    got = world.call("POST", CONFIRM, token, json={"totp": "123456"})
+    problem(got, 409, "no-pending-enrollment")
+
+
+def test_confirmation_issues_the_first_set_through_the_pipeline(world: ApiWorld) -> None:
+    org = world.org(code_count=7)
+    token, confirmed = world.enroll(org)
+    assert confirmed["enrolled"] is True
+    first = confirmed["regeneration"]
+    assert set(first) == REGENERATION_KEYS
+    assert (first["reason"], first["code_count"]) == ("enrollment", 7)
+    assert first["status"] in ("queued", "processing", "ready")
+    codes = ready_codes(world, token, first["id"])
+    assert len(codes) == 7 and all(CODE.match(c) for c in codes)
+    current = status(world, token)
+    assert current["enrolled"] is True
+    backup = current["backup_codes"]
+    assert (backup["remaining"], backup["total"], backup["low"]) == (7, 7, False)
+    assert backup["set_id"] and TIMESTAMP.match(backup["generated_at"])
+
+
+def test_low_is_true_once_two_or_fewer_codes_remain(world: ApiWorld) -> None:
+    org = world.org()
+    token, codes = enrolled_with_codes(world, org)
+    seen = []
+    for code in codes[:4]:
+        assert verify(world, org, "alice", code)["accepted"] is True
+        backup = status(world, token)["backup_codes"]
+        seen.append((backup["remaining"], backup["total"], backup["low"]))
+    assert seen == [(4, 5, False), (3, 5, False), (2, 5, True), (1, 5, True)]
+
+
+def test_disabled_organization_enrolls_without_codes_and_refuses_regeneration(
+    world: ApiWorld,
+) -> None:
+    org = world.org(enabled=False)
+    token, confirmed = world.enroll(org)
+    assert confirmed == {"enrolled": True, "regeneration": None}
+    assert status(world, token) == {
+        "enrolled": True,
+        "backup_codes_enabled": False,
+        "backup_codes": None,
+    }
+    got = regenerate(world, token, world.totp(org, offset_steps=1))
+    problem(got, 403, "backup-codes-disabled")
+
+
+# --- requesting a regeneration -----------------------------------------------------------
+
+
+def test_regeneration_is_accepted_with_202_and_location(world: ApiWorld) -> None:
+    org = world.org()
+    token, _ = enrolled_with_codes(world, org)
+    got = regenerate(world, token, world.totp(org, offset_steps=1))
+    assert got.status_code == 202, got.text
+    body = got.json
+    assert set(body) == REGENERATION_KEYS
+    rid = body["id"]
+    assert got.headers["Location"].endswith(f"{REGENERATIONS}/{rid}")
+    assert got.headers["Cache-Control"] == "no-store"
+    assert body["links"] == {
+        "self": f"{REGENERATIONS}/{rid}",
+        "sheet": f"{REGENERATIONS}/{rid}/sheet",
+    }
+    assert (body["status"], body["reason"], body["failure"]) == ("queued", "regeneration", None)
+    assert (body["completed_at"], body["expires_at"], body["code_count"]) == (None, None, 5)
+    assert TIMESTAMP.match(body["created_at"])
+    done = world.await_status(token, rid)
+    assert done["status"] == "ready", done
+    assert TIMESTAMP.match(done["completed_at"]) and TIMESTAMP.match(done["expires_at"])
+
+
+def test_old_codes_are_refused_after_a_regeneration(world: ApiWorld) -> None:
+    org = world.org()
+    token, old = enrolled_with_codes(world, org)
+    old_set = status(world, token)["backup_codes"]["set_id"]
+    rid = regenerate(world, token, world.totp(org, offset_steps=1)).json["id"]
+    new = ready_codes(world, token, rid)
+    assert not set(new) & set(old)
+    assert status(world, token)["backup_codes"]["set_id"] != old_set
+    assert verify(world, org, "alice", old[0])["accepted"] is False
+    assert verify(world, org, "alice", new[0]) == {"accepted": True, "remaining": 4, "low": False}
+
+
+def test_same_idempotency_key_and_body_answer_the_same_regeneration(world: ApiWorld) -> None:
+    org = world.org()
+    token, _ = world.enroll(org)
+    totp = world.totp(org, offset_steps=1)
+    first = regenerate(world, token, totp, key="key-1")
+    again = regenerate(world, token, totp, key="key-1")
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.json["id"] == first.json["id"]
+    assert again.headers["Location"] == first.headers["Location"]
+    other_key = regenerate(world, token, totp, key="key-2")
+    assert other_key.json["id"] != first.json["id"]
+
+
+def test_same_idempotency_key_with_another_body_is_422(world: ApiWorld) -> None:
+    org = world.org()
+    token, _ = world.enroll(org)
+    first = regenerate(world, token, world.totp(org, offset_steps=1), key="k")
+    assert first.status_code == 202
+    got = regenerate(world, token, wrong_totp(world, org), key="k")
+    problem(got, 422, "idempotency-key-reused")
+    # The key stays bound to the first request.
+    assert (
+        regenerate(world, token, world.totp(org, offset_steps=1), key="k").json["id"]
+        == (first.json["id"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"totp": "12345"}, "totp"),
+        ({"totp": "1234567"}, "totp"),
+        ({"totp": "12a456"}, "totp"),
+        ({"totp": " 123456"}, "totp"),
+        ({"totp": "\u0661\u0662\u0663\u0664\u0665\u0666"}, "totp"),  # Arabic-Indic digits
+        ({"totp": 123456}, "totp"),
+        ({"totp": None}, "totp"),
+        ({"totp": "123456", "extra": 1}, "extra"),
+        ({}, "totp"),
+    ],
+)
+def test_malformed_regeneration_requests_are_refused_at_once(
+    world: ApiWorld, body: dict[str, Any], field: str
+) -> None:
+    # Not enrolled: a 422 rather than 409 shows the body is judged first.
+    org = world.org()
+    world.user(org)
+    token = world.token(org, "alice", "user")
+    got = world.call("POST", REGENERATIONS, token, json=body)
+    assert problem(got, 422, "invalid-request")["field"] == field
+
+
+def test_regeneration_without_enrollment_is_409_mfa_not_enrolled(world: ApiWorld) -> None:
+    org = world.org()
+    world.user(org)
+    token = world.token(org, "alice", "user")
+    problem(regenerate(world, token, "123456"), 409, "mfa-not-enrolled")
+
+
+def test_five_failed_totps_lock_the_user_out_with_429(world: ApiWorld) -> None:
+    org = world.org()
+    token, _ = world.enroll(org)
+    bad = wrong_totp(world, org)
+    ids = []
+    for _ in range(world.settings.lockout_threshold):
+        got = regenerate(world, token, bad)
+        assert got.status_code == 202, got.text  # intake cannot judge it: the worker does
+        ids.append(got.json["id"])
+    for rid in ids:
+        assert world.await_status(token, rid)["failure"] == "invalid-totp"
+    locked = regenerate(world, token, world.totp(org, offset_steps=1))
+    problem(locked, 429, "too-many-attempts")
+    wait = int(locked.headers["Retry-After"])
+    assert 0 < wait <= world.settings.lockout_window_seconds
+
+
+def test_regenerations_of_others_are_404(world: ApiWorld) -> None:
+    org = world.org()
+    token, confirmed = world.enroll(org)
+    rid = confirmed["regeneration"]["id"]
+    world.await_status(token, rid)
+    neighbour = world.user(org, "bob")
+    same_org = world.token(org, neighbour, "user")
+    elsewhere_org = world.org()
+    world.user(elsewhere_org, "alice")  # the same external id in another organization
+    elsewhere = world.token(elsewhere_org, "alice", "user")
+    for other in (same_org, elsewhere):
+        for path in (f"{REGENERATIONS}/{rid}", f"{REGENERATIONS}/{rid}/sheet"):
+            problem(world.call("GET", path, other), 404, "not-found")
+    problem(world.call("GET", f"{REGENERATIONS}/not-a-uuid", token), 404, "not-found")
+    # Their attempts took nothing: the owner still gets the sheet.
+    assert len(world.sheet_text(token, rid)) == 5
+
+
+# --- the sheet -------------------------------------------------------------------------------
+
+
+def test_sheet_pdf_is_served_once_as_a_dated_attachment(world: ApiWorld) -> None:
+    org = world.org()
+    token, confirmed = world.enroll(org)
+    rid = confirmed["regeneration"]["id"]
+    done = world.await_status(token, rid)
+    got = world.call("GET", f"{REGENERATIONS}/{rid}/sheet", token)
+    assert got.status_code == 200, got.text
+    assert got.headers["Content-Type"] == "application/pdf"
+    assert got.headers["Cache-Control"] == "no-store"
+    day = done["completed_at"][:10]
+    assert re.fullmatch(
+        rf'attachment; filename="?backup-codes-{day}\.pdf"?', got.headers["Content-Disposition"]
+    )
+    assert got.content.startswith(b"%PDF-")
+    printed = "".join(page.extract_text() for page in PdfReader(io.BytesIO(got.content)).pages)
+    assert status(world, token)["backup_codes"]["set_id"] in printed
+    for accept in ("application/pdf", "text/plain"):
+        again = world.call("GET", f"{REGENERATIONS}/{rid}/sheet", token, headers={"Accept": accept})
+        problem(again, 410, "sheet-gone")
+    assert world.await_status(token, rid)["status"] == "retrieved"
+
+
+def test_sheet_text_form_is_one_code_a_line_and_ends_retrieval(world: ApiWorld) -> None:
+    org = world.org(code_count=3)
+    token, confirmed = world.enroll(org)
+    rid = confirmed["regeneration"]["id"]
+    world.await_status(token, rid)
+    path = f"{REGENERATIONS}/{rid}/sheet"
+    got = world.call("GET", path, token, headers={"Accept": "text/plain"})
+    assert got.status_code == 200, got.text
+    assert got.headers["Content-Type"].startswith("text/plain")
+    assert got.headers["Cache-Control"] == "no-store"
+    lines = got.text.splitlines()
+    assert len(lines) == 3 and all(CODE.match(line) for line in lines)
+    assert verify(world, org, "alice", lines[1].lower().replace("-", " "))["accepted"] is True
+    problem(world.call("GET", path, token), 410, "sheet-gone")
+
+
+def test_simultaneous_sheet_requests_serve_it_exactly_once(world: ApiWorld) -> None:
+    org = world.org()
+    token, confirmed = world.enroll(org)
+    rid = confirmed["regeneration"]["id"]
+    world.await_status(token, rid)
+    start = threading.Barrier(2)
+    results: list[testing.Result] = []
+
+    def fetch(accept: str) -> None:
+        start.wait(timeout=10)
+        results.append(
+            world.call("GET", f"{REGENERATIONS}/{rid}/sheet", token, headers={"Accept": accept})
+        )
+
+    threads = [threading.Thread(target=fetch, args=(a,)) for a in ("application/pdf", "text/plain")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(r.status_code for r in results) == [200, 410]
+    loser = next(r for r in results if r.status_code == 410)
+    problem(loser, 410, "sheet-gone")
+
+
+def test_sheet_of_a_queued_regeneration_is_409_not_ready(idle_world: ApiWorld) -> None:
+    org = idle_world.org()
+    token, confirmed = idle_world.enroll(org)
+    rid = confirmed["regeneration"]["id"]
+    got = idle_world.call("GET", f"{REGENERATIONS}/{rid}/sheet", token)
+    problem(got, 409, "not-ready")
+    assert int(got.headers["Retry-After"]) >= 1
+    assert idle_world.call("GET", f"{REGENERATIONS}/{rid}", token).json["status"] == "queued"
+
+
+def test_sheet_of_a_failed_regeneration_is_409_regeneration_failed(world: ApiWorld) -> None:
+    org = world.org()
+    token, _ = world.enroll(org)
+    rid = regenerate(world, token, wrong_totp(world, org)).json["id"]
+    done = world.await_status(token, rid)
+    assert (done["status"], done["failure"]) == ("failed", "invalid-totp")
+    problem(world.call("GET", f"{REGENERATIONS}/{rid}/sheet", token), 409, "regeneration-failed")
+
+
+def test_sheet_not_fetched_in_time_is_410_sheet_expired(world: ApiWorld) -> None:
+    org = world.org()
+    token, confirmed = world.enroll(org)
+    rid = confirmed["regeneration"]["id"]
+    world.await_status(token, rid)
+    # Instead of waiting for the TTL: the deadline moves into the past.
+    with world.services.unit_of_work() as session:
+        session.execute(
+            update(Regeneration)
+            .where(Regeneration.id == rid)
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+    path = f"{REGENERATIONS}/{rid}/sheet"
+    problem(world.call("GET", path, token), 410, "sheet-expired")
+    problem(world.call("GET", path, token, headers={"Accept": "text/plain"}), 410, "sheet-expired")
+    assert world.await_status(token, rid)["status"] == "expired"
+
+
+def test_request_id_follows_a_regeneration_into_the_workers_events(world: ApiWorld) -> None:
+    org = world.org()
+    token, _ = world.enroll(org)
+    got = world.call(
+        "POST",
+        REGENERATIONS,
+        token,
+        json={"totp": world.totp(org, offset_steps=1)},
+        headers={"X-Request-Id": "regen-trace-1"},
+    )
+    assert got.headers["X-Request-Id"] == "regen-trace-1"
+    world.await_status(token, got.json["id"])
+    auditor = world.token(org, "security", "auditor")
+    found = world.call(
+        "GET", "/v1/audit/events", auditor, params={"request_id": "regen-trace-1"}
+    ).json["events"]
+    kinds = {e["type"] for e in found}
+    assert {
+        types.REGENERATION_REQUESTED,  # at intake
+        types.REGENERATION_STARTED,  # the worker's, on the request's behalf
+        types.SHEET_RENDERED,
+        types.REGENERATION_SUCCEEDED,
+    } <= kinds, kinds
+    assert all(e["request_id"] == "regen-trace-1" for e in found)
