@@ -37,19 +37,19 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("/readyz", "get"): "200 503",
     ("/openapi.json", "get"): "200",
     ("/metrics", "get"): "200",
-    ("/v1/me/mfa", "get"): "200 401 403",
-    ("/v1/me/mfa/enrollment", "post"): "201 400 401 403 409 413 422",
-    ("/v1/me/mfa/enrollment/confirm", "post"): "201 400 401 403 409 413 422 429",
-    ("/v1/me/backup-codes/regenerations", "post"): "202 400 401 403 409 413 422 429",
-    ("/v1/me/backup-codes/regenerations/{regeneration_id}", "get"): "200 401 403 404",
-    ("/v1/me/backup-codes/regenerations/{regeneration_id}/sheet", "get"): "200 401 403 404 409 410",
-    ("/v1/users/{user_id}/backup-codes/verify", "post"): "200 400 401 403 404 409 413 422 429",
-    ("/v1/org/policy", "get"): "200 401 403",
-    ("/v1/org/policy", "put"): "200 400 401 403 413 422",
-    ("/v1/users/{user_id}/backup-codes/revocation", "post"): "204 400 401 403 404 413 422",
-    ("/v1/users/{user_id}/mfa", "delete"): "204 401 403 404",
-    ("/v1/audit/events", "get"): "200 400 401 403 422",
-    ("/v1/audit/verification", "get"): "200 401 403",
+    ("/v1/me/mfa", "get"): "200 401 403 503",
+    ("/v1/me/mfa/enrollment", "post"): "201 400 401 403 409 413 422 503",
+    ("/v1/me/mfa/enrollment/confirm", "post"): "201 400 401 403 409 413 422 429 503",
+    ("/v1/me/backup-codes/regenerations", "post"): "202 400 401 403 409 413 422 429 503",
+    ("/v1/me/backup-codes/regenerations/{regeneration_id}", "get"): "200 401 403 404 503",
+    ("/v1/me/backup-codes/regenerations/{regeneration_id}/sheet", "get"): "200 401 403 404 409 410 503",
+    ("/v1/users/{user_id}/backup-codes/verify", "post"): "200 400 401 403 404 409 413 422 429 503",
+    ("/v1/org/policy", "get"): "200 401 403 503",
+    ("/v1/org/policy", "put"): "200 400 401 403 413 422 503",
+    ("/v1/users/{user_id}/backup-codes/revocation", "post"): "204 400 401 403 404 413 422 503",
+    ("/v1/users/{user_id}/mfa", "delete"): "204 401 403 404 503",
+    ("/v1/audit/events", "get"): "200 400 401 403 422 503",
+    ("/v1/audit/verification", "get"): "200 401 403 503",
 }
 
 
@@ -493,7 +493,7 @@ def test_status_specific_headers(doc: dict[str, Any]) -> None:
         where = f"{method} {path} {status}"
         if status == "401":
             assert headers["WWW-Authenticate"]["required"] is True, where
-        if status == "429":
+        if status in ("429", "503") and path.startswith("/v1/"):
             assert headers["Retry-After"]["required"] is True, where
         if status == "202":
             assert headers["Location"]["required"] is True, where
