@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
 
 import falcon
@@ -21,6 +22,30 @@ from domain.services import Services
 MAX_BODY_BYTES = 64 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 MAX_USER_AGENT = 256
+
+
+def client_ip(req: falcon.Request, trusted: tuple[IPv4Network | IPv6Network, ...]) -> str:
+    """The peer's address; behind a trusted proxy, the nearest untrusted address of
+    X-Forwarded-For (read from the right: anything left of it the client can forge)."""
+
+    def is_trusted(address: str) -> bool:
+        try:
+            ip = ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in trusted)
+
+    peer = req.remote_addr
+    if not trusted or not is_trusted(peer):
+        return peer
+    hops = [h.strip() for h in (req.get_header("X-Forwarded-For") or "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not is_trusted(hop):
+            try:
+                return str(ip_address(hop))
+            except ValueError:
+                return peer  # garbage from the proxy chain: fall back to what we know
+    return peer
 
 
 class RequestContext:
@@ -54,7 +79,7 @@ class RequestContext:
             role=principal.role,
             token_id=principal.token_id,
             request_id=req.context.request_id,
-            source_ip=req.remote_addr,
+            source_ip=client_ip(req, self.services.settings.trusted_proxies),
             user_agent=agent[:MAX_USER_AGENT] if agent else None,
         )
         if roles:

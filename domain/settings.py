@@ -10,6 +10,7 @@ import base64
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 
 from dotenv import dotenv_values
@@ -74,6 +75,8 @@ class Settings:
     log_json: bool = True
     # 0: off. A worker has no HTTP server; this port serves its Prometheus metrics.
     worker_metrics_port: int = 0
+    # Reverse proxies whose X-Forwarded-For is believed (the audit trail's source IP).
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
 
     @property
     def embedded_broker(self) -> bool:
@@ -143,7 +146,21 @@ class Settings:
             log_level=merged.get("MFA_LOG_LEVEL", "INFO").upper(),
             log_json=merged.get("MFA_LOG_FORMAT", "json").lower() != "text",
             worker_metrics_port=_int(merged, "MFA_WORKER_METRICS_PORT", 0, 0, 65535),
+            trusted_proxies=_networks(merged, "MFA_TRUSTED_PROXIES"),
         )
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    networks = []
+    for part in env.get(name, "").split(","):
+        if part.strip():
+            try:
+                networks.append(ip_network(part.strip(), strict=False))
+            except ValueError:
+                raise ConfigurationError(
+                    f"{name}: {part.strip()!r} is not an IP address or network"
+                ) from None
+    return tuple(networks)
 
 
 def _new_fernet_key() -> str:

@@ -42,7 +42,10 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("/v1/me/mfa/enrollment/confirm", "post"): "201 400 401 403 409 413 422 429 503",
     ("/v1/me/backup-codes/regenerations", "post"): "202 400 401 403 409 413 422 429 503",
     ("/v1/me/backup-codes/regenerations/{regeneration_id}", "get"): "200 401 403 404 503",
-    ("/v1/me/backup-codes/regenerations/{regeneration_id}/sheet", "get"): "200 401 403 404 409 410 503",
+    (
+        "/v1/me/backup-codes/regenerations/{regeneration_id}/sheet",
+        "get",
+    ): "200 401 403 404 409 410 503",
     ("/v1/users/{user_id}/backup-codes/verify", "post"): "200 400 401 403 404 409 413 422 429 503",
     ("/v1/org/policy", "get"): "200 401 403 503",
     ("/v1/org/policy", "put"): "200 400 401 403 413 422 503",

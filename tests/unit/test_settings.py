@@ -127,3 +127,14 @@ def test_repr_hides_urls_and_keys(tmp_path: Path) -> None:
     )
     shown = repr(s)
     assert "hunter2" not in shown and "hunter3" not in shown and key not in shown
+
+
+def test_trusted_proxies_are_parsed_as_networks_and_bad_ones_refused(tmp_path: Path) -> None:
+    base = {"MFA_VAR_DIR": str(tmp_path / "var")}
+    s = Settings.from_env(
+        env={**base, "MFA_TRUSTED_PROXIES": "10.0.0.5, 172.16.0.0/12"}, dotenv=None
+    )
+    assert [str(n) for n in s.trusted_proxies] == ["10.0.0.5/32", "172.16.0.0/12"]
+    assert Settings.from_env(env=base, dotenv=None).trusted_proxies == ()
+    with pytest.raises(ConfigurationError, match="MFA_TRUSTED_PROXIES"):
+        Settings.from_env(env={**base, "MFA_TRUSTED_PROXIES": "proxy.local"}, dotenv=None)
