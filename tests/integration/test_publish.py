@@ -1,0 +1,180 @@
+"""Publishing after commit, against real RabbitMQ: a committed request reaches its
+queue, a rolled-back one never does, and a broker that is down costs a delay only."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from sqlalchemy import select
+
+from domain import regeneration
+from domain.db import utcnow
+from domain.migrate import upgrade
+from domain.models import OutboxMessage, Regeneration
+from domain.services import Services
+from domain.settings import Settings
+from tests.conftest import make_settings
+from tests.integration import pipeline_helpers as h
+from workers.app import TASK_PROCESS, make_celery, regeneration_queue
+from workers.publish import Publisher
+
+pytestmark = pytest.mark.rabbitmq
+SIGNING_KEY = base64.b64encode(os.urandom(32)).decode()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def broker_settings(request: pytest.FixtureRequest, tmp_path: Path, amqp_url: str) -> Settings:
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_database_url")
+        return make_settings(
+            tmp_path,
+            MFA_DATABASE_URL=url,
+            MFA_BROKER_URL=amqp_url,
+            MFA_AUDIT_SIGNING_KEY=SIGNING_KEY,  # not embedded: no key file is made
+        )
+    settings = make_settings(tmp_path, MFA_BROKER_URL=amqp_url)
+    upgrade(settings.database_url)
+    return settings
+
+
+@pytest.fixture
+def svc(broker_settings: Settings) -> Iterator[Services]:
+    built = Services.build(broker_settings)
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def app(broker_settings: Settings) -> Iterator[Celery]:
+    """The app, with this test's queues declared up front and deleted afterwards."""
+    celery_app = make_celery(broker_settings)
+    with celery_app.connection_for_write() as conn:
+        for queue in celery_app.amqp.queues.values():
+            queue.bind(conn.default_channel).declare()
+    yield celery_app
+    with celery_app.connection_for_write() as conn:
+        for queue in celery_app.amqp.queues.values():
+            bound = queue.bind(conn.default_channel)
+            bound.delete()
+            bound.exchange.delete()
+    celery_app.close()
+
+
+@pytest.fixture
+def publisher(app: Celery, svc: Services) -> Iterator[Publisher]:
+    pub = Publisher(app, svc)
+    pub.install()
+    yield pub
+    pub.uninstall()
+
+
+def queued(app: Celery, settings: Settings) -> list[tuple[str, dict[str, Any]]]:
+    """(task name, kwargs) of every message waiting in the regeneration queue, taken."""
+    taken = []
+    with app.connection_for_read() as conn:
+        queue = app.amqp.queues[regeneration_queue(settings)].bind(conn.default_channel)
+        while (message := queue.get(no_ack=True)) is not None:
+            _args, kwargs, _embed = message.decode()
+            taken.append((message.headers["task"], kwargs))
+    return taken
+
+
+def outbox_rows(svc: Services, regeneration_ids: list[str]) -> list[OutboxMessage]:
+    with svc.unit_of_work() as session:
+        rows = session.execute(select(OutboxMessage).order_by(OutboxMessage.id)).scalars()
+        return [r for r in rows if r.args.get("regeneration_id") in regeneration_ids]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_commit_publishes_its_outbox_rows_after_the_commit_and_marks_them(
+    svc: Services, app: Celery, publisher: Publisher
+) -> None:
+    settings = svc.settings
+    person, enrollment_id = h.enrolled(svc, at=utcnow())
+    assert enrollment_id is not None
+    assert queued(app, settings) == [(TASK_PROCESS, {"regeneration_id": enrollment_id})]
+
+    now = utcnow()
+    with svc.unit_of_work() as session:
+        outcome = regeneration.request_regeneration(
+            session, svc, h.user(session, person.org_id), person.code(now, 1), None, now, h.CTX
+        )
+        assert queued(app, settings) == []  # nothing leaves before the commit
+    assert queued(app, settings) == [(TASK_PROCESS, {"regeneration_id": outcome.regeneration.id})]
+    rows = outbox_rows(svc, [enrollment_id, outcome.regeneration.id])
+    assert len(rows) == 2 and all(r.published_at is not None for r in rows)
+
+
+def test_a_rollback_publishes_nothing_and_leaks_nothing_into_the_next_commit(
+    svc: Services, app: Celery, publisher: Publisher
+) -> None:
+    settings = svc.settings
+    person, enrollment_id = h.enrolled(svc, at=utcnow())
+    assert queued(app, settings) == [(TASK_PROCESS, {"regeneration_id": enrollment_id})]
+
+    now = utcnow()
+    rolled_back: list[str] = []
+    with pytest.raises(RuntimeError, match="after the request"), svc.unit_of_work() as session:
+        outcome = regeneration.request_regeneration(
+            session, svc, h.user(session, person.org_id), person.code(now, 1), None, now, h.CTX
+        )
+        rolled_back.append(outcome.regeneration.id)
+        raise RuntimeError("something failed after the request")
+    assert queued(app, settings) == []
+    assert outbox_rows(svc, rolled_back) == []
+    with svc.unit_of_work() as session:
+        assert session.get(Regeneration, rolled_back[0]) is None
+
+    # The same session factory's next commit publishes its own row, and only it.
+    later = h.request(svc, person, now)
+    assert queued(app, settings) == [(TASK_PROCESS, {"regeneration_id": later.regeneration.id})]
+
+
+# SQLite only: flush_pending sends every pending row, and a database of its own makes
+# that exactly this test's rows.
+@pytest.mark.parametrize("broker_settings", ["sqlite"], indirect=True)
+def test_a_broker_outage_leaves_the_row_pending_and_flush_pending_sends_it_later(
+    svc: Services, app: Celery
+) -> None:
+    settings = svc.settings
+    person, enrollment_id = h.enrolled(svc, at=utcnow())  # no publisher yet: stays pending
+    assert enrollment_id is not None
+    down = make_celery(
+        settings.with_overrides(broker_url=f"amqp://guest:guest@127.0.0.1:{closed_port()}//")
+    )
+    failing = Publisher(down, svc)
+    assert failing.ping() is False
+    failing.install()
+    try:
+        started = time.monotonic()
+        outcome = h.request(svc, person, utcnow())  # commits although the publish fails
+        assert time.monotonic() - started < 10
+    finally:
+        failing.uninstall()
+    ids = [enrollment_id, outcome.regeneration.id]
+    assert h.load(svc, outcome.regeneration.id).status == "queued"
+    assert [r.published_at for r in outbox_rows(svc, ids)] == [None, None]
+    assert failing.flush_pending(None) == 0  # still down: nothing sent, nothing marked
+    down.close()
+    assert [r.published_at for r in outbox_rows(svc, ids)] == [None, None]
+    assert queued(app, settings) == []
+
+    working = Publisher(app, svc)
+    assert working.ping() is True
+    assert working.flush_pending(None) == 2
+    assert queued(app, settings) == [(TASK_PROCESS, {"regeneration_id": i}) for i in ids]
+    assert all(r.published_at is not None for r in outbox_rows(svc, ids))
+    assert working.flush_pending(None) == 0  # marked: not sent twice

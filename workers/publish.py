@@ -1,0 +1,165 @@
+"""Publishing after commit: the outbox rows of a transaction reach the broker once it
+has committed, and are marked published; whatever fails stays pending for the beat.
+
+A request never fails because the broker is down: the publish is given about two
+seconds, its failure logged (the exception's type, never its text, which may name
+the broker's URL) and swallowed. The row's `published_at` stays NULL and
+`maintenance.republish_stale` sends it later.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import event
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from domain import outbox
+from domain.db import utcnow
+from domain.models import OutboxMessage
+from domain.services import Services
+from workers.app import queue_for
+
+log = logging.getLogger(__name__)
+
+# session.info key: (id, task, args) of this transaction's outbox rows, read before commit.
+_TO_PUBLISH = "outbox_to_publish"
+# One quick retry, then give up: the outbox row makes a failed publish a delay only.
+RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+PING_TIMEOUT = 2.0
+FLUSH_BATCH = 100
+FLUSH_MAX_BATCHES = 20
+
+Row = tuple[int, str, dict[str, Any]]
+
+
+class Publisher:
+    def __init__(self, celery_app: Celery, services: Services) -> None:
+        self.app = celery_app
+        self.services = services
+        self._installed = False
+
+    # --- sending ---------------------------------------------------------------
+
+    def publish(self, task: str, args: dict[str, Any]) -> str:
+        """Send one task by name; its task id. Raises when the broker does not take it."""
+        result = self.app.send_task(
+            task,
+            kwargs=dict(args),
+            queue=queue_for(self.services.settings, task),
+            retry=True,
+            retry_policy=RETRY_POLICY,
+        )
+        return str(result.id)
+
+    def _publish_rows(self, rows: list[Row]) -> list[int]:
+        """Publish in order, stopping at the first failure; the ids that went out."""
+        sent: list[int] = []
+        for row_id, task, args in rows:
+            try:
+                self.publish(task, args)
+            except Exception as exc:
+                log.warning(
+                    "publish of outbox row %d (%s) failed: %s; the beat will retry",
+                    row_id,
+                    task,
+                    type(exc).__name__,
+                )
+                break
+            sent.append(row_id)
+        return sent
+
+    def _mark(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        try:
+            with self.services.unit_of_work() as session:
+                outbox.mark_published(session, ids, utcnow())
+        except SQLAlchemyError as exc:
+            # Published but not marked: sent again later, which the tasks shrug off.
+            log.warning("could not mark %d outbox rows published: %s", len(ids), type(exc).__name__)
+
+    # --- after commit ----------------------------------------------------------
+
+    def install(self) -> None:
+        """Publish every unit of work's outbox rows right after it commits."""
+        if self._installed:
+            return
+        sessions = self.services.sessions
+        event.listen(sessions, "before_commit", self._before_commit)
+        event.listen(sessions, "after_commit", self._after_commit)
+        event.listen(sessions, "after_soft_rollback", self._after_rollback)
+        self._installed = True
+
+    def uninstall(self) -> None:
+        if not self._installed:
+            return
+        sessions = self.services.sessions
+        event.remove(sessions, "before_commit", self._before_commit)
+        event.remove(sessions, "after_commit", self._after_commit)
+        event.remove(sessions, "after_soft_rollback", self._after_rollback)
+        self._installed = False
+
+    def _before_commit(self, session: Session) -> None:
+        # Read task and args while the transaction is still open (usually straight from
+        # the identity map): after commit, reading would cost another transaction.
+        ids = session.info.pop(outbox.OUTBOX_IDS, None)
+        if not ids:
+            return
+        rows: list[Row] = []
+        for row_id in ids:
+            message = session.get(OutboxMessage, row_id)
+            if message is not None and message.published_at is None:
+                rows.append((message.id, message.task, dict(message.args)))
+        session.info[_TO_PUBLISH] = rows
+
+    def _after_commit(self, session: Session) -> None:
+        rows: list[Row] | None = session.info.pop(_TO_PUBLISH, None)
+        if rows:
+            self._mark(self._publish_rows(rows))
+
+    def _after_rollback(self, session: Session, _previous: object) -> None:
+        session.info.pop(outbox.OUTBOX_IDS, None)
+        session.info.pop(_TO_PUBLISH, None)
+
+    # --- the beat's sweep --------------------------------------------------------
+
+    def flush_pending(self, older_than: datetime | None) -> int:
+        """Publish rows left pending (created before `older_than`); the number sent.
+        Stops at the first failed publish: the broker is down, try again next beat."""
+        total = 0
+        for _ in range(FLUSH_MAX_BATCHES):
+            with self.services.unit_of_work() as session:
+                rows = [
+                    (m.id, m.task, dict(m.args))
+                    for m in outbox.pending(session, older_than, limit=FLUSH_BATCH)
+                ]
+            if not rows:
+                break
+            sent = self._publish_rows(rows)
+            self._mark(sent)
+            total += len(sent)
+            if len(sent) < len(rows) or len(rows) < FLUSH_BATCH:
+                break
+        return total
+
+    # --- readiness ---------------------------------------------------------------
+
+    def ping(self) -> bool:
+        """True when the broker answers within about two seconds."""
+        settings = self.services.settings
+        if settings.embedded_broker:
+            folder = settings.broker_folder / "queue"
+            return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+        try:
+            with self.app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, interval_start=0, timeout=PING_TIMEOUT)
+        except Exception as exc:
+            log.warning("broker ping failed: %s", type(exc).__name__)
+            return False
+        return True

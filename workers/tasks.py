@@ -1,0 +1,138 @@
+"""Thin tasks: take an id, open a unit of work, call the domain.
+
+`register_tasks(celery_app, services, publisher)` binds them to one Services, so a
+test can run a real worker on its own database. Every task is idempotent; arguments are
+ids only, and nothing but the id is ever logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+from celery import Celery, Task
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from domain import logs, regeneration
+from domain.audit_checkpoint import write_checkpoints
+from domain.db import utcnow
+from domain.services import Services
+from workers.app import TASK_CHECKPOINT, TASK_EXPIRE_SHEETS, TASK_PROCESS, TASK_REPUBLISH_STALE
+from workers.publish import Publisher
+
+log = logging.getLogger(__name__)
+
+MAX_RETRIES = 4  # 1 + 2 + 4 + 8 s; after that the stale republish still catches it
+# Outbox rows younger than this are left to the after-commit publisher at work now.
+OUTBOX_GRACE_SECONDS = 5
+
+
+class TransientDatabaseError(Exception):
+    """What a retry records instead of the driver's exception, whose text may carry
+    SQL parameters."""
+
+
+@dataclass
+class RegisteredTasks:
+    process: Task
+    republish_stale: Task
+    expire_sheets: Task
+    checkpoint: Task
+
+
+@contextmanager
+def _task_id(task: Task) -> Iterator[None]:
+    """Puts the task id on every log line the task writes (domain.logs)."""
+    token = logs.task_id_var.set(getattr(task.request, "id", None))
+    try:
+        yield
+    finally:
+        logs.task_id_var.reset(token)
+
+
+def _db_error(exc: SQLAlchemyError) -> str:
+    orig = getattr(exc, "orig", None)
+    return type(orig if orig is not None else exc).__name__
+
+
+def register_tasks(
+    celery_app: Celery, services: Services, publisher: Publisher | None = None
+) -> RegisteredTasks:
+    publisher = publisher or Publisher(celery_app, services)
+    settings = services.settings
+
+    @celery_app.task(name=TASK_PROCESS, shared=False, bind=True, max_retries=MAX_RETRIES)
+    def process(self: Task, regeneration_id: str) -> str:
+        with _task_id(self):
+            if not isinstance(regeneration_id, str):
+                log.warning("regeneration.process: ignored a message without a string id")
+                return "invalid"
+            try:
+                with services.unit_of_work() as session:
+                    started = regeneration.mark_started(session, regeneration_id, utcnow())
+                with services.unit_of_work() as session:
+                    status = regeneration.process_regeneration(
+                        session, services, regeneration_id, utcnow()
+                    )
+            except OperationalError as exc:
+                retries = int(self.request.retries or 0)
+                log.warning(
+                    "regeneration %s: transient database error %s, retry %d",
+                    regeneration_id,
+                    _db_error(exc),
+                    retries + 1,
+                )
+                raise self.retry(
+                    countdown=2**retries, exc=TransientDatabaseError(_db_error(exc))
+                ) from None
+            except SQLAlchemyError as exc:
+                # Re-raised without the statement and its parameters.
+                log.error("regeneration %s: database error %s", regeneration_id, _db_error(exc))
+                raise RuntimeError(f"database error {_db_error(exc)}") from None
+            log.info("regeneration %s: %s", regeneration_id, status, extra={"started": started})
+            return status
+
+    @celery_app.task(name=TASK_REPUBLISH_STALE, shared=False, bind=True)
+    def republish_stale(self: Task) -> dict[str, int]:
+        with _task_id(self):
+            now = utcnow()
+            outbox = publisher.flush_pending(now - timedelta(seconds=OUTBOX_GRACE_SECONDS))
+            with services.unit_of_work() as session:
+                stale = regeneration.stale_regenerations(session, now, settings.stale_after_seconds)
+            sent = 0
+            for regeneration_id in stale:
+                try:
+                    publisher.publish(TASK_PROCESS, {"regeneration_id": regeneration_id})
+                except Exception as exc:
+                    # Their dispatched_at was bumped: the next sweep after
+                    # stale_after_seconds tries them again. The type only: the text
+                    # may name the broker's URL.
+                    log.warning("republish of stale regenerations stopped: %s", type(exc).__name__)
+                    break
+                sent += 1
+            if outbox or sent:
+                log.info("republished %d outbox messages and %d stale regenerations", outbox, sent)
+            return {"outbox": outbox, "stale": sent}
+
+    @celery_app.task(name=TASK_EXPIRE_SHEETS, shared=False, bind=True)
+    def expire_sheets(self: Task) -> int:
+        with _task_id(self):
+            with services.unit_of_work() as session:
+                expired = regeneration.expire_sheets(session, utcnow())
+            if expired:
+                log.info("expired %d unfetched sheets", expired)
+            return expired
+
+    @celery_app.task(name=TASK_CHECKPOINT, shared=False, bind=True)
+    def checkpoint(self: Task) -> int:
+        with _task_id(self):
+            with services.unit_of_work() as session:
+                written = write_checkpoints(session, settings, utcnow())
+            if written:
+                log.info("signed %d audit checkpoints", written)
+            return written
+
+    return RegisteredTasks(process, republish_stale, expire_sheets, checkpoint)
