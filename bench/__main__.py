@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 import sys
 import time
@@ -20,13 +21,22 @@ SUITES = [
 ]
 
 
+def _load() -> str:
+    try:
+        return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
 def main(argv: list[str]) -> int:
     wanted = set(argv)
     out = [
         "# Benchmarks",
         "",
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-        f"Python {platform.python_version()}, {platform.machine()}",
+        f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"load average {_load()} at start (other processes share the CPUs: ratios are "
+        "measured side by side in one run for that reason)",
         "",
     ]
     failed = 0
@@ -35,9 +45,15 @@ def main(argv: list[str]) -> int:
             continue
         try:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError:
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue  # a suite not written yet
+            failed += 1  # the suite exists but cannot import what it needs: say so
+            out += [f"## {title}", "", f"failed: {exc!r}", ""]
+            print(f"{module_name} failed: {exc!r}", flush=True)
             continue
         print(f"== {title} ({module_name})", flush=True)
+        began = time.monotonic()
         try:
             rows = module.run()
         except Exception as exc:  # a broken suite is reported, the others still run
@@ -47,6 +63,7 @@ def main(argv: list[str]) -> int:
             continue
         table = markdown_table(rows)
         print(table, flush=True)
+        print(f"({time.monotonic() - began:.0f} s)", flush=True)
         out += [f"## {title}", "", table, ""]
     results = Path("bench/results")
     results.mkdir(parents=True, exist_ok=True)

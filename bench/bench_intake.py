@@ -1,0 +1,303 @@
+"""Intake: POST /v1/me/backup-codes/regenerations against a bare Falcon INSERT.
+
+Both apps run under the same gunicorn command and config (deploy/gunicorn.conf.py:
+gthread, 4 threads a worker, the worker count from MFA_WEB_CONCURRENCY, default
+its own rule) on one fresh PostgreSQL database, the API publishing to RabbitMQ
+under a queue prefix of this run's own (queues deleted at the end). No worker
+runs: intake only queues (the TOTP is judged later, by the worker).
+
+Load: CLIENTS threads, each with one keep-alive http.client connection and its own
+users. Both servers run at once; each case gets WARMUP requests, then REQUESTS
+timed ones in ROUNDS rounds taken in turn with the other cases. The
+API's requests carry a user's bearer token and a TOTP of the moment; the
+baseline gets the same body and headers. Requests/s is REQUESTS over the wall
+time; p50/p99 are per-request latencies seen by the client.
+
+The API runs twice: all users in one organization (every intake append waits
+for the one audit chain head of the organization) and spread over CLIENTS
+organizations. The bar (DESIGN.md): intake >= 0.5x the baseline's requests/s,
+held to the one-organization case.
+
+    python -m bench.bench_intake
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.baseline_app import metadata as baseline_metadata
+from bench.common import (
+    Person,
+    delete_queues,
+    enrolled_people,
+    fresh_postgres,
+    markdown_table,
+    percentile,
+    require_services,
+    server_env,
+    settings_from,
+)
+from domain import audit, tokens
+from domain.db import make_engine
+from domain.services import Services
+
+CLIENTS = int(os.environ.get("BENCH_INTAKE_CLIENTS", "8"))
+USERS_PER_CLIENT = 8
+REQUESTS = int(os.environ.get("BENCH_INTAKE_REQUESTS", "1600"))
+WARMUP = int(os.environ.get("BENCH_INTAKE_WARMUP", "200"))
+ROUNDS = 4
+BAR = 0.5
+GUNICORN_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "gunicorn.conf.py"
+INTAKE_PATH = "/v1/me/backup-codes/regenerations"
+START_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Load:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    statuses: dict[int, int]
+
+
+@dataclass(frozen=True)
+class Caller:
+    token: str
+    body: bytes  # {"totp": ...}: the TOTP of the moment the run was set up
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _healthy(port: int) -> bool:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        conn.request("GET", "/healthz")
+        ok = conn.getresponse().status == 200
+        conn.close()
+        return ok
+    except OSError:
+        return False
+
+
+@contextmanager
+def _gunicorn(app: str, env: dict[str, str], log: Path) -> Iterator[int]:
+    """`python -m gunicorn -c deploy/gunicorn.conf.py APP` on a free local port."""
+    port = _free_port()
+    full_env = {**os.environ, **env, "MFA_BIND": f"127.0.0.1:{port}", "MFA_LOG_LEVEL": "warning"}
+    with log.open("ab") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG), app],
+            env=full_env,
+            stdout=subprocess.DEVNULL,  # the access log: one line a request, for both apps
+            stderr=err,
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not _healthy(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{app} did not start; see {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _client(
+    port: int,
+    path: str,
+    callers: list[Caller],
+    count: int,
+    start: threading.Barrier,
+    latencies: list[float],
+    statuses: dict[int, int],
+    lock: threading.Lock,
+) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    mine: list[float] = []
+    seen: dict[int, int] = {}
+    start.wait()
+    for i in range(count):
+        caller = callers[i % len(callers)]
+        headers = {
+            "Authorization": f"Bearer {caller.token}",
+            "Content-Type": "application/json",
+        }
+        began = time.perf_counter()
+        for attempt in (1, 2):
+            try:
+                conn.request("POST", path, body=caller.body, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # The server closed an idle keep-alive connection: reconnect, once.
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                if attempt == 2:
+                    raise
+        mine.append((time.perf_counter() - began) * 1000)
+        seen[resp.status] = seen.get(resp.status, 0) + 1
+    conn.close()
+    with lock:
+        latencies.extend(mine)
+        for status, n in seen.items():
+            statuses[status] = statuses.get(status, 0) + n
+
+
+@dataclass
+class Samples:
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> Load:
+        return Load(
+            rps=len(self.latencies) / self.seconds,
+            p50_ms=percentile(self.latencies, 0.50),
+            p99_ms=percentile(self.latencies, 0.99),
+            statuses=self.statuses,
+        )
+
+
+def _load(port: int, path: str, callers: list[Caller], total: int, into: Samples) -> None:
+    """`total` requests from CLIENTS threads; latencies, answers and wall time into `into`."""
+    lock = threading.Lock()
+    start = threading.Barrier(CLIENTS + 1)
+    per_client = total // CLIENTS
+    threads = [
+        threading.Thread(
+            target=_client,
+            args=(
+                port,
+                path,
+                callers[c::CLIENTS],
+                per_client,
+                start,
+                into.latencies,
+                into.statuses,
+                lock,
+            ),
+        )
+        for c in range(CLIENTS)
+    ]
+    for t in threads:
+        t.start()
+    start.wait()
+    began = time.perf_counter()
+    for t in threads:
+        t.join()
+    into.seconds += time.perf_counter() - began
+
+
+def _measure(cases: dict[str, tuple[int, str, list[Caller]]]) -> dict[str, Load]:
+    """Every case warmed up, then ROUNDS rounds in turn, so that drift in the machine's
+    load (other processes) weighs on every case alike."""
+    for port, path, callers in cases.values():
+        _load(port, path, callers, WARMUP, Samples())
+    samples = {name: Samples() for name in cases}
+    for _ in range(ROUNDS):
+        for name, (port, path, callers) in cases.items():
+            _load(port, path, callers, REQUESTS // ROUNDS, samples[name])
+    expected = {202: ROUNDS * ((REQUESTS // ROUNDS) // CLIENTS) * CLIENTS}
+    loads = {name: s.summary() for name, s in samples.items()}
+    for name, load in loads.items():
+        if load.statuses != expected:
+            raise RuntimeError(f"{name}: answers {load.statuses}, expected {expected}")
+    return loads
+
+
+def _callers(services: Services, people: list[Person]) -> list[Caller]:
+    now = datetime.now(UTC)
+    callers = []
+    for person in people:
+        with services.unit_of_work() as session:
+            _, token = tokens.issue(session, person.org_id, person.external_id, "user", audit.CLI)
+        callers.append(Caller(token, json.dumps({"totp": person.totp(now)}).encode()))
+    return callers
+
+
+def _row(name: str, load: Load, base: Load) -> dict[str, object]:
+    return {
+        "server": name,
+        "req_per_s": load.rps,
+        "p50_ms": load.p50_ms,
+        "p99_ms": load.p99_ms,
+        "ratio": load.rps / base.rps,
+    }
+
+
+def run() -> list[dict[str, object]]:
+    require_services(broker=True)
+    users = CLIENTS * USERS_PER_CLIENT
+    with fresh_postgres("bench_intake") as url, tempfile.TemporaryDirectory() as tmp:
+        env = server_env(url, Path(tmp) / "var")
+        settings = settings_from(env)
+        log = Path(tmp) / "gunicorn.log"
+        services = Services.build(settings)
+        try:
+            # Thread c's users sit at c::CLIENTS: one organization, or one per thread.
+            one_org = _callers(services, enrolled_people(services, 1, users))
+            spread = enrolled_people(services, CLIENTS, USERS_PER_CLIENT)
+            interleaved = [
+                spread[o * USERS_PER_CLIENT + u]
+                for u in range(USERS_PER_CLIENT)
+                for o in range(CLIENTS)
+            ]
+            many_orgs = _callers(services, interleaved)
+        finally:
+            services.close()
+        engine = make_engine(url)
+        baseline_metadata.create_all(engine)
+        engine.dispose()
+        try:
+            with (
+                _gunicorn("bench.baseline_app:application", env, log) as base_port,
+                _gunicorn("api.wsgi:application", env, log) as api_port,
+            ):
+                try:
+                    loads = _measure(
+                        {
+                            "base": (base_port, "/insert", one_org),
+                            "ours": (api_port, INTAKE_PATH, one_org),
+                            "spread": (api_port, INTAKE_PATH, many_orgs),
+                        }
+                    )
+                except RuntimeError as exc:
+                    raise RuntimeError(f"{exc}; gunicorn: {log.read_text()[-2000:]}") from None
+        finally:
+            delete_queues(settings)
+    base, ours, spread_load = loads["base"], loads["ours"], loads["spread"]
+    ratio = ours.rps / base.rps
+    verdict = "met" if ratio >= BAR else "MISSED"
+    workers = os.environ.get("MFA_WEB_CONCURRENCY") or "config default"
+    return [
+        _row(f"bare Falcon INSERT + commit (baseline; workers: {workers})", base, base),
+        _row(f"intake, {users} users in 1 org ({verdict}: bar {BAR}x)", ours, base),
+        _row(f"intake, {users} users in {CLIENTS} orgs", spread_load, base),
+    ]
+
+
+if __name__ == "__main__":
+    print(markdown_table(run()))
