@@ -1,0 +1,185 @@
+"""Attacks on the second factor, over HTTP against the real app and a real worker:
+replaying a TOTP code, guessing TOTP codes, guessing backup codes.
+
+Lockout (DESIGN.md): 5 failed TOTP or backup-code attempts in 15 minutes, then
+429 too-many-attempts with Retry-After until the window has passed, whatever is
+submitted, the right code included.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import pyotp
+from falcon import testing
+
+from tests.integration.api_helpers import ApiWorld
+
+REGENERATIONS = "/v1/me/backup-codes/regenerations"
+CONFIRM = "/v1/me/mfa/enrollment/confirm"
+CODE_RE = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}\b")
+THRESHOLD = 5
+WINDOW_SECONDS = 900
+
+
+def wrong_totps(secret: str, n: int) -> list[str]:
+    """`n` distinct six-digit values matching no step near now."""
+    now = time.time()
+    valid = {pyotp.TOTP(secret).at(now + 30 * k) for k in range(-3, 4)}
+    values: list[str] = []
+    guess = 100_003
+    while len(values) < n:
+        guess = (guess + 104_729) % 1_000_000
+        value = f"{guess:06d}"
+        if value not in valid and value not in values:
+            values.append(value)
+    return values
+
+
+def assert_locked_out(answer: testing.Result) -> None:
+    assert answer.status_code == 429, answer.text
+    assert answer.json["type"] == "/problems/too-many-attempts"
+    wait = int(answer.headers["Retry-After"])
+    assert 1 <= wait <= WINDOW_SECONDS
+    assert answer.json.get("retry_after", wait) == wait
+
+
+def current_set(world: ApiWorld, token: str) -> dict[str, Any]:
+    status = world.call("GET", "/v1/me/mfa", token)
+    assert status.status_code == 200, status.text
+    return dict(status.json["backup_codes"])
+
+
+def regenerate(world: ApiWorld, token: str, totp: str) -> testing.Result:
+    return world.call("POST", REGENERATIONS, token, json={"totp": totp})
+
+
+# --- replay --------------------------------------------------------------------
+
+
+def test_a_totp_code_is_accepted_once(world: ApiWorld) -> None:
+    org = world.org()
+    token, enrolled = world.enroll(org)
+    world.await_status(token, enrolled["regeneration"]["id"])
+    # The enrollment used the current step: the next one is the first still fresh.
+    code = world.totp(org, offset_steps=1)
+    first = regenerate(world, token, code)
+    assert first.status_code == 202, first.text
+    assert world.await_status(token, first.json["id"])["status"] == "ready"
+    issued = current_set(world, token)
+
+    replay = regenerate(world, token, code)
+    assert replay.status_code == 202, replay.text  # judged by the worker, at its moment
+    judged = world.await_status(token, replay.json["id"])
+    assert (judged["status"], judged["failure"]) == ("failed", "totp-replayed")
+    # A step older than the accepted one is refused the same way.
+    older = regenerate(world, token, world.totp(org))
+    judged = world.await_status(token, older.json["id"])
+    assert (judged["status"], judged["failure"]) == ("failed", "totp-replayed")
+    assert current_set(world, token)["set_id"] == issued["set_id"]  # nothing was replaced
+
+
+def test_the_same_code_queued_twice_is_accepted_once(world: ApiWorld) -> None:
+    org = world.org()
+    token, enrolled = world.enroll(org)
+    world.await_status(token, enrolled["regeneration"]["id"])
+    code = world.totp(org, offset_steps=1)
+    queued = [regenerate(world, token, code) for _ in range(2)]
+    assert [q.status_code for q in queued] == [202, 202]
+    judged = [world.await_status(token, q.json["id"]) for q in queued]
+    outcomes = sorted((j["status"], j["failure"]) for j in judged)
+    assert outcomes == [("failed", "totp-replayed"), ("ready", None)]
+
+
+# --- guessing TOTP codes ---------------------------------------------------------
+
+
+def test_guessed_totps_lock_the_user_out_and_then_the_right_code_too(world: ApiWorld) -> None:
+    org = world.org()
+    token, enrolled = world.enroll(org)
+    world.await_status(token, enrolled["regeneration"]["id"])
+    before = current_set(world, token)
+    secret = world.secrets[(org, "alice")]
+
+    # A burst of guesses, then the right code queued behind them.
+    answers = [regenerate(world, token, guess) for guess in wrong_totps(secret, 12)]
+    answers.append(regenerate(world, token, world.totp(org, offset_steps=1)))
+    assert all(a.status_code in (202, 429) for a in answers), [a.status_code for a in answers]
+    failures = [
+        world.await_status(token, a.json["id"])["failure"] for a in answers if a.status_code == 202
+    ]
+    # Exactly the threshold was judged; everything after it, the right code included,
+    # was refused for the lockout (at intake with 429, or by the worker).
+    assert failures.count("invalid-totp") == THRESHOLD, failures
+    assert set(failures) <= {"invalid-totp", "too-many-attempts"}
+    assert answers[-1].status_code == 429 or failures[-1] == "too-many-attempts"
+
+    assert_locked_out(regenerate(world, token, wrong_totps(secret, 1)[0]))
+    assert_locked_out(regenerate(world, token, world.totp(org, offset_steps=1)))
+    assert current_set(world, token)["set_id"] == before["set_id"]
+
+
+def test_guessed_totps_at_enrollment_lock_the_user_out(world: ApiWorld) -> None:
+    org = world.org()
+    world.user(org, "mallory")
+    token = world.token(org, "mallory", "user")
+    secret = world.call("POST", "/v1/me/mfa/enrollment", token).json["secret"]
+    guesses = wrong_totps(secret, THRESHOLD + 3)
+    answers = [world.call("POST", CONFIRM, token, json={"totp": g}) for g in guesses]
+    assert [a.status_code for a in answers[:THRESHOLD]] == [422] * THRESHOLD
+    assert all(a.json["type"] == "/problems/invalid-totp" for a in answers[:THRESHOLD])
+    for late in answers[THRESHOLD:]:
+        assert_locked_out(late)
+    assert_locked_out(world.call("POST", CONFIRM, token, json={"totp": pyotp.TOTP(secret).now()}))
+    status = world.call("GET", "/v1/me/mfa", token)
+    assert status.json["enrolled"] is False
+
+
+# --- guessing backup codes -------------------------------------------------------
+
+
+def _enrolled_with_codes(world: ApiWorld, org: str) -> tuple[str, list[str]]:
+    token, enrolled = world.enroll(org)
+    regeneration_id = enrolled["regeneration"]["id"]
+    world.await_status(token, regeneration_id)
+    lines = world.sheet_text(token, regeneration_id)
+    codes = [m.group(0) for line in lines for m in CODE_RE.finditer(line)]
+    assert len(codes) == 5
+    return token, codes
+
+
+def test_guessed_backup_codes_lock_the_user_out_even_for_the_right_code(world: ApiWorld) -> None:
+    org = world.org()
+    user_token, codes = _enrolled_with_codes(world, org)
+    service = world.token(org, "sign-in", "service")
+    verify = "/v1/users/alice/backup-codes/verify"
+    guesses = [f"ZZZZ-ZZZZ-{n:04d}" for n in range(THRESHOLD)]
+    for guess in guesses:
+        answer = world.call("POST", verify, service, json={"code": guess})
+        assert answer.status_code == 200, answer.text
+        assert answer.json["accepted"] is False
+
+    for _ in range(10):  # guessing on is refused without a verdict
+        assert_locked_out(world.call("POST", verify, service, json={"code": "ZZZZ-ZZZZ-9999"}))
+    assert_locked_out(world.call("POST", verify, service, json={"code": codes[0]}))
+    # The right code was not spent: it is still there for the real user later.
+    summary = current_set(world, user_token)
+    assert (summary["remaining"], summary["total"]) == (5, 5)
+
+
+def test_failures_of_both_kinds_add_up_to_one_lockout(world: ApiWorld) -> None:
+    org = world.org()
+    user_token, codes = _enrolled_with_codes(world, org)
+    service = world.token(org, "sign-in", "service")
+    verify = "/v1/users/alice/backup-codes/verify"
+    secret = world.secrets[(org, "alice")]
+    for guess in wrong_totps(secret, 3):
+        queued = regenerate(world, user_token, guess)
+        assert world.await_status(user_token, queued.json["id"])["failure"] == "invalid-totp"
+    for n in range(THRESHOLD - 3):
+        wrong = world.call("POST", verify, service, json={"code": f"ZZZZ-ZZZZ-{n:04d}"})
+        assert wrong.json["accepted"] is False
+    assert_locked_out(world.call("POST", verify, service, json={"code": codes[0]}))
+    assert_locked_out(regenerate(world, user_token, world.totp(org, offset_steps=1)))
