@@ -32,7 +32,7 @@ from domain.services import Services
 
 
 def _refuse(session: Session, user: User, error: DomainError, ctx: audit.Context) -> DomainError:
-    outcome = types.FAILURE if isinstance(error, InvalidTotp) else types.DENIED
+    outcome = types.FAILURE if isinstance(error, InvalidTotp | InvalidRequest) else types.DENIED
     return audit.refusal(
         session, user.org_id, user.external_id, types.ENROLLMENT_FAILED, error, ctx, outcome
     )
@@ -80,9 +80,10 @@ def confirm_enrollment(
 ) -> Regeneration | None:
     """Confirm with a code valid now; returns the first set's regeneration, or None
     when the organization has backup codes turned off."""
-    if not otp.is_well_formed(totp):
-        raise InvalidRequest("totp must be a string of exactly 6 digits", field="totp")
     user = accounts.lock_user(session, user)
+    if not otp.is_well_formed(totp):
+        malformed = InvalidRequest("totp must be a string of exactly 6 digits", field="totp")
+        raise _refuse(session, user, malformed, ctx)
     enrollment = session.get(TotpEnrollment, user.id, populate_existing=True)
     if enrollment is None or enrollment.confirmed_at is not None:
         raise _refuse(session, user, NoPendingEnrollment(), ctx)

@@ -168,10 +168,11 @@ def request_regeneration(
     now: datetime,
     ctx: audit.Context,
 ) -> RequestOutcome:
-    if not isinstance(totp, str) or not otp.is_well_formed(totp):
-        raise InvalidRequest("totp must be a string of exactly 6 digits", field="totp")
     check_idempotency_key(idempotency_key)
     user = accounts.lock_user(session, user)  # serialises requests with the same key
+    if not isinstance(totp, str) or not otp.is_well_formed(totp):
+        malformed = InvalidRequest("totp must be a string of exactly 6 digits", field="totp")
+        raise _refuse(session, user, malformed, ctx)
     org = accounts.get_org(session, user.org_id)
     if not org.backup_codes_enabled:
         raise _refuse(session, user, BackupCodesDisabled(), ctx)

@@ -28,7 +28,7 @@ from domain.errors import (
     SheetGone,
     TooManyAttempts,
 )
-from domain.models import AuthFailure, BackupCode, OutboxMessage, TotpEnrollment
+from domain.models import AuthFailure, BackupCode, OutboxMessage, Regeneration, TotpEnrollment
 from domain.services import Services
 from domain.totp import Verdict, judge
 from tests.integration.pipeline_helpers import (
@@ -350,13 +350,22 @@ def test_a_request_is_queued_with_its_outbox_row_and_event(svc: Services) -> Non
 
 
 @pytest.mark.parametrize("bad", ["12345", "1234567", " 12345", "12345x", "١٢٣٤٥٦", 123456, None])
-def test_a_malformed_totp_is_refused_before_anything_is_written(svc: Services, bad: object) -> None:
+def test_a_malformed_totp_is_refused_and_only_the_refusal_is_written(
+    svc: Services, bad: object
+) -> None:
     person, _ = enrolled(svc)
-    before = len(events(svc, person.org_id))
+    before = events(svc, person.org_id)
     with pytest.raises(InvalidRequest) as info:
         request(svc, person, T, code=bad)
     assert info.value.field == "totp"
-    assert len(events(svc, person.org_id)) == before
+    after = events(svc, person.org_id)
+    assert len(after) == len(before) + 1
+    assert (after[-1].type, after[-1].outcome) == (types.REGENERATION_REFUSED, types.DENIED)
+    assert after[-1].details == {"reason": "invalid-request"}
+    with svc.unit_of_work() as session:
+        owner = user(session, person.org_id)
+        # Only the enrollment's regeneration: the refused request left no row.
+        assert len(session.scalars(select(Regeneration).filter_by(user_id=owner.id)).all()) == 1
 
 
 def _refusal(svc: Services, person: Person, error: type[DomainError]) -> DomainError:
