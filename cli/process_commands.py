@@ -128,6 +128,13 @@ def worker(
         engine = runtime.services.engine
         os.register_at_fork(after_in_child=functools.partial(engine.dispose, close=False))
     names = queue_names(settings, queues)
+    from workers import metrics
+
+    metrics.connect()
+    if settings.worker_metrics_port:
+        # With prefork the tasks count in the children: PROMETHEUS_MULTIPROC_DIR
+        # (set in the environment before start) lets this server add them up.
+        metrics.serve_metrics(settings.worker_metrics_port)
     log.info(
         "worker starting: pool %s, concurrency %s, queues %s",
         pool,
