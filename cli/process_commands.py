@@ -7,6 +7,7 @@ children and stays in charge of them until interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import http.client
@@ -267,6 +268,10 @@ def _preexec_for(libc: Any) -> Any:
     def setup() -> None:
         # Children start with the parent's blocked signals: give them theirs back.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, WATCHED)
+        # Its own process group: a terminal's Ctrl-C reaches `run` alone, which stops
+        # each child with one SIGTERM. (Gunicorn's workers, hit by SIGINT from the
+        # terminal and SIGQUIT from their master at once, could deadlock.)
+        os.setpgrp()
         if libc is not None:
             # If `run` itself is killed outright, its children get SIGTERM.
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -322,7 +327,9 @@ def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
     for role, proc in children.items():
         if proc.poll() is None:
             log.warning("%s did not stop in time: killed", role)
-            proc.kill()
+        # The whole group: a stuck grandchild (a gunicorn worker) must not outlive us.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 

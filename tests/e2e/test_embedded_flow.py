@@ -352,16 +352,6 @@ def test_enroll_regenerate_fetch_once_and_old_codes_refused(tmp_path: Path) -> N
         assert _leaked(svc.log.read_text(), svc.seen) == []
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "intermittent: a terminal's Ctrl-C reaches the gunicorn workers as well as their "
-        "master, whose SIGQUIT then re-enters gunicorn's gthread handle_quit, which deadlocks "
-        "on ThreadPoolExecutor._shutdown_lock; `run` kills the master after 25 s and the "
-        "worker is orphaned, still holding the port (cli/process_commands.py: start the "
-        "children in their own process group, or stop them with a single signal)"
-    ),
-)
 def test_ctrl_c_at_a_terminal_stops_everything(tmp_path: Path) -> None:
     """Ctrl-C: SIGINT to the whole foreground group, children included, after the API
     has served requests that published work (the state in which workers have hung)."""
