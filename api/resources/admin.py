@@ -5,6 +5,7 @@ from __future__ import annotations
 import falcon
 
 from api.bodies import read_object
+from api.resources.signin import possible_user_id
 from domain import admin
 from domain.services import Services
 
@@ -39,6 +40,7 @@ class Revocation:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
         read_object(req, {}, allow_empty=True)
+        user_id = possible_user_id(user_id)
         with self.services.unit_of_work() as session:
             admin.revoke_codes(session, req.context.principal.org_id, user_id, req.context.audit)
         resp.status = falcon.HTTP_204
@@ -51,6 +53,7 @@ class UserMfa:
         self.services = services
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
+        user_id = possible_user_id(user_id)
         with self.services.unit_of_work() as session:
             admin.reset_mfa(session, req.context.principal.org_id, user_id, req.context.audit)
         resp.status = falcon.HTTP_204

@@ -7,7 +7,19 @@ import falcon
 from api.bodies import read_object
 from domain import signin
 from domain.db import utcnow
+from domain.errors import NotFound
 from domain.services import Services
+
+MAX_USER_ID = 128  # users.external_id is a VARCHAR(128)
+
+
+def possible_user_id(user_id: str) -> str:
+    """The path's user id, or the 404 of a user that does not exist (same body) when
+    no user can have it: PostgreSQL refuses a NUL in a text parameter, which would
+    otherwise surface as a 500 from the lookup."""
+    if "\x00" in user_id or len(user_id) > MAX_USER_ID:
+        raise NotFound("no such user")
+    return user_id
 
 
 class BackupCodeVerification:
@@ -18,6 +30,7 @@ class BackupCodeVerification:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
         body = read_object(req, {"code": str}, required=("code",))
+        user_id = possible_user_id(user_id)
         p = req.context.principal
         with self.services.unit_of_work() as session:
             result = signin.verify_backup_code(

@@ -1,0 +1,493 @@
+"""Who may call what: every /v1 endpoint of API.md x every role x own organization,
+another organization's token, no token and an unknown token, on PostgreSQL with a
+RabbitMQ worker. One expected status a cell, derived from three rules:
+
+- no token or an unknown one: 401 `unauthenticated` with `WWW-Authenticate: Bearer`;
+- a token of the wrong role: 403 `forbidden` (whatever its organization);
+- the right role, but the path names a user or regeneration of another
+  organization: 404 `not-found`; otherwise the endpoint's success status.
+
+Refused cells aim at a shared victim in organization A, with a body that would
+change it, and then check that nothing of the victim changed. Succeeding cells
+act on fresh users of the caller's own organization (A, or B for the "foreign"
+token of an endpoint that only ever addresses the caller's own organization).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from sqlalchemy import func, select
+
+from domain import accounts, tokens
+from domain.models import AuthFailure, BackupCode, Regeneration, Sheet, TotpEnrollment
+from domain.settings import Settings
+from tests.conftest import make_settings, unique
+from tests.integration import api_helpers
+from tests.integration.api_helpers import ApiWorld, api_world
+from workers.app import make_celery
+
+pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
+
+ROLES = ("user", "service", "admin", "auditor")
+VICTIM = "victim"  # exists in organization A only
+A_POLICY = {"backup_codes_enabled": True, "code_count": 7}  # B keeps the default 5
+
+
+@contextmanager
+def prompt_worker() -> Iterator[None]:
+    """api_world's Celery app, tuned for worker threads in a test process.
+
+    An AMQP heartbeat of 2 s: without it the worker's event loop (kombu's hub) polls
+    with a timeout of up to 10 s once any timer is scheduled, so a stop request, and
+    now and then a delivery, waits that long and start_worker's 10 s shutdown_timeout
+    is sometimes exceeded; the heartbeat check is a timer every second, so the loop
+    wakes at least that often. No remote control: every worker thread of the process
+    has the same node name, and a second one dies on the first one's exclusive
+    pidbox queue (RESOURCE_LOCKED), leaving start_worker waiting forever."""
+
+    def make(settings: Settings) -> Celery:
+        app = make_celery(settings)
+        app.conf.broker_heartbeat = 2
+        app.conf.worker_enable_remote_control = False
+        return app
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(api_helpers, "make_celery", make)
+        yield
+
+
+def pg_amqp_settings(tmp: Path, database_url: str, broker_url: str) -> Settings:
+    """make_settings on PostgreSQL and RabbitMQ; outside the embedded default the
+    audit signing key must be given, it is not created on first use."""
+    return make_settings(
+        tmp,
+        MFA_DATABASE_URL=database_url,
+        MFA_BROKER_URL=broker_url,
+        MFA_AUDIT_SIGNING_KEY=base64.b64encode(os.urandom(32)).decode(),
+    )
+
+
+# --- the shared world ---------------------------------------------------------------
+
+
+@dataclass
+class Org:
+    id: str
+    tokens: dict[str, str]  # role -> token; the user token is the victim's in A
+
+
+@dataclass
+class Shared:
+    world: ApiWorld
+    a: Org
+    b: Org
+    victim_rid: str
+    baseline: tuple[Any, ...] = ()
+    fresh: Iterator[int] = field(default_factory=lambda: iter(range(10**6)))
+
+    def new_user(self, org: Org) -> str:
+        external = f"u{next(self.fresh)}"
+        self.world.user(org.id, external)
+        return external
+
+
+def victim_state(shared: Shared) -> tuple[Any, ...]:
+    """Everything a refused call could have changed about A and its victim."""
+    with shared.world.services.unit_of_work() as session:
+        org = accounts.get_org(session, shared.a.id)
+        user = accounts.get_user(session, shared.a.id, VICTIM)
+        enrollment = session.get(TotpEnrollment, user.id)
+        codes = session.execute(
+            select(BackupCode.id, BackupCode.spent_at, BackupCode.deactivated_at)
+            .where(BackupCode.user_id == user.id)
+            .order_by(BackupCode.id)
+        ).all()
+        regenerations = session.execute(
+            select(Regeneration.id, Regeneration.status)
+            .where(Regeneration.user_id == user.id)
+            .order_by(Regeneration.id)
+        ).all()
+        sheets = session.execute(
+            select(func.count())
+            .select_from(Sheet)
+            .where(Sheet.regeneration_id == shared.victim_rid)
+        ).scalar_one()
+        failures = session.execute(
+            select(func.count()).select_from(AuthFailure).where(AuthFailure.user_id == user.id)
+        ).scalar_one()
+        return (
+            org.backup_codes_enabled,
+            org.code_count,
+            user.locked_until,
+            None if enrollment is None else enrollment.confirmed_at,
+            tuple(codes),
+            tuple(regenerations),
+            sheets,
+            failures,
+        )
+
+
+def _org_with_tokens(world: ApiWorld, user_principal: str) -> Org:
+    org_id = world.org()
+    world.user(org_id, user_principal)
+    made = {role: world.token(org_id, f"{role}-principal", role) for role in ROLES[1:]}
+    made["user"] = world.token(org_id, user_principal, "user")
+    return Org(org_id, made)
+
+
+@pytest.fixture(scope="module")
+def shared(
+    tmp_path_factory: pytest.TempPathFactory, pg_database_url: str, amqp_url: str
+) -> Iterator[Shared]:
+    settings = pg_amqp_settings(tmp_path_factory.mktemp("matrix"), pg_database_url, amqp_url)
+    with prompt_worker(), api_world(settings) as world:
+        a_id = world.org(code_count=A_POLICY["code_count"])
+        _, confirmed = world.enroll(a_id, VICTIM)
+        rid = confirmed["regeneration"]["id"]
+        a = Org(a_id, {role: world.token(a_id, f"{role}-principal", role) for role in ROLES[1:]})
+        a.tokens["user"] = world.token(a_id, VICTIM, "user")
+        b = _org_with_tokens(world, "bob")
+        s = Shared(world, a, b, rid)
+        assert world.await_status(a.tokens["user"], rid)["status"] == "ready"
+        s.baseline = victim_state(s)
+        yield s
+
+
+# --- the endpoints -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    path: str
+    token: str
+    json: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    check: Callable[[Any], None] | None = None  # on the successful answer's body
+
+
+def _me(s: Shared, org: Org, path: str, json: Any = None) -> Call:
+    user = s.new_user(org)
+    return Call(path, s.world.token(org.id, user, "user"), json)
+
+
+def _enrolled(s: Shared, org: Org) -> tuple[str, str, str]:
+    """A fresh enrolled user of `org`: (external id, user token, first regeneration id)."""
+    external = f"u{next(s.fresh)}"
+    tok, body = s.world.enroll(org.id, external)
+    return external, tok, body["regeneration"]["id"]
+
+
+def prep_status(s: Shared, org: Org) -> Call:
+    return _me(s, org, "/v1/me/mfa")
+
+
+def prep_enrollment(s: Shared, org: Org) -> Call:
+    return _me(s, org, "/v1/me/mfa/enrollment")
+
+
+def prep_confirm(s: Shared, org: Org) -> Call:
+    user = s.new_user(org)
+    tok = s.world.token(org.id, user, "user")
+    started = s.world.call("POST", "/v1/me/mfa/enrollment", tok)
+    assert started.status_code == 201, started.text
+    s.world.secrets[(org.id, user)] = started.json["secret"]
+    return Call("/v1/me/mfa/enrollment/confirm", tok, {"totp": s.world.totp(org.id, user)})
+
+
+def prep_regenerate(s: Shared, org: Org) -> Call:
+    user, tok, _ = _enrolled(s, org)
+    body = {"totp": s.world.totp(org.id, user, offset_steps=1)}
+    return Call("/v1/me/backup-codes/regenerations", tok, body)
+
+
+def prep_regeneration(s: Shared, org: Org) -> Call:
+    _, tok, rid = _enrolled(s, org)
+
+    def check(body: Any) -> None:
+        assert body["id"] == rid
+
+    return Call(f"/v1/me/backup-codes/regenerations/{rid}", tok, check=check)
+
+
+def prep_sheet(s: Shared, org: Org) -> Call:
+    _, tok, rid = _enrolled(s, org)
+    s.world.await_status(tok, rid)
+    return Call(f"/v1/me/backup-codes/regenerations/{rid}/sheet", tok, headers=TEXT)
+
+
+def prep_verify(s: Shared, org: Org) -> Call:
+    user, _, _ = _enrolled(s, org)
+
+    def check(body: Any) -> None:
+        assert body["accepted"] is False
+
+    path = f"/v1/users/{user}/backup-codes/verify"
+    return Call(path, org.tokens["service"], {"code": "0000-0000-0000"}, check=check)
+
+
+def _policy_of(s: Shared, org: Org) -> dict[str, Any]:
+    with s.world.services.unit_of_work() as session:
+        o = accounts.get_org(session, org.id)
+        return {"backup_codes_enabled": o.backup_codes_enabled, "code_count": o.code_count}
+
+
+def prep_get_policy(s: Shared, org: Org) -> Call:
+    current = _policy_of(s, org)
+
+    def check(body: Any) -> None:
+        assert body == current  # the caller's own organization's, never A's for B
+
+    return Call("/v1/org/policy", org.tokens["admin"], check=check)
+
+
+def prep_put_policy(s: Shared, org: Org) -> Call:
+    # The current policy again: the call succeeds and the victim's organization keeps
+    # its policy, so the other cells' comparison with the baseline still holds.
+    current = _policy_of(s, org)
+
+    def check(body: Any) -> None:
+        assert body == current
+
+    return Call("/v1/org/policy", org.tokens["admin"], current, check=check)
+
+
+def prep_revocation(s: Shared, org: Org) -> Call:
+    return Call(f"/v1/users/{s.new_user(org)}/backup-codes/revocation", org.tokens["admin"])
+
+
+def prep_reset(s: Shared, org: Org) -> Call:
+    return Call(f"/v1/users/{s.new_user(org)}/mfa", org.tokens["admin"])
+
+
+def prep_events(s: Shared, org: Org) -> Call:
+    def check(body: Any) -> None:
+        about_victim = any(e["user_id"] == VICTIM for e in body["events"])
+        assert about_victim == (org is s.a)  # B's auditor never sees A's trail
+
+    return Call("/v1/audit/events?limit=1000", org.tokens["auditor"], check=check)
+
+
+def prep_verification(s: Shared, org: Org) -> Call:
+    def check(body: Any) -> None:
+        assert body["ok"] is True
+
+    return Call("/v1/audit/verification", org.tokens["auditor"], check=check)
+
+
+TEXT = {"Accept": "text/plain"}
+BAD_TOTP = {"totp": "123456"}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    template: str  # {user} and {rid}: the victim's, in refused cells
+    role: str
+    success: int
+    # Names a user or a regeneration: another organization's token gets 404. The
+    # others only ever address the caller's own organization.
+    addressed: bool
+    prepare: Callable[[Shared, Org], Call]
+    harmful: Any = None  # what refused cells send: it would change the victim
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.template}"
+
+
+ENDPOINTS = [
+    Endpoint("GET", "/v1/me/mfa", "user", 200, False, prep_status),
+    Endpoint("POST", "/v1/me/mfa/enrollment", "user", 201, False, prep_enrollment),
+    Endpoint("POST", "/v1/me/mfa/enrollment/confirm", "user", 201, False, prep_confirm, BAD_TOTP),
+    Endpoint(
+        "POST", "/v1/me/backup-codes/regenerations", "user", 202, False, prep_regenerate, BAD_TOTP
+    ),
+    Endpoint(
+        "GET", "/v1/me/backup-codes/regenerations/{rid}", "user", 200, True, prep_regeneration
+    ),
+    Endpoint(
+        "GET",
+        "/v1/me/backup-codes/regenerations/{rid}/sheet",
+        "user",
+        200,
+        True,
+        prep_sheet,
+        headers=TEXT,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/users/{user}/backup-codes/verify",
+        "service",
+        200,
+        True,
+        prep_verify,
+        {"code": "0000-0000-0000"},
+    ),
+    Endpoint("GET", "/v1/org/policy", "admin", 200, False, prep_get_policy),
+    Endpoint(
+        "PUT",
+        "/v1/org/policy",
+        "admin",
+        200,
+        False,
+        prep_put_policy,
+        {"backup_codes_enabled": False, "code_count": 3},
+    ),
+    Endpoint(
+        "POST", "/v1/users/{user}/backup-codes/revocation", "admin", 204, True, prep_revocation
+    ),
+    Endpoint("DELETE", "/v1/users/{user}/mfa", "admin", 204, True, prep_reset),
+    Endpoint("GET", "/v1/audit/events", "auditor", 200, False, prep_events),
+    Endpoint("GET", "/v1/audit/verification", "auditor", 200, False, prep_verification),
+]
+
+# (who, role): "none" and "unknown" carry no role; "own" is organization A, "foreign" B.
+CALLERS = [("none", None), ("unknown", None)] + [
+    (where, role) for role in ROLES for where in ("own", "foreign")
+]
+
+
+def expected(ep: Endpoint, who: str, role: str | None) -> int:
+    if role is None:
+        return 401
+    if role != ep.role:
+        return 403
+    if who == "foreign" and ep.addressed:
+        return 404
+    return ep.success
+
+
+CELLS = [
+    pytest.param(ep, who, role, expected(ep, who, role), id=f"{ep}|{who}-{role or who}")
+    for ep in ENDPOINTS
+    for who, role in CALLERS
+]
+SLUGS = {401: "unauthenticated", 403: "forbidden", 404: "not-found"}
+
+
+def _refused_call(s: Shared, ep: Endpoint, who: str, role: str | None) -> Call:
+    path = ep.template.format(user=VICTIM, rid=s.victim_rid)
+    if who == "none":
+        token = None
+    elif who == "unknown":
+        token = tokens.PREFIX + secrets.token_urlsafe(32)
+    else:
+        assert role is not None
+        token = (s.a if who == "own" else s.b).tokens[role]
+    return Call(path, token or "", ep.harmful, ep.headers)
+
+
+@pytest.mark.parametrize(("ep", "who", "role", "status"), CELLS)
+def test_matrix(shared: Shared, ep: Endpoint, who: str, role: str | None, status: int) -> None:
+    s = shared
+    if status in SLUGS:
+        call = _refused_call(s, ep, who, role)
+        got = s.world.call(ep.method, call.path, call.token or None, call.json, call.headers)
+        assert got.status_code == status, got.text
+        assert got.json["type"] == f"/problems/{SLUGS[status]}"
+        assert got.headers["content-type"].startswith("application/problem+json")
+        if status == 401:
+            assert got.headers["www-authenticate"] == "Bearer"
+    else:
+        call = ep.prepare(s, s.a if who == "own" else s.b)
+        got = s.world.call(ep.method, call.path, call.token, call.json, call.headers)
+        assert got.status_code == status, got.text
+        if call.check is not None:
+            call.check(got.json)
+    assert got.headers["x-request-id"]
+    assert victim_state(s) == s.baseline, "a call changed organization A's victim"
+
+
+def test_the_matrix_covers_every_v1_route_of_the_app(shared: Shared) -> None:
+    """A route added to the app without a row here fails this test."""
+    from falcon.routing import CompiledRouter
+
+    app = shared.world.client.app
+    router = app._router  # Falcon keeps its routes there
+    assert isinstance(router, CompiledRouter)
+    served = set()
+    for node in _walk(router._roots):
+        if node.resource is None or not node.uri_template.startswith("/v1/"):
+            continue
+        for method in node.method_map:
+            # Falcon answers 405 and OPTIONS for what the resource does not define.
+            if hasattr(node.resource, f"on_{method.lower()}"):
+                served.add((method, _normalise(node.uri_template)))
+    listed = {(ep.method, _normalise(ep.template)) for ep in ENDPOINTS}
+    assert served == listed
+
+
+def _walk(nodes: list[Any]) -> Iterator[Any]:
+    for node in nodes:
+        yield node
+        yield from _walk(node.children)
+
+
+def _normalise(template: str) -> str:
+    """/v1/users/{user_id}/mfa -> /v1/users/{}/mfa"""
+    out, depth = [], 0
+    for ch in template:
+        if ch == "{":
+            depth += 1
+            out.append("{}")
+        elif ch == "}":
+            depth -= 1
+        elif depth == 0:
+            out.append(ch)
+    return "".join(out)
+
+
+# --- around the matrix ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["", "/sheet"])
+def test_another_users_regeneration_of_the_same_organization_is_404_like_none_at_all(
+    shared: Shared, suffix: str
+) -> None:
+    s = shared
+    other = s.world.token(s.a.id, s.new_user(s.a), "user")
+    theirs = s.world.call("GET", f"/v1/me/backup-codes/regenerations/{s.victim_rid}{suffix}", other)
+    nobody = s.world.call("GET", f"/v1/me/backup-codes/regenerations/{unique('r')}{suffix}", other)
+    assert theirs.status_code == nobody.status_code == 404
+    assert theirs.json == nobody.json
+    assert victim_state(s) == s.baseline
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["Basic dXNlcjpwYXNz", "Bearer", "Bearer    ", "bearer not-a-token", "Token mfa_x"],
+)
+def test_malformed_authorization_is_401(shared: Shared, authorization: str) -> None:
+    got = shared.world.call("GET", "/v1/org/policy", headers={"Authorization": authorization})
+    assert got.status_code == 401
+    assert got.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_revoked_token_is_401(shared: Shared) -> None:
+    s = shared
+    tok = s.world.token(s.a.id, "short-lived", "admin")
+    assert s.world.call("GET", "/v1/org/policy", tok).status_code == 200
+    with s.world.services.unit_of_work() as session:
+        row = tokens.authenticate(session, tok)
+        assert row is not None
+        assert tokens.revoke(session, row.id)
+    got = s.world.call("GET", "/v1/org/policy", tok)
+    assert got.status_code == 401
+    assert got.json["type"] == "/problems/unauthenticated"
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/openapi.json"])
+def test_unauthenticated_endpoints_need_no_token(shared: Shared, path: str) -> None:
+    assert shared.world.call("GET", path).status_code == 200
+    unknown = tokens.PREFIX + secrets.token_urlsafe(32)
+    assert shared.world.call("GET", path, unknown).status_code == 200

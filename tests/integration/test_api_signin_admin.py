@@ -1,0 +1,510 @@
+"""Sign-in with a backup code and administration over HTTP, on PostgreSQL with a
+RabbitMQ worker: what API.md promises the sign-in front end and the admin, and the
+audit events each of these leaves (read back through GET /v1/audit/events)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from sqlalchemy import select
+
+from domain import audit_types as types
+from domain import outbox
+from domain.db import utcnow
+from domain.models import OutboxMessage
+from tests.conftest import unique
+from tests.integration.api_helpers import ApiWorld, api_world
+from tests.integration.test_api_matrix import pg_amqp_settings, prompt_worker
+from workers.app import TASK_PROCESS
+
+pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
+
+
+@pytest.fixture(scope="module")
+def world(
+    tmp_path_factory: pytest.TempPathFactory, pg_database_url: str, amqp_url: str
+) -> Iterator[ApiWorld]:
+    settings = pg_amqp_settings(tmp_path_factory.mktemp("signin"), pg_database_url, amqp_url)
+    with prompt_worker(), api_world(settings) as w:
+        yield w
+
+
+@dataclass
+class Holder:
+    """An organization with one enrolled user whose first set of codes is known."""
+
+    world: ApiWorld
+    org: str
+    user: str
+    user_token: str
+    service: str
+    admin: str
+    auditor: str
+    codes: list[str]
+
+    def verify(self, code: Any, user: str | None = None, **kw: Any) -> Any:
+        path = f"/v1/users/{user or self.user}/backup-codes/verify"
+        return self.world.call("POST", path, self.service, {"code": code}, **kw)
+
+    def events(self, *event_types: str, user: str | None = None) -> list[dict[str, Any]]:
+        query = [("limit", "1000")] + [("type", t) for t in event_types]
+        if user is not None:
+            query.append(("user_id", user))
+        got = self.world.call(
+            "GET", "/v1/audit/events", self.auditor, query_string=urlencode(query)
+        )
+        assert got.status_code == 200, got.text
+        assert got.json["next"] is None
+        return list(got.json["events"])
+
+    def regenerate(self, offset_steps: int = 1) -> dict[str, Any]:
+        """A regeneration over HTTP, awaited to its final status."""
+        totp = self.world.totp(self.org, self.user, offset_steps)
+        got = self.world.call(
+            "POST", "/v1/me/backup-codes/regenerations", self.user_token, {"totp": totp}
+        )
+        assert got.status_code == 202, got.text
+        return self.world.await_status(self.user_token, got.json["id"])
+
+    def mfa(self) -> dict[str, Any]:
+        got = self.world.call("GET", "/v1/me/mfa", self.user_token)
+        assert got.status_code == 200, got.text
+        return dict(got.json)
+
+    def put_policy(self, enabled: bool, count: int) -> Any:
+        body = {"backup_codes_enabled": enabled, "code_count": count}
+        return self.world.call("PUT", "/v1/org/policy", self.admin, body)
+
+
+def holder(world: ApiWorld, *, with_codes: bool = True) -> Holder:
+    org = world.org()
+    tok, confirmed = world.enroll(org, "alice")
+    h = Holder(
+        world,
+        org,
+        "alice",
+        tok,
+        world.token(org, "signin-frontend", "service"),
+        world.token(org, "admin-1", "admin"),
+        world.token(org, "auditor-1", "auditor"),
+        [],
+    )
+    if with_codes:
+        rid = confirmed["regeneration"]["id"]
+        assert world.await_status(tok, rid)["status"] == "ready"
+        h.codes = world.sheet_text(tok, rid)
+        assert len(h.codes) == 5
+    return h
+
+
+def _problem(got: Any, status: int, slug: str) -> None:
+    assert got.status_code == status, got.text
+    assert got.headers["content-type"].startswith("application/problem+json")
+    assert got.json["type"] == f"/problems/{slug}"
+
+
+# --- accepted true / false ------------------------------------------------------------
+
+
+def test_a_right_code_is_accepted_once_then_refused(world: ApiWorld) -> None:
+    h = holder(world)
+    first = h.verify(h.codes[0], headers={"X-Request-Id": "signin-ok-1"})
+    again = h.verify(h.codes[0])
+    assert first.status_code == again.status_code == 200
+    assert first.json == {"accepted": True, "remaining": 4, "low": False}
+    assert again.json == {"accepted": False, "remaining": 4, "low": False}
+    assert first.headers["cache-control"] == "no-store"
+    accepted = h.events(types.CODE_ACCEPTED)
+    assert [(e["request_id"], e["details"]["remaining"]) for e in accepted] == [("signin-ok-1", 4)]
+    assert accepted[0]["actor"]["role"] == "service"
+    assert len(h.events(types.CODE_REJECTED)) == 1
+
+
+def test_low_turns_true_when_two_or_fewer_codes_remain(world: ApiWorld) -> None:
+    h = holder(world)
+    answers = [h.verify(code).json for code in h.codes]
+    assert answers == [
+        {"accepted": True, "remaining": 4, "low": False},
+        {"accepted": True, "remaining": 3, "low": False},
+        {"accepted": True, "remaining": 2, "low": True},
+        {"accepted": True, "remaining": 1, "low": True},
+        {"accepted": True, "remaining": 0, "low": True},
+    ]
+    current = h.mfa()["backup_codes"]
+    assert (current["remaining"], current["total"], current["low"]) == (0, 5, True)
+
+
+def test_a_wrong_code_is_refused_with_the_count_of_codes_left(world: ApiWorld) -> None:
+    h = holder(world)
+    wrong = "0000-0000-0000" if "0000-0000-0000" not in h.codes else "1111-1111-1111"
+    for attempt in (wrong, "not a code", ""):
+        got = h.verify(attempt)
+        assert got.status_code == 200, got.text
+        assert got.json == {"accepted": False, "remaining": 5, "low": False}
+    rejected = h.events(types.CODE_REJECTED)
+    assert len(rejected) == 3
+    assert all(e["outcome"] == types.FAILURE for e in rejected)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        pytest.param(lambda c: c.replace("-", ""), id="no-separator"),
+        pytest.param(str.lower, id="lowercase"),
+        pytest.param(lambda c: f"  {c}  ", id="surrounding-spaces"),
+        pytest.param(lambda c: f"\t{c.replace('-', ' ').lower()}\n", id="spaces-lower-tab"),
+        pytest.param(lambda c: c[:7].lower() + c[7:], id="mixed-case"),
+    ],
+)
+def test_codes_are_normalised_before_checking(world: ApiWorld, form: Any) -> None:
+    h = holder(world)
+    got = h.verify(form(h.codes[2]))
+    assert got.json == {"accepted": True, "remaining": 4, "low": False}
+    assert h.verify(h.codes[2]).json["accepted"] is False  # spent, in its printed form too
+
+
+def test_codes_of_a_replaced_set_are_refused_and_the_new_ones_accepted(world: ApiWorld) -> None:
+    h = holder(world)
+    done = h.regenerate()
+    assert done["status"] == "ready", done
+    fresh = world.sheet_text(h.user_token, done["id"])
+    assert h.verify(h.codes[0]).json == {"accepted": False, "remaining": 5, "low": False}
+    assert h.verify(fresh[0]).json == {"accepted": True, "remaining": 4, "low": False}
+
+
+# --- lockout ------------------------------------------------------------------------------
+
+
+def test_five_failures_lock_the_user_out_even_for_a_right_code(world: ApiWorld) -> None:
+    h = holder(world)
+    for n in range(5):
+        got = h.verify(f"0000-0000-000{n}")
+        assert got.status_code == 200 and got.json["accepted"] is False, got.text
+    sixth = h.verify("0000-0000-0009")
+    _problem(sixth, 429, "too-many-attempts")
+    retry = int(sixth.headers["retry-after"])
+    assert 0 < retry <= world.settings.lockout_window_seconds
+    right = h.verify(h.codes[0])
+    _problem(right, 429, "too-many-attempts")
+    assert int(right.headers["retry-after"]) <= retry
+    # The refused right code was not spent: the set is whole.
+    assert h.mfa()["backup_codes"]["remaining"] == 5
+    started = h.events(types.LOCKOUT_STARTED)
+    assert len(started) == 1 and started[0]["details"]["failures"] == 5
+    refusals = h.events(types.SIGNIN_REFUSED)
+    assert [e["details"]["reason"] for e in refusals] == ["too-many-attempts"] * 2
+
+
+def test_a_locked_user_cannot_regenerate_either(world: ApiWorld) -> None:
+    h = holder(world)
+    for n in range(5):
+        h.verify(f"0000-0000-000{n}")
+    got = world.call(
+        "POST",
+        "/v1/me/backup-codes/regenerations",
+        h.user_token,
+        {"totp": world.totp(h.org, h.user, 1)},
+    )
+    _problem(got, 429, "too-many-attempts")
+    assert int(got.headers["retry-after"]) > 0
+
+
+def test_an_admin_reset_ends_the_lockout(world: ApiWorld) -> None:
+    h = holder(world)
+    for n in range(5):
+        h.verify(f"0000-0000-000{n}")
+    assert h.verify(h.codes[0]).status_code == 429
+    assert world.call("DELETE", f"/v1/users/{h.user}/mfa", h.admin).status_code == 204
+    # Enrolled again from scratch, the user signs in with the new set.
+    again = world.call("POST", "/v1/me/mfa/enrollment", h.user_token)
+    assert again.status_code == 201, again.text
+    world.secrets[(h.org, h.user)] = again.json["secret"]
+    confirmed = world.call(
+        "POST",
+        "/v1/me/mfa/enrollment/confirm",
+        h.user_token,
+        {"totp": world.totp(h.org, h.user)},
+    )
+    assert confirmed.status_code == 201, confirmed.text
+    rid = confirmed.json["regeneration"]["id"]
+    assert world.await_status(h.user_token, rid)["status"] == "ready"
+    codes = world.sheet_text(h.user_token, rid)
+    assert h.verify(codes[0]).json == {"accepted": True, "remaining": 4, "low": False}
+
+
+# --- refusals: policy, enrollment, other organizations ----------------------------------
+
+
+def test_policy_off_refuses_sign_in_and_intake_at_once(world: ApiWorld) -> None:
+    h = holder(world)
+    assert h.put_policy(False, 5).status_code == 200
+    _problem(h.verify(h.codes[0]), 403, "backup-codes-disabled")
+    intake = world.call(
+        "POST",
+        "/v1/me/backup-codes/regenerations",
+        h.user_token,
+        {"totp": world.totp(h.org, h.user, 1)},
+    )
+    _problem(intake, 403, "backup-codes-disabled")
+    assert h.mfa()["backup_codes_enabled"] is False
+    refused = h.events(types.SIGNIN_REFUSED)
+    assert [e["details"]["reason"] for e in refused] == ["backup-codes-disabled"]
+    assert len(h.events(types.REGENERATION_REFUSED)) == 1
+    # Off is a refusal, not a deletion: on again, the same code signs in.
+    assert h.put_policy(True, 5).status_code == 200
+    assert h.verify(h.codes[0]).json == {"accepted": True, "remaining": 4, "low": False}
+
+
+def test_policy_off_fails_a_regeneration_already_queued(world: ApiWorld) -> None:
+    """The request waits unpublished (as in a broker outage or a backlog) while the
+    policy goes off; the worker then judges it under the policy of that moment.
+
+    The module's worker does the processing: a second start_worker in this process
+    would end the first one too (celery.contrib.testing sets the process-wide
+    `worker.state.should_terminate` when any worker thread stops)."""
+    h = holder(world)
+    world.publisher.uninstall()
+    try:
+        got = world.call(
+            "POST",
+            "/v1/me/backup-codes/regenerations",
+            h.user_token,
+            {"totp": world.totp(h.org, h.user, 1)},
+        )
+        assert got.status_code == 202, got.text
+        rid = got.json["id"]
+        assert h.put_policy(False, 5).status_code == 200
+    finally:
+        world.publisher.install()
+    assert world.call("GET", got.headers["location"], h.user_token).json["status"] == "queued"
+    _publish_pending(world, rid)
+    done = world.await_status(h.user_token, rid)
+    assert (done["status"], done["failure"]) == ("failed", "backup-codes-disabled")
+    sheet = world.call("GET", f"/v1/me/backup-codes/regenerations/{rid}/sheet", h.user_token)
+    _problem(sheet, 409, "regeneration-failed")
+    failed = h.events(types.REGENERATION_FAILED)
+    assert [(e["details"]["regeneration_id"], e["details"]["reason"]) for e in failed] == [
+        (rid, "backup-codes-disabled")
+    ]
+    # The set in use was not replaced by the refused regeneration.
+    assert h.mfa()["backup_codes"]["remaining"] == 5
+
+
+def _publish_pending(world: ApiWorld, rid: str) -> None:
+    """Publish the one outbox row of `rid` (others in the shared database are left be)."""
+    with world.services.unit_of_work() as session:
+        rows = session.execute(
+            select(OutboxMessage)
+            .where(OutboxMessage.published_at.is_(None), OutboxMessage.task == TASK_PROCESS)
+            .order_by(OutboxMessage.id.desc())
+            .limit(100)
+        ).scalars()
+        mine = [r for r in rows if r.args.get("regeneration_id") == rid]
+        assert len(mine) == 1, "the request left no pending outbox row"
+        world.publisher.publish(TASK_PROCESS, mine[0].args)
+        outbox.mark_published(session, [mine[0].id], utcnow())
+
+
+def test_a_user_who_never_enrolled_is_409(world: ApiWorld) -> None:
+    h = holder(world, with_codes=False)
+    world.user(h.org, "bob")
+    _problem(h.verify("0000-0000-0000", user="bob"), 409, "mfa-not-enrolled")
+    refused = h.events(types.SIGNIN_REFUSED, user="bob")
+    assert [e["details"]["reason"] for e in refused] == ["mfa-not-enrolled"]
+
+
+def test_another_organizations_user_and_nobody_get_the_same_404(world: ApiWorld) -> None:
+    h = holder(world)
+    other = holder(world)  # "alice" exists there too; "carol" only there
+    world.user(other.org, "carol")
+    theirs = h.verify(other.codes[0], user="carol")
+    nobody = h.verify(other.codes[0], user=unique("nobody"))
+    _problem(theirs, 404, "not-found")
+    assert theirs.json == nobody.json
+    assert theirs.headers.get("retry-after") is None
+    # The foreign user's code was neither spent nor counted as a failure in either org.
+    assert other.verify(other.codes[0]).json["accepted"] is True
+    assert other.events(types.CODE_REJECTED, user="carol") == []
+    assert h.events(types.CODE_REJECTED) == []
+
+
+# --- administration ------------------------------------------------------------------------
+
+
+def test_code_count_applies_to_the_next_generation(world: ApiWorld) -> None:
+    h = holder(world)
+    got = h.put_policy(True, 8)
+    assert got.status_code == 200 and got.json == {"backup_codes_enabled": True, "code_count": 8}
+    assert world.call("GET", "/v1/org/policy", h.admin).json["code_count"] == 8
+    assert h.mfa()["backup_codes"]["total"] == 5  # the current set keeps its size
+    done = h.regenerate()
+    assert (done["status"], done["code_count"]) == ("ready", 8)
+    assert len(world.sheet_text(h.user_token, done["id"])) == 8
+    current = h.mfa()["backup_codes"]
+    assert (current["total"], current["remaining"]) == (8, 8)
+    changed = h.events(types.POLICY_CHANGED)
+    assert changed[-1]["details"] == {
+        "old": {"backup_codes_enabled": True, "code_count": 5},
+        "new": {"backup_codes_enabled": True, "code_count": 8},
+    }
+    assert changed[-1]["actor"]["principal_id"] == "admin-1"
+
+
+def test_revocation_deactivates_every_code(world: ApiWorld) -> None:
+    h = holder(world)
+    assert h.verify(h.codes[0]).json["accepted"] is True
+    got = world.call("POST", f"/v1/users/{h.user}/backup-codes/revocation", h.admin)
+    assert got.status_code == 204 and got.text == ""
+    assert h.verify(h.codes[1]).json == {"accepted": False, "remaining": 0, "low": True}
+    assert h.mfa()["backup_codes"] is None
+    assert h.mfa()["enrolled"] is True  # only the codes went
+    revoked = h.events(types.CODES_REVOKED)
+    assert [e["details"] for e in revoked] == [{"count": 4}]
+    # A regeneration gives the user working codes again.
+    done = h.regenerate()
+    fresh = world.sheet_text(h.user_token, done["id"])
+    assert h.verify(fresh[0]).json["accepted"] is True
+
+
+def test_deleting_mfa_removes_the_enrollment_and_every_code(world: ApiWorld) -> None:
+    h = holder(world)
+    got = world.call("DELETE", f"/v1/users/{h.user}/mfa", h.admin)
+    assert got.status_code == 204 and got.text == ""
+    status = h.mfa()
+    assert (status["enrolled"], status["backup_codes"]) == (False, None)
+    _problem(h.verify(h.codes[0]), 409, "mfa-not-enrolled")
+    intake = world.call(
+        "POST",
+        "/v1/me/backup-codes/regenerations",
+        h.user_token,
+        {"totp": world.totp(h.org, h.user, 1)},
+    )
+    _problem(intake, 409, "mfa-not-enrolled")
+    reset = h.events(types.MFA_RESET)
+    assert len(reset) == 1
+    assert reset[0]["details"]["was_enrolled"] is True
+    assert reset[0]["details"]["codes_removed"] == 5
+
+
+@pytest.mark.parametrize("path", ["/backup-codes/revocation", "/mfa"])
+def test_admin_actions_on_another_organizations_user_are_404(world: ApiWorld, path: str) -> None:
+    h = holder(world)
+    other = holder(world)
+    world.user(other.org, "carol")
+    method = "DELETE" if path == "/mfa" else "POST"
+    theirs = world.call(method, f"/v1/users/carol{path}", h.admin)
+    nobody = world.call(method, f"/v1/users/{unique('nobody')}{path}", h.admin)
+    _problem(theirs, 404, "not-found")
+    assert theirs.json == nobody.json
+    assert other.mfa()["backup_codes"]["remaining"] == 5
+
+
+USER_PATHS = [
+    ("POST", "/v1/users/{}/backup-codes/verify", "service", {"code": "0000-0000-0000"}),
+    ("POST", "/v1/users/{}/backup-codes/revocation", "admin", None),
+    ("DELETE", "/v1/users/{}/mfa", "admin", None),
+]
+
+
+@pytest.mark.parametrize(("method", "template", "role", "body"), USER_PATHS)
+@pytest.mark.parametrize("impossible", ["%00", "alice%00", "a" * 129, "%C3%A9", "%FF"])
+def test_a_user_id_no_user_can_have_is_the_404_of_nobody(
+    world: ApiWorld, method: str, template: str, role: str, body: Any, impossible: str
+) -> None:
+    """A NUL reached PostgreSQL as a text parameter and answered 500."""
+    h = holder(world, with_codes=False)
+    token = h.service if role == "service" else h.admin
+    got = world.call(method, template.format(impossible), token, body)
+    nobody = world.call(method, template.format(unique("nobody")), token, body)
+    _problem(got, 404, "not-found")
+    assert got.json == nobody.json
+
+
+def test_get_policy_answers_the_default(world: ApiWorld) -> None:
+    h = holder(world, with_codes=False)
+    got = world.call("GET", "/v1/org/policy", h.admin)
+    assert got.status_code == 200
+    assert got.json == {"backup_codes_enabled": True, "code_count": 5}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"backup_codes_enabled": True, "code_count": 0}, "code_count"),
+        ({"backup_codes_enabled": True, "code_count": 21}, "code_count"),
+        ({"backup_codes_enabled": True, "code_count": -1}, "code_count"),
+        ({"backup_codes_enabled": True, "code_count": "5"}, "code_count"),
+        ({"backup_codes_enabled": True, "code_count": 5.0}, "code_count"),
+        ({"backup_codes_enabled": True, "code_count": 5.5}, "code_count"),
+        ({"backup_codes_enabled": True, "code_count": True}, "code_count"),
+        ({"backup_codes_enabled": True, "code_count": None}, "code_count"),
+        ({"backup_codes_enabled": True}, "code_count"),
+        ({"code_count": 5}, "backup_codes_enabled"),
+        ({"backup_codes_enabled": "yes", "code_count": 5}, "backup_codes_enabled"),
+        ({"backup_codes_enabled": 1, "code_count": 5}, "backup_codes_enabled"),
+        ({"backup_codes_enabled": True, "code_count": 5, "colour": "red"}, "colour"),
+        ([{"backup_codes_enabled": True, "code_count": 5}], "body"),
+    ],
+)
+def test_put_policy_refuses_invalid_bodies_naming_the_field(
+    world: ApiWorld, body: Any, field: str
+) -> None:
+    h = holder(world, with_codes=False)
+    got = world.call("PUT", "/v1/org/policy", h.admin, body)
+    _problem(got, 422, "invalid-request")
+    assert got.json["field"] == field
+    assert world.call("GET", "/v1/org/policy", h.admin).json == {
+        "backup_codes_enabled": True,
+        "code_count": 5,
+    }
+    assert h.events(types.POLICY_CHANGED) == []
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"code_count=5", b"\xff\xfe"])
+def test_put_policy_refuses_a_body_that_is_no_json_object(world: ApiWorld, raw: bytes) -> None:
+    h = holder(world, with_codes=False)
+    got = world.call(
+        "PUT",
+        "/v1/org/policy",
+        h.admin,
+        body=raw,
+        headers={"Content-Type": "application/json"},
+    )
+    assert got.status_code in (400, 422), got.text
+    assert got.json["type"] == "/problems/invalid-request"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "code"),
+        ({"code": 12345}, "code"),
+        ({"code": None}, "code"),
+        ({"code": "0000-0000-0000", "user": "x"}, "user"),
+        (["0000-0000-0000"], "body"),
+    ],
+)
+def test_verify_refuses_invalid_bodies_naming_the_field(
+    world: ApiWorld, body: Any, field: str
+) -> None:
+    h = holder(world, with_codes=False)
+    got = h.world.call("POST", f"/v1/users/{h.user}/backup-codes/verify", h.service, body)
+    _problem(got, 422, "invalid-request")
+    assert got.json["field"] == field
+    assert h.events(types.CODE_REJECTED) == []  # not an attempt: nothing counted
+
+
+def test_no_event_ever_holds_a_code(world: ApiWorld) -> None:
+    h = holder(world)
+    h.verify(h.codes[0])
+    h.verify(h.codes[1].lower())
+    h.verify("0000-0000-0000")
+    world.call("POST", f"/v1/users/{h.user}/backup-codes/revocation", h.admin)
+    trail = json.dumps(h.events()).upper()
+    for code in h.codes:
+        assert code not in trail and code.replace("-", "") not in trail

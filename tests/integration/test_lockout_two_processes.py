@@ -1,0 +1,241 @@
+"""The lockout holds across API processes: two real gunicorn processes on one
+PostgreSQL database (and the RabbitMQ broker their /readyz checks), failed sign-ins
+alternating between them. The count lives in the database, so the sixth attempt is
+refused whichever process it reaches, and so is a right code, on both."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from domain import audit, tokens
+from domain import audit_types as types
+from domain.services import Services
+from domain.settings import Settings
+from tests.conftest import FAST_ARGON2
+from tests.integration.codes_fixtures import Holder, events, holder, row_of
+from tests.integration.test_api_matrix import pg_amqp_settings
+
+pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
+
+START_TIMEOUT = 30.0
+_LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
+WRONG = "ZZZZ-ZZZZ-ZZZZ"
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class ApiProcess:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    port: int = 0
+
+    def request(self, method: str, path: str, token: str | None = None, body: Any = None) -> Answer:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            payload = None if body is None else json.dumps(body)
+            conn.request(method, path, body=payload, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+            found = {k.lower(): v for k, v in resp.getheaders()}
+        finally:
+            conn.close()
+        return Answer(resp.status, found, json.loads(raw) if raw else None)
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+
+    def wait_until_serving(self, deadline: float) -> None:
+        """The port from gunicorn's own log line, then /healthz answering 200."""
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited:\n{self.tail()}")
+            if not self.port:
+                found = _LISTENING.search(self.tail())
+                self.port = int(found.group(1)) if found else 0
+            if self.port:
+                try:
+                    if self.request("GET", "/healthz").status == 200:
+                        return
+                except OSError:
+                    pass  # bound, but the worker is not accepting yet
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} did not serve in time:\n{self.tail()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    """The test's settings as the processes' environment (Settings.from_env's names)."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MFA_")}
+    return {
+        **inherited,
+        **FAST_ARGON2,
+        "MFA_DATABASE_URL": settings.database_url,
+        "MFA_BROKER_URL": settings.broker_url,
+        "MFA_SECRET_KEY": ",".join(settings.secret_keys),
+        "MFA_AUDIT_SIGNING_KEY": base64.b64encode(settings.audit_signing_key).decode(),
+        "MFA_VAR_DIR": str(settings.var_dir),
+        "MFA_QUEUE_PREFIX": settings.queue_prefix,
+        "MFA_LOG_LEVEL": "WARNING",
+    }
+
+
+def _start(name: str, settings: Settings, workdir: Path) -> ApiProcess:
+    log = workdir / f"{name}.log"
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "api.wsgi:application",
+        "--bind",
+        "127.0.0.1:0",  # a free port, read back from the log: no race for a port
+        "-w",
+        "1",
+        "--log-level",
+        "info",  # the "Listening at" line is at info
+    ]
+    with log.open("wb") as out:
+        # The working directory is empty: no .env or gunicorn.conf.py is picked up.
+        proc = subprocess.Popen(
+            command, cwd=workdir, env=_env(settings), stdout=out, stderr=subprocess.STDOUT
+        )
+    return ApiProcess(name, proc, log)
+
+
+@dataclass
+class Pair:
+    settings: Settings
+    services: Services
+    a: ApiProcess
+    b: ApiProcess
+
+
+@pytest.fixture(scope="module")
+def pair(
+    tmp_path_factory: pytest.TempPathFactory, pg_database_url: str, amqp_url: str
+) -> Iterator[Pair]:
+    workdir = tmp_path_factory.mktemp("two-apis")
+    settings = pg_amqp_settings(workdir, pg_database_url, amqp_url)
+    services = Services.build(settings)
+    started = [_start(name, settings, workdir) for name in ("api-a", "api-b")]
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        for p in started:
+            p.wait_until_serving(deadline)
+        yield Pair(settings, services, *started)
+    finally:
+        for p in started:
+            p.stop()
+        services.close()
+
+
+def _service_token(p: Pair, h: Holder) -> str:
+    with p.services.unit_of_work() as session:
+        _, plaintext = tokens.issue(session, h.org_id, "signin-frontend", "service", audit.CLI)
+    return plaintext
+
+
+def _verify(api: ApiProcess, token: str, h: Holder, code: str) -> Answer:
+    return api.request(
+        "POST", f"/v1/users/{h.external_id}/backup-codes/verify", token, {"code": code}
+    )
+
+
+def test_both_processes_are_ready_on_the_same_database_and_broker(pair: Pair) -> None:
+    for api in (pair.a, pair.b):
+        got = api.request("GET", "/readyz")
+        assert got.status == 200, (got.body, api.tail())
+    assert pair.a.proc.pid != pair.b.proc.pid
+
+
+@pytest.mark.parametrize("first", ["a", "b"])
+def test_failures_alternating_between_processes_lock_the_user_out_on_both(
+    pair: Pair, first: str
+) -> None:
+    h = holder(pair.services)
+    token = _service_token(pair, h)
+    order = [pair.a, pair.b] if first == "a" else [pair.b, pair.a]
+    for n in range(5):
+        got = _verify(order[n % 2], token, h, WRONG)
+        assert got.status == 200, (got.body, order[n % 2].tail())
+        assert got.body == {"accepted": False, "remaining": 5, "low": False}
+    sixth = _verify(order[1], token, h, WRONG)  # the process that did not see the 5th
+    assert sixth.status == 429, sixth.body
+    assert sixth.body["type"] == "/problems/too-many-attempts"
+    assert 0 < int(sixth.headers["retry-after"]) <= pair.settings.lockout_window_seconds
+    for api in (pair.a, pair.b):
+        right = _verify(api, token, h, h.codes[0])
+        assert right.status == 429, (api.name, right.body)
+        assert int(right.headers["retry-after"]) > 0
+    assert row_of(pair.services, h.user_id, h.codes[0]).spent_at is None
+    assert len(events(pair.services, h.org_id, types.LOCKOUT_STARTED)) == 1
+    assert len(events(pair.services, h.org_id, types.CODE_REJECTED)) == 5
+
+
+def test_a_right_code_on_one_process_clears_failures_counted_by_the_other(pair: Pair) -> None:
+    h = holder(pair.services)
+    token = _service_token(pair, h)
+    for n in range(4):
+        assert _verify((pair.a, pair.b)[n % 2], token, h, WRONG).status == 200
+    ok = _verify(pair.a, token, h, h.codes[1])
+    assert ok.status == 200 and ok.body == {"accepted": True, "remaining": 4, "low": False}
+    # Counting starts again: four more failures, on either process, do not lock.
+    for n in range(4):
+        got = _verify((pair.b, pair.a)[n % 2], token, h, WRONG)
+        assert got.status == 200, got.body
+    assert _verify(pair.b, token, h, h.codes[2]).body["accepted"] is True
+
+
+def test_concurrent_failures_on_both_processes_get_exactly_five_verdicts(pair: Pair) -> None:
+    h = holder(pair.services)
+    token = _service_token(pair, h)
+    statuses: list[int] = []
+    lock = threading.Lock()
+    go = threading.Barrier(12)
+
+    def attempt(api: ApiProcess) -> None:
+        go.wait()
+        got = _verify(api, token, h, WRONG)
+        with lock:
+            statuses.append(got.status)
+
+    threads = [threading.Thread(target=attempt, args=((pair.a, pair.b)[i % 2],)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(statuses) == [200] * 5 + [429] * 7
+    for api in (pair.a, pair.b):
+        assert _verify(api, token, h, h.codes[0]).status == 429
