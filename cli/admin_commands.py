@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import click
+from sqlalchemy import select
 
 from cli.common import handle_errors, load_services
 from domain import accounts, audit, tokens
+from domain import audit_types as types
 from domain.key_rotation import rotate_all
 from domain.migrate import upgrade
+from domain.models import Organization
 from domain.settings import Settings
 
 
@@ -97,6 +100,17 @@ def keys_rotate() -> None:
     services = load_services()
     try:
         count = rotate_all(services.sessions, services.box)
+        # On every organization's chain: its secrets now depend on the newest key only.
+        with services.unit_of_work() as session:
+            for org_id in session.scalars(select(Organization.id).order_by(Organization.id)):
+                audit.append(
+                    session,
+                    org_id,
+                    types.SECRETS_REKEYED,
+                    types.SUCCESS,
+                    audit.CLI,
+                    details={"keys_configured": len(services.settings.secret_keys)},
+                )
     finally:
         services.close()
     click.echo(f"{count} secrets re-encrypted under the newest key")

@@ -33,6 +33,9 @@ ORG_CREATED = "org.created"
 USER_CREATED = "user.created"
 TOKEN_ISSUED = "token.issued"  # noqa: S105 (an event name, not a secret)
 
+ACCESS_DENIED = "api.access.denied"  # a token used on an endpoint its role may not call
+SECRETS_REKEYED = "keys.secrets_rekeyed"  # secrets at rest re-encrypted under the newest key
+
 AUDIT_READ = "audit.read"
 AUDIT_EXPORTED = "audit.exported"
 AUDIT_VERIFIED = "audit.verified"

@@ -99,6 +99,16 @@ def confirm_enrollment(
     )
     if judgement.verdict is not otp.Verdict.ACCEPTED:
         policy.record_failure(session, user, "totp", now, ctx, services.lockout)
+        # The same TOTP event the worker writes, so one filter finds every wrong code.
+        audit.append(
+            session,
+            user.org_id,
+            types.TOTP_REJECTED,
+            types.FAILURE,
+            ctx,
+            user_id=user.external_id,
+            details={"during": "enrollment"},
+        )
         raise _refuse(session, user, InvalidTotp(), ctx)
     enrollment.confirmed_at = now
     enrollment.last_accepted_step = judgement.step

@@ -147,7 +147,7 @@ def _refuse_retrieval(
         error = SheetGone()
     else:  # expired, or ready but past expires_at: expire it now
         if reg.status == "ready":
-            _expire(session, reg, audit.SYSTEM, user.external_id)
+            _expire(session, reg, ctx, user.external_id)  # noticed by this request
         error = SheetExpired()
     return _refused(session, user, reg, kind, ctx, error)
 

@@ -427,6 +427,12 @@ def _policy(h: Harness) -> testing.Result:
     return h.act("PUT", "/v1/org/policy", h.admin, json=body)
 
 
+def _policy_by_user(h: Harness) -> testing.Result:
+    tok, _ = h.enrolled()
+    body = {"backup_codes_enabled": False, "code_count": 7}
+    return h.act("PUT", "/v1/org/policy", tok, json=body)
+
+
 def _revocation(h: Harness) -> testing.Result:
     h.enrolled()
     return h.act("POST", "/v1/users/alice/backup-codes/revocation", h.admin)
@@ -498,7 +504,8 @@ CASES: tuple[Case, ...] = (
     Case("enrollment-confirmed-codes-off", _enroll_confirm_codes_off, 201,
          (Ev(T.ENROLLMENT_CONFIRMED),)),
     Case("enrollment-failed-invalid-totp", _enroll_wrong_totp, 422,
-         (_refused(T.ENROLLMENT_FAILED, "invalid-totp", T.FAILURE),)),
+         (Ev(T.TOTP_REJECTED, T.FAILURE, {"during": "enrollment"}),
+          _refused(T.ENROLLMENT_FAILED, "invalid-totp", T.FAILURE))),
     Case("enrollment-failed-nothing-pending", _enroll_nothing_pending, 409,
          (_refused(T.ENROLLMENT_FAILED, "no-pending-enrollment"),)),
     Case("enrollment-failed-already-enrolled", _enroll_already, 409,
@@ -537,7 +544,7 @@ CASES: tuple[Case, ...] = (
     Case("sheet-refused-failed", _sheet_of_failed, 409,
          (Ev(T.SHEET_RETRIEVAL_REFUSED, T.DENIED, {**RID, "reason": "regeneration-failed"}),)),
     Case("sheet-expired-on-fetch", _sheet_expired_on_fetch, 410,
-         (Ev(T.SHEET_EXPIRED, details=RID, by="system"),
+         (Ev(T.SHEET_EXPIRED, details=RID),  # noticed by the request: its actor and id
           Ev(T.SHEET_RETRIEVAL_REFUSED, T.DENIED,
              {**RID, "reason": "sheet-expired", "format": "text"}))),
     Case("sheet-expired-by-beat", _sheet_expired_by_beat, None,
@@ -589,6 +596,9 @@ CASES: tuple[Case, ...] = (
          (Ev(T.AUDIT_READ, user=None, details={"returned": BEFORE, "next_page": False}),)),
     Case("audit-read-refused", _audit_read_by_user, 403,
          (Ev(T.AUDIT_READ, T.DENIED, user=None, details={"reason": "role"}),)),
+    Case("access-denied-wrong-role", _policy_by_user, 403,
+         (Ev(T.ACCESS_DENIED, T.DENIED, user=None,
+             details={"route": "/v1/org/policy", "method": "PUT", "reason": "role"}),)),
     Case("audit-verified", _audit_verified, 200,
          (Ev(T.AUDIT_VERIFIED, user=None,
              details={"ok": True, "events_checked": BEFORE, "first_bad_seq": None}),)),

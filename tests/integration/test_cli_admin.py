@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from cli.main import cli
+from domain import audit_types as types
 from domain import tokens
 from domain.models import ApiToken, AuditEvent
 from domain.services import Services
@@ -100,3 +101,22 @@ def test_keys_rotate_reports_the_count(env: dict[str, str]) -> None:
     code, out, _ = invoke(env, "keys", "rotate")
     assert code == 0
     assert out.startswith("0 secrets re-encrypted")
+
+
+def test_keys_rotate_reports_the_count_and_is_on_every_chain(env: dict[str, str]) -> None:
+    invoke(env, "db", "upgrade")
+    invoke(env, "org", "create", "acme")
+    invoke(env, "org", "create", "globex")
+    invoke(env, "user", "create", "acme", "alice")
+    code, out, _ = invoke(env, "keys", "rotate")
+    assert code == 0 and out.strip().endswith("re-encrypted under the newest key")
+    services = Services.build(Settings.from_env(env=env, dotenv=None))
+    try:
+        with services.unit_of_work() as session:
+            rekeyed = session.scalars(
+                select(AuditEvent).where(AuditEvent.type == types.SECRETS_REKEYED)
+            ).all()
+            assert sorted(e.org_id for e in rekeyed) == ["acme", "globex"]
+            assert {e.actor_role for e in rekeyed} == {"operator"}
+    finally:
+        services.close()
