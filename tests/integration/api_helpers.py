@@ -124,6 +124,11 @@ def api_world(settings: Settings, *, worker: bool = True) -> Iterator[ApiWorld]:
     """The app, its after-commit publisher and (by default) a real worker thread."""
     services = Services.build(settings)
     celery_app = make_celery(settings)
+    # Worker threads in a test process: an AMQP heartbeat wakes kombu's event loop every
+    # second (else a stop, and now and then a delivery, waits up to 10 s); no remote
+    # control, whose pidbox queue is exclusive to one node name per process.
+    celery_app.conf.broker_heartbeat = 2
+    celery_app.conf.worker_enable_remote_control = False
     publisher = Publisher(celery_app, services)
     publisher.install()
     register_tasks(celery_app, services, publisher)
