@@ -75,7 +75,8 @@ class RequestContext:
             return  # an unauthenticated resource: health, readiness, the document, metrics
         principal = authenticate(req, self.services)
         req.context.principal = principal
-        agent = req.user_agent
+        # Printable characters only: a NUL would not even fit a PostgreSQL text column.
+        agent = "".join(ch for ch in (req.user_agent or "") if ch.isprintable())
         req.context.audit = audit.Context(
             principal_id=principal.principal_id,
             role=principal.role,

@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 from falcon import testing
+from sqlalchemy import select
 
 from api.app import create_app
 from domain.migrate import upgrade
+from domain.models import AuditEvent
 from domain.services import Services
 from tests.conftest import make_settings
 from tests.integration.api_helpers import ApiWorld, api_world
@@ -423,3 +425,23 @@ def test_readyz_names_an_unreachable_database(tmp_path: Path) -> None:
         assert body["status"] == 503
     finally:
         services.close()
+
+
+def test_a_user_agent_with_control_characters_is_stored_printable(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    upgrade(settings.database_url)
+    with api_world(settings, worker=False) as world:
+        org = world.org()
+        world.user(org)
+        tok = world.token(org, "alice", "user")
+        got = world.call(
+            "POST", "/v1/me/mfa/enrollment", tok, headers={"User-Agent": "evil\x00agent\x1b[31m"}
+        )
+        assert got.status_code == 201
+        with world.services.unit_of_work() as session:
+            agents = session.scalars(
+                select(AuditEvent.user_agent).where(
+                    AuditEvent.org_id == org, AuditEvent.type == "mfa.enrollment.started"
+                )
+            ).all()
+        assert agents == ["evilagent[31m"]
