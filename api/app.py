@@ -30,7 +30,7 @@ def create_app(
         # The API calls the workers package only to publish (DESIGN.md, rule 1).
         from workers.runtime import make_publisher
 
-        publisher = make_publisher(services)
+        publisher = make_publisher(services, batch_marks=True)
     app: falcon.App[falcon.Request, falcon.Response] = falcon.App(
         middleware=[metrics.HttpMetrics(), RequestContext(services)]
     )

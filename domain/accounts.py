@@ -17,6 +17,10 @@ _USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 
 
+# session.info key: (the transaction, ids of the users whose row it has locked).
+_LOCKED = "locked_user_ids"
+
+
 def create_org(session: Session, org_id: str, ctx: audit.Context) -> Organization:
     if not _ORG_ID.match(org_id):
         raise InvalidRequest(
@@ -73,21 +77,49 @@ def find_user(session: Session, org_id: str, external_id: str) -> User | None:
     ).scalar_one_or_none()
 
 
-def get_user(session: Session, org_id: str, external_id: str) -> User:
-    """The user of this organization, or NotFound: never a hint that it exists elsewhere."""
-    user = find_user(session, org_id, external_id)
+def get_user(
+    session: Session, org_id: str, external_id: str, *, for_update: bool = False
+) -> User:
+    """The user of this organization, or NotFound: never a hint that it exists elsewhere.
+    `for_update` takes the row lock in the same read (see lock_user)."""
+    if not for_update:
+        user = find_user(session, org_id, external_id)
+    else:
+        user = session.execute(
+            select(User)
+            .where(User.org_id == org_id, User.external_id == external_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).scalar_one_or_none()
+        if user is not None:
+            _locked_in_this_transaction(session).add(user.id)
     if user is None:
         raise NotFound("no such user")
     return user
 
 
+def _locked_in_this_transaction(session: Session) -> set[str]:
+    transaction = session.get_transaction()
+    held = session.info.get(_LOCKED)
+    if held is None or held[0] is not transaction:
+        held = (transaction, set())
+        session.info[_LOCKED] = held
+    locked: set[str] = held[1]
+    return locked
+
+
 def lock_user(session: Session, user: User) -> User:
     """Take the user's row lock (PostgreSQL; SQLite's writer lock already holds)
-    so that spending, regenerating and counting failures never interleave."""
+    so that spending, regenerating and counting failures never interleave. Once
+    held, the row is fresh for the rest of the transaction: no second read."""
+    held = _locked_in_this_transaction(session)
+    if user.id in held:
+        return user
     locked = session.execute(
         select(User)
         .where(User.id == user.id)
         .with_for_update()
         .execution_options(populate_existing=True)
     ).scalar_one()
+    held.add(locked.id)
     return locked

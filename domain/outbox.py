@@ -21,6 +21,8 @@ from domain.models import OutboxMessage
 TASK_PROCESS_REGENERATION = "regeneration.process"  # args {"regeneration_id": str}
 
 OUTBOX_IDS = "outbox_ids"
+# (id, task, args) of the same rows: the publisher sends them without reading them back.
+OUTBOX_ROWS = "outbox_rows"
 
 
 def enqueue(session: Session, task: str, args: dict[str, Any]) -> OutboxMessage:
@@ -28,6 +30,7 @@ def enqueue(session: Session, task: str, args: dict[str, Any]) -> OutboxMessage:
     session.add(message)
     session.flush()  # the id, for the after-commit publisher
     session.info.setdefault(OUTBOX_IDS, []).append(message.id)
+    session.info.setdefault(OUTBOX_ROWS, []).append((message.id, task, dict(args)))
     return message
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +23,6 @@ from sqlalchemy.orm import Session
 
 from domain import outbox
 from domain.db import utcnow
-from domain.models import OutboxMessage
 from domain.services import Services
 from workers.app import queue_for
 
@@ -33,16 +34,26 @@ _TO_PUBLISH = "outbox_to_publish"
 RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 PING_TIMEOUT = 2.0
 FLUSH_BATCH = 100
+MARK_GATHER_SECONDS = 0.05
 FLUSH_MAX_BATCHES = 20
 
 Row = tuple[int, str, dict[str, Any]]
 
 
 class Publisher:
-    def __init__(self, celery_app: Celery, services: Services) -> None:
+    def __init__(
+        self, celery_app: Celery, services: Services, *, batch_marks: bool = False
+    ) -> None:
         self.app = celery_app
         self.services = services
         self._installed = False
+        # batch_marks: rows sent after a commit are marked by a background thread, many
+        # per UPDATE, instead of one extra transaction per request (the API's choice).
+        self._batch_marks = batch_marks
+        self._marks: list[int] = []
+        self._marks_lock = threading.Lock()
+        self._marks_due = threading.Event()
+        self._marker: threading.Thread | None = None
 
     # --- sending ---------------------------------------------------------------
 
@@ -77,6 +88,35 @@ class Publisher:
     def _mark(self, ids: list[int]) -> None:
         if not ids:
             return
+        if not self._batch_marks:
+            self._mark_now(ids)
+            return
+        with self._marks_lock:
+            self._marks.extend(ids)
+            if self._marker is None or not self._marker.is_alive():
+                # Started on first use, so a forked gunicorn worker gets its own.
+                self._marker = threading.Thread(
+                    target=self._mark_in_background, name="outbox-marker", daemon=True
+                )
+                self._marker.start()
+        self._marks_due.set()
+
+    def _mark_in_background(self) -> None:
+        while True:
+            self._marks_due.wait()
+            time.sleep(MARK_GATHER_SECONDS)  # let a batch gather
+            self._marks_due.clear()
+            self.flush_marks()
+
+    def flush_marks(self) -> None:
+        """Mark now what the background thread has not marked yet. A mark lost with
+        the process only means the beat sends that row again, which tasks shrug off."""
+        with self._marks_lock:
+            ids, self._marks = self._marks, []
+        for start in range(0, len(ids), FLUSH_BATCH):
+            self._mark_now(ids[start : start + FLUSH_BATCH])
+
+    def _mark_now(self, ids: list[int]) -> None:
         try:
             with self.services.unit_of_work() as session:
                 outbox.mark_published(session, ids, utcnow())
@@ -97,6 +137,7 @@ class Publisher:
         self._installed = True
 
     def uninstall(self) -> None:
+        self.flush_marks()
         if not self._installed:
             return
         sessions = self.services.sessions
@@ -106,17 +147,11 @@ class Publisher:
         self._installed = False
 
     def _before_commit(self, session: Session) -> None:
-        # Read task and args while the transaction is still open (usually straight from
-        # the identity map): after commit, reading would cost another transaction.
-        ids = session.info.pop(outbox.OUTBOX_IDS, None)
-        if not ids:
-            return
-        rows: list[Row] = []
-        for row_id in ids:
-            message = session.get(OutboxMessage, row_id)
-            if message is not None and message.published_at is None:
-                rows.append((message.id, message.task, dict(message.args)))
-        session.info[_TO_PUBLISH] = rows
+        # enqueue() noted task and args with the id: nothing to read back.
+        session.info.pop(outbox.OUTBOX_IDS, None)
+        rows: list[Row] | None = session.info.pop(outbox.OUTBOX_ROWS, None)
+        if rows:
+            session.info[_TO_PUBLISH] = rows
 
     def _after_commit(self, session: Session) -> None:
         rows: list[Row] | None = session.info.pop(_TO_PUBLISH, None)
@@ -125,6 +160,7 @@ class Publisher:
 
     def _after_rollback(self, session: Session, _previous: object) -> None:
         session.info.pop(outbox.OUTBOX_IDS, None)
+        session.info.pop(outbox.OUTBOX_ROWS, None)
         session.info.pop(_TO_PUBLISH, None)
 
     # --- the beat's sweep --------------------------------------------------------
@@ -142,7 +178,7 @@ class Publisher:
             if not rows:
                 break
             sent = self._publish_rows(rows)
-            self._mark(sent)
+            self._mark_now(sent)
             total += len(sent)
             if len(sent) < len(rows) or len(rows) < FLUSH_BATCH:
                 break

@@ -19,11 +19,15 @@ from workers.schedule import install_schedule
 from workers.tasks import RegisteredTasks, register_tasks
 
 
-def make_publisher(services: Services, celery_app: Celery | None = None) -> Publisher:
+def make_publisher(
+    services: Services, celery_app: Celery | None = None, *, batch_marks: bool = False
+) -> Publisher:
     """A Publisher installed on `services.sessions`: from now on every unit of work
     publishes its outbox rows once it has committed. Its `ping()` is the broker
-    check of /readyz."""
-    publisher = Publisher(celery_app or make_celery(services.settings), services)
+    check of /readyz. The API batches the marking of sent rows (`batch_marks`)."""
+    publisher = Publisher(
+        celery_app or make_celery(services.settings), services, batch_marks=batch_marks
+    )
     publisher.install()
     return publisher
 

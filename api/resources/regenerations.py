@@ -25,7 +25,8 @@ class Regenerations:
         p = req.context.principal
         key = req.get_header("Idempotency-Key")
         with self.services.unit_of_work() as session:
-            user = accounts.get_user(session, p.org_id, p.principal_id)
+            # Locked in the same read: request_regeneration needs the lock anyway.
+            user = accounts.get_user(session, p.org_id, p.principal_id, for_update=True)
             outcome = regeneration.request_regeneration(
                 session, self.services, user, body["totp"], key, utcnow(), req.context.audit
             )

@@ -23,6 +23,7 @@ from domain.services import Services
 from domain.settings import Settings
 from tests.conftest import make_settings
 from tests.integration import pipeline_helpers as h
+from workers import publish
 from workers.app import TASK_PROCESS, make_celery, regeneration_queue
 from workers.publish import Publisher
 
@@ -178,3 +179,37 @@ def test_a_broker_outage_leaves_the_row_pending_and_flush_pending_sends_it_later
     assert queued(app, settings) == [(TASK_PROCESS, {"regeneration_id": i}) for i in ids]
     assert all(r.published_at is not None for r in outbox_rows(svc, ids))
     assert working.flush_pending(None) == 0  # marked: not sent twice
+
+
+def test_batched_marks_reach_the_database_shortly_after_the_commit(
+    svc: Services, app: Celery
+) -> None:
+    """The API's publisher marks sent rows from a background thread, many per UPDATE."""
+    batched = Publisher(app, svc, batch_marks=True)
+    batched.install()
+    try:
+        _, first = h.enrolled(svc, at=utcnow())
+        assert first is not None
+        deadline = time.monotonic() + 10
+        while outbox_rows(svc, [first])[0].published_at is None:
+            assert time.monotonic() < deadline, "the background thread never marked the row"
+            time.sleep(0.02)
+    finally:
+        batched.uninstall()
+    assert [kw["regeneration_id"] for _, kw in queued(app, svc.settings)] == [first]
+
+
+def test_marks_still_waiting_are_written_when_the_publisher_is_taken_down(
+    svc: Services, app: Celery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(publish, "MARK_GATHER_SECONDS", 60.0)  # the thread waits a minute
+    batched = Publisher(app, svc, batch_marks=True)
+    batched.install()
+    try:
+        _, reg_id = h.enrolled(svc, at=utcnow())
+        assert reg_id is not None
+        assert outbox_rows(svc, [reg_id])[0].published_at is None  # sent, not yet marked
+    finally:
+        batched.uninstall()
+    assert outbox_rows(svc, [reg_id])[0].published_at is not None
+    assert [kw["regeneration_id"] for _, kw in queued(app, svc.settings)] == [reg_id]
