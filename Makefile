@@ -33,5 +33,9 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# The fault tests with larger counts (100 worker kills, a 5,000 backlog): ~9 minutes.
+soak: $(STAMP)
+	MFA_SOAK=1 $(BIN)/pytest -q tests/faults
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

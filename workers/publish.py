@@ -33,6 +33,7 @@ _TO_PUBLISH = "outbox_to_publish"
 # One quick retry, then give up: the outbox row makes a failed publish a delay only.
 RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 PING_TIMEOUT = 2.0
+PUBLISH_TIMEOUT = 2.0
 FLUSH_BATCH = 100
 MARK_GATHER_SECONDS = 0.05
 FLUSH_MAX_BATCHES = 20
@@ -65,6 +66,10 @@ class Publisher:
             queue=queue_for(self.services.settings, task),
             retry=True,
             retry_policy=RETRY_POLICY,
+            # A broker that stops answering (not refusing) must not hold the request:
+            # the row stays pending for the beat's sweep.
+            timeout=PUBLISH_TIMEOUT,
+            confirm_timeout=PUBLISH_TIMEOUT,
         )
         return str(result.id)
 

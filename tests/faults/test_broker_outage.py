@@ -126,14 +126,6 @@ def test_intake_answers_while_the_broker_link_is_cut_and_nothing_is_lost(
                 assert_one_active_set(rows_of_user, 3, set_ids[rows_of_user[0].user_id] or "")
 
 
-@pytest.mark.xfail(
-    reason=(
-        "workers/publish.py Publisher.publish waits for RabbitMQ's publisher confirm "
-        "without a timeout: on a silent link the request never answers. Fix: pass "
-        "confirm_timeout (and timeout) to send_task."
-    ),
-    strict=True,
-)
 @pytest.mark.timeout(60)
 def test_intake_is_bounded_when_the_broker_link_goes_silent(stack: Stack, amqp_url: str) -> None:
     """A partition that drops packets instead of refusing them (a firewall, a frozen
