@@ -20,9 +20,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, insert, text, update
+from sqlalchemy import insert, update
 
-from bench.common import markdown_table
+from bench.common import fresh_postgres, markdown_table
 from domain import audit
 from domain import audit_types as types
 from domain.audit_checkpoint import checkpoint_org
@@ -56,18 +56,8 @@ def _postgres_up() -> bool:
 def _database() -> Iterator[tuple[str, str]]:
     """A fresh, migrated database: (label, url); dropped afterwards."""
     if _postgres_up():
-        name = f"bench_audit_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-        try:
-            upgrade(url)
+        with fresh_postgres("bench_audit") as url:
             yield "PostgreSQL", url
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
     else:
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{Path(tmp) / 'bench.db'}"

@@ -77,9 +77,7 @@ def find_user(session: Session, org_id: str, external_id: str) -> User | None:
     ).scalar_one_or_none()
 
 
-def get_user(
-    session: Session, org_id: str, external_id: str, *, for_update: bool = False
-) -> User:
+def get_user(session: Session, org_id: str, external_id: str, *, for_update: bool = False) -> User:
     """The user of this organization, or NotFound: never a hint that it exists elsewhere.
     `for_update` takes the row lock in the same read (see lock_user)."""
     if not for_update:

@@ -10,6 +10,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -81,11 +82,11 @@ def services(settings: Settings) -> Iterator[Services]:
     built.close()
 
 
-@pytest.fixture(scope="session")
-def pg_database_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, migrated, dropped at the end."""
+@contextmanager
+def fresh_postgres_database(prefix: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database; its sessions ended and it is dropped after."""
     require_service("PostgreSQL", POSTGRES_URL, 5432)
-    name = f"mfa_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -104,6 +105,13 @@ def pg_database_url() -> Iterator[str]:
             )
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, migrated, dropped at the end."""
+    with fresh_postgres_database("mfa_test") as url:
+        yield url
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import re
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +33,8 @@ from sqlalchemy import create_engine, inspect, text
 
 from cli.main import cli
 from domain.logs import JsonFormatter
-from domain.migrate import upgrade
 from domain.settings import Settings
-from tests.conftest import POSTGRES_URL, TEST_SECRET_KEY, make_settings, require_service
+from tests.conftest import TEST_SECRET_KEY, fresh_postgres_database, make_settings
 from tests.integration.api_helpers import ApiWorld, api_world
 from workers.app import regeneration_queue
 
@@ -51,26 +49,8 @@ _NOISE = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:\.\d+)?|\d+\.\d+"
 @pytest.fixture
 def hunt_database_url() -> Iterator[str]:
     """A database of its own, so its dump holds this test's rows and nothing else."""
-    require_service("PostgreSQL", POSTGRES_URL, 5432)
-    name = f"mfa_hunt_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        upgrade(url)
+    with fresh_postgres_database("mfa_hunt") as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :n AND pid <> pg_backend_pid()"
-                ),
-                {"n": name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 class LogCapture(logging.Handler):

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from celery import Celery, signals
 from celery.contrib.testing.worker import start_worker
-from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy import func, select, update
 
 from domain import audit_types as types
 from domain.codes import LOCATOR_LENGTH, normalise
@@ -41,7 +41,7 @@ from domain.models import (
 )
 from domain.services import Services
 from domain.settings import Settings
-from tests.conftest import POSTGRES_URL, make_settings, require_service
+from tests.conftest import fresh_postgres_database, make_settings
 from tests.integration import pipeline_helpers as h
 from workers.app import TASK_CHECKPOINT, TASK_EXPIRE_SHEETS, TASK_PROCESS, TASK_REPUBLISH_STALE
 from workers.publish import Publisher
@@ -183,26 +183,8 @@ def active_codes(svc: Services, person: h.Person) -> list[BackupCode]:
 @pytest.fixture(scope="module")
 def private_database() -> Iterator[str]:
     """A migrated database of this module's own: the sweeps' counts are then exact."""
-    require_service("PostgreSQL", POSTGRES_URL, 5432)
-    name = f"mfa_worker_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-        upgrade(url)
+    with fresh_postgres_database("mfa_worker") as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :n AND pid <> pg_backend_pid()"
-                ),
-                {"n": name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="module")
