@@ -205,6 +205,7 @@ def test_confirming_without_a_pending_enrollment_is_409(world: ApiWorld) -> None
     token = world.token(org, "alice", "user")
     got = world.call("POST", CONFIRM, token, json={"totp": "123456"})
     problem(got, 409, "no-pending-enrollment")
+    assert status(world, token)["enrolled"] is False
 
 
 def test_confirmation_issues_the_first_set_through_the_pipeline(world: ApiWorld) -> None:
@@ -344,6 +345,7 @@ def test_regeneration_without_enrollment_is_409_mfa_not_enrolled(world: ApiWorld
     world.user(org)
     token = world.token(org, "alice", "user")
     problem(regenerate(world, token, "123456"), 409, "mfa-not-enrolled")
+    assert status(world, token)["backup_codes"] is None  # nothing was generated
 
 
 def test_five_failed_totps_lock_the_user_out_with_429(world: ApiWorld) -> None:

@@ -379,15 +379,15 @@ def _refusal(svc: Services, person: Person, error: type[DomainError]) -> DomainE
 
 def test_refused_when_backup_codes_are_off_and_the_refusal_is_kept(svc: Services) -> None:
     person, _ = enrolled(svc, enabled=False)
-    _refusal(svc, person, BackupCodesDisabled)
+    assert _refusal(svc, person, BackupCodesDisabled).commit_before_raising
 
 
 def test_refused_when_not_enrolled(svc: Services) -> None:
     org_id = new_org(svc)
     new_user(svc, org_id)
-    _refusal(svc, Person(org_id, "alice", "A" * 32), MfaNotEnrolled)
+    assert _refusal(svc, Person(org_id, "alice", "A" * 32), MfaNotEnrolled).commit_before_raising
     pending = Person(org_id, "alice", start(svc, org_id))  # pending is not enrolled
-    _refusal(svc, pending, MfaNotEnrolled)
+    assert _refusal(svc, pending, MfaNotEnrolled).commit_before_raising
 
 
 def test_refused_while_locked_out(svc: Services) -> None:
