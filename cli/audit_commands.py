@@ -16,7 +16,12 @@ from sqlalchemy.orm import Session
 from cli.common import EXIT_ERROR, handle_errors, load_services
 from domain import audit as audit_log
 from domain import audit_types as types
-from domain.audit_checkpoint import checkpoint_org, public_key_pem, write_checkpoints
+from domain.audit_checkpoint import (
+    checkpoint_org,
+    public_key_pem,
+    public_key_raw,
+    write_checkpoints,
+)
 from domain.audit_query import (
     Filters,
     count,
@@ -198,7 +203,16 @@ def checkpoint(org_id: str | None) -> None:
 
 
 @audit.command("public-key")
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Base64 of the 32 raw bytes, as MFA_AUDIT_RETIRED_PUBLIC_KEYS takes it after a rotation.",
+)
 @handle_errors
-def public_key() -> None:
+def public_key(raw: bool) -> None:
     """Print the checkpoints' Ed25519 verification key (PEM)."""
-    click.echo(public_key_pem(Settings.from_env()), nl=False)
+    settings = Settings.from_env()
+    if raw:
+        click.echo(public_key_raw(settings))
+    else:
+        click.echo(public_key_pem(settings), nl=False)

@@ -97,7 +97,9 @@ def get_user(session: Session, org_id: str, external_id: str, *, for_update: boo
 
 
 def _locked_in_this_transaction(session: Session) -> set[str]:
-    transaction = session.get_transaction()
+    # Keyed on the innermost (sub)transaction: a savepoint rolled back releases the
+    # row locks taken inside it.
+    transaction = session.get_nested_transaction() or session.get_transaction()
     held = session.info.get(_LOCKED)
     if held is None or held[0] is not transaction:
         held = (transaction, set())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography.exceptions import InvalidSignature
@@ -38,14 +39,25 @@ def public_key(settings: Settings) -> Ed25519PublicKey:
     return _private_key(settings).public_key()
 
 
-def verification_keys(settings: Settings) -> dict[str, Ed25519PublicKey]:
-    """Every key a checkpoint may have been signed with, by key id: the current
-    one and the retired ones of a rotation."""
-    keys = [public_key(settings)] + [
-        Ed25519PrivateKey.from_private_bytes(raw).public_key()
-        for raw in settings.audit_retired_signing_keys
+@dataclass(frozen=True)
+class VerificationKeys:
+    """The current key, and the retired ones that verify only what came before it."""
+
+    current_id: str
+    by_id: dict[str, Ed25519PublicKey]
+
+
+def verification_keys(settings: Settings) -> VerificationKeys:
+    current = public_key(settings)
+    keys = [current] + [
+        Ed25519PublicKey.from_public_bytes(raw) for raw in settings.audit_retired_public_keys
     ]
-    return {key_id(k): k for k in keys}
+    return VerificationKeys(key_id(current), {key_id(k): k for k in keys})
+
+
+def public_key_raw(settings: Settings) -> str:
+    """The verification key as base64 of its 32 raw bytes (MFA_AUDIT_RETIRED_PUBLIC_KEYS)."""
+    return base64.b64encode(_public_raw(public_key(settings))).decode()
 
 
 def _public_raw(key: Ed25519PublicKey) -> bytes:

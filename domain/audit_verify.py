@@ -20,12 +20,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Row, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from domain.audit import GENESIS_HASH, chain_hash, format_ts
-from domain.audit_checkpoint import signature_valid, verification_keys
+from domain.audit_checkpoint import VerificationKeys, signature_valid, verification_keys
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
 from domain.settings import Settings
 
@@ -74,12 +73,11 @@ def _checkpoint_dict(cp: AuditCheckpoint, verified: bool) -> dict[str, Any]:
 
 
 class _Walk:
-    def __init__(
-        self, session: Session, org_id: str, keys: dict[str, Ed25519PublicKey], batch: int
-    ) -> None:
+    def __init__(self, session: Session, org_id: str, keys: VerificationKeys, batch: int) -> None:
         self.session = session
         self.org_id = org_id
         self.keys = keys
+        self.current_key_seen = False  # after that, a retired key's checkpoint is a forgery
         self.batch = batch
         self.checked = 0
         self.last_seq = 0
@@ -147,10 +145,19 @@ class _Walk:
         self.last_seq, self.last_hash = row.seq, row.hash
 
     def _check_signature(self, cp: AuditCheckpoint) -> None:
-        key = self.keys.get(cp.key_id)
-        if key is None or not signature_valid(cp, key):
+        key = self.keys.by_id.get(cp.key_id)
+        problem = None
+        if key is None:
+            problem = f"is signed by an unknown key {cp.key_id}"
+        elif not signature_valid(cp, key):
+            problem = "has no valid signature"
+        elif cp.key_id == self.keys.current_id:
+            self.current_key_seen = True
+        elif self.current_key_seen:
+            problem = f"is signed by the retired key {cp.key_id} after the current key took over"
+        if problem is not None:
             self.checkpoint = _checkpoint_dict(cp, False)
-            raise _Bad(cp.seq, f"the checkpoint at seq {cp.seq} has no valid signature")
+            raise _Bad(cp.seq, f"the checkpoint at seq {cp.seq} {problem}")
 
     def _check_checkpoint_in_chain(self, cp: AuditCheckpoint) -> None:
         """A checkpoint at or before the last verified event: the chain must match it."""

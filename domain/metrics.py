@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 from sqlalchemy import event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from domain import audit_types as types
 
@@ -40,8 +40,10 @@ QUEUE_LATENCY = Histogram(
 
 
 def note_event(session: Session, type_: str, outcome: str, details: dict[str, Any]) -> None:
-    """Called by audit.append: remembered until the transaction commits."""
-    session.info.setdefault(_PENDING, []).append((type_, outcome, details))
+    """Called by audit.append: remembered, with the (sub)transaction that wrote it,
+    until the outermost transaction commits."""
+    writer = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_PENDING, []).append((writer, type_, outcome, details))
 
 
 def _count(type_: str, outcome: str, details: dict[str, Any]) -> None:
@@ -63,15 +65,30 @@ def _count(type_: str, outcome: str, details: dict[str, Any]) -> None:
 
 
 def _after_commit(session: Session) -> None:
-    for type_, outcome, details in session.info.pop(_PENDING, ()):
+    if session.in_nested_transaction():
+        return  # a savepoint released: its events wait for the outer commit
+    for _writer, type_, outcome, details in session.info.pop(_PENDING, ()):
         _count(type_, outcome, details)
 
 
-def _after_rollback(session: Session) -> None:
-    session.info.pop(_PENDING, None)
+def _after_soft_rollback(session: Session, previous: SessionTransaction) -> None:
+    if previous.parent is None:
+        session.info.pop(_PENDING, None)
+        return
+    # A savepoint rolled back: forget only what it (or a savepoint inside it) wrote.
+    kept = [e for e in session.info.get(_PENDING, ()) if not _within(e[0], previous)]
+    session.info[_PENDING] = kept
+
+
+def _within(transaction: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is ancestor:
+            return True
+        transaction = transaction.parent
+    return False
 
 
 def install(sessions: sessionmaker[Session]) -> None:
     if not event.contains(sessions, "after_commit", _after_commit):
         event.listen(sessions, "after_commit", _after_commit)
-        event.listen(sessions, "after_rollback", _after_rollback)
+        event.listen(sessions, "after_soft_rollback", _after_soft_rollback)

@@ -61,8 +61,10 @@ class Settings:
     secret_keys: tuple[str, ...] = field(repr=False)
     # Raw 32-byte Ed25519 private key for audit checkpoints.
     audit_signing_key: bytes = field(repr=False)
-    # Earlier signing keys (rotation): they no longer sign; their checkpoints still verify.
-    audit_retired_signing_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    # Public halves (raw 32 bytes) of earlier signing keys: their checkpoints still
+    # verify, up to the first one the current key signed. Public only: a retired
+    # private key kept around could sign forgeries.
+    audit_retired_public_keys: tuple[bytes, ...] = ()
     sheet_ttl_seconds: int = 900
     argon2: Argon2Params = Argon2Params()
     totp_issuer: str = "mfa-backup-codes"
@@ -119,18 +121,20 @@ class Settings:
             signing = _key_file(
                 var_dir / "audit-signing.key", _new_signing_key, embedded, "MFA_AUDIT_SIGNING_KEY"
             )
-        # Comma-separated, newest first, like MFA_SECRET_KEY: the first signs, all verify.
-        signing_keys = [_decode_signing_key(k) for k in signing.split(",") if k.strip()]
-        if not signing_keys:
-            raise ConfigurationError("MFA_AUDIT_SIGNING_KEY is empty")
+        signing_key = _decode_signing_key(signing)
+        retired = tuple(
+            _decode_key(k, "MFA_AUDIT_RETIRED_PUBLIC_KEYS")
+            for k in merged.get("MFA_AUDIT_RETIRED_PUBLIC_KEYS", "").split(",")
+            if k.strip()
+        )
 
         return cls(
             var_dir=var_dir,
             database_url=database_url,
             broker_url=broker_url,
             secret_keys=keys,
-            audit_signing_key=signing_keys[0],
-            audit_retired_signing_keys=tuple(signing_keys[1:]),
+            audit_signing_key=signing_key,
+            audit_retired_public_keys=retired,
             sheet_ttl_seconds=_int(merged, "MFA_SHEET_TTL_SECONDS", 900, 10, 7 * 86400),
             argon2=Argon2Params(
                 memory_kib=_int(merged, "MFA_ARGON2_MEMORY_KIB", 19 * 1024, 8, 4 * 1024 * 1024),
@@ -215,10 +219,20 @@ def _check_fernet_keys(keys: tuple[str, ...]) -> None:
 
 
 def _decode_signing_key(value: str) -> bytes:
+    if "," in value:
+        raise ConfigurationError(
+            "MFA_AUDIT_SIGNING_KEY holds one key; put the public halves of earlier keys in "
+            "MFA_AUDIT_RETIRED_PUBLIC_KEYS (mfa-codes audit public-key --raw)"
+        )
+    return _decode_key(value, "MFA_AUDIT_SIGNING_KEY")
+
+
+def _decode_key(value: str, name: str) -> bytes:
+    """32 raw bytes, base64-encoded (an Ed25519 private or public key)."""
     try:
         raw = base64.b64decode(value.strip().encode(), validate=True)
     except ValueError:
         raw = b""
     if len(raw) != 32:
-        raise ConfigurationError("MFA_AUDIT_SIGNING_KEY must be 32 raw bytes, base64-encoded")
+        raise ConfigurationError(f"{name} must be 32 raw bytes, base64-encoded")
     return raw

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from reportlab.lib.colors import Color, HexColor
@@ -61,7 +61,8 @@ class SheetContent:
     account: str  # the user's id or email
     set_id: str  # short non-secret label of the code set, e.g. "K7Q2-9M"
     generated_at: datetime  # aware, UTC
-    codes: tuple[str, ...]  # formatted codes such as "AB12-CDEF-GH34"
+    # Formatted codes such as "AB12-CDEF-GH34"; out of repr, so no log or traceback shows them.
+    codes: tuple[str, ...] = field(repr=False)
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.codes) <= MAX_CODES:

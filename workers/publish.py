@@ -19,7 +19,7 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from domain import outbox
 from domain.db import utcnow
@@ -152,6 +152,8 @@ class Publisher:
         self._installed = False
 
     def _before_commit(self, session: Session) -> None:
+        if session.in_nested_transaction():
+            return  # a savepoint: nothing is committed yet
         # enqueue() noted task and args with the id: nothing to read back.
         session.info.pop(outbox.OUTBOX_IDS, None)
         rows: list[Row] | None = session.info.pop(outbox.OUTBOX_ROWS, None)
@@ -159,11 +161,17 @@ class Publisher:
             session.info[_TO_PUBLISH] = rows
 
     def _after_commit(self, session: Session) -> None:
+        if session.in_nested_transaction():
+            return
         rows: list[Row] | None = session.info.pop(_TO_PUBLISH, None)
         if rows:
             self._mark(self._publish_rows(rows))
 
-    def _after_rollback(self, session: Session, _previous: object) -> None:
+    def _after_rollback(self, session: Session, previous: SessionTransaction) -> None:
+        if previous.parent is not None:
+            # A savepoint: a row it enqueued and lost is published for nothing at the
+            # commit; the task finds no such request and does nothing.
+            return
         session.info.pop(outbox.OUTBOX_IDS, None)
         session.info.pop(outbox.OUTBOX_ROWS, None)
         session.info.pop(_TO_PUBLISH, None)

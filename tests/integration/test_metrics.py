@@ -104,3 +104,42 @@ def test_worker_records_task_durations_by_task_name(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "no task duration recorded"
             time.sleep(0.02)
     assert (REGISTRY.get_sample_value(name, labels) or 0.0) - before == 1
+
+
+def test_events_of_a_savepoint_count_once_at_the_outer_commit_and_never_if_rolled_back(
+    tmp_path: Path,
+) -> None:
+    from prometheus_client import REGISTRY
+
+    from domain import accounts, audit
+    from domain import audit_types as types
+    from domain.services import Services
+
+    settings = make_settings(tmp_path)
+    upgrade(settings.database_url)
+    services = Services.build(settings)
+    org = "metrics-savepoints"
+    name = "mfa_audit_events_total"
+    kept = {"type": types.AUDIT_VERIFIED, "outcome": "success"}
+    lost = {"type": types.AUDIT_READ, "outcome": "success"}
+    before = {
+        k: REGISTRY.get_sample_value(name, v) or 0.0 for k, v in (("kept", kept), ("lost", lost))
+    }
+    try:
+        with services.unit_of_work() as session:
+            accounts.create_org(session, org, audit.CLI)
+        with services.unit_of_work() as session:
+            with session.begin_nested():
+                audit.append(session, org, types.AUDIT_VERIFIED, "success", audit.CLI)
+            # Released, not committed: nothing counted yet.
+            assert (REGISTRY.get_sample_value(name, kept) or 0.0) == before["kept"]
+            try:
+                with session.begin_nested():
+                    audit.append(session, org, types.AUDIT_READ, "success", audit.CLI)
+                    raise RuntimeError("roll this savepoint back")
+            except RuntimeError:
+                pass
+    finally:
+        services.close()
+    assert (REGISTRY.get_sample_value(name, kept) or 0.0) - before["kept"] == 1
+    assert (REGISTRY.get_sample_value(name, lost) or 0.0) == before["lost"]

@@ -176,3 +176,15 @@ def test_a_sheet_holds_one_to_twenty_codes(count: int) -> None:
 def test_generated_at_must_be_aware_utc(moment: datetime) -> None:
     with pytest.raises(ValueError, match="UTC"):
         replace(make_content(1), generated_at=moment)
+
+
+def test_the_content_repr_never_shows_a_code() -> None:
+    content = SheetContent(
+        organization="acme",
+        account="alice",
+        set_id="K7Q2-9M",
+        generated_at=datetime(2026, 11, 29, tzinfo=UTC),
+        codes=("AB12-CDEF-GH34", "XY98-ZZZZ-QQQQ"),
+    )
+    shown = repr(content)
+    assert "AB12" not in shown and "XY98" not in shown and "acme" in shown
