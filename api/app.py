@@ -7,10 +7,12 @@ problem+json in one place (api.errors).
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import falcon
 import falcon.media
+from falcon.inspect import inspect_routes
 
 from api import errors, metrics
 from api.middleware import RequestContext
@@ -47,4 +49,17 @@ def create_app(
     signin.register(app, services)
     admin.register(app, services)
     audit.register(app, services)
+    _require_roles_on_v1(app)
     return app
+
+
+def _require_roles_on_v1(app: falcon.App[falcon.Request, falcon.Response]) -> None:
+    """Fail at start-up, not in production, when a /v1 resource forgot its `roles`:
+    the middleware authenticates only resources that declare them."""
+    router = app._router  # falcon.inspect lists paths, not their resources
+    for route in inspect_routes(app):
+        concrete = re.sub(r"\{[^}]+\}", "x", route.path)
+        found = router.find(concrete)
+        resource = found[0] if found else None
+        if route.path.startswith("/v1/") and getattr(resource, "roles", None) is None:
+            raise RuntimeError(f"{route.path}: a /v1 resource must declare roles")

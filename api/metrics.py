@@ -6,20 +6,19 @@ never by the concrete path, so no user id or regeneration id becomes a label.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import falcon
+from falcon.constants import COMBINED_METHODS
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
     Counter,
     Histogram,
     generate_latest,
-    multiprocess,
 )
+
+from domain import metrics as domain_metrics
 
 HTTP_REQUESTS = Counter(
     "mfa_http_requests",
@@ -43,25 +42,18 @@ class HttpMetrics:
     ) -> None:
         route = req.uri_template or "unmatched"
         status = str(resp.status_code)
-        HTTP_REQUESTS.labels(route, req.method, status).inc()
+        # Only known methods: a label per invented method would grow without bound.
+        method = req.method if req.method in COMBINED_METHODS else "other"
+        HTTP_REQUESTS.labels(route, method, status).inc()
         started = getattr(req.context, "started", None)
         if started is not None:
             HTTP_DURATION.labels(route).observe(time.perf_counter() - started)
 
 
-def _registry() -> CollectorRegistry:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Several gunicorn workers: add up what every process wrote.
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return registry
-    return REGISTRY
-
-
 class Metrics:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = CONTENT_TYPE_LATEST
-        resp.data = generate_latest(_registry())
+        resp.data = generate_latest(domain_metrics.registry())
 
 
 def register(app: falcon.App[falcon.Request, falcon.Response]) -> None:

@@ -44,8 +44,10 @@ REPO_GUNICORN_CONF = Path(__file__).resolve().parents[1] / "deploy" / GUNICORN_C
 # `run`: gunicorn processes for the embedded API (each holds its own database pool).
 RUN_WEB_WORKERS = 2
 # `run`: how long children get to finish after SIGTERM (a task at hand, a request).
-STOP_GRACE_SECONDS = 25.0
-WATCHED = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGCHLD})
+# Longer than gunicorn's graceful_timeout (30 s), so requests in flight can finish.
+STOP_GRACE_SECONDS = 35.0
+# SIGHUP: the terminal closed; stop as for Ctrl-C rather than die without stopping.
+WATCHED = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD})
 PR_SET_PDEATHSIG = 1
 
 
@@ -358,7 +360,7 @@ def supervise(settings: Settings, host: str, port: int) -> int:
         while True:
             dead = next((r for r, p in children.items() if p.poll() is not None), None)
             if dead is not None:
-                if signal.sigpending() & {signal.SIGINT, signal.SIGTERM}:
+                if signal.sigpending() & {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}:
                     return_code = 0  # the terminal's Ctrl-C reached the child first
                 else:
                     log.error(

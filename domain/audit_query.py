@@ -16,7 +16,7 @@ import logging
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Row, Select, func, or_, select
@@ -108,7 +108,10 @@ def _timestamp(params: Params, name: str) -> datetime | None:
         ) from None
     if moment.tzinfo is None:
         raise InvalidRequest(f"{name} must carry a time zone (Z or +hh:mm)", field=name)
-    return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+14:00 has no UTC moment
+        raise InvalidRequest(f"{name} is out of range", field=name) from None
 
 
 def _identifier(params: Params, name: str) -> str | None:

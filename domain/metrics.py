@@ -9,9 +9,10 @@ workers), prometheus_client aggregates across processes.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
@@ -92,3 +93,13 @@ def install(sessions: sessionmaker[Session]) -> None:
     if not event.contains(sessions, "after_commit", _after_commit):
         event.listen(sessions, "after_commit", _after_commit)
         event.listen(sessions, "after_soft_rollback", _after_soft_rollback)
+
+
+def registry() -> CollectorRegistry:
+    """What a scrape should read: with PROMETHEUS_MULTIPROC_DIR (prometheus_client's
+    own variable) every process's samples added up, else this process's."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        summed = CollectorRegistry()
+        multiprocess.MultiProcessCollector(summed)  # type: ignore[no-untyped-call]
+        return summed
+    return REGISTRY

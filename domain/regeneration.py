@@ -110,8 +110,10 @@ def check_idempotency_key(key: str | None) -> None:
 
 
 def _refuse(session: Session, user: User, error: DomainError, ctx: audit.Context) -> DomainError:
+    # A wrong input is the user's failure; a refusal by policy or state is a denial.
+    outcome = types.FAILURE if isinstance(error, InvalidRequest) else types.DENIED
     return audit.refusal(
-        session, user.org_id, user.external_id, types.REGENERATION_REFUSED, error, ctx
+        session, user.org_id, user.external_id, types.REGENERATION_REFUSED, error, ctx, outcome
     )
 
 
@@ -338,6 +340,26 @@ def _judge(
     enrollment.drift = judgement.drift
     policy.reset_failures(session, user)
     return None
+
+
+PROCESSING_FAILED = "processing-failed"
+
+
+def abandon(session: Session, regeneration_id: str, now: datetime) -> bool:
+    """Fail a request the worker could not process however often it tried (an error
+    that repeats), so it stops coming back and its TOTP value is wiped. False when
+    it has finished meanwhile or no longer exists."""
+    reg = session.get(Regeneration, regeneration_id)
+    owner = session.get(User, reg.user_id) if reg is not None else None
+    if reg is None or owner is None or reg.status in FINISHED:
+        return False
+    user = accounts.lock_user(session, owner)
+    session.refresh(reg, with_for_update=True)
+    if reg.status in FINISHED:
+        return False
+    reg.totp_ciphertext = None
+    _fail(session, reg, user, PROCESSING_FAILED, now, audit.Context.from_dict(reg.actor))
+    return True
 
 
 def _fail(

@@ -27,6 +27,7 @@ TIME_LIMIT = 90
 # The redis transport redelivers an unacked message after this long; it must be far
 # above the longest task or a slow task would run twice concurrently.
 REDIS_VISIBILITY_TIMEOUT = 3600
+REDIS_SOCKET_TIMEOUT = 2.0
 # The embedded broker polls its folder when idle; 0.1 s keeps a request's latency low
 # at the cost of a directory listing per queue ten times a second.
 FILESYSTEM_POLLING_INTERVAL = 0.1
@@ -50,7 +51,13 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
         # A publish returns only once RabbitMQ has taken the message.
         return {"confirm_publish": True}
     if url.startswith(("redis://", "rediss://")):
-        return {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT}
+        # The redis transport ignores broker_connection_timeout and publish timeouts:
+        # without socket timeouts a silent Redis would hold a request indefinitely.
+        return {
+            "visibility_timeout": REDIS_VISIBILITY_TIMEOUT,
+            "socket_timeout": REDIS_SOCKET_TIMEOUT,
+            "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
+        }
     if settings.embedded_broker:
         # Measured here (`mfa-codes` worker, threads pool, 200 no-op tasks): ~1,000
         # tasks/s, against ~100/s for kombu's SQLAlchemy transport on SQLite, which also

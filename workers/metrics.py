@@ -7,12 +7,13 @@ the transaction commits, which for regenerations is here.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 from celery import signals
-from prometheus_client import CollectorRegistry, Histogram, multiprocess, start_http_server
+from prometheus_client import Histogram, start_http_server
+
+from domain import metrics as domain_metrics
 
 TASK_DURATION = Histogram(
     "mfa_task_duration_seconds",
@@ -43,10 +44,4 @@ def connect() -> None:
 
 
 def serve_metrics(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 (scraped from outside the container)
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # prometheus_client's own variable: every process writes its samples there.
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        start_http_server(port, addr=addr, registry=registry)
-    else:
-        start_http_server(port, addr=addr)
+    start_http_server(port, addr=addr, registry=domain_metrics.registry())

@@ -1,14 +1,16 @@
 """Publishing after commit: the outbox rows of a transaction reach the broker once it
 has committed, and are marked published; whatever fails stays pending for the beat.
 
-A request never fails because the broker is down: the publish is given about two
-seconds, its failure logged (the exception's type, never its text, which may name
-the broker's URL) and swallowed. The row's `published_at` stays NULL and
+A request never fails because the broker is down: a publish and its confirm wait at
+most PUBLISH_TIMEOUT each, with one retry after a reconnect (about 4 to 6 seconds in
+the worst case); the failure is logged (the exception's type, never its text, which
+may name the broker's URL) and swallowed. The row's `published_at` stays NULL and
 `maintenance.republish_stale` sends it later.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -104,6 +106,8 @@ class Publisher:
                     target=self._mark_in_background, name="outbox-marker", daemon=True
                 )
                 self._marker.start()
+                # A process that exits writes what it still holds (else: sent again).
+                atexit.register(self.flush_marks)
         self._marks_due.set()
 
     def _mark_in_background(self) -> None:

@@ -26,6 +26,7 @@ from workers.publish import Publisher
 log = logging.getLogger(__name__)
 
 MAX_RETRIES = 4  # 1 + 2 + 4 + 8 s; after that the stale republish still catches it
+RETRY_BACKOFF_SECONDS = 1.0  # the first retry's wait; each next one waits twice as long
 # Outbox rows younger than this are left to the after-commit publisher at work now.
 OUTBOX_GRACE_SECONDS = 5
 
@@ -86,12 +87,24 @@ def register_tasks(
                     retries + 1,
                 )
                 raise self.retry(
-                    countdown=2**retries, exc=TransientDatabaseError(_db_error(exc))
+                    countdown=RETRY_BACKOFF_SECONDS * 2**retries,
+                    exc=TransientDatabaseError(_db_error(exc)),
                 ) from None
-            except SQLAlchemyError as exc:
-                # Re-raised without the statement and its parameters.
-                log.error("regeneration %s: database error %s", regeneration_id, _db_error(exc))
-                raise RuntimeError(f"database error {_db_error(exc)}") from None
+            except Exception as exc:
+                # An error that may well repeat (bad data, a bug): a few retries, then
+                # the request is failed, so it does not come back every sweep forever.
+                kind = _db_error(exc) if isinstance(exc, SQLAlchemyError) else type(exc).__name__
+                retries = int(self.request.retries or 0)
+                if retries < MAX_RETRIES:
+                    log.error("regeneration %s: %s, retry %d", regeneration_id, kind, retries + 1)
+                    # Re-raised without the message: a statement's parameters stay out.
+                    raise self.retry(
+                        countdown=RETRY_BACKOFF_SECONDS * 2**retries, exc=RuntimeError(kind)
+                    ) from None
+                log.error("regeneration %s: %s on every try: failed", regeneration_id, kind)
+                with services.unit_of_work() as session:
+                    regeneration.abandon(session, regeneration_id, utcnow())
+                return regeneration.PROCESSING_FAILED
             log.info("regeneration %s: %s", regeneration_id, status, extra={"started": started})
             return status
 

@@ -534,7 +534,7 @@ CASES: tuple[Case, ...] = (
     Case("regeneration-refused-key-reused", _regenerate_key_reused, 422,
          (_refused(T.REGENERATION_REFUSED, "idempotency-key-reused"),)),
     Case("regeneration-refused-malformed-totp", _regenerate_malformed_totp, 422,
-         (_refused(T.REGENERATION_REFUSED, "invalid-request"),)),
+         (_refused(T.REGENERATION_REFUSED, "invalid-request", T.FAILURE),)),
     Case("sheet-retrieved-pdf", _sheet("application/pdf"), 200,
          (Ev(T.SHEET_RETRIEVED, details={**RID, "format": "pdf"}),)),
     Case("sheet-retrieved-text", _sheet("text/plain"), 200,

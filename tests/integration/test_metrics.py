@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from wsgiref.validate import WSGIWarning
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from domain.migrate import upgrade
@@ -143,3 +145,16 @@ def test_events_of_a_savepoint_count_once_at_the_outer_commit_and_never_if_rolle
         services.close()
     assert (REGISTRY.get_sample_value(name, kept) or 0.0) - before["kept"] == 1
     assert (REGISTRY.get_sample_value(name, lost) or 0.0) == before["lost"]
+
+
+def test_invented_methods_share_one_label(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    upgrade(settings.database_url)
+    with api_world(settings, worker=False) as world:
+        for method in ("FOOBAR1", "FOOBAR2"):
+            # The test client's WSGI validator warns about the method; a server does not.
+            with pytest.warns(WSGIWarning):
+                world.client.simulate_request(method, "/nowhere")
+        text = world.call("GET", "/metrics").text
+    assert "FOOBAR" not in text
+    assert re.search(r'mfa_http_requests_total\{[^}]*method="other"', text)

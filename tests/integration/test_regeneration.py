@@ -360,7 +360,8 @@ def test_a_malformed_totp_is_refused_and_only_the_refusal_is_written(
     assert info.value.field == "totp"
     after = events(svc, person.org_id)
     assert len(after) == len(before) + 1
-    assert (after[-1].type, after[-1].outcome) == (types.REGENERATION_REFUSED, types.DENIED)
+    # The user's wrong input: a failure, as a wrong TOTP is (a policy refusal is denied).
+    assert (after[-1].type, after[-1].outcome) == (types.REGENERATION_REFUSED, types.FAILURE)
     assert after[-1].details == {"reason": "invalid-request"}
     with svc.unit_of_work() as session:
         owner = user(session, person.org_id)

@@ -45,6 +45,8 @@ def test_timestamps_are_rfc3339_with_a_zone() -> None:
         ({"since": "yesterday"}, "since"),
         ({"since": "2026-11-28T09:14:03"}, "since"),  # no zone
         ({"until": "2026-13-01T00:00:00Z"}, "until"),
+        ({"since": "0001-01-01T00:00:00+14:00"}, "since"),  # no UTC moment: not a 500
+        ({"until": "9999-12-31T23:59:59-14:00"}, "until"),
         ({"since": "2026-11-29T00:00:00Z", "until": "2026-11-28T00:00:00Z"}, "until"),
         ({"type": ""}, "type"),
         ({"type": "a*b"}, "type"),

@@ -161,6 +161,14 @@ def test_redis_redelivers_only_long_after_the_hard_time_limit(tmp_path: Path) ->
     assert timeout == celery_config.REDIS_VISIBILITY_TIMEOUT
 
 
+def test_a_silent_redis_cannot_hold_a_publish_longer_than_its_socket_timeout(
+    tmp_path: Path,
+) -> None:
+    options = make_celery(make_settings(tmp_path, MFA_BROKER_URL=REDIS)).conf
+    transport = options.broker_transport_options
+    assert transport["socket_timeout"] == transport["socket_connect_timeout"] <= 2.0
+
+
 def test_the_embedded_broker_keeps_its_folders_under_var(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     app = make_celery(settings)

@@ -173,3 +173,42 @@ def test_the_checker_allows_what_the_rules_allow(tmp_path: Path) -> None:
         },
     )
     assert violations(all_imports(root)) == []
+
+
+def test_an_app_with_a_v1_resource_without_roles_does_not_start(tmp_path: Path) -> None:
+    import falcon
+    import pytest
+
+    from api import app as app_module
+    from domain.migrate import upgrade
+    from domain.services import Services
+    from tests.conftest import make_settings
+    from workers.app import make_celery
+    from workers.publish import Publisher
+
+    class Forgetful:
+        def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+            resp.media = {"secret": "exposed"}
+
+    settings = make_settings(tmp_path)
+    upgrade(settings.database_url)
+    services = Services.build(settings)
+    original = app_module.admin.register
+
+    def register_with_a_forgetful_route(app: falcon.App, svc: Services) -> None:  # type: ignore[type-arg]
+        original(app, svc)
+        app.add_route("/v1/users/{user_id}/forgotten", Forgetful())
+
+    try:
+        app_module.admin.register = register_with_a_forgetful_route  # type: ignore[assignment]
+        with pytest.raises(RuntimeError, match="must declare roles"):
+            app_module.create_app(settings, services, Publisher(make_celery(settings), services))
+    finally:
+        app_module.admin.register = original  # type: ignore[assignment]
+        services.close()
+    # And the real app starts: every /v1 resource declares its roles.
+    services = Services.build(settings)
+    try:
+        app_module.create_app(settings, services, Publisher(make_celery(settings), services))
+    finally:
+        services.close()
