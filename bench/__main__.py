@@ -17,7 +17,7 @@ SUITES = [
     ("Audit trail", "bench.bench_audit"),
     ("Worker: regeneration vs its irreducible work", "bench.bench_worker"),
     ("Intake: POST regenerations vs a bare Falcon INSERT", "bench.bench_intake"),
-    ("Latency: 202 to ready vs the worker's own time", "bench.bench_latency"),
+    ("Latency: POST to ready vs the worker's own time", "bench.bench_latency"),
     ("Worker scaling: 1 vs 2 processes", "bench.bench_scaling"),
 ]
 

@@ -6,6 +6,7 @@ they are skipped, unless MFA_REQUIRE_SERVICES=1 (CI), where that is a failure.
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import uuid
@@ -15,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from celery import Celery
 from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, text
 
@@ -65,6 +67,17 @@ def make_settings(tmp_path: Path, **env: str) -> Settings:
     }
     base.update(env)
     return Settings.from_env(env=base, dotenv=None)
+
+
+def pg_amqp_settings(tmp: Path, database_url: str, broker_url: str) -> Settings:
+    """make_settings on PostgreSQL and RabbitMQ; outside the embedded default the
+    audit signing key must be given (it is not created on first use)."""
+    return make_settings(
+        tmp,
+        MFA_DATABASE_URL=database_url,
+        MFA_BROKER_URL=broker_url,
+        MFA_AUDIT_SIGNING_KEY=base64.b64encode(os.urandom(32)).decode(),
+    )
 
 
 @pytest.fixture
@@ -141,3 +154,12 @@ def redis_url() -> str:
 def unique(prefix: str = "org") -> str:
     """Tests share one database per session; each makes its own organization."""
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def delete_broker_queues(celery_app: Celery) -> None:
+    """Remove an app's queues and exchanges (and what no worker consumed) from the broker."""
+    with celery_app.connection_for_write() as conn:
+        for queue in celery_app.amqp.queues.values():
+            bound = queue.bind(conn.default_channel)
+            bound.delete()
+            bound.exchange.delete()

@@ -1,4 +1,5 @@
-"""Fixtures for the attack tests: the real app with a real worker thread on SQLite.
+"""Fixtures for the attack tests: the real app with a real worker thread, on
+PostgreSQL and RabbitMQ (lockouts are counted in the database they run against).
 
 One world per module: stopping the embedded worker costs seconds, and every test
 makes its own organization and users, so nothing is shared but the process.
@@ -10,14 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from domain.migrate import upgrade
-from tests.conftest import make_settings
+from tests.conftest import pg_amqp_settings
 from tests.integration.api_helpers import ApiWorld, api_world
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiWorld]:
-    settings = make_settings(tmp_path_factory.mktemp("attacks"))
-    upgrade(settings.database_url)
+def world(
+    tmp_path_factory: pytest.TempPathFactory, pg_database_url: str, amqp_url: str
+) -> Iterator[ApiWorld]:
+    settings = pg_amqp_settings(tmp_path_factory.mktemp("attacks"), pg_database_url, amqp_url)
     with api_world(settings) as built:
         yield built

@@ -19,7 +19,7 @@ from api.app import create_app
 from domain import accounts, audit, tokens
 from domain.services import Services
 from domain.settings import Settings
-from tests.conftest import unique
+from tests.conftest import delete_broker_queues, unique
 from workers.app import make_celery
 from workers.publish import Publisher
 from workers.tasks import register_tasks
@@ -145,3 +145,6 @@ def api_world(settings: Settings, *, worker: bool = True) -> Iterator[ApiWorld]:
     finally:
         publisher.uninstall()
         services.close()
+        if settings.broker_url.startswith("amqp"):
+            delete_broker_queues(celery_app)  # each world's prefix is its own
+        celery_app.close()

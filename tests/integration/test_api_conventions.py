@@ -22,7 +22,7 @@ from api.app import create_app
 from domain.migrate import upgrade
 from domain.models import AuditEvent
 from domain.services import Services
-from tests.conftest import make_settings
+from tests.conftest import make_settings, pg_amqp_settings
 from tests.integration.api_helpers import ApiWorld, api_world
 from workers.app import make_celery
 from workers.publish import Publisher
@@ -427,9 +427,11 @@ def test_readyz_names_an_unreachable_database(tmp_path: Path) -> None:
         services.close()
 
 
-def test_a_user_agent_with_control_characters_is_stored_printable(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
-    upgrade(settings.database_url)
+def test_a_user_agent_with_control_characters_is_stored_printable(
+    tmp_path: Path, pg_database_url: str, amqp_url: str
+) -> None:
+    # On PostgreSQL, where a NUL in a text column is refused outright.
+    settings = pg_amqp_settings(tmp_path, pg_database_url, amqp_url)
     with api_world(settings, worker=False) as world:
         org = world.org()
         world.user(org)

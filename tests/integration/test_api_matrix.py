@@ -15,66 +15,24 @@ token of an endpoint that only ever addresses the caller's own organization).
 
 from __future__ import annotations
 
-import base64
-import os
 import secrets
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
-from celery import Celery
 from sqlalchemy import func, select
 
 from domain import accounts, tokens
 from domain.models import AuthFailure, BackupCode, Regeneration, Sheet, TotpEnrollment
-from domain.settings import Settings
-from tests.conftest import make_settings, unique
-from tests.integration import api_helpers
+from tests.conftest import pg_amqp_settings, unique
 from tests.integration.api_helpers import ApiWorld, api_world
-from workers.app import make_celery
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
 ROLES = ("user", "service", "admin", "auditor")
 VICTIM = "victim"  # exists in organization A only
 A_POLICY = {"backup_codes_enabled": True, "code_count": 7}  # B keeps the default 5
-
-
-@contextmanager
-def prompt_worker() -> Iterator[None]:
-    """api_world's Celery app, tuned for worker threads in a test process.
-
-    An AMQP heartbeat of 2 s: without it the worker's event loop (kombu's hub) polls
-    with a timeout of up to 10 s once any timer is scheduled, so a stop request, and
-    now and then a delivery, waits that long and start_worker's 10 s shutdown_timeout
-    is sometimes exceeded; the heartbeat check is a timer every second, so the loop
-    wakes at least that often. No remote control: every worker thread of the process
-    has the same node name, and a second one dies on the first one's exclusive
-    pidbox queue (RESOURCE_LOCKED), leaving start_worker waiting forever."""
-
-    def make(settings: Settings) -> Celery:
-        app = make_celery(settings)
-        app.conf.broker_heartbeat = 2
-        app.conf.worker_enable_remote_control = False
-        return app
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(api_helpers, "make_celery", make)
-        yield
-
-
-def pg_amqp_settings(tmp: Path, database_url: str, broker_url: str) -> Settings:
-    """make_settings on PostgreSQL and RabbitMQ; outside the embedded default the
-    audit signing key must be given, it is not created on first use."""
-    return make_settings(
-        tmp,
-        MFA_DATABASE_URL=database_url,
-        MFA_BROKER_URL=broker_url,
-        MFA_AUDIT_SIGNING_KEY=base64.b64encode(os.urandom(32)).decode(),
-    )
 
 
 # --- the shared world ---------------------------------------------------------------
@@ -150,7 +108,7 @@ def shared(
     tmp_path_factory: pytest.TempPathFactory, pg_database_url: str, amqp_url: str
 ) -> Iterator[Shared]:
     settings = pg_amqp_settings(tmp_path_factory.mktemp("matrix"), pg_database_url, amqp_url)
-    with prompt_worker(), api_world(settings) as world:
+    with api_world(settings) as world:
         a_id = world.org(code_count=A_POLICY["code_count"])
         _, confirmed = world.enroll(a_id, VICTIM)
         rid = confirmed["regeneration"]["id"]

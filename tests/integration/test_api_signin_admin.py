@@ -17,9 +17,8 @@ from domain import audit_types as types
 from domain import outbox
 from domain.db import utcnow
 from domain.models import OutboxMessage
-from tests.conftest import unique
+from tests.conftest import pg_amqp_settings, unique
 from tests.integration.api_helpers import ApiWorld, api_world
-from tests.integration.test_api_matrix import pg_amqp_settings, prompt_worker
 from workers.app import TASK_PROCESS
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -30,7 +29,7 @@ def world(
     tmp_path_factory: pytest.TempPathFactory, pg_database_url: str, amqp_url: str
 ) -> Iterator[ApiWorld]:
     settings = pg_amqp_settings(tmp_path_factory.mktemp("signin"), pg_database_url, amqp_url)
-    with prompt_worker(), api_world(settings) as w:
+    with api_world(settings) as w:
         yield w
 
 

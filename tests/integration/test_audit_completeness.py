@@ -35,7 +35,7 @@ from domain.codes import ALPHABET
 from domain.db import utcnow
 from domain.migrate import upgrade
 from domain.models import Regeneration, User
-from tests.conftest import make_settings
+from tests.conftest import make_settings, pg_amqp_settings
 from tests.integration.api_helpers import ApiWorld, api_world
 from workers.app import TASK_EXPIRE_SHEETS
 
@@ -628,7 +628,9 @@ def world(
         settings = make_settings(tmp)
         upgrade(settings.database_url)
     else:
-        settings = make_settings(tmp, MFA_DATABASE_URL=request.getfixturevalue("pg_database_url"))
+        settings = pg_amqp_settings(
+            tmp, request.getfixturevalue("pg_database_url"), request.getfixturevalue("amqp_url")
+        )
     assert settings.lockout_window_seconds == LOCKOUT_WINDOW
     with api_world(settings) as built:
         yield built

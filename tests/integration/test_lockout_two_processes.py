@@ -25,9 +25,8 @@ from domain import audit, tokens
 from domain import audit_types as types
 from domain.services import Services
 from domain.settings import Settings
-from tests.conftest import FAST_ARGON2
+from tests.conftest import FAST_ARGON2, pg_amqp_settings
 from tests.integration.codes_fixtures import Holder, events, holder, row_of
-from tests.integration.test_api_matrix import pg_amqp_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 

@@ -41,7 +41,7 @@ from domain.models import (
 )
 from domain.services import Services
 from domain.settings import Settings
-from tests.conftest import fresh_postgres_database, make_settings
+from tests.conftest import delete_broker_queues, fresh_postgres_database, make_settings
 from tests.integration import pipeline_helpers as h
 from workers.app import TASK_CHECKPOINT, TASK_EXPIRE_SHEETS, TASK_PROCESS, TASK_REPUBLISH_STALE
 from workers.publish import Publisher
@@ -88,12 +88,7 @@ def await_status(svc: Services, regeneration_id: str, wanted: str = "ready") -> 
         time.sleep(0.02)
 
 
-def delete_queues(celery_app: Celery) -> None:
-    with celery_app.connection_for_write() as conn:
-        for queue in celery_app.amqp.queues.values():
-            bound = queue.bind(conn.default_channel)
-            bound.delete()
-            bound.exchange.delete()
+delete_queues = delete_broker_queues
 
 
 @dataclass
