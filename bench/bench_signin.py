@@ -25,12 +25,11 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-from bench.common import markdown_table
+from bench.common import markdown_table, seed_enrolled
 from domain import accounts, audit, signin
 from domain import totp as otp
-from domain.codes import CodeHasher, generate_codes, new_set_id
+from domain.codes import CodeHasher, generate_codes
 from domain.migrate import upgrade
-from domain.models import BackupCode, TotpEnrollment
 from domain.policy import Lockout
 from domain.services import Services
 from domain.settings import Settings
@@ -67,25 +66,8 @@ def _user_with_codes(services: Services, count: int) -> tuple[str, list[str], st
     with services.unit_of_work() as session:
         accounts.create_org(session, org_id, audit.CLI)
         user = accounts.create_user(session, org_id, "alice", None, audit.CLI)
-        session.add(
-            TotpEnrollment(
-                user_id=user.id,
-                secret_ciphertext=services.box.encrypt_text(otp.new_secret()),
-                confirmed_at=now,
-            )
-        )
-        set_id = new_set_id()
-        session.add_all(
-            BackupCode(
-                user_id=user.id,
-                set_id=set_id,
-                generation=1,
-                position=c.position,
-                locator=c.locator,
-                hash=h,
-            )
-            for c, h in zip(codes, hashes, strict=True)
-        )
+        pairs = list(zip(codes, hashes, strict=True))
+        seed_enrolled(session, services, user, otp.new_secret(), pairs, now)
     last = codes[-1].value
     wrong = last[:2] + ("0" if last[2] != "0" else "1") + last[3:]
     return org_id, hashes, wrong

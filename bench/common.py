@@ -18,12 +18,13 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
 
 from domain import accounts, audit, regeneration
 from domain import totp as otp
-from domain.codes import generate_codes, new_set_id
+from domain.codes import PlainCode, generate_codes, new_set_id
 from domain.migrate import upgrade
-from domain.models import BackupCode, TotpEnrollment
+from domain.models import BackupCode, TotpEnrollment, User
 from domain.services import Services
 from domain.settings import Settings
 from workers.app import make_celery
@@ -170,28 +171,38 @@ def enrolled_people(
             secret = otp.new_secret()
             with services.unit_of_work() as session:
                 user = accounts.create_user(session, org_id, f"user{u}", None, audit.CLI)
-                session.add(
-                    TotpEnrollment(
-                        user_id=user.id,
-                        secret_ciphertext=services.box.encrypt_text(secret),
-                        confirmed_at=now,
-                    )
-                )
-                if with_codes:
-                    set_id = new_set_id()
-                    session.add_all(
-                        BackupCode(
-                            user_id=user.id,
-                            set_id=set_id,
-                            generation=1,
-                            position=c.position,
-                            locator=c.locator,
-                            hash=PLACEHOLDER_HASH,
-                        )
-                        for c in generate_codes(5)
-                    )
+                codes = [(c, PLACEHOLDER_HASH) for c in generate_codes(5)] if with_codes else []
+                seed_enrolled(session, services, user, secret, codes, now)
             people.append(Person(org_id, f"user{u}", secret))
     return people
+
+
+def seed_enrolled(
+    session: Session,
+    services: Services,
+    user: User,
+    secret: str,
+    hashed_codes: Sequence[tuple[PlainCode, str]],
+    now: datetime,
+) -> None:
+    """A confirmed TOTP enrollment and, when given, one active set of (code, hash)."""
+    session.add(
+        TotpEnrollment(
+            user_id=user.id, secret_ciphertext=services.box.encrypt_text(secret), confirmed_at=now
+        )
+    )
+    set_id = new_set_id()
+    session.add_all(
+        BackupCode(
+            user_id=user.id,
+            set_id=set_id,
+            generation=1,
+            position=c.position,
+            locator=c.locator,
+            hash=h,
+        )
+        for c, h in hashed_codes
+    )
 
 
 # An argon2id string of the usual length; seeded "existing" codes are never verified.
