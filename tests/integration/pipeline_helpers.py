@@ -141,3 +141,18 @@ def events(svc: Services, org_id: str, type_: str | None = None) -> list[AuditEv
         if type_ is not None:
             query = query.where(AuditEvent.type == type_)
         return list(session.execute(query.order_by(AuditEvent.seq)).scalars())
+
+
+def enrolled_and_fetched(svc: Services, at: datetime = NOW) -> Person:
+    """A confirmed user whose enrollment set was issued and its sheet fetched at `at`:
+    nothing of theirs is pending, and no sheet is waiting."""
+    person, enrollment_id = enrolled(svc, at=at)
+    assert enrollment_id is not None
+    assert process(svc, enrollment_id, at) == "ready"
+    retrieve(svc, person, enrollment_id, "text", at)
+    return person
+
+
+def wrong_code(person: Person, at: datetime) -> str:
+    """A well-formed TOTP value that is not the one for `at`."""
+    return f"{(int(person.code(at)) + 1) % 1_000_000:06d}"
