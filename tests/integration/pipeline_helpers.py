@@ -112,6 +112,11 @@ def load(svc: Services, regeneration_id: str) -> Regeneration:
         return reg
 
 
+def load_or_none(svc: Services, regeneration_id: str) -> Regeneration | None:
+    with svc.unit_of_work() as session:
+        return session.get(Regeneration, regeneration_id)
+
+
 def stored_sheet(svc: Services, regeneration_id: str) -> tuple[bytes, str] | None:
     """The stored sheet decrypted (pdf, text), read without retrieving it."""
     with svc.unit_of_work() as session:
