@@ -9,7 +9,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from domain import accounts, audit, policy
+from domain import accounts, audit, policy, sheet_store
 from domain import audit_types as types
 from domain.db import utcnow
 from domain.errors import InvalidRequest, MfaNotEnrolled, NotFound
@@ -83,7 +83,9 @@ def put_policy(
 
 def revoke_codes(session: Session, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
     """Deactivate every active code of the user (spent ones too, as a regeneration
-    does); the audited count is of the codes that could still have been used."""
+    does); the audited count is of the codes that could still have been used. A
+    sheet not yet retrieved is deleted (its regeneration ends expired): it would
+    hand the user dead codes."""
     user = accounts.lock_user(session, accounts.get_user(session, org_id, user_external_id))
     now = utcnow()
     usable = _count_codes(session, user, unspent_only=True)
@@ -102,6 +104,7 @@ def revoke_codes(session: Session, org_id: str, user_external_id: str, ctx: audi
         user_id=user.external_id,
         details={"count": usable},
     )
+    sheet_store.expire_unfetched(session, user, now, ctx)
 
 
 def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
@@ -174,6 +177,7 @@ def mfa_status(session: Session, services: Services, user: User) -> dict[str, An
         "enrolled": enrollment is not None and enrollment.confirmed_at is not None,
         "backup_codes_enabled": org.backup_codes_enabled,
         "backup_codes": _current_set(session, user),
+        "last_set_expired_unseen": _last_set_expired_unseen(session, user),
     }
 
 
@@ -192,13 +196,35 @@ def _current_set(session: Session, user: User) -> dict[str, Any] | None:
     newest = max(active, key=lambda c: c.generation)
     current = [c for c in active if c.set_id == newest.set_id]
     remaining = sum(1 for c in current if c.spent_at is None)
+    spent = [c.spent_at for c in current if c.spent_at is not None]
     return {
         "set_id": newest.set_id,
         "remaining": remaining,
         "total": len(current),
         "low": remaining <= LOW_WATERMARK,
         "generated_at": _ts(min(c.created_at for c in current)),
+        "last_used_at": _ts(max(spent)) if spent else None,
     }
+
+
+def _last_set_expired_unseen(session: Session, user: User) -> bool:
+    """True when the user's newest set (highest generation) came from a regeneration
+    whose sheet expired before anyone fetched it (or that a revocation deleted
+    unfetched): that set is deactivated, and only a regeneration helps."""
+    newest = session.execute(
+        select(BackupCode.set_id)
+        .where(BackupCode.user_id == user.id)
+        .order_by(BackupCode.generation.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if newest is None:
+        return False
+    status = session.execute(
+        select(Regeneration.status)
+        .where(Regeneration.user_id == user.id, Regeneration.set_id == newest)
+        .limit(1)
+    ).scalar_one_or_none()
+    return status == "expired"
 
 
 def _count_codes(session: Session, user: User, *, unspent_only: bool) -> int:

@@ -198,9 +198,14 @@ def request_regeneration(
                 return RequestOutcome(earlier, created=False)
             raise _refuse(session, user, IdempotencyKeyReused(), ctx)
         if earlier is not None:  # older than the window: the key is free again
-            earlier.idempotency_key = None
-            earlier.body_fingerprint = None
-            session.flush()
+            # A statement, not the ORM: the purge may have deleted that row meanwhile
+            # (domain.purge), and an UPDATE of nothing is then just right.
+            session.execute(
+                update(Regeneration)
+                .where(Regeneration.id == earlier.id)
+                .values(idempotency_key=None, body_fingerprint=None)
+                .execution_options(synchronize_session=False)
+            )
 
     reg = queue_regeneration(
         session,

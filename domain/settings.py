@@ -73,6 +73,13 @@ class Settings:
     checkpoint_interval_seconds: int = 300
     lockout_threshold: int = 5
     lockout_window_seconds: int = 900
+    # The purge (domain.purge): how long rows nothing reads any more are kept.
+    outbox_retention_seconds: int = 86400
+    # At least 2 days: longer than the 24 h in which an Idempotency-Key answers.
+    regeneration_retention_seconds: int = 30 * 86400
+    # Never less than the longest window that reads the failure counters.
+    auth_failure_retention_seconds: int = 86400
+    purge_interval_seconds: int = 3600
     log_level: str = "INFO"
     log_json: bool = True
     # 0: off. A worker has no HTTP server; this port serves its Prometheus metrics.
@@ -147,6 +154,16 @@ class Settings:
             checkpoint_interval_seconds=_int(
                 merged, "MFA_CHECKPOINT_INTERVAL_SECONDS", 300, 1, 86400
             ),
+            outbox_retention_seconds=_int(
+                merged, "MFA_OUTBOX_RETENTION_SECONDS", 86400, 60, 365 * 86400
+            ),
+            regeneration_retention_seconds=_int(
+                merged, "MFA_REGENERATION_RETENTION_SECONDS", 30 * 86400, 2 * 86400, 3650 * 86400
+            ),
+            auth_failure_retention_seconds=_int(
+                merged, "MFA_AUTH_FAILURE_RETENTION_SECONDS", 86400, 60, 3650 * 86400
+            ),
+            purge_interval_seconds=_int(merged, "MFA_PURGE_INTERVAL_SECONDS", 3600, 60, 86400),
             log_level=merged.get("MFA_LOG_LEVEL", "INFO").upper(),
             log_json=merged.get("MFA_LOG_FORMAT", "json").lower() != "text",
             worker_metrics_port=_int(merged, "MFA_WORKER_METRICS_PORT", 0, 0, 65535),

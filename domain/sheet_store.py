@@ -39,6 +39,7 @@ from domain.services import Services
 from domain.sheets import SheetContent, render_pdf, render_text
 
 KINDS = ("pdf", "text")
+UNSEEN_EXPIRY = SheetExpired.slug  # why an expiry deactivated a set (audit details)
 IN_PROGRESS = frozenset({"queued", "processing"})
 
 
@@ -147,7 +148,7 @@ def _refuse_retrieval(
         error = SheetGone()
     else:  # expired, or ready but past expires_at: expire it now
         if reg.status == "ready":
-            _expire(session, reg, ctx, user.external_id)  # noticed by this request
+            _expire(session, reg, ctx, user.external_id, now)  # noticed by this request
         error = SheetExpired()
     return _refused(session, user, reg, kind, ctx, error)
 
@@ -172,8 +173,12 @@ def _refused(
     return error.committed()
 
 
-def _expire(session: Session, reg: Regeneration, ctx: audit.Context, external_id: str) -> bool:
-    """ready -> expired and the sheet deleted; False when someone else got there first."""
+def _expire(
+    session: Session, reg: Regeneration, ctx: audit.Context, external_id: str, now: datetime
+) -> bool:
+    """ready -> expired, the sheet deleted and the set it printed deactivated: nobody
+    saw those codes, so none of them may sign in. False when someone else got there
+    first (a retrieval, another sweep)."""
     changed = rowcount(
         session.execute(
             update(Regeneration)
@@ -195,11 +200,34 @@ def _expire(session: Session, reg: Regeneration, ctx: audit.Context, external_id
         user_id=external_id,
         details={"regeneration_id": reg.id},
     )
+    deactivated = rowcount(
+        session.execute(
+            update(BackupCode)
+            .where(
+                BackupCode.user_id == reg.user_id,
+                BackupCode.set_id == reg.set_id,
+                BackupCode.deactivated_at.is_(None),
+            )
+            .values(deactivated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if deactivated:  # none when a revocation or a newer set deactivated them already
+        audit.append(
+            session,
+            reg.org_id,
+            types.CODES_DEACTIVATED,
+            types.SUCCESS,
+            ctx,
+            user_id=external_id,
+            details={"regeneration_id": reg.id, "count": deactivated, "reason": UNSEEN_EXPIRY},
+        )
     return True
 
 
 def expire_sheets(session: Session, now: datetime, limit: int = 500) -> int:
-    """Ready regenerations past expires_at become 'expired' and lose their sheet."""
+    """Ready regenerations past expires_at become 'expired', lose their sheet and
+    their set (see _expire)."""
     rows = session.execute(
         select(Regeneration, User.external_id)
         .join(User, User.id == Regeneration.user_id)
@@ -207,7 +235,20 @@ def expire_sheets(session: Session, now: datetime, limit: int = 500) -> int:
         .order_by(Regeneration.expires_at)
         .limit(limit)
     ).all()
-    return sum(1 for reg, external_id in rows if _expire(session, reg, audit.SYSTEM, external_id))
+    return sum(
+        1 for reg, external_id in rows if _expire(session, reg, audit.SYSTEM, external_id, now)
+    )
+
+
+def expire_unfetched(session: Session, user: User, now: datetime, ctx: audit.Context) -> int:
+    """Expire every sheet of the user not yet retrieved (an administrator's revocation:
+    nobody may receive a sheet of dead codes); the caller holds the user's lock."""
+    ready = session.execute(
+        select(Regeneration)
+        .where(Regeneration.user_id == user.id, Regeneration.status == "ready")
+        .order_by(Regeneration.completed_at)
+    ).scalars()
+    return sum(1 for reg in list(ready) if _expire(session, reg, ctx, user.external_id, now))
 
 
 def issue_set(

@@ -19,6 +19,7 @@ TASK_PROCESS = "regeneration.process"
 TASK_REPUBLISH_STALE = "maintenance.republish_stale"
 TASK_EXPIRE_SHEETS = "maintenance.expire_sheets"
 TASK_CHECKPOINT = "audit.checkpoint"
+TASK_PURGE = "maintenance.purge"
 
 # A regeneration is a few argon2 hashes, a PDF and one transaction: well under a
 # second. The soft limit leaves time to roll back; the hard one kills a stuck child.

@@ -14,6 +14,7 @@ from domain.settings import Settings
 from workers.app import (
     TASK_CHECKPOINT,
     TASK_EXPIRE_SHEETS,
+    TASK_PURGE,
     TASK_REPUBLISH_STALE,
     maintenance_queue,
 )
@@ -46,6 +47,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         TASK_CHECKPOINT: _entry(
             settings, TASK_CHECKPOINT, float(settings.checkpoint_interval_seconds)
         ),
+        TASK_PURGE: _entry(settings, TASK_PURGE, float(settings.purge_interval_seconds)),
     }
 
 

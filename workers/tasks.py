@@ -16,11 +16,17 @@ from datetime import timedelta
 from celery import Celery, Task
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from domain import logs, regeneration
+from domain import logs, purge, regeneration
 from domain.audit_checkpoint import write_checkpoints
 from domain.db import utcnow
 from domain.services import Services
-from workers.app import TASK_CHECKPOINT, TASK_EXPIRE_SHEETS, TASK_PROCESS, TASK_REPUBLISH_STALE
+from workers.app import (
+    TASK_CHECKPOINT,
+    TASK_EXPIRE_SHEETS,
+    TASK_PROCESS,
+    TASK_PURGE,
+    TASK_REPUBLISH_STALE,
+)
 from workers.publish import Publisher
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,7 @@ class RegisteredTasks:
     republish_stale: Task
     expire_sheets: Task
     checkpoint: Task
+    purge: Task
 
 
 @contextmanager
@@ -148,4 +155,19 @@ def register_tasks(
                 log.info("signed %d audit checkpoints", written)
             return written
 
-    return RegisteredTasks(process, republish_stale, expire_sheets, checkpoint)
+    @celery_app.task(name=TASK_PURGE, shared=False, bind=True)
+    def purge_old_rows(self: Task) -> dict[str, int]:
+        with _task_id(self):
+            counts = purge.purge(services, utcnow())
+            if counts["outbox"] or counts["regenerations"] or counts["auth_failures"]:
+                log.info(
+                    "purged %d published outbox rows, %d finished regenerations and "
+                    "%d failure rows in %d batches",
+                    counts["outbox"],
+                    counts["regenerations"],
+                    counts["auth_failures"],
+                    counts["batches"],
+                )
+            return counts
+
+    return RegisteredTasks(process, republish_stale, expire_sheets, checkpoint, purge_old_rows)

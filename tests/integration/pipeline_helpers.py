@@ -112,6 +112,11 @@ def load(svc: Services, regeneration_id: str) -> Regeneration:
         return reg
 
 
+def load_or_none(svc: Services, regeneration_id: str) -> Regeneration | None:
+    with svc.unit_of_work() as session:
+        return session.get(Regeneration, regeneration_id)
+
+
 def stored_sheet(svc: Services, regeneration_id: str) -> tuple[bytes, str] | None:
     """The stored sheet decrypted (pdf, text), read without retrieving it."""
     with svc.unit_of_work() as session:
@@ -141,3 +146,18 @@ def events(svc: Services, org_id: str, type_: str | None = None) -> list[AuditEv
         if type_ is not None:
             query = query.where(AuditEvent.type == type_)
         return list(session.execute(query.order_by(AuditEvent.seq)).scalars())
+
+
+def enrolled_and_fetched(svc: Services, at: datetime = NOW) -> Person:
+    """A confirmed user whose enrollment set was issued and its sheet fetched at `at`:
+    nothing of theirs is pending, and no sheet is waiting."""
+    person, enrollment_id = enrolled(svc, at=at)
+    assert enrollment_id is not None
+    assert process(svc, enrollment_id, at) == "ready"
+    retrieve(svc, person, enrollment_id, "text", at)
+    return person
+
+
+def wrong_code(person: Person, at: datetime) -> str:
+    """A well-formed TOTP value that is not the one for `at`."""
+    return f"{(int(person.code(at)) + 1) % 1_000_000:06d}"

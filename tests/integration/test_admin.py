@@ -201,6 +201,7 @@ def test_reset_removes_enrollment_and_codes_clears_the_lockout_and_is_audited(
         "enrolled": False,
         "backup_codes_enabled": True,
         "backup_codes": None,
+        "last_set_expired_unseen": False,
     }
     with pytest.raises(MfaNotEnrolled):  # not TooManyAttempts: the lockout is gone
         verify(services, h, h.codes[0], NOW + timedelta(minutes=1))
@@ -258,7 +259,9 @@ def test_status_of_an_enrolled_user_with_a_fresh_set(services: Services) -> None
             "total": 5,
             "low": False,
             "generated_at": "2026-11-28T12:00:00.000Z",
+            "last_used_at": None,
         },
+        "last_set_expired_unseen": False,
     }
     assert RFC3339_MS.match(body["backup_codes"]["generated_at"])
 

@@ -19,12 +19,13 @@ import pyotp
 import pytest
 from falcon import testing
 from pypdf import PdfReader
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from domain import audit_types as types
+from domain import regeneration
 from domain.db import utcnow
 from domain.migrate import upgrade
-from domain.models import Regeneration
+from domain.models import AuditEvent, Regeneration, Sheet
 from tests.conftest import make_settings, pg_amqp_settings
 from tests.integration.api_helpers import ApiWorld, api_world
 
@@ -136,7 +137,12 @@ def test_status_before_enrollment_has_no_codes(world: ApiWorld) -> None:
     token = world.token(org, "alice", "user")
     got = world.call("GET", ME, token)
     assert got.status_code == 200
-    assert got.json == {"enrolled": False, "backup_codes_enabled": True, "backup_codes": None}
+    assert got.json == {
+        "enrolled": False,
+        "backup_codes_enabled": True,
+        "backup_codes": None,
+        "last_set_expired_unseen": False,
+    }
 
 
 def test_enrollment_answers_a_secret_and_uri_never_cached(world: ApiWorld) -> None:
@@ -248,6 +254,7 @@ def test_disabled_organization_enrolls_without_codes_and_refuses_regeneration(
         "enrolled": True,
         "backup_codes_enabled": False,
         "backup_codes": None,
+        "last_set_expired_unseen": False,
     }
     got = regenerate(world, token, world.totp(org, offset_steps=1))
     problem(got, 403, "backup-codes-disabled")
@@ -509,3 +516,97 @@ def test_request_id_follows_a_regeneration_into_the_workers_events(world: ApiWor
         types.REGENERATION_SUCCEEDED,
     } <= kinds, kinds
     assert all(e["request_id"] == "regen-trace-1" for e in found)
+
+
+# --- a sheet nobody fetched (issue 10, 7(a)) -------------------------------------------
+
+
+def _unfetched_ready(world: ApiWorld, org: str) -> tuple[str, str, list[str]]:
+    """(user token, regeneration id, its codes read from storage, not retrieved)."""
+    token, confirmed = world.enroll(org)
+    rid = confirmed["regeneration"]["id"]
+    assert world.await_status(token, rid)["status"] == "ready"
+    with world.services.unit_of_work() as session:
+        sheet = session.get(Sheet, rid)
+        assert sheet is not None
+        text = world.services.box.decrypt_text(sheet.text_ciphertext)
+    return token, rid, [line for line in text.splitlines() if CODE.match(line.strip())]
+
+
+def _past_deadline(world: ApiWorld, rid: str) -> None:
+    """The sheet's deadline moves into the past, and the expiry sweep runs."""
+    past = utcnow() - timedelta(seconds=1)
+    with world.services.unit_of_work() as session:
+        session.execute(update(Regeneration).where(Regeneration.id == rid).values(expires_at=past))
+        session.execute(update(Sheet).where(Sheet.regeneration_id == rid).values(expires_at=past))
+    with world.services.unit_of_work() as session:
+        regeneration.expire_sheets(session, utcnow())
+
+
+def _events(world: ApiWorld, org: str, type_: str) -> list[AuditEvent]:
+    with world.services.unit_of_work() as session:
+        query = select(AuditEvent).where(AuditEvent.org_id == org, AuditEvent.type == type_)
+        return list(session.execute(query.order_by(AuditEvent.seq)).scalars())
+
+
+def test_revocation_deletes_an_unfetched_sheet_whose_fetch_is_then_410(world: ApiWorld) -> None:
+    org = world.org()
+    token, rid, codes = _unfetched_ready(world, org)
+    assert len(codes) == 5
+    admin = world.token(org, "admin-1", "admin")
+    got = world.call("POST", "/v1/users/alice/backup-codes/revocation", admin)
+    assert got.status_code == 204, got.text
+    with world.services.unit_of_work() as session:
+        assert session.get(Sheet, rid) is None
+    assert world.await_status(token, rid)["status"] == "expired"
+    problem(world.call("GET", f"{REGENERATIONS}/{rid}/sheet", token), 410, "sheet-expired")
+    [expired] = _events(world, org, types.SHEET_EXPIRED)
+    assert (expired.details, expired.actor_principal_id) == ({"regeneration_id": rid}, "admin-1")
+    assert verify(world, org, "alice", codes[0])["accepted"] is False
+    body = status(world, token)
+    assert (body["backup_codes"], body["last_set_expired_unseen"]) == (None, True)
+
+
+def test_a_set_whose_sheet_expired_unfetched_is_deactivated_until_a_regeneration(
+    world: ApiWorld,
+) -> None:
+    org = world.org()
+    token, rid, codes = _unfetched_ready(world, org)
+    assert status(world, token)["last_set_expired_unseen"] is False
+    _past_deadline(world, rid)
+    body = status(world, token)
+    assert (body["backup_codes"], body["last_set_expired_unseen"]) == (None, True)
+    assert verify(world, org, "alice", codes[0])["accepted"] is False
+    [deactivated] = _events(world, org, types.CODES_DEACTIVATED)
+    assert deactivated.details == {"regeneration_id": rid, "count": 5, "reason": "sheet-expired"}
+    # A regeneration gives working codes again and clears the flag.
+    again = regenerate(world, token, world.totp(org, offset_steps=1)).json["id"]
+    fresh = ready_codes(world, token, again)
+    body = status(world, token)
+    assert body["last_set_expired_unseen"] is False
+    assert (body["backup_codes"]["remaining"], body["backup_codes"]["total"]) == (5, 5)
+    assert verify(world, org, "alice", fresh[0])["accepted"] is True
+
+
+def test_a_set_whose_sheet_was_fetched_stays_active_past_the_deadline(world: ApiWorld) -> None:
+    org = world.org()
+    token, confirmed = world.enroll(org)
+    rid = confirmed["regeneration"]["id"]
+    codes = ready_codes(world, token, rid)
+    _past_deadline(world, rid)
+    assert world.await_status(token, rid)["status"] == "retrieved"
+    body = status(world, token)
+    assert body["last_set_expired_unseen"] is False
+    assert body["backup_codes"]["remaining"] == 5
+    assert _events(world, org, types.CODES_DEACTIVATED) == []
+    assert verify(world, org, "alice", codes[0])["accepted"] is True
+
+
+def test_status_names_when_the_set_was_generated_and_last_used(world: ApiWorld) -> None:
+    org = world.org()
+    token, codes = enrolled_with_codes(world, org)
+    backup = status(world, token)["backup_codes"]
+    assert TIMESTAMP.match(backup["generated_at"]) and backup["last_used_at"] is None
+    assert verify(world, org, "alice", codes[0])["accepted"] is True
+    used = status(world, token)["backup_codes"]["last_used_at"]
+    assert TIMESTAMP.match(used) and used >= backup["generated_at"]

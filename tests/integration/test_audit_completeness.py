@@ -438,6 +438,11 @@ def _revocation(h: Harness) -> testing.Result:
     return h.act("POST", "/v1/users/alice/backup-codes/revocation", h.admin)
 
 
+def _revocation_of_an_unfetched_sheet(h: Harness) -> testing.Result:
+    _, h.reg = h.enrolled(fetch=False)  # a ready sheet, deleted by the revocation
+    return h.act("POST", "/v1/users/alice/backup-codes/revocation", h.admin)
+
+
 def _mfa_reset(h: Harness) -> testing.Result:
     _, h.reg = h.enrolled(fetch=False)  # a ready sheet, deleted by the reset
     return h.act("DELETE", "/v1/users/alice/mfa", h.admin)
@@ -479,6 +484,8 @@ def _audit_verified(h: Harness) -> testing.Result:
 # --- the table --------------------------------------------------------------------------
 
 RID = {"regeneration_id": REG}
+# An unfetched sheet's expiry deactivates the set it printed.
+_UNSEEN = {**RID, "count": 5, "reason": "sheet-expired"}
 _WORKER_OK = (
     Ev(T.REGENERATION_STARTED, details=RID),
     Ev(T.SHEET_RENDERED, details=RID),
@@ -545,10 +552,12 @@ CASES: tuple[Case, ...] = (
          (Ev(T.SHEET_RETRIEVAL_REFUSED, T.DENIED, {**RID, "reason": "regeneration-failed"}),)),
     Case("sheet-expired-on-fetch", _sheet_expired_on_fetch, 410,
          (Ev(T.SHEET_EXPIRED, details=RID),  # noticed by the request: its actor and id
+          Ev(T.CODES_DEACTIVATED, details=_UNSEEN),
           Ev(T.SHEET_RETRIEVAL_REFUSED, T.DENIED,
              {**RID, "reason": "sheet-expired", "format": "text"}))),
     Case("sheet-expired-by-beat", _sheet_expired_by_beat, None,
-         (Ev(T.SHEET_EXPIRED, details=RID, by="system"),)),
+         (Ev(T.SHEET_EXPIRED, details=RID, by="system"),
+          Ev(T.CODES_DEACTIVATED, details=_UNSEEN, by="system"))),
     Case("code-accepted", _code_accepted, 200,
          (Ev(T.CODE_ACCEPTED, details={"remaining": 4}),)),
     Case("code-rejected", _code_rejected, 200,
@@ -574,6 +583,8 @@ CASES: tuple[Case, ...] = (
              "old": {"backup_codes_enabled": True, "code_count": 5},
              "new": {"backup_codes_enabled": False, "code_count": 7}}),)),
     Case("codes-revoked", _revocation, 204, (Ev(T.CODES_REVOKED, details={"count": 5}),)),
+    Case("codes-revoked-sheet-unfetched", _revocation_of_an_unfetched_sheet, 204,
+         (Ev(T.CODES_REVOKED, details={"count": 5}), Ev(T.SHEET_EXPIRED, details=RID))),
     Case("mfa-reset", _mfa_reset, 204,
          (Ev(T.REGENERATION_FAILED, T.FAILURE,
              {**RID, "reason": "mfa-not-enrolled", "sheet_deleted": True}),

@@ -28,12 +28,14 @@ from celery.contrib.testing.worker import start_worker
 from sqlalchemy import func, select, update
 
 from domain import audit_types as types
+from domain.audit_verify import verify_chain
 from domain.codes import LOCATOR_LENGTH, normalise
 from domain.db import utcnow
 from domain.migrate import upgrade
 from domain.models import (
     AuditCheckpoint,
     AuditEvent,
+    AuthFailure,
     BackupCode,
     OutboxMessage,
     Regeneration,
@@ -43,7 +45,13 @@ from domain.services import Services
 from domain.settings import Settings
 from tests.conftest import delete_broker_queues, fresh_postgres_database, make_settings
 from tests.integration import pipeline_helpers as h
-from workers.app import TASK_CHECKPOINT, TASK_EXPIRE_SHEETS, TASK_PROCESS, TASK_REPUBLISH_STALE
+from workers.app import (
+    TASK_CHECKPOINT,
+    TASK_EXPIRE_SHEETS,
+    TASK_PROCESS,
+    TASK_PURGE,
+    TASK_REPUBLISH_STALE,
+)
 from workers.publish import Publisher
 from workers.runtime import WorkerRuntime, build_worker, make_publisher
 
@@ -338,6 +346,45 @@ class TestOnPostgresAndRabbitMQ:
     def test_a_message_without_a_usable_id_is_dropped(self, stack: Stack) -> None:
         assert stack.run(TASK_PROCESS, regeneration_id=12345) == "invalid"
         assert stack.run(TASK_PROCESS, regeneration_id=str(uuid.uuid4())) == "missing"
+
+    def test_purge_deletes_what_outlived_its_retention_and_then_finds_nothing(
+        self, stack: Stack
+    ) -> None:
+        person, enrollment_id = enrolled_and_ready(stack)
+        h.retrieve(stack.api, person, enrollment_id, "text", utcnow())
+        await_status(stack.api, request(stack, person))  # a newer set: the enrollment's is old
+        long_ago = utcnow() - timedelta(days=400)
+        with stack.api.unit_of_work() as session:
+            session.execute(
+                update(Regeneration)
+                .where(Regeneration.id == enrollment_id)
+                .values(created_at=long_ago, completed_at=long_ago)
+            )
+            published = session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.published_at.is_not(None))
+                .values(published_at=long_ago)
+            ).rowcount
+            user_id = h.user(session, person.org_id).id
+            session.add_all(
+                AuthFailure(user_id=user_id, kind="totp", occurred_at=at)
+                for at in (long_ago, utcnow())
+            )
+            events_before = session.execute(select(func.count(AuditEvent.id))).scalar_one()
+        assert published >= 2  # this test's two requests, and the class's earlier ones
+
+        counts = stack.run(TASK_PURGE)
+        assert counts == {"outbox": published, "regenerations": 1, "auth_failures": 1, "batches": 3}
+        assert h.load_or_none(stack.api, enrollment_id) is None
+        with stack.api.unit_of_work() as session:
+            assert session.execute(select(func.count(AuditEvent.id))).scalar_one() == events_before
+            left = session.execute(
+                select(func.count(AuthFailure.id)).where(AuthFailure.user_id == user_id)
+            ).scalar_one()
+            assert left == 1
+            assert verify_chain(session, person.org_id, stack.api.settings).ok
+        again = stack.run(TASK_PURGE)
+        assert again == {"outbox": 0, "regenerations": 0, "auth_failures": 0, "batches": 3}
 
 
 # --- the embedded broker, and Redis --------------------------------------------------------

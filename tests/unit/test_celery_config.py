@@ -17,6 +17,7 @@ from workers.app import (
     TASK_CHECKPOINT,
     TASK_EXPIRE_SHEETS,
     TASK_PROCESS,
+    TASK_PURGE,
     TASK_REPUBLISH_STALE,
     maintenance_queue,
     make_celery,
@@ -27,7 +28,7 @@ from workers.tasks import register_tasks
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"
 REDIS = "redis://127.0.0.1:6379/15"
-ALL_TASKS = (TASK_PROCESS, TASK_REPUBLISH_STALE, TASK_EXPIRE_SHEETS, TASK_CHECKPOINT)
+ALL_TASKS = (TASK_PROCESS, TASK_REPUBLISH_STALE, TASK_EXPIRE_SHEETS, TASK_CHECKPOINT, TASK_PURGE)
 
 
 @pytest.fixture
@@ -77,6 +78,7 @@ def test_tasks_are_registered_under_their_explicit_names(
                 registered.republish_stale,
                 registered.expire_sheets,
                 registered.checkpoint,
+                registered.purge,
             ),
             strict=True,
         ):
@@ -107,6 +109,7 @@ def test_the_two_queues_are_separate_and_carry_the_prefix(
         (TASK_REPUBLISH_STALE, "maintenance"),
         (TASK_EXPIRE_SHEETS, "maintenance"),
         (TASK_CHECKPOINT, "maintenance"),
+        (TASK_PURGE, "maintenance"),
         ("something.else", "maintenance"),
     ],
 )
@@ -121,18 +124,22 @@ def test_routes_send_each_task_to_its_queue(
 def test_the_beat_schedule_runs_the_maintenance_on_the_maintenance_queue(
     tmp_path: Path,
 ) -> None:
-    settings = make_settings(tmp_path, MFA_CHECKPOINT_INTERVAL_SECONDS="123")
+    settings = make_settings(
+        tmp_path, MFA_CHECKPOINT_INTERVAL_SECONDS="123", MFA_PURGE_INTERVAL_SECONDS="1800"
+    )
     schedule = beat_schedule(settings)
     assert {entry["task"] for entry in schedule.values()} == {
         TASK_REPUBLISH_STALE,
         TASK_EXPIRE_SHEETS,
         TASK_CHECKPOINT,
+        TASK_PURGE,
     }
     every = {entry["task"]: entry["schedule"] for entry in schedule.values()}
     assert every == {
         TASK_REPUBLISH_STALE: REPUBLISH_EVERY,
         TASK_EXPIRE_SHEETS: EXPIRE_EVERY,
         TASK_CHECKPOINT: 123.0,
+        TASK_PURGE: 1800.0,
     }
     assert 5 <= REPUBLISH_EVERY <= 15 and 15 <= EXPIRE_EVERY <= 60
     for entry in schedule.values():

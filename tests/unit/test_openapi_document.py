@@ -628,7 +628,15 @@ VALID = [
     ("TotpSubmission", {"totp": "123456"}),
     ("BackupCodeSubmission", {"code": " abcde-fghij "}),
     ("Policy", {"backup_codes_enabled": True, "code_count": 20}),
-    ("MfaStatus", {"enrolled": False, "backup_codes_enabled": True, "backup_codes": None}),
+    (
+        "MfaStatus",
+        {
+            "enrolled": False,
+            "backup_codes_enabled": True,
+            "backup_codes": None,
+            "last_set_expired_unseen": False,
+        },
+    ),
     (
         "MfaStatus",
         {
@@ -640,7 +648,18 @@ VALID = [
                 "total": 5,
                 "low": True,
                 "generated_at": "2026-11-28T09:14:03.120Z",
+                "last_used_at": None,
             },
+            "last_set_expired_unseen": False,
+        },
+    ),
+    (
+        "MfaStatus",
+        {
+            "enrolled": True,
+            "backup_codes_enabled": True,
+            "backup_codes": None,
+            "last_set_expired_unseen": True,
         },
     ),
     (

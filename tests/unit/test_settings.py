@@ -138,3 +138,30 @@ def test_trusted_proxies_are_parsed_as_networks_and_bad_ones_refused(tmp_path: P
     assert Settings.from_env(env=base, dotenv=None).trusted_proxies == ()
     with pytest.raises(ConfigurationError, match="MFA_TRUSTED_PROXIES"):
         Settings.from_env(env={**base, "MFA_TRUSTED_PROXIES": "proxy.local"}, dotenv=None)
+
+
+def test_purge_retentions_have_defaults_and_outlast_what_reads_them(tmp_path: Path) -> None:
+    base = {"MFA_VAR_DIR": str(tmp_path / "var")}
+    s = Settings.from_env(env=base, dotenv=None)
+    assert (s.outbox_retention_seconds, s.regeneration_retention_seconds) == (86400, 30 * 86400)
+    assert (s.auth_failure_retention_seconds, s.purge_interval_seconds) == (86400, 3600)
+    changed = Settings.from_env(
+        env={
+            **base,
+            "MFA_OUTBOX_RETENTION_SECONDS": "3600",
+            "MFA_REGENERATION_RETENTION_SECONDS": "172800",
+            "MFA_AUTH_FAILURE_RETENTION_SECONDS": "7200",
+            "MFA_PURGE_INTERVAL_SECONDS": "600",
+        },
+        dotenv=None,
+    )
+    assert (changed.outbox_retention_seconds, changed.regeneration_retention_seconds) == (
+        3600,
+        172800,
+    )
+    assert (changed.auth_failure_retention_seconds, changed.purge_interval_seconds) == (7200, 600)
+    # A regeneration kept less than 2 days could forget an Idempotency-Key inside its 24 h.
+    with pytest.raises(ConfigurationError, match="MFA_REGENERATION_RETENTION_SECONDS"):
+        Settings.from_env(env={**base, "MFA_REGENERATION_RETENTION_SECONDS": "86400"}, dotenv=None)
+    with pytest.raises(ConfigurationError, match="MFA_PURGE_INTERVAL_SECONDS"):
+        Settings.from_env(env={**base, "MFA_PURGE_INTERVAL_SECONDS": "0"}, dotenv=None)

@@ -1,0 +1,151 @@
+"""The purge: delete rows nothing reads any more, so tables stop growing.
+
+What goes, each after its retention (domain.settings):
+- outbox rows already published (a pending row is never purged: it is work);
+- regenerations finished (retrieved, expired, failed), with whatever sheet is left
+  (none should be), except the one that issued a user's newest set: GET /v1/me/mfa
+  reads it (`last_set_expired_unseen`). The retention outlasts the 24 h idempotency
+  window, so a key is forgotten only long after it stopped answering anyway;
+- failure counters older than the longest window that reads them.
+
+The audit trail is never touched: it is append-only, and its triggers refuse a
+DELETE on PostgreSQL anyway. Each batch is one short transaction of at most
+`batch` rows (ids selected first, rows held by others skipped), so a purge never
+holds long locks; running it twice, or on two beats, only finds less to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, exists, func, select
+from sqlalchemy.orm import Session, aliased
+
+from domain.models import AuthFailure, BackupCode, OutboxMessage, Regeneration, Sheet
+from domain.services import Services
+from domain.settings import Settings
+
+BATCH = 1000  # rows a statement
+MAX_BATCHES = 100  # per kind and run: a backlog is worked off over several runs
+PURGEABLE = ("retrieved", "expired", "failed")  # "ready" still has a sheet to fetch
+
+Purger = Callable[[Session, datetime, int], int]
+
+
+def purge_published_outbox(session: Session, before: datetime, batch: int = BATCH) -> int:
+    """Delete up to `batch` outbox rows published before `before`."""
+    ids = list(
+        session.execute(
+            select(OutboxMessage.id)
+            .where(OutboxMessage.published_at.is_not(None), OutboxMessage.published_at < before)
+            .order_by(OutboxMessage.id)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    if ids:
+        session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(ids)))
+    return len(ids)
+
+
+def purge_finished_regenerations(session: Session, before: datetime, batch: int = BATCH) -> int:
+    """Delete up to `batch` regenerations finished and created before `before`, with
+    their sheets; the regeneration of each user's newest set is kept."""
+    code, any_code = aliased(BackupCode), aliased(BackupCode)
+    newest_generation = (
+        select(func.max(any_code.generation))
+        .where(any_code.user_id == Regeneration.user_id)
+        .correlate(Regeneration)
+        .scalar_subquery()
+    )
+    issued_newest_set = (
+        exists()
+        .where(
+            code.user_id == Regeneration.user_id,
+            code.set_id == Regeneration.set_id,
+            code.generation == newest_generation,
+        )
+        .correlate(Regeneration)
+    )
+    ids = list(
+        session.execute(
+            select(Regeneration.id)
+            .where(
+                Regeneration.status.in_(PURGEABLE),
+                Regeneration.created_at < before,
+                Regeneration.completed_at.is_(None) | (Regeneration.completed_at < before),
+                ~issued_newest_set,
+            )
+            .limit(batch)  # in no order: a sort would read every candidate each batch
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    if ids:
+        session.execute(delete(Sheet).where(Sheet.regeneration_id.in_(ids)))
+        session.execute(delete(Regeneration).where(Regeneration.id.in_(ids)))
+    return len(ids)
+
+
+# --- failure counters -----------------------------------------------------------------
+# Kept apart on purpose: the counters are being redesigned (issue 10, attempt limits).
+# Whatever their table becomes, its purge is "older than the longest window that
+# reads it": adapt auth_failure_cutoff and the table here, nothing else.
+
+
+def auth_failure_cutoff(settings: Settings, now: datetime) -> datetime:
+    """Failure rows older than this are read by no window (today: the lockout's)."""
+    keep = max(settings.auth_failure_retention_seconds, settings.lockout_window_seconds)
+    return now - timedelta(seconds=keep)
+
+
+def purge_auth_failures(session: Session, before: datetime, batch: int = BATCH) -> int:
+    """Delete up to `batch` failure rows that occurred before `before` (age alone)."""
+    ids = list(
+        session.execute(
+            select(AuthFailure.id)
+            .where(AuthFailure.occurred_at < before)
+            .order_by(AuthFailure.id)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    if ids:
+        session.execute(delete(AuthFailure).where(AuthFailure.id.in_(ids)))
+    return len(ids)
+
+
+# --- the run ----------------------------------------------------------------------------
+
+
+def purge(
+    services: Services, now: datetime, *, batch: int = BATCH, max_batches: int = MAX_BATCHES
+) -> dict[str, int]:
+    """One run: every kind in batches of its own transaction until a batch comes back
+    short or `max_batches` ran. Rows deleted by kind, and the transactions used."""
+    settings = services.settings
+    steps: list[tuple[str, Purger, datetime]] = [
+        (
+            "outbox",
+            purge_published_outbox,
+            now - timedelta(seconds=settings.outbox_retention_seconds),
+        ),
+        (
+            "regenerations",
+            purge_finished_regenerations,
+            now - timedelta(seconds=settings.regeneration_retention_seconds),
+        ),
+        ("auth_failures", purge_auth_failures, auth_failure_cutoff(settings, now)),
+    ]
+    counts = {name: 0 for name, _, _ in steps}
+    batches = 0
+    for name, purge_batch, before in steps:
+        for _ in range(max_batches):
+            with services.unit_of_work() as session:
+                deleted = purge_batch(session, before, batch)
+            batches += 1
+            counts[name] += deleted
+            if deleted < batch:
+                break
+    counts["batches"] = batches
+    return counts
