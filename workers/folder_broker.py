@@ -52,7 +52,7 @@ def is_message_of(filename: str, queue: str) -> bool:
     )
 
 
-class Channel(filesystem.Channel):  # type: ignore[misc]
+class Channel(filesystem.Channel):
     """Same folders and file names as kombu's, so either reads what the other wrote."""
 
     def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
@@ -120,7 +120,7 @@ class Channel(filesystem.Channel):  # type: ignore[misc]
         return self._sibling("quarantine_folder", ".quarantine")
 
 
-class Transport(filesystem.Transport):  # type: ignore[misc]
+class Transport(filesystem.Transport):
     Channel = Channel
     driver_type = "filesystem"
     driver_name = "mfa-folder"
