@@ -11,6 +11,7 @@ can both take one message. Here:
   renames it into place, so a visible message file is always complete;
 - a consumer claims a message by renaming it into a folder beside the queue
   (the same file system, so exactly one consumer wins), reads it, deletes it;
+- an exchange's table (its bindings) appears complete, never empty;
 - a file that still cannot be decoded (a crash mid-write of an older version,
   a damaged disk) is moved to a quarantine folder and logged, never raised:
   the outbox sweep republishes whatever it stood for.
@@ -94,6 +95,26 @@ class Channel(filesystem.Channel):
             claimed.unlink()
             return message
         raise Empty()
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        """kombu creates an exchange's table file empty and fills it afterwards: a
+        process reading it in between (another one starting) raised JSONDecodeError.
+        A new table appears complete instead; an existing one is updated under
+        kombu's lock, as before."""
+        table = self._exchange_file(exchange)
+        if not table.exists():
+            self.control_folder.mkdir(parents=True, exist_ok=True)
+            entry = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+            temporary = table.with_name(f"{TEMPORARY_PREFIX}{table.name}.{uuid.uuid4()}.tmp")
+            temporary.write_bytes(str_to_bytes(dumps([entry])))
+            try:
+                os.link(temporary, table)  # exclusive: fails if another process was first
+                return
+            except FileExistsError:
+                pass  # theirs stands: add ours to it below
+            finally:
+                temporary.unlink(missing_ok=True)
+        super()._queue_bind(exchange, routing_key, pattern, queue)
 
     def _quarantine(self, path: Path, queue: str, size: int) -> None:
         # The file name and its size only: a message body is never logged.
