@@ -84,7 +84,9 @@ def _log_lines(svc: Service) -> list[dict[str, object]]:
     return lines
 
 
-def test_a_killed_worker_is_restarted_and_the_api_never_stops(tmp_path: Path) -> None:
+def test_a_killed_worker_is_restarted_and_the_api_never_stops_then_a_killed_api_too(
+    tmp_path: Path,
+) -> None:
     with running(tmp_path) as svc:
         before = _await(lambda: _children(svc) if len(_children(svc)) == 3 else None, "3", 10)
         probe = HealthProbe(svc)
@@ -127,7 +129,15 @@ def test_a_killed_worker_is_restarted_and_the_api_never_stops(tmp_path: Path) ->
         assert stopped[0]["level"] == "error" and stopped[0]["restart_in"] == 1.0
         print(f"worker back after {took:.1f}s; /healthz answered {probe.answered} times")
 
-        # Ctrl-C after a restart still stops everything, the new worker included.
+        # The API too: its group (gunicorn and its workers) killed, a new one serves.
+        api_killed = time.monotonic()
+        os.killpg(after["api"], signal.SIGKILL)
+        _await(lambda: _children(svc).get("api") not in (None, after["api"]), "a new API", 60.0)
+        _await(lambda: svc.answers("/healthz"), "the new API to answer", 60.0)
+        assert _children(svc)["worker"] == restarted
+        print(f"API answering again {time.monotonic() - api_killed:.1f}s after its kill")
+
+        # Ctrl-C after restarts still stops everything, the new children included.
         _assert_stopped(svc, *_interrupt(svc, whole_group=False))
 
 
