@@ -43,8 +43,9 @@ TEMPORARY_PREFIX = "."  # kombu's listing matches on what follows the first dot
 
 
 def message_name(queue: str) -> str:
-    # Milliseconds first, as kombu names them: consumers take the oldest first.
-    return f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}{MESSAGE_SUFFIX}"
+    # Milliseconds first, as kombu names them, so consumers take the oldest first;
+    # zero-padded (kombu's are not) so that the order holds when a digit is added.
+    return f"{round(monotonic() * 1000):013d}_{uuid.uuid4()}.{queue}{MESSAGE_SUFFIX}"
 
 
 def is_message_of(filename: str, queue: str) -> bool:
@@ -54,7 +55,8 @@ def is_message_of(filename: str, queue: str) -> bool:
 
 
 class Channel(filesystem.Channel):
-    """Same folders and file names as kombu's, so either reads what the other wrote."""
+    """Same folders and file names as kombu's, so either reads what the other wrote.
+    A message is deleted once read (kombu's `store_processed` is not supported)."""
 
     def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
         name = message_name(queue)
@@ -63,8 +65,8 @@ class Channel(filesystem.Channel):
         try:
             with open(temporary, "xb") as f:
                 f.write(str_to_bytes(dumps(payload)))
-            # No fsync: a message lost to a power cut is republished from the outbox,
-            # and a torn file is quarantined; a sync per publish would halve throughput.
+            # No fsync (a disk flush per request): a message lost to a power cut is
+            # republished from the outbox, and a torn file is quarantined.
             os.replace(temporary, os.path.join(folder, name))
         except OSError as exc:
             with contextlib.suppress(OSError):

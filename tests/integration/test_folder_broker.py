@@ -166,7 +166,7 @@ def test_an_undecodable_message_is_quarantined_and_the_next_one_delivered(
     with _connection(TRANSPORT_PATH, tmp_path) as conn:
         _queue(name)(conn.channel()).declare()
         # An empty file, as kombu's own transport leaves mid-write, ahead of a good one.
-        (queue_dir / f"0_torn.{name}.msg").write_bytes(b"")
+        (queue_dir / f"0000000000000_torn.{name}.msg").write_bytes(b"")
         Producer(conn.channel()).publish(
             {"id": "good"}, exchange=_queue(name).exchange, routing_key=name, serializer="json"
         )
@@ -174,20 +174,20 @@ def test_an_undecodable_message_is_quarantined_and_the_next_one_delivered(
             message = _queue(name)(conn.channel()).get(accept=["json"])
         assert message is not None and message.payload == {"id": "good"}
     assert [r.getMessage() for r in caplog.records] == ["undecodable message moved to quarantine"]
-    assert os.listdir(queue_dir / ".quarantine") == [f"0_torn.{name}.msg"]
+    assert os.listdir(queue_dir / ".quarantine") == [f"0000000000000_torn.{name}.msg"]
 
 
 def test_a_half_written_publish_is_invisible_to_consumers(tmp_path: Path) -> None:
     """The temporary name kombu's listing would see must never match a queue."""
     queue_dir = Path(_options(tmp_path)["data_folder_in"])
     name = _unique_queue()
-    (queue_dir / f".1_x.{name}.msg.tmp").write_bytes(b"")
+    (queue_dir / f".0000000000001_x.{name}.msg.tmp").write_bytes(b"")
     with _connection(TRANSPORT_PATH, tmp_path) as conn:
         channel = conn.channel()
         assert isinstance(channel, Channel)
         with pytest.raises(Empty):
             channel._get(name)
-    assert (queue_dir / f".1_x.{name}.msg.tmp").exists()  # left to its producer
+    assert (queue_dir / f".0000000000001_x.{name}.msg.tmp").exists()  # left to its producer
 
 
 # --- exchange tables: several processes starting at once ----------------------------------

@@ -365,12 +365,12 @@ def test_an_undecodable_message_file_does_not_stop_the_embedded_worker(tmp_path:
         queue_dir = settings.broker_folder / "queue"
         regeneration_queue = f"{settings.queue_prefix}.regeneration"
         # Sorted ahead of everything the API will publish, so the worker meets it first.
-        (queue_dir / f"0_torn.{regeneration_queue}.msg").write_bytes(b"")
+        (queue_dir / f"0000000000000_torn.{regeneration_queue}.msg").write_bytes(b"")
         person, _ = enrolled_and_ready(embedded)
         regeneration_id = request(embedded, person)
         await_status(embedded.api, regeneration_id)
         quarantined = os.listdir(settings.broker_folder / "quarantine")
-        assert quarantined == [f"0_torn.{regeneration_queue}.msg"]
+        assert quarantined == [f"0000000000000_torn.{regeneration_queue}.msg"]
 
 
 @pytest.mark.redis
