@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from cli.admin_commands import db, keys, org, token, user
 from cli.audit_commands import audit
 from cli.process_commands import beat, run, serve, worker
+
+PRIVATE_UMASK = 0o077
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,6 +21,11 @@ def cli() -> None:
     MFA_SECRET_KEY, ...) and an optional .env; with none set, everything runs
     embedded under ./var/.
     """
+    # Everything a command writes (var/, the SQLite files, the broker's messages, what
+    # `run`'s children write) is private to its owner. Given back when the command ends,
+    # for callers that run it in-process.
+    previous = os.umask(PRIVATE_UMASK)
+    click.get_current_context().call_on_close(lambda: os.umask(previous))
 
 
 for command in (run, serve, worker, beat, db, org, user, token, keys, audit):

@@ -7,17 +7,12 @@ children and stays in charge of them until interrupted.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import functools
 import http.client
 import importlib.util
 import logging
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +20,7 @@ from typing import Any
 import click
 
 from cli.common import handle_errors
+from cli.supervise import ChildSpec, Supervisor
 from domain import logs
 from domain.migrate import upgrade
 from domain.settings import Settings
@@ -43,12 +39,6 @@ GUNICORN_CONF = "gunicorn.conf.py"
 REPO_GUNICORN_CONF = Path(__file__).resolve().parents[1] / "deploy" / GUNICORN_CONF
 # `run`: gunicorn processes for the embedded API (each holds its own database pool).
 RUN_WEB_WORKERS = 2
-# `run`: how long children get to finish after SIGTERM (a task at hand, a request).
-# Longer than gunicorn's graceful_timeout (30 s), so requests in flight can finish.
-STOP_GRACE_SECONDS = 35.0
-# SIGHUP: the terminal closed; stop as for Ctrl-C rather than die without stopping.
-WATCHED = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD})
-PR_SET_PDEATHSIG = 1
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -266,21 +256,6 @@ def _child_argv(*args: str) -> list[str]:
     return [sys.executable, "-c", "from cli.main import main; main()", *args]
 
 
-def _preexec_for(libc: Any) -> Any:
-    def setup() -> None:
-        # Children start with the parent's blocked signals: give them theirs back.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, WATCHED)
-        # Its own process group: a terminal's Ctrl-C reaches `run` alone, which stops
-        # each child with one SIGTERM. (Gunicorn's workers, hit by SIGINT from the
-        # terminal and SIGQUIT from their master at once, could deadlock.)
-        os.setpgrp()
-        if libc is not None:
-            # If `run` itself is killed outright, its children get SIGTERM.
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-    return setup
-
-
 def _answers(host: str, port: int) -> bool:
     """True once the API answers HTTP at all (so its application has loaded)."""
     target = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
@@ -312,80 +287,33 @@ Next steps, in another terminal (same directory and environment):
 """
 
 
-def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
-    """SIGTERM to whoever is alive, SIGKILL after the grace period or a second signal."""
-    for proc in children.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    while any(p.poll() is None for p in children.values()):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        info = signal.sigtimedwait(WATCHED, min(left, 1.0))
-        if info is not None and info.si_signo != signal.SIGCHLD:
-            log.warning("second stop signal: killing what is left")
-            break
-    for role, proc in children.items():
-        if proc.poll() is None:
-            log.warning("%s did not stop in time: killed", role)
-        # The whole group: a stuck grandchild (a gunicorn worker) must not outlive us.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+def run_children(host: str, port: int) -> list[ChildSpec]:
+    """What `run` starts and keeps running."""
+    return [
+        ChildSpec("worker", _child_argv("worker")),
+        ChildSpec("beat", _child_argv("beat")),
+        ChildSpec(
+            "api",
+            _child_argv(
+                "serve", "--host", host, "--port", str(port), "--workers", str(RUN_WEB_WORKERS)
+            ),
+        ),
+    ]
 
 
 def supervise(settings: Settings, host: str, port: int) -> int:
-    """Start the API, a worker and the beat; the exit code of the whole."""
-    try:
-        libc: Any = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
-    except OSError:
-        libc = None
-    # Blocked before the children start, so no signal slips between spawning and
-    # waiting; sigtimedwait then takes them synchronously.
-    signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
-    children: dict[str, subprocess.Popen[bytes]] = {}
-    try:
-        for role, args in (
-            ("worker", ("worker",)),
-            ("beat", ("beat",)),
-            (
-                "api",
-                ("serve", "--host", host, "--port", str(port), "--workers", str(RUN_WEB_WORKERS)),
-            ),
-        ):
-            children[role] = subprocess.Popen(_child_argv(*args), preexec_fn=_preexec_for(libc))
-        url = f"http://{format_bind(host, port)}"
-        announced = False
-        while True:
-            dead = next((r for r, p in children.items() if p.poll() is not None), None)
-            if dead is not None:
-                if signal.sigpending() & {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}:
-                    return_code = 0  # the terminal's Ctrl-C reached the child first
-                else:
-                    log.error(
-                        "%s stopped (exit code %s): stopping the others",
-                        dead,
-                        children[dead].returncode,
-                    )
-                    return_code = 1
-                break
-            if not announced and _answers(host, port):
-                click.echo(_banner(url, settings))
-                announced = True
-            info = signal.sigtimedwait(WATCHED, 5.0 if announced else 0.25)
-            if info is not None and info.si_signo != signal.SIGCHLD:
-                log.info("stopping on %s", signal.Signals(info.si_signo).name)
-                return_code = 0
-                break
-    finally:
-        _stop(children)
-        # Take what is still pending (a Ctrl-C seen above, SIGCHLDs) before unblocking,
-        # or it would be delivered as a KeyboardInterrupt on the way out.
-        while signal.sigtimedwait(WATCHED, 0) is not None:
-            pass
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, WATCHED)
-    return return_code
+    """Start the API, a worker and the beat, restart one that dies; the exit code."""
+    url = f"http://{format_bind(host, port)}"
+    announced = False
+
+    def tick() -> float:
+        nonlocal announced
+        if not announced and _answers(host, port):
+            click.echo(_banner(url, settings))
+            announced = True
+        return 5.0 if announced else 0.25
+
+    return Supervisor(run_children(host, port)).run(tick)
 
 
 @click.command()

@@ -14,6 +14,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from domain.settings import Settings
+from workers import folder_broker
 
 TASK_PROCESS = "regeneration.process"
 TASK_REPUBLISH_STALE = "maintenance.republish_stale"
@@ -67,12 +68,18 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
         folder = settings.broker_folder
         queue_dir = folder / "queue"
         control = folder / "control"
-        for path in (queue_dir, control):
+        claimed = folder / "claimed"
+        quarantine = folder / "quarantine"
+        for path in (queue_dir, control, claimed, quarantine):
             path.mkdir(parents=True, exist_ok=True)
         return {
             "data_folder_in": str(queue_dir),
             "data_folder_out": str(queue_dir),
             "control_folder": str(control),  # else kombu writes ./control in the cwd
+            # A consumer takes a message by renaming it here: the same file system as
+            # the queue, so exactly one consumer wins (see workers/folder_broker.py).
+            "claim_folder": str(claimed),
+            "quarantine_folder": str(quarantine),
             "store_processed": False,
             "polling_interval": FILESYSTEM_POLLING_INTERVAL,
         }
@@ -138,6 +145,9 @@ def make_celery(settings: Settings) -> Celery:
         enable_utc=True,
     )
     if settings.embedded_broker:
+        # kombu's folder transport with atomic publishes and claims, and a consumer that
+        # quarantines an undecodable file instead of stopping the worker.
+        app.conf.broker_transport = folder_broker.TRANSPORT_PATH
         # Broadcast (remote control, gossip, mingle) would leave a queue per dead worker
         # in the folder broker, filling it with messages nobody reads.
         app.conf.worker_enable_remote_control = False

@@ -403,6 +403,23 @@ def test_the_embedded_default_runs_the_pipeline_end_to_end(tmp_path: Path) -> No
         assert embedded.publisher.ping() is True
 
 
+def test_an_undecodable_message_file_does_not_stop_the_embedded_worker(tmp_path: Path) -> None:
+    """kombu's own folder transport raised on an empty file (its publish shows the file
+    before writing it) and Celery stopped the worker: "Unrecoverable error"."""
+    settings = make_settings(tmp_path)
+    upgrade(settings.database_url)
+    with running(settings, pool="threads", concurrency=2) as embedded:
+        queue_dir = settings.broker_folder / "queue"
+        regeneration_queue = f"{settings.queue_prefix}.regeneration"
+        # Sorted ahead of everything the API will publish, so the worker meets it first.
+        (queue_dir / f"0000000000000_torn.{regeneration_queue}.msg").write_bytes(b"")
+        person, _ = enrolled_and_ready(embedded)
+        regeneration_id = request(embedded, person)
+        await_status(embedded.api, regeneration_id)
+        quarantined = os.listdir(settings.broker_folder / "quarantine")
+        assert quarantined == [f"0000000000000_torn.{regeneration_queue}.msg"]
+
+
 @pytest.mark.redis
 def test_redis_as_the_broker_runs_the_pipeline_end_to_end(tmp_path: Path, redis_url: str) -> None:
     import redis

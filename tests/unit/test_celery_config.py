@@ -13,6 +13,7 @@ from domain.services import Services
 from domain.settings import Settings
 from tests.conftest import make_settings
 from workers import app as celery_config
+from workers import folder_broker
 from workers.app import (
     TASK_CHECKPOINT,
     TASK_EXPIRE_SHEETS,
@@ -245,3 +246,14 @@ def test_serve_binds_to_the_options_then_mfa_bind_then_the_images_config(
     # Elsewhere (a checkout, a plain install) only the loopback, unless asked.
     assert proc.resolve_bind(None, None, {}, None, tmp_path) == "127.0.0.1:8000"
     assert proc.resolve_bind(None, 8001, {}, None, tmp_path) == "127.0.0.1:8001"
+
+
+def test_the_embedded_broker_is_the_atomic_folder_transport(tmp_path: Path) -> None:
+    app = make_celery(make_settings(tmp_path))
+    with app.connection_for_write() as conn:
+        assert isinstance(conn.default_channel, folder_broker.Channel)
+    options = app.conf.broker_transport_options
+    queue_dir = Path(options["data_folder_in"])
+    for key in ("claim_folder", "quarantine_folder"):
+        # A claim is a rename: it must stay on the queue's file system (var/broker/).
+        assert Path(options[key]).parent == queue_dir.parent, key
