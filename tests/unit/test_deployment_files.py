@@ -515,6 +515,22 @@ def test_gunicorn_access_log_holds_no_query_string_or_header() -> None:
     assert re.findall(r"%\(\{([^}]*)\}([io])\)s", fmt) == [("x-request-id", "o")]
 
 
+def test_gunicorn_master_serves_the_api_metrics_and_forgets_dead_workers() -> None:
+    from api import metrics_port
+
+    conf = load_gunicorn_conf()
+    assert conf["when_ready"] is metrics_port.when_ready
+    assert conf["child_exit"] is metrics_port.child_exit
+
+
+def test_run_serves_its_api_with_the_buffering_worker_class() -> None:
+    from cli import process_commands as pc
+
+    argv = pc.gunicorn_argv("127.0.0.1", 8000, 2, {}, ROOT, pc.RUN_WORKER_CLASS)
+    assert argv[argv.index("--worker-class") + 1] == "api.waitress_worker.WaitressWorker"
+    assert "--worker-class" not in pc.gunicorn_argv(None, None, None, {}, ROOT)
+
+
 def test_api_stop_grace_exceeds_gunicorn_graceful_timeout() -> None:
     grace = load_compose()["services"]["api"]["stop_grace_period"]
     assert int(grace.removesuffix("s")) > load_gunicorn_conf()["graceful_timeout"]

@@ -1,0 +1,36 @@
+"""Slow clients must not take the API down: 64 sockets trickling a header byte every
+2 s, held against `mfa-codes run` (the embedded default), while every `/healthz`
+probe (5 s client timeout) still answers 200."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.e2e.slow_clients import probes, slow_sockets
+from tests.e2e.test_embedded_flow import running
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+SLOW_SOCKETS = 64
+HOLD_SECONDS = 18.0
+PROBES = 20
+
+
+def test_run_answers_healthz_while_64_slow_sockets_are_held(tmp_path: Path) -> None:
+    with running(tmp_path) as svc:
+        url = urlsplit(svc.base)
+        host, port = url.hostname or "127.0.0.1", url.port or 80
+        with slow_sockets(host, port, SLOW_SOCKETS, interval=2.0, hold=HOLD_SECONDS) as held:
+            got = probes(host, port, PROBES, within=HOLD_SECONDS - 3, spacing=0.6)
+            assert held.opened == SLOW_SOCKETS
+            # Still trickling when the last probe ran: the probes met the sockets held.
+            assert not held.stop.is_set() and held.rounds >= 2
+        failed = [p for p in got if p.status != 200]
+        assert failed == [], (
+            f"{len(failed)} of {len(got)} probes failed: {failed[:3]}\n"
+            f"{svc.log.read_text(errors='replace')[-2000:]}"
+        )
+        assert len(got) >= 10, f"only {len(got)} probes in {HOLD_SECONDS}s"
