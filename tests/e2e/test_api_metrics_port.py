@@ -4,6 +4,7 @@ under MFA_VAR_DIR, emptied at start); the API port answers /metrics with 404."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -81,3 +82,22 @@ def _await_gone(pids: list[int]) -> None:
     while any(Path(f"/proc/{pid}").exists() for pid in pids):
         assert time.monotonic() < deadline, f"{pids} still running"
         time.sleep(0.05)
+
+
+def test_run_keeps_x_forwarded_for_for_the_api_to_judge(tmp_path: Path) -> None:
+    """waitress strips proxy headers unless told not to: behind MFA_TRUSTED_PROXIES
+    the audit trail must still name the client, not the proxy."""
+    with running(tmp_path, {"MFA_TRUSTED_PROXIES": "127.0.0.1"}) as svc:
+        svc.cli("org", "create", "acme")
+        svc.cli("user", "create", "acme", "alice")
+        token = svc.issue_token("acme", "alice", "user")
+        req = urllib.request.Request(svc.base + "/v1/me/mfa/enrollment", data=b"", method="POST")
+        req.add_header("Authorization", f"Bearer {token}")
+        req.add_header("X-Forwarded-For", "203.0.113.7")
+        with urllib.request.urlopen(req, timeout=10) as got:
+            assert got.status == 201
+        trail = [
+            json.loads(line) for line in svc.cli("audit", "export", "--org", "acme").splitlines()
+        ]
+    sources = {e["source_ip"] for e in trail if e.get("request_id")}
+    assert sources == {"203.0.113.7"}, trail
