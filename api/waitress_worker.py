@@ -4,7 +4,10 @@ gunicorn's gthread worker gives a connection a thread as soon as its first byte
 arrives, and the thread then reads the request synchronously: 8 clients that send
 a header byte every few seconds hold 8 threads, and nothing else is answered.
 waitress reads every request (headers and body) in its event loop and hands a
-thread only a complete request, so a slow client costs a socket, not a thread.
+thread only a complete request, so a slow client costs a socket, not a thread;
+and a request not complete within REQUEST_DEADLINE of its first byte is dropped,
+so slow clients do not pile up to the connection limit either (as nginx does
+with client_header_timeout in deploy/nginx.conf).
 gunicorn stays the process manager: several processes, restarts, graceful stops,
 the heartbeat that catches a stuck process.
 
@@ -31,6 +34,8 @@ CONNECTION_LIMIT = 512
 MAX_REQUEST_BODY = 4 * 1024 * 1024
 MAX_REQUEST_HEADERS = 64 * 1024
 LOOP_SECONDS = 1.0
+# From a request's first byte to its last (headers and a body of at most 64 KiB).
+REQUEST_DEADLINE = 10.0
 
 
 class WaitressWorker(Worker):
@@ -53,10 +58,14 @@ class WaitressWorker(Worker):
             expose_tracebacks=False,
             ident="mfa-backup-codes",
         )
+        for dispatcher in list(socket_map.values()):
+            if isinstance(dispatcher, BaseWSGIServer):
+                dispatcher.channel_class = DeadlineChannel
         try:
             while self.alive:
                 self.notify()  # the arbiter's heartbeat: a stuck loop gets killed
                 wasyncore.loop(timeout=LOOP_SECONDS, map=socket_map, use_poll=True, count=1)
+                drop_late_requests(socket_map, time.monotonic())
                 if self.ppid != os.getppid():
                     self.log.info("Parent changed, shutting down: %s", self)
                     break
@@ -103,6 +112,34 @@ class WaitressWorker(Worker):
             )
 
         return logged
+
+
+class DeadlineChannel(HTTPChannel):
+    """Remembers when the request being read began."""
+
+    request_began = 0.0
+
+    def received(self, data: bytes) -> bool:
+        if self.request is None and data:
+            self.request_began = time.monotonic()
+        return bool(super().received(data))
+
+
+def drop_late_requests(socket_map: dict[int, Any], now: float) -> int:
+    """Close the connections whose request is still incomplete past the deadline;
+    the event loop closes them on its next turn. How many."""
+    late = [
+        ch
+        for ch in list(socket_map.values())
+        if isinstance(ch, DeadlineChannel)
+        and ch.request is not None
+        and not ch.requests
+        and not ch.will_close
+        and now - ch.request_began > REQUEST_DEADLINE
+    ]
+    for channel in late:
+        channel.will_close = True
+    return len(late)
 
 
 class _Exchange:
