@@ -65,7 +65,12 @@ class WaitressWorker(Worker):
             while self.alive:
                 self.notify()  # the arbiter's heartbeat: a stuck loop gets killed
                 wasyncore.loop(timeout=LOOP_SECONDS, map=socket_map, use_poll=True, count=1)
-                drop_late_requests(socket_map, time.monotonic())
+                if dropped := drop_late_requests(socket_map, time.monotonic()):
+                    self.log.info(
+                        "closed %d connections: request not complete after %.0f s",
+                        dropped,
+                        REQUEST_DEADLINE,
+                    )
                 if self.ppid != os.getppid():
                     self.log.info("Parent changed, shutting down: %s", self)
                     break
