@@ -10,7 +10,7 @@ import os
 # The API's metrics on their own port, added up across the workers (MFA_API_METRICS_PORT).
 from api.metrics_port import child_exit, when_ready
 
-# In a container the API must listen on every interface for the published port to reach it.
+# In a container the API must listen on every interface for nginx (another container) to reach it.
 bind = os.environ.get("MFA_BIND", "0.0.0.0:8000")
 
 
