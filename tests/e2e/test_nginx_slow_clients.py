@@ -2,7 +2,8 @@
 deploy/nginx.conf in front of `mfa-codes serve` (gunicorn, gthread). 64 sockets
 trickle a header byte every 2 s at nginx; every `/healthz` probe through it
 meanwhile answers 200, and nginx drops the slow sockets itself
-(client_header_timeout)."""
+(client_header_timeout). The API's metrics port, with PROMETHEUS_MULTIPROC_DIR
+given as compose gives it, counts exactly the probes that reached gunicorn."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import pytest
 
 from tests.conftest import FAST_ARGON2, REQUIRE_SERVICES
 from tests.e2e.slow_clients import probe, probes, slow_sockets
+from tests.e2e.test_api_metrics_port import _healthz_count, _scrape
 from tests.e2e.test_embedded_flow import _await, _cli, _free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -113,10 +115,15 @@ def test_nginx_in_front_of_serve_answers_healthz_while_64_slow_sockets_are_held(
     tmp_path: Path,
 ) -> None:
     nginx = _nginx()
-    api_port, proxy_port = _free_port(), _free_port()
+    api_port, proxy_port, metrics_port = _free_port(), _free_port(), _free_port()
+    multiproc = tmp_path / "prometheus"
+    multiproc.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MFA_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.update({"MFA_VAR_DIR": str(tmp_path / "var"), "MFA_LOG_FORMAT": "text", **FAST_ARGON2})
+    env.update(
+        {"MFA_API_METRICS_PORT": str(metrics_port), "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
+    )
     conf = nginx_config(tmp_path, proxy_port, api_port)
     checked = subprocess.run(
         [nginx, "-t", "-p", str(tmp_path), "-c", str(conf), "-e", str(tmp_path / "error.log")],
@@ -133,6 +140,7 @@ def test_nginx_in_front_of_serve_answers_healthz_while_64_slow_sockets_are_held(
         command = [nginx, "-p", str(tmp_path), "-c", str(conf), "-e", str(tmp_path / "error.log")]
         with _process([*command, "-g", "daemon off;"], nginx_log, env, tmp_path) as proxy:
             _await(lambda: _answers(proxy_port, proxy, nginx_log), "nginx to answer /healthz", 30)
+            counted_before = _healthz_count(_scrape(metrics_port))
             with slow_sockets(
                 "127.0.0.1", proxy_port, SLOW_SOCKETS, interval=2.0, hold=HOLD_SECONDS
             ) as held:
@@ -148,6 +156,8 @@ def test_nginx_in_front_of_serve_answers_healthz_while_64_slow_sockets_are_held(
             failed = [p for p in got if p.status != 200]
             assert failed == [], f"{len(failed)} of {len(got)} probes failed: {failed[:3]}"
             assert len(got) >= 10, f"only {len(got)} probes"
+            # Only whole requests reached gunicorn: the probes, none of the slow ones.
+            assert _healthz_count(_scrape(metrics_port)) - counted_before == len(got)
     access = nginx_log.read_text(errors="replace")
     # The deployed access log: path, status and request id, never a query string.
     assert re.search(r'"GET /healthz" 200 \d+ [\d.]+ rid=[0-9a-f]{32}', access), access[-2000:]
