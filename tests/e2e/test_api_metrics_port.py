@@ -16,7 +16,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.slow_clients import probe
-from tests.e2e.test_embedded_flow import _free_port, running
+from tests.e2e.test_embedded_flow import _await, _free_port, running
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -58,6 +58,8 @@ def test_run_serves_api_metrics_summed_over_its_processes_on_their_own_port(
     with running(tmp_path, {"MFA_API_METRICS_PORT": str(metrics_port)}) as svc:
         port = int(svc.base.rsplit(":", 1)[1])
         assert svc.call("GET", "/metrics").status == 404
+        # `run` probes /healthz itself until it prints its banner: that one counts too.
+        _await(lambda: "is running at" in svc.log.read_text(), "the banner", 30)
         assert not (stale / "counter_999999.db").exists(), "the earlier run's samples were kept"
         base = _healthz_count(_scrape(metrics_port))
         answered = [probe("127.0.0.1", port).status for _ in range(HALF)]
