@@ -43,7 +43,6 @@ def create_app(
 
     health.register(app, services, publisher.ping)
     openapi.register(app)
-    metrics.register(app)
     me.register(app, services)
     regenerations.register(app, services)
     signin.register(app, services)

@@ -1,4 +1,5 @@
-"""GET /metrics (Prometheus text format) and the per-request HTTP metrics.
+"""The per-request HTTP metrics. They are served on a port of their own
+(api/metrics_port.py, MFA_API_METRICS_PORT), not on the API's.
 
 Requests are labelled by route template (`/v1/me/backup-codes/regenerations/{regeneration_id}`),
 never by the concrete path, so no user id or regeneration id becomes a label.
@@ -11,14 +12,7 @@ from typing import Any
 
 import falcon
 from falcon.constants import COMBINED_METHODS
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    Counter,
-    Histogram,
-    generate_latest,
-)
-
-from domain import metrics as domain_metrics
+from prometheus_client import Counter, Histogram
 
 HTTP_REQUESTS = Counter(
     "mfa_http_requests",
@@ -48,13 +42,3 @@ class HttpMetrics:
         started = getattr(req.context, "started", None)
         if started is not None:
             HTTP_DURATION.labels(route).observe(time.perf_counter() - started)
-
-
-class Metrics:
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.content_type = CONTENT_TYPE_LATEST
-        resp.data = generate_latest(domain_metrics.registry())
-
-
-def register(app: falcon.App[falcon.Request, falcon.Response]) -> None:
-    app.add_route("/metrics", Metrics())

@@ -19,6 +19,7 @@ SUITES = [
     ("Intake: POST regenerations vs a bare Falcon INSERT", "bench.bench_intake"),
     ("Latency: POST to ready vs the worker's own time", "bench.bench_latency"),
     ("Worker scaling: 1 vs 2 processes", "bench.bench_scaling"),
+    ("Slow clients: /healthz with and without 64 slow sockets", "bench.bench_slow_clients"),
 ]
 
 

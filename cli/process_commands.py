@@ -13,7 +13,7 @@ import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,11 @@ GUNICORN_CONF = "gunicorn.conf.py"
 REPO_GUNICORN_CONF = Path(__file__).resolve().parents[1] / "deploy" / GUNICORN_CONF
 # `run`: gunicorn processes for the embedded API (each holds its own database pool).
 RUN_WEB_WORKERS = 2
+# gunicorn worker classes `serve --worker-class` offers. `run` has no proxy in front, so
+# it uses waitress's, which reads whole requests before a thread sees them: a client
+# trickling its request holds a socket, not a thread (deploy/gunicorn.conf.py).
+WORKER_CLASSES = {"gthread": "gthread", "waitress": "api.waitress_worker.WaitressWorker"}
+RUN_WORKER_CLASS = "waitress"
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -210,6 +215,7 @@ def gunicorn_argv(
     web_workers: int | None,
     env: Mapping[str, str],
     cwd: Path,
+    worker_class: str | None = None,
 ) -> list[str]:
     conf = gunicorn_conf(cwd)
     argv = [sys.executable, "-m", "gunicorn"]
@@ -226,23 +232,47 @@ def gunicorn_argv(
         argv += ["--workers", str(web_workers)]
     elif conf is None:
         argv += ["--workers", "2"]
+    if worker_class is not None:
+        argv += ["--worker-class", WORKER_CLASSES[worker_class]]
     return [*argv, WSGI_APP]
+
+
+def prepare_api_metrics(settings: Settings, env: MutableMapping[str, str]) -> None:
+    """With MFA_API_METRICS_PORT, the workers' samples go to PROMETHEUS_MULTIPROC_DIR
+    for the master to add up: an emptied one under MFA_VAR_DIR unless one is given."""
+    from api.metrics_port import MULTIPROC_ENV, fresh_multiproc_dir
+
+    if settings.api_metrics_port and not env.get(MULTIPROC_ENV):
+        env[MULTIPROC_ENV] = str(fresh_multiproc_dir(settings.var_dir / "metrics" / "api"))
 
 
 @click.command()
 @click.option("--host", default=None, help="Interface to listen on [default: 127.0.0.1].")
 @click.option("--port", default=None, type=click.IntRange(1, 65535), help="[default: 8000].")
 @click.option("--workers", "web_workers", default=None, type=click.IntRange(1, 64))
+@click.option(
+    "--worker-class",
+    type=click.Choice(sorted(WORKER_CLASSES)),
+    default=None,
+    help="waitress reads whole requests before a thread takes them (for no proxy in "
+    "front) [default: gunicorn.conf.py's, gthread].",
+)
 @handle_errors
-def serve(host: str | None, port: int | None, web_workers: int | None) -> None:
+def serve(
+    host: str | None, port: int | None, web_workers: int | None, worker_class: str | None
+) -> None:
     """The HTTP API under gunicorn (replaces this process).
 
     Without --host/--port it listens where MFA_BIND says, else where the image's
-    gunicorn.conf.py says, else on 127.0.0.1:8000."""
-    Settings.from_env()  # bad settings fail here, with a message, not in every worker
+    gunicorn.conf.py says, else on 127.0.0.1:8000. MFA_API_METRICS_PORT serves
+    the metrics of all its processes on a port of their own."""
+    settings = Settings.from_env()  # bad settings fail here, with a message
     if importlib.util.find_spec("api.wsgi") is None:
         raise click.ClickException("the API module api.wsgi is missing from this install")
-    argv = gunicorn_argv(host, port, web_workers, os.environ, Path.cwd())
+    if settings.api_metrics_port and gunicorn_conf(Path.cwd()) is None:
+        raise click.ClickException("MFA_API_METRICS_PORT needs gunicorn.conf.py (its hooks)")
+    prepare_api_metrics(settings, os.environ)
+    argv = gunicorn_argv(host, port, web_workers, os.environ, Path.cwd(), worker_class)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, argv)  # noqa: S606 (our own fixed command line)
@@ -295,7 +325,8 @@ def run_children(host: str, port: int) -> list[ChildSpec]:
         ChildSpec(
             "api",
             _child_argv(
-                "serve", "--host", host, "--port", str(port), "--workers", str(RUN_WEB_WORKERS)
+                *("serve", "--host", host, "--port", str(port)),
+                *("--workers", str(RUN_WEB_WORKERS), "--worker-class", RUN_WORKER_CLASS),
             ),
         ),
     ]

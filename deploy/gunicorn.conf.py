@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 
-# In a container the API must listen on every interface for the published port to reach it.
+# The API's metrics on their own port, added up across the workers (MFA_API_METRICS_PORT).
+from api.metrics_port import child_exit, when_ready
+
+# In a container the API must listen on every interface for nginx (another container) to reach it.
 bind = os.environ.get("MFA_BIND", "0.0.0.0:8000")
 
 
@@ -21,7 +24,10 @@ def _workers() -> int:
 
 
 workers = _workers()
-# Threads keep a slow client or an idle keep-alive connection from pinning a whole process.
+# Threads keep an idle keep-alive connection from pinning a whole process. A client
+# that trickles its request still holds a thread while it does: deployments put
+# nginx in front (deploy/nginx.conf), which buffers whole requests first; `mfa-codes
+# run` uses `--worker-class waitress` instead (api/waitress_worker.py).
 worker_class = "gthread"
 threads = 4
 
@@ -59,3 +65,5 @@ control_socket_disable = True
 # The longest request line gunicorn accepts (its own maximum); the API's longest
 # URLs are audit queries with filters, well below it.
 limit_request_line = 8190
+
+__all__ = ["child_exit", "when_ready"]  # gunicorn server hooks, read by name

@@ -84,6 +84,9 @@ class Settings:
     log_json: bool = True
     # 0: off. A worker has no HTTP server; this port serves its Prometheus metrics.
     worker_metrics_port: int = 0
+    # 0: off. The API's metrics, added up over its processes, on their own port (the
+    # API port does not serve them); the gunicorn master listens there.
+    api_metrics_port: int = 0
     # Reverse proxies whose X-Forwarded-For is believed (the audit trail's source IP).
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
 
@@ -167,6 +170,7 @@ class Settings:
             log_level=merged.get("MFA_LOG_LEVEL", "INFO").upper(),
             log_json=merged.get("MFA_LOG_FORMAT", "json").lower() != "text",
             worker_metrics_port=_int(merged, "MFA_WORKER_METRICS_PORT", 0, 0, 65535),
+            api_metrics_port=_int(merged, "MFA_API_METRICS_PORT", 0, 0, 65535),
             trusted_proxies=_networks(merged, "MFA_TRUSTED_PROXIES"),
         )
 

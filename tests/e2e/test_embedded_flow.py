@@ -185,11 +185,13 @@ class Service:
 
 
 @contextmanager
-def running(workdir: Path) -> Iterator[Service]:
-    """`mfa-codes run` on a free port with nothing configured but a fresh MFA_VAR_DIR."""
+def running(workdir: Path, extra_env: dict[str, str] | None = None) -> Iterator[Service]:
+    """`mfa-codes run` on a free port with nothing configured but a fresh MFA_VAR_DIR
+    (and `extra_env`)."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MFA_")}
-    env.update({"MFA_VAR_DIR": str(workdir / "var"), **FAST_ARGON2})
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update({"MFA_VAR_DIR": str(workdir / "var"), **FAST_ARGON2, **(extra_env or {})})
     log_path = workdir / "run.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

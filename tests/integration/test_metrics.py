@@ -1,4 +1,6 @@
-"""GET /metrics: Prometheus text with HTTP, regeneration, lockout and sign-in counters."""
+"""The metrics: HTTP, regeneration, lockout and sign-in counters, as a scrape of
+MFA_API_METRICS_PORT reads them (tests/e2e/test_api_metrics_port.py scrapes the
+real port); the API port itself no longer serves /metrics."""
 
 from __future__ import annotations
 
@@ -8,19 +10,23 @@ from pathlib import Path
 from wsgiref.validate import WSGIWarning
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from domain import metrics as domain_metrics
 from domain.migrate import upgrade
 from tests.conftest import make_settings
-from tests.integration.api_helpers import ApiWorld, api_world
+from tests.integration.api_helpers import api_world
 
 
-def _samples(world: ApiWorld) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    got = world.call("GET", "/metrics")
-    assert got.status_code == 200
-    assert got.headers["content-type"].startswith("text/plain")
+def _scrape() -> str:
+    """The exposition text the metrics port serves (same registry, this process)."""
+    return generate_latest(domain_metrics.registry()).decode()
+
+
+def _samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     out = {}
-    for family in text_string_to_metric_families(got.text):
+    for family in text_string_to_metric_families(_scrape()):
         for s in family.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
@@ -37,21 +43,21 @@ def test_metrics_count_requests_by_route_template_not_by_concrete_path(tmp_path:
         org = world.org()
         tok, body = world.enroll(org)
         reg_id = body["regeneration"]["id"]
-        before = _samples(world)
+        before = _samples()
         route = "/v1/me/backup-codes/regenerations/{regeneration_id}"
         for _ in range(3):
             assert (
                 world.call("GET", f"/v1/me/backup-codes/regenerations/{reg_id}", tok).status_code
                 == 200
             )
-        after = _samples(world)
+        after = _samples()
         key = {"route": route, "method": "GET", "status": "200"}
         assert (
             _value(after, "mfa_http_requests_total", **key)
             - _value(before, "mfa_http_requests_total", **key)
             == 3
         )
-        text = world.call("GET", "/metrics").text
+        text = _scrape()
         assert reg_id not in text and "alice" not in text and org not in text
 
 
@@ -59,7 +65,7 @@ def test_metrics_count_regenerations_lockouts_and_signins_once_committed(tmp_pat
     settings = make_settings(tmp_path)
     upgrade(settings.database_url)
     with api_world(settings) as world:
-        before = _samples(world)
+        before = _samples()
         org = world.org()
         tok, body = world.enroll(org)
         world.await_status(tok, body["regeneration"]["id"])
@@ -70,7 +76,7 @@ def test_metrics_count_regenerations_lockouts_and_signins_once_committed(tmp_pat
         for _ in range(5):
             world.call("POST", verify, service, json={"code": "0000-0000-0000"})
         assert world.call("POST", verify, service, json={"code": codes[1]}).status_code == 429
-        after = _samples(world)
+        after = _samples()
 
     def delta(name: str, **labels: str) -> float:
         return _value(after, name, **labels) - _value(before, name, **labels)
@@ -155,6 +161,15 @@ def test_invented_methods_share_one_label(tmp_path: Path) -> None:
             # The test client's WSGI validator warns about the method; a server does not.
             with pytest.warns(WSGIWarning):
                 world.client.simulate_request(method, "/nowhere")
-        text = world.call("GET", "/metrics").text
+        text = _scrape()
     assert "FOOBAR" not in text
     assert re.search(r'mfa_http_requests_total\{[^}]*method="other"', text)
+
+
+def test_the_api_port_serves_no_metrics(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    upgrade(settings.database_url)
+    with api_world(settings, worker=False) as world:
+        got = world.call("GET", "/metrics")
+    assert got.status_code == 404
+    assert "mfa_http_requests" not in got.text

@@ -31,6 +31,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
 RABBITMQ_CONF = ROOT / "deploy" / "rabbitmq.conf"
+NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 
 # Settings the config sets that gunicorn versions older than the installed one lack.
 NEWER_GUNICORN_SETTINGS = {"control_socket_disable"}
@@ -172,7 +173,7 @@ def test_compose_file_has_no_version_key() -> None:
 
 def test_compose_has_the_expected_services() -> None:
     services = load_compose()["services"]
-    assert set(services) == {"postgres", "rabbitmq", "migrate", "api", "worker", "beat"}
+    assert set(services) == {"postgres", "rabbitmq", "migrate", "api", "worker", "beat", "nginx"}
     assert set(app_services(load_compose())) == {"migrate", "api", "worker", "beat"}
 
 
@@ -211,10 +212,43 @@ def test_migrations_run_once_before_the_app_roles() -> None:
         assert deps["rabbitmq"]["condition"] == "service_healthy", name
 
 
-def test_only_the_api_publishes_a_port() -> None:
+def test_only_nginx_publishes_a_port() -> None:
+    """Slow clients meet nginx, which buffers whole requests; gunicorn is not published."""
     services = load_compose()["services"]
-    assert services["api"]["ports"] == ["8000:8000"]
-    assert [n for n, s in services.items() if "ports" in s] == ["api"]
+    assert services["nginx"]["ports"] == ["8000:8000"]
+    assert [n for n, s in services.items() if "ports" in s] == ["nginx"]
+
+
+def test_nginx_runs_the_repository_config_in_front_of_the_api() -> None:
+    nginx = load_compose()["services"]["nginx"]
+    assert nginx["image"].startswith("nginx:")
+    assert "./deploy/nginx.conf:/etc/nginx/conf.d/default.conf:ro" in nginx["volumes"]
+    assert nginx["depends_on"] == {"api": {"condition": "service_started"}}
+    assert "/healthz" in " ".join(nginx["healthcheck"]["test"])
+    conf = NGINX_CONF.read_text()
+    directives = dict(re.findall(r"^\s*([a-z_]+)\s+([^;{]+);", conf, re.MULTILINE))
+    assert directives["listen"] == "8000"  # where the published port points
+    assert directives["set"] == "$api_upstream api:8000"  # the api service, gunicorn's bind
+    assert directives["proxy_pass"] == "http://$api_upstream"
+    assert directives["proxy_request_buffering"] == "on"
+    assert directives["client_header_timeout"] == "10s"
+    assert directives["client_body_timeout"] == "10s"
+    assert "X-Forwarded-For $proxy_add_x_forwarded_for" in conf
+    # The access log writes the path ($uri), never the query string ($request, $args).
+    log_format = re.search(r"log_format mfa ([^;]+);", conf)
+    assert log_format and "$uri" in log_format.group(1)
+    for leak in ("$request ", "$request_uri", "$args", "$query_string", "$http_authorization"):
+        assert leak not in log_format.group(1), leak
+    assert "access_log /dev/stdout mfa;" in conf
+
+
+def test_the_api_trusts_forwarded_for_from_the_compose_network_only() -> None:
+    from ipaddress import ip_network
+
+    env = load_compose()["services"]["api"]["environment"]
+    networks = [ip_network(n) for n in env["MFA_TRUSTED_PROXIES"].split(",")]
+    assert networks and all(n.is_private for n in networks)
+    assert "ports" not in load_compose()["services"]["api"]
 
 
 def test_healthchecks_where_they_make_sense() -> None:
@@ -513,6 +547,22 @@ def test_gunicorn_access_log_holds_no_query_string_or_header() -> None:
         assert leak.lower() not in fmt.lower(), leak
     # Request headers (…i) are out entirely; response headers (…o) only the request id.
     assert re.findall(r"%\(\{([^}]*)\}([io])\)s", fmt) == [("x-request-id", "o")]
+
+
+def test_gunicorn_master_serves_the_api_metrics_and_forgets_dead_workers() -> None:
+    from api import metrics_port
+
+    conf = load_gunicorn_conf()
+    assert conf["when_ready"] is metrics_port.when_ready
+    assert conf["child_exit"] is metrics_port.child_exit
+
+
+def test_run_serves_its_api_with_the_buffering_worker_class() -> None:
+    from cli import process_commands as pc
+
+    argv = pc.gunicorn_argv("127.0.0.1", 8000, 2, {}, ROOT, pc.RUN_WORKER_CLASS)
+    assert argv[argv.index("--worker-class") + 1] == "api.waitress_worker.WaitressWorker"
+    assert "--worker-class" not in pc.gunicorn_argv(None, None, None, {}, ROOT)
 
 
 def test_api_stop_grace_exceeds_gunicorn_graceful_timeout() -> None:

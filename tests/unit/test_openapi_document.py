@@ -28,7 +28,7 @@ PROBLEM_REF = "#/components/schemas/Problem"
 REQUEST_ID_REF = "#/components/headers/X-Request-Id"
 DOC_URI = "urn:mfa-backup-codes:openapi"
 
-UNAUTHENTICATED = {"/healthz", "/readyz", "/openapi.json", "/metrics"}
+UNAUTHENTICATED = {"/healthz", "/readyz", "/openapi.json"}
 
 # Every status API.md names, plus 401/403 for /v1, 400/422 for input, 404 where a
 # resource id is in the path, 413 on POST/PUT.
@@ -36,7 +36,6 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("/healthz", "get"): "200",
     ("/readyz", "get"): "200 503",
     ("/openapi.json", "get"): "200",
-    ("/metrics", "get"): "200",
     ("/v1/me/mfa", "get"): "200 401 403 503",
     ("/v1/me/mfa/enrollment", "post"): "201 400 401 403 409 413 422 503",
     ("/v1/me/mfa/enrollment/confirm", "post"): "201 400 401 403 409 413 422 429 503",

@@ -114,6 +114,15 @@ def test_worker_metrics_port_is_off_by_default_and_bounded(tmp_path: Path) -> No
         Settings.from_env(env={**base, "MFA_WORKER_METRICS_PORT": "70000"}, dotenv=None)
 
 
+def test_api_metrics_port_is_off_by_default_and_bounded(tmp_path: Path) -> None:
+    base = {"MFA_VAR_DIR": str(tmp_path / "var")}
+    assert Settings.from_env(env=base, dotenv=None).api_metrics_port == 0
+    got = Settings.from_env(env={**base, "MFA_API_METRICS_PORT": "9101"}, dotenv=None)
+    assert got.api_metrics_port == 9101
+    with pytest.raises(ConfigurationError):
+        Settings.from_env(env={**base, "MFA_API_METRICS_PORT": "70000"}, dotenv=None)
+
+
 def test_repr_hides_urls_and_keys(tmp_path: Path) -> None:
     s = Settings.from_env(
         env={
