@@ -26,7 +26,7 @@ import click
 
 from cli.common import handle_errors
 from domain import logs
-from domain.migrate import upgrade
+from domain.migrate import upgrade_settings
 from domain.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -396,5 +396,5 @@ def run(host: str, port: int) -> None:
     """The embedded default: migrate, then API, worker and scheduler together."""
     settings = Settings.from_env()  # also creates the embedded key files, once
     logs.configure(settings.log_level, settings.log_json)
-    upgrade(settings.database_url)
+    upgrade_settings(settings)
     sys.exit(supervise(settings, host, port))

@@ -16,6 +16,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from domain import checkpoint_file
 from domain.audit import format_ts
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
 from domain.settings import Settings
@@ -98,22 +100,47 @@ def signature_valid(checkpoint: AuditCheckpoint, key: Ed25519PublicKey) -> bool:
     return True
 
 
-def _sign(
-    session: Session, settings: Settings, org_id: str, seq: int, hash: str, now: datetime
-) -> AuditCheckpoint:
+def _sign(session: Session, settings: Settings, head: AuditHead, now: datetime) -> AuditCheckpoint:
+    """Sign the (locked) head, count it on the head, and have it leave the database
+    (checkpoint_file) once committed."""
     private = _private_key(settings)
-    signature = private.sign(message(org_id, seq, hash, now))
+    signature = private.sign(message(head.org_id, head.seq, head.hash, now))
     checkpoint = AuditCheckpoint(
-        org_id=org_id,
-        seq=seq,
-        hash=hash,
+        org_id=head.org_id,
+        seq=head.seq,
+        hash=head.hash,
         signed_at=now,
         key_id=key_id(private.public_key()),
         signature=base64.b64encode(signature).decode(),
     )
     session.add(checkpoint)
+    head.checkpoints = (head.checkpoints or 0) + 1
     session.flush()
+    checkpoint_file.note(session, settings, as_record(checkpoint))
     return checkpoint
+
+
+def as_record(checkpoint: AuditCheckpoint) -> dict[str, Any]:
+    """A checkpoint as the file and the log line hold it."""
+    return {
+        "org_id": checkpoint.org_id,
+        "seq": checkpoint.seq,
+        "hash": checkpoint.hash,
+        "signed_at": format_ts(checkpoint.signed_at),
+        "key_id": checkpoint.key_id,
+        "signature": checkpoint.signature,
+    }
+
+
+def _locked_head(session: Session, org_id: str) -> AuditHead | None:
+    """The head under its row lock: checkpointers of one chain take turns, so its
+    checkpoints' seqs strictly increase in the order they were written."""
+    return session.execute(
+        select(AuditHead)
+        .where(AuditHead.org_id == org_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
 
 
 def _head_is_backed(session: Session, org_id: str, seq: int, hash: str) -> bool:
@@ -142,7 +169,7 @@ def checkpoint_org(
     Returns the new checkpoint, or the latest one when the head has not moved,
     or None for an empty chain (or a head no event backs).
     """
-    head = session.get(AuditHead, org_id)
+    head = _locked_head(session, org_id)
     latest = latest_checkpoint(session, org_id)
     if head is None or head.seq <= 0:
         return latest
@@ -150,15 +177,16 @@ def checkpoint_org(
         return latest
     if not _head_is_backed(session, org_id, head.seq, head.hash):
         return latest
-    return _sign(session, settings, org_id, head.seq, head.hash, now)
+    return _sign(session, settings, head, now)
 
 
 def write_checkpoints(session: Session, settings: Settings, now: datetime) -> int:
     """Sign every organization's head that moved since its last checkpoint.
 
-    For the periodic task (every settings.checkpoint_interval_seconds). No lock
-    is taken on the heads: a committed head is signed as it was read, and appends
-    carry on meanwhile. Returns the number of checkpoints written.
+    For the periodic task (every settings.checkpoint_interval_seconds). The heads
+    are found without a lock; each one to sign is then locked (in org order) and
+    read again, which holds that organization's appends only until the commit.
+    Returns the number of checkpoints written.
     """
     last_signed = (
         select(func.max(AuditCheckpoint.seq))
@@ -167,13 +195,14 @@ def write_checkpoints(session: Session, settings: Settings, now: datetime) -> in
         .scalar_subquery()
     )
     moved = session.execute(
-        select(AuditHead.org_id, AuditHead.seq, AuditHead.hash)
+        select(AuditHead.org_id)
         .where(AuditHead.seq > 0, AuditHead.seq > func.coalesce(last_signed, 0))
         .order_by(AuditHead.org_id)
-    ).all()
+    ).scalars()
     written = 0
-    for org_id, seq, hash in moved:
-        if _head_is_backed(session, org_id, seq, hash):
-            _sign(session, settings, org_id, seq, hash, now)
+    for org_id in list(moved):
+        before = latest_checkpoint(session, org_id)
+        signed = checkpoint_org(session, settings, org_id, now)
+        if signed is not None and (before is None or signed.id != before.id):
             written += 1
     return written
