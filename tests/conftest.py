@@ -106,10 +106,11 @@ def owner_url(app_url: str) -> str:
 
 
 @contextmanager
-def fresh_postgres_database(prefix: str) -> Iterator[str]:
+def fresh_postgres_database(prefix: str, *, migrate: bool = True) -> Iterator[str]:
     """A fresh PostgreSQL database, migrated by its owner; yields the URL of an
     application role of its own that owns nothing (as MFA_DATABASE_URL is in
-    deployment). Its sessions are ended, it and the role are dropped after."""
+    deployment; owner_url() gives the owner's). Its sessions are ended, it and
+    the role are dropped after. `migrate=False`: left empty, for `db upgrade`."""
     require_service("PostgreSQL", POSTGRES_URL, 5432)
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     role = f"{name}_app"
@@ -120,7 +121,8 @@ def fresh_postgres_database(prefix: str) -> Iterator[str]:
     url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
     app_url = _with_user(url, role)
     try:
-        upgrade(url, app_url=app_url)
+        if migrate:
+            upgrade(url, app_url=app_url)
         yield app_url
     finally:
         with admin.connect() as conn:
