@@ -161,6 +161,22 @@ def latest_checkpoint(session: Session, org_id: str) -> AuditCheckpoint | None:
     ).scalar_one_or_none()
 
 
+def sign_if_moved(
+    session: Session, settings: Settings, org_id: str, now: datetime
+) -> AuditCheckpoint | None:
+    """Sign the organization's head if it moved since its last checkpoint (and an
+    event backs it); the new checkpoint, or None."""
+    head = _locked_head(session, org_id)
+    if head is None or head.seq <= 0:
+        return None
+    latest = latest_checkpoint(session, org_id)
+    if latest is not None and latest.seq >= head.seq:
+        return None
+    if not _head_is_backed(session, org_id, head.seq, head.hash):
+        return None
+    return _sign(session, settings, head, now)
+
+
 def checkpoint_org(
     session: Session, settings: Settings, org_id: str, now: datetime
 ) -> AuditCheckpoint | None:
@@ -169,40 +185,32 @@ def checkpoint_org(
     Returns the new checkpoint, or the latest one when the head has not moved,
     or None for an empty chain (or a head no event backs).
     """
-    head = _locked_head(session, org_id)
-    latest = latest_checkpoint(session, org_id)
-    if head is None or head.seq <= 0:
-        return latest
-    if latest is not None and latest.seq >= head.seq:
-        return latest
-    if not _head_is_backed(session, org_id, head.seq, head.hash):
-        return latest
-    return _sign(session, settings, head, now)
+    return sign_if_moved(session, settings, org_id, now) or latest_checkpoint(session, org_id)
 
 
-def write_checkpoints(session: Session, settings: Settings, now: datetime) -> int:
-    """Sign every organization's head that moved since its last checkpoint.
-
-    For the periodic task (every settings.checkpoint_interval_seconds). The heads
-    are found without a lock; each one to sign is then locked (in org order) and
-    read again, which holds that organization's appends only until the commit.
-    Returns the number of checkpoints written.
-    """
+def moved_heads(session: Session) -> list[str]:
+    """The organizations whose head moved since their last checkpoint, in org order."""
     last_signed = (
         select(func.max(AuditCheckpoint.seq))
         .where(AuditCheckpoint.org_id == AuditHead.org_id)
         .correlate(AuditHead)
         .scalar_subquery()
     )
-    moved = session.execute(
+    query = (
         select(AuditHead.org_id)
         .where(AuditHead.seq > 0, AuditHead.seq > func.coalesce(last_signed, 0))
         .order_by(AuditHead.org_id)
-    ).scalars()
-    written = 0
-    for org_id in list(moved):
-        before = latest_checkpoint(session, org_id)
-        signed = checkpoint_org(session, settings, org_id, now)
-        if signed is not None and (before is None or signed.id != before.id):
-            written += 1
-    return written
+    )
+    return list(session.execute(query).scalars())
+
+
+def write_checkpoints(session: Session, settings: Settings, now: datetime) -> int:
+    """Sign, in this one transaction, every organization's head that moved since
+    its last checkpoint (`mfa-codes audit checkpoint`). Each head is locked while
+    it is signed, so one chain's checkpoints take turns. The periodic task signs
+    one organization per transaction instead (workers.tasks), holding each head's
+    lock only briefly. Returns the number of checkpoints written.
+    """
+    return sum(
+        sign_if_moved(session, settings, org_id, now) is not None for org_id in moved_heads(session)
+    )
