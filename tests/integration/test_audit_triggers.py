@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, create_engine, select, text
@@ -14,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 
 from domain import accounts, audit
 from domain.audit_checkpoint import checkpoint_org
+from domain.migrate import upgrade
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
 from domain.services import Services
 from tests.conftest import owner_url, unique
@@ -181,3 +183,26 @@ def test_appending_still_works_after_a_refusal(services: Services) -> None:
     with services.unit_of_work() as session:
         audit.append(session, org, "audit.read", "success", audit.CLI)
     assert [seq for seq, _, _ in _events(services, org)] == [1, 2, 3]
+
+
+def test_migration_0003_counts_the_checkpoints_a_chain_already_has(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0002")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO audit_heads (org_id, seq, hash) VALUES ('a', 2, 'h')"))
+            for seq in (1, 2):
+                conn.execute(
+                    text(
+                        "INSERT INTO audit_checkpoints (org_id, seq, hash, signed_at, key_id, "
+                        "signature) VALUES ('a', :seq, 'h', '2026-01-01 00:00:00', 'k', 's')"
+                    ),
+                    {"seq": seq},
+                )
+        upgrade(url)
+        with engine.connect() as conn:
+            count = conn.execute(text("SELECT checkpoints FROM audit_heads")).scalar_one()
+    finally:
+        engine.dispose()
+    assert count == 2
