@@ -39,7 +39,7 @@ WORKDIR /app
 # gunicorn reads ./gunicorn.conf.py from its working directory by default.
 COPY deploy/gunicorn.conf.py /app/gunicorn.conf.py
 # The only writable place for the app user (celery beat's schedule file, scratch).
-RUN mkdir -p /app/var && chown mfa:mfa /app/var
+RUN mkdir -p /app/var/checkpoints && chown -R mfa:mfa /app/var
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -168,7 +168,9 @@ def run() -> list[dict[str, object]]:
             small, big = f"small-{uuid.uuid4().hex[:6]}", f"big-{uuid.uuid4().hex[:6]}"
             _build_chain(sessions, small, SMALL_CHAIN)
             _build_chain(sessions, big, CHAIN)
+            # Both signed: events older than twice the interval must be (audit_verify).
             with unit_of_work(sessions) as session:
+                checkpoint_org(session, settings, small, datetime.now(UTC))
                 checkpoint_org(session, settings, big, datetime.now(UTC))
             rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             seconds, checked = _verify(sessions, big, settings)

@@ -9,7 +9,7 @@ from cli.common import handle_errors, load_services
 from domain import accounts, audit, tokens
 from domain import audit_types as types
 from domain.key_rotation import rotate_all
-from domain.migrate import upgrade
+from domain.migrate import upgrade_settings
 from domain.models import Organization
 from domain.settings import Settings
 
@@ -22,9 +22,10 @@ def db() -> None:
 @db.command("upgrade")
 @handle_errors
 def db_upgrade() -> None:
-    """Apply every pending migration."""
+    """Apply every pending migration (as MFA_MIGRATION_DATABASE_URL where set), then
+    grant the MFA_DATABASE_URL role its privileges."""
     settings = Settings.from_env()
-    upgrade(settings.database_url)
+    upgrade_settings(settings)
     click.echo("database is at the latest schema")
 
 

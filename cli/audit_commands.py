@@ -56,11 +56,30 @@ def _require_org(session: Session, org_id: str) -> None:
         raise NotFound(f"no organization {org_id!r}")
 
 
+def _expected(value: str | None) -> tuple[int, str] | None:
+    if value is None:
+        return None
+    seq, _, hash_ = value.partition(":")
+    if not seq.isdigit() or int(seq) < 1 or len(hash_) != 64:
+        raise click.BadParameter("SEQ:HASH, a seq from 1 and a 64-hex hash", param_hint="--expect")
+    return int(seq), hash_.lower()
+
+
 @audit.command("verify")
 @click.option("--org", "org_id", default=None, help="Only this organization (default: all).")
+@click.option(
+    "--expect",
+    default=None,
+    metavar="SEQ:HASH",
+    help="A head kept elsewhere (a checkpoint's log line, an earlier verify): the chain "
+    "must hold that hash at that seq. Needs --org.",
+)
 @handle_errors
-def verify(org_id: str | None) -> None:
+def verify(org_id: str | None, expect: str | None) -> None:
     """Recompute every chain; exit 1 naming the first bad event of each broken one."""
+    expected = _expected(expect)
+    if expected is not None and org_id is None:
+        raise click.UsageError("--expect needs --org")
     with closing(load_services()) as services:
         with services.unit_of_work() as session:
             if org_id is not None:
@@ -69,7 +88,7 @@ def verify(org_id: str | None) -> None:
         broken = 0
         for org in orgs:
             with services.unit_of_work() as session:
-                result = verify_chain(session, org, services.settings)
+                result = verify_chain(session, org, services.settings, expect=expected)
                 record_review(
                     session,
                     org,
@@ -84,7 +103,10 @@ def verify(org_id: str | None) -> None:
                 )
             if result.ok:
                 head = result.head["seq"] if result.head else 0
-                click.echo(f"{org}: ok ({result.events_checked} events, head at seq {head})")
+                click.echo(
+                    f"{org}: ok ({result.events_checked} events, head at seq {head}, "
+                    f"{result.unsigned_events} not yet signed)"
+                )
             else:
                 broken += 1
                 click.echo(f"{org}: BROKEN at seq {result.first_bad_seq}: {result.reason}")

@@ -22,7 +22,7 @@ import click
 from cli.common import handle_errors
 from cli.supervise import ChildSpec, Supervisor
 from domain import logs
-from domain.migrate import upgrade
+from domain.migrate import upgrade_settings
 from domain.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -355,5 +355,5 @@ def run(host: str, port: int) -> None:
     """The embedded default: migrate, then API, worker and scheduler together."""
     settings = Settings.from_env()  # also creates the embedded key files, once
     logs.configure(settings.log_level, settings.log_json)
-    upgrade(settings.database_url)
+    upgrade_settings(settings)
     sys.exit(supervise(settings, host, port))

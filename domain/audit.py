@@ -104,7 +104,7 @@ def _check_details(details: dict[str, Any]) -> None:
 def ensure_head(session: Session, org_id: str) -> None:
     """Create an organization's chain head (at organization creation)."""
     if session.get(AuditHead, org_id) is None:
-        session.add(AuditHead(org_id=org_id, seq=0, hash=GENESIS_HASH))
+        session.add(AuditHead(org_id=org_id, seq=0, hash=GENESIS_HASH, checkpoints=0))
         session.flush()
 
 

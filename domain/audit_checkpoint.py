@@ -16,6 +16,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from domain import checkpoint_file
 from domain.audit import format_ts
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
 from domain.settings import Settings
@@ -98,22 +100,47 @@ def signature_valid(checkpoint: AuditCheckpoint, key: Ed25519PublicKey) -> bool:
     return True
 
 
-def _sign(
-    session: Session, settings: Settings, org_id: str, seq: int, hash: str, now: datetime
-) -> AuditCheckpoint:
+def _sign(session: Session, settings: Settings, head: AuditHead, now: datetime) -> AuditCheckpoint:
+    """Sign the (locked) head, count it on the head, and have it leave the database
+    (checkpoint_file) once committed."""
     private = _private_key(settings)
-    signature = private.sign(message(org_id, seq, hash, now))
+    signature = private.sign(message(head.org_id, head.seq, head.hash, now))
     checkpoint = AuditCheckpoint(
-        org_id=org_id,
-        seq=seq,
-        hash=hash,
+        org_id=head.org_id,
+        seq=head.seq,
+        hash=head.hash,
         signed_at=now,
         key_id=key_id(private.public_key()),
         signature=base64.b64encode(signature).decode(),
     )
     session.add(checkpoint)
+    head.checkpoints = (head.checkpoints or 0) + 1
     session.flush()
+    checkpoint_file.note(session, settings, as_record(checkpoint))
     return checkpoint
+
+
+def as_record(checkpoint: AuditCheckpoint) -> dict[str, Any]:
+    """A checkpoint as the file and the log line hold it."""
+    return {
+        "org_id": checkpoint.org_id,
+        "seq": checkpoint.seq,
+        "hash": checkpoint.hash,
+        "signed_at": format_ts(checkpoint.signed_at),
+        "key_id": checkpoint.key_id,
+        "signature": checkpoint.signature,
+    }
+
+
+def _locked_head(session: Session, org_id: str) -> AuditHead | None:
+    """The head under its row lock: checkpointers of one chain take turns, so its
+    checkpoints' seqs strictly increase in the order they were written."""
+    return session.execute(
+        select(AuditHead)
+        .where(AuditHead.org_id == org_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
 
 
 def _head_is_backed(session: Session, org_id: str, seq: int, hash: str) -> bool:
@@ -134,6 +161,22 @@ def latest_checkpoint(session: Session, org_id: str) -> AuditCheckpoint | None:
     ).scalar_one_or_none()
 
 
+def sign_if_moved(
+    session: Session, settings: Settings, org_id: str, now: datetime
+) -> AuditCheckpoint | None:
+    """Sign the organization's head if it moved since its last checkpoint (and an
+    event backs it); the new checkpoint, or None."""
+    head = _locked_head(session, org_id)
+    if head is None or head.seq <= 0:
+        return None
+    latest = latest_checkpoint(session, org_id)
+    if latest is not None and latest.seq >= head.seq:
+        return None
+    if not _head_is_backed(session, org_id, head.seq, head.hash):
+        return None
+    return _sign(session, settings, head, now)
+
+
 def checkpoint_org(
     session: Session, settings: Settings, org_id: str, now: datetime
 ) -> AuditCheckpoint | None:
@@ -142,38 +185,32 @@ def checkpoint_org(
     Returns the new checkpoint, or the latest one when the head has not moved,
     or None for an empty chain (or a head no event backs).
     """
-    head = session.get(AuditHead, org_id)
-    latest = latest_checkpoint(session, org_id)
-    if head is None or head.seq <= 0:
-        return latest
-    if latest is not None and latest.seq >= head.seq:
-        return latest
-    if not _head_is_backed(session, org_id, head.seq, head.hash):
-        return latest
-    return _sign(session, settings, org_id, head.seq, head.hash, now)
+    return sign_if_moved(session, settings, org_id, now) or latest_checkpoint(session, org_id)
 
 
-def write_checkpoints(session: Session, settings: Settings, now: datetime) -> int:
-    """Sign every organization's head that moved since its last checkpoint.
-
-    For the periodic task (every settings.checkpoint_interval_seconds). No lock
-    is taken on the heads: a committed head is signed as it was read, and appends
-    carry on meanwhile. Returns the number of checkpoints written.
-    """
+def moved_heads(session: Session) -> list[str]:
+    """The organizations whose head moved since their last checkpoint, in org order."""
     last_signed = (
         select(func.max(AuditCheckpoint.seq))
         .where(AuditCheckpoint.org_id == AuditHead.org_id)
         .correlate(AuditHead)
         .scalar_subquery()
     )
-    moved = session.execute(
-        select(AuditHead.org_id, AuditHead.seq, AuditHead.hash)
+    query = (
+        select(AuditHead.org_id)
         .where(AuditHead.seq > 0, AuditHead.seq > func.coalesce(last_signed, 0))
         .order_by(AuditHead.org_id)
-    ).all()
-    written = 0
-    for org_id, seq, hash in moved:
-        if _head_is_backed(session, org_id, seq, hash):
-            _sign(session, settings, org_id, seq, hash, now)
-            written += 1
-    return written
+    )
+    return list(session.execute(query).scalars())
+
+
+def write_checkpoints(session: Session, settings: Settings, now: datetime) -> int:
+    """Sign, in this one transaction, every organization's head that moved since
+    its last checkpoint (`mfa-codes audit checkpoint`). Each head is locked while
+    it is signed, so one chain's checkpoints take turns. The periodic task signs
+    one organization per transaction instead (workers.tasks), holding each head's
+    lock only briefly. Returns the number of checkpoints written.
+    """
+    return sum(
+        sign_if_moved(session, settings, org_id, now) is not None for org_id in moved_heads(session)
+    )

@@ -9,6 +9,12 @@ hash at its seq (a chain rewritten with recomputed hashes differs there). At
 the end the chain must reach every checkpoint and agree with the head row
 (a truncated tail falls short of both).
 
+The checkpoints themselves are checked too, since deleting them would erase
+the evidence: in the order they were written their seqs must increase, their
+number must be the head's forward-only count of checkpoints signed, every line
+of the checkpoint file (checkpoint_file) must match a row, and no event older
+than twice the checkpoint interval may be left unsigned.
+
 Under READ COMMITTED (PostgreSQL's default) appends may commit during the walk;
 the head is read only once the events run out, and the events are read once
 more after that, so a concurrent append is never taken for a truncation.
@@ -18,11 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Row, and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from domain import audit_checkpoint_checks as checks
 from domain.audit import GENESIS_HASH, chain_hash, format_ts
 from domain.audit_checkpoint import VerificationKeys, signature_valid, verification_keys
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
@@ -40,6 +48,8 @@ class Verification:
     first_bad_seq: int | None
     reason: str | None
     checkpoint: dict[str, Any] | None
+    # Events after the last checkpoint: not yet signed.
+    unsigned_events: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The body of GET /v1/audit/verification (API.md), plus `reason` in words."""
@@ -50,6 +60,7 @@ class Verification:
             "first_bad_seq": self.first_bad_seq,
             "reason": self.reason,
             "checkpoint": self.checkpoint,
+            "unsigned_events": self.unsigned_events,
         }
 
 
@@ -73,8 +84,17 @@ def _checkpoint_dict(cp: AuditCheckpoint, verified: bool) -> dict[str, Any]:
 
 
 class _Walk:
-    def __init__(self, session: Session, org_id: str, keys: VerificationKeys, batch: int) -> None:
+    def __init__(
+        self,
+        session: Session,
+        org_id: str,
+        keys: VerificationKeys,
+        batch: int,
+        expect: tuple[int, str] | None = None,
+    ) -> None:
         self.session = session
+        self.expect = expect
+        self.expect_met = False
         self.org_id = org_id
         self.keys = keys
         self.current_key_seen = False  # after that, a retired key's checkpoint is a forgery
@@ -85,6 +105,7 @@ class _Walk:
         self.before_last_hash: str | None = None  # to tell an inserted event from an edited one
         self.after: tuple[int, str] | None = None  # keyset position (seq, id)
         self.checkpoint: dict[str, Any] | None = None
+        self.head_seq = 0
 
     # -- reading -------------------------------------------------------------------
 
@@ -143,6 +164,10 @@ class _Walk:
             raise _Bad(row.seq, f"event {row.seq} does not match its hash (edited)")
         self.before_last_hash = self.last_hash
         self.last_seq, self.last_hash = row.seq, row.hash
+        if self.expect is not None and row.seq == self.expect[0]:
+            if row.hash != self.expect[1]:
+                raise _Bad(row.seq, f"event {row.seq} does not have the expected hash")
+            self.expect_met = True
 
     def _check_signature(self, cp: AuditCheckpoint) -> None:
         key = self.keys.by_id.get(cp.key_id)
@@ -227,6 +252,26 @@ class _Walk:
                 continue
             break
         self._check_tail(head_seq, head_hash, signed_max)
+        self.head_seq = head_seq
+
+    def check_checkpoints(self, settings: Settings, now: datetime) -> None:
+        """The checkpoints as a set (audit_checkpoint_checks), then --expect."""
+        for problem in (
+            checks.order(self.session, self.org_id),
+            checks.file_matches(self.session, settings, self.org_id),
+            checks.count(self.session, self.org_id),
+        ):
+            if problem is not None:
+                raise _Bad(*problem)
+        if self.expect is not None and not self.expect_met:
+            raise _Bad(
+                self.last_seq + 1,
+                f"the chain ends at seq {self.last_seq} but seq {self.expect[0]} was "
+                f"expected (truncated)",
+            )
+        problem = checks.timely(self.session, settings, self.org_id, self.head_seq, now)
+        if problem is not None:
+            raise _Bad(*problem)
 
 
 def _table_head(session: Session, org_id: str) -> dict[str, Any] | None:
@@ -240,23 +285,33 @@ def _table_head(session: Session, org_id: str) -> dict[str, Any] | None:
 
 
 def verify_chain(
-    session: Session, org_id: str, settings: Settings, *, batch: int = BATCH
+    session: Session,
+    org_id: str,
+    settings: Settings,
+    *,
+    batch: int = BATCH,
+    now: datetime | None = None,
+    expect: tuple[int, str] | None = None,
 ) -> Verification:
-    """Recompute the organization's chain and check it against its checkpoints and head.
+    """Recompute the organization's chain and check it against its checkpoints and head;
+    `expect` (seq, hash) is a head kept elsewhere that the chain must still hold.
 
     Reads only; the caller appends AUDIT_VERIFIED if it wants the check recorded.
     """
-    walk = _Walk(session, org_id, verification_keys(settings), batch)
+    walk = _Walk(session, org_id, verification_keys(settings), batch, expect)
     try:
         walk.run()
+        walk.check_checkpoints(settings, now or datetime.now(UTC))
     except _Bad as bad:
+        head = _table_head(session, org_id)
         return Verification(
             ok=False,
             events_checked=walk.checked,
-            head=_table_head(session, org_id),
+            head=head,
             first_bad_seq=bad.seq,
             reason=bad.reason,
             checkpoint=walk.checkpoint,
+            unsigned_events=checks.unsigned(session, org_id, head["seq"] if head else 0)[1],
         )
     head = None if walk.last_seq == 0 else {"seq": walk.last_seq, "hash": walk.last_hash}
     return Verification(
@@ -266,4 +321,5 @@ def verify_chain(
         first_bad_seq=None,
         reason=None,
         checkpoint=walk.checkpoint,
+        unsigned_events=checks.unsigned(session, org_id, walk.last_seq)[1],
     )

@@ -232,13 +232,17 @@ class AuditEvent(Base):
 
 
 class AuditHead(Base):
-    """The head of an organization's chain; its row lock serialises appends."""
+    """The head of an organization's chain; its row lock serialises appends.
+    It only moves forward (triggers, migration 0003)."""
 
     __tablename__ = "audit_heads"
 
     org_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, default=0)
     hash: Mapped[str] = mapped_column(String(64))
+    # Checkpoints ever signed for this chain; only goes up (migration 0003), so a
+    # deleted checkpoint row shows even when every one of them is gone.
+    checkpoints: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class AuditCheckpoint(Base):

@@ -61,6 +61,13 @@ class Settings:
     secret_keys: tuple[str, ...] = field(repr=False)
     # Raw 32-byte Ed25519 private key for audit checkpoints.
     audit_signing_key: bytes = field(repr=False)
+    # The tables' owner, for migrations (`db upgrade`, and `run` where set); on
+    # PostgreSQL database_url is then a role that owns nothing, so it cannot
+    # switch the audit triggers off. None: database_url migrates too.
+    migration_database_url: str | None = field(default=None, repr=False)
+    # Each organization's checkpoints, also as append-only JSON lines outside the
+    # database (None: var_dir/checkpoints).
+    checkpoint_dir: Path | None = None
     # Public halves (raw 32 bytes) of earlier signing keys: their checkpoints still
     # verify, up to the first one the current key signed. Public only: a retired
     # private key kept around could sign forgeries.
@@ -97,6 +104,15 @@ class Settings:
     @property
     def broker_folder(self) -> Path:
         return self.var_dir / "broker"
+
+    @property
+    def checkpoint_folder(self) -> Path:
+        return self.checkpoint_dir or self.var_dir / "checkpoints"
+
+    @property
+    def migration_url(self) -> str:
+        """The URL migrations run as: the owner where one is set."""
+        return self.migration_database_url or self.database_url
 
     @property
     def is_sqlite(self) -> bool:
@@ -142,6 +158,12 @@ class Settings:
             var_dir=var_dir,
             database_url=database_url,
             broker_url=broker_url,
+            migration_database_url=_secret(merged, "MFA_MIGRATION_DATABASE_URL"),
+            checkpoint_dir=(
+                Path(merged["MFA_CHECKPOINT_DIR"]).absolute()
+                if merged.get("MFA_CHECKPOINT_DIR")
+                else None
+            ),
             secret_keys=keys,
             audit_signing_key=signing_key,
             audit_retired_public_keys=retired,

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 from celery import Celery
 from cryptography.fernet import Fernet
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from domain.migrate import upgrade
 from domain.services import Services
@@ -95,18 +95,35 @@ def services(settings: Settings) -> Iterator[Services]:
     built.close()
 
 
+def _with_user(url: str, user: str) -> str:
+    return make_url(url).set(username=user).render_as_string(hide_password=False)
+
+
+def owner_url(app_url: str) -> str:
+    """The owner's URL of a scratch database that fresh_postgres_database yielded
+    (for a test that tampers the way only the owner can)."""
+    return _with_user(app_url, make_url(POSTGRES_URL).username or "postgres")
+
+
 @contextmanager
-def fresh_postgres_database(prefix: str) -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database; its sessions ended and it is dropped after."""
+def fresh_postgres_database(prefix: str, *, migrate: bool = True) -> Iterator[str]:
+    """A fresh PostgreSQL database, migrated by its owner; yields the URL of an
+    application role of its own that owns nothing (as MFA_DATABASE_URL is in
+    deployment; owner_url() gives the owner's). Its sessions are ended, it and
+    the role are dropped after. `migrate=False`: left empty, for `db upgrade`."""
     require_service("PostgreSQL", POSTGRES_URL, 5432)
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    role = f"{name}_app"
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
+        conn.execute(text(f'CREATE ROLE "{role}" LOGIN'))
     url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    app_url = _with_user(url, role)
     try:
-        upgrade(url)
-        yield url
+        if migrate:
+            upgrade(url, app_url=app_url)
+        yield app_url
     finally:
         with admin.connect() as conn:
             conn.execute(
@@ -117,6 +134,7 @@ def fresh_postgres_database(prefix: str) -> Iterator[str]:
                 {"n": name},
             )
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
         admin.dispose()
 
 

@@ -17,7 +17,7 @@ from celery import Celery, Task
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from domain import logs, purge, regeneration
-from domain.audit_checkpoint import write_checkpoints
+from domain.audit_checkpoint import moved_heads, sign_if_moved
 from domain.db import utcnow
 from domain.services import Services
 from workers.app import (
@@ -150,7 +150,13 @@ def register_tasks(
     def checkpoint(self: Task) -> int:
         with _task_id(self):
             with services.unit_of_work() as session:
-                written = write_checkpoints(session, settings, utcnow())
+                orgs = moved_heads(session)
+            written = 0
+            now = utcnow()
+            # One transaction per organization: a head stays locked only while it is signed.
+            for org_id in orgs:
+                with services.unit_of_work() as session:
+                    written += sign_if_moved(session, settings, org_id, now) is not None
             if written:
                 log.info("signed %d audit checkpoints", written)
             return written

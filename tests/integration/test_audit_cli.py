@@ -6,21 +6,24 @@ import base64
 import csv
 import io
 import json
+import logging
 import os
 import pty
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sqlalchemy import select
 
 from cli.main import cli
-from domain import accounts, audit
+from domain import accounts, audit, checkpoint_file
 from domain import audit_types as types
-from domain.audit_checkpoint import message
+from domain.audit_checkpoint import as_record, checkpoint_org, message
 from domain.models import AuditCheckpoint, AuditEvent
 from domain.services import Services
 from tests.conftest import unique
@@ -164,3 +167,27 @@ def test_progress_bar_only_when_stderr_is_a_terminal(services: Services) -> None
     assert proc.returncode == 0
     assert len(proc.stdout.splitlines()) == 4  # the events, and nothing else, on stdout
     assert b"exporting" in shown and b"100%" in shown
+
+
+def test_a_checkpoint_leaves_the_database_once_committed_as_a_log_line_and_a_file_line(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    org = make_org(services)
+    path = checkpoint_file.path_for(services.settings, org)
+    with pytest.raises(RuntimeError), services.unit_of_work() as session:
+        assert checkpoint_org(session, services.settings, org, datetime.now(UTC)) is not None
+        raise RuntimeError("rolled back")
+    assert not path.exists(), "a checkpoint rolled back never leaves the database"
+    caplog.set_level(logging.INFO, logger="mfa.audit.checkpoint")
+    code, out, _ = invoke(services, "audit", "checkpoint", "--org", org)
+    assert code == 0 and f"{org}: checkpoint at seq 4" in out
+    with services.unit_of_work() as session:
+        row = session.execute(select(AuditCheckpoint).where(AuditCheckpoint.org_id == org)).one()[0]
+        record = as_record(row)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [record]
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    logged = [r for r in caplog.records if r.name == "mfa.audit.checkpoint"]
+    assert len(logged) == 1
+    assert {k: getattr(logged[0], f"checkpoint_{k}") for k in record} == record
+    code, out, _ = invoke(services, "audit", "verify", "--org", org)
+    assert code == 0 and "head at seq 4, 0 not yet signed" in out

@@ -9,29 +9,44 @@ from __future__ import annotations
 
 import base64
 import importlib
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from sqlalchemy import Connection, delete, select, text, update
+from sqlalchemy import Connection, create_engine, delete, select, text, update
 
 from cli.main import cli
 from domain import accounts, audit
 from domain import audit_types as types
 from domain.audit_checkpoint import checkpoint_org
 from domain.audit_verify import Verification, verify_chain
+from domain.checkpoint_file import path_for as checkpoint_file_path
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
 from domain.services import Services
-from tests.conftest import unique
+from tests.conftest import owner_url, unique
 
 N = 30
 EVENTS = AuditEvent.__table__
+CHECKPOINTS = AuditCheckpoint.__table__
 SQLITE_TRIGGERS = importlib.import_module("migrations.versions.0002_audit_append_only").SQLITE_UP
+SQLITE_CHECKPOINT_TRIGGERS = importlib.import_module(
+    "migrations.versions.0003_audit_tamper_evidence"
+).SQLITE_UP
+SQLITE_TRIGGER_NAMES = (
+    "audit_events_no_update",
+    "audit_events_no_delete",
+    "audit_checkpoints_no_update",
+    "audit_checkpoints_no_delete",
+    "audit_heads_forward_only",
+    "audit_heads_no_delete",
+)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -43,7 +58,8 @@ def svc(request: pytest.FixtureRequest) -> Services:
 def build_chain(services: Services, checkpoints_at: tuple[int, ...] = ()) -> str:
     """An organization whose chain holds N events, signed at the given seqs."""
     org = unique("tamper")
-    start = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+    # Recent, as on a running service: the last events are not yet due for a checkpoint.
+    start = datetime.now(UTC) - timedelta(seconds=N + 1)
     with services.unit_of_work() as session:
         accounts.create_org(session, org, audit.CLI)
     for seq in range(2, N + 1):
@@ -71,19 +87,31 @@ def build_chain(services: Services, checkpoints_at: tuple[int, ...] = ()) -> str
     return org
 
 
+AUDIT_TABLES = ("audit_events", "audit_checkpoints", "audit_heads")
+
+
 def tamper(services: Services, change: Callable[[Connection], None]) -> None:
-    """Run `change` in one transaction with the append-only triggers switched off."""
-    with services.engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("ALTER TABLE audit_events DISABLE TRIGGER USER"))
+    """Run `change` in one transaction with the audit triggers switched off: as the
+    owner on PostgreSQL (the service's own role may not), and on SQLite by
+    whoever can write the file."""
+    if services.settings.is_sqlite:
+        with services.engine.begin() as conn:
+            for name in SQLITE_TRIGGER_NAMES:
+                conn.execute(text(f"DROP TRIGGER {name}"))
             change(conn)
-            conn.execute(text("ALTER TABLE audit_events ENABLE TRIGGER USER"))
-        else:
-            conn.execute(text("DROP TRIGGER audit_events_no_update"))
-            conn.execute(text("DROP TRIGGER audit_events_no_delete"))
-            change(conn)
-            for statement in SQLITE_TRIGGERS:
+            for statement in (*SQLITE_TRIGGERS, *SQLITE_CHECKPOINT_TRIGGERS):
                 conn.execute(text(statement))
+        return
+    owner = create_engine(owner_url(services.settings.database_url))
+    try:
+        with owner.begin() as conn:
+            for table in AUDIT_TABLES:
+                conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
+            change(conn)
+            for table in AUDIT_TABLES:
+                conn.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER USER"))
+    finally:
+        owner.dispose()
 
 
 def rows(conn: Connection, org: str, from_seq: int = 1) -> list[Any]:
@@ -110,7 +138,7 @@ def verify(services: Services, org: str) -> Verification:
         return verify_chain(session, org, services.settings)
 
 
-def cli_verify(services: Services, org: str) -> tuple[int, str]:
+def cli_verify(services: Services, org: str, *extra: str) -> tuple[int, str]:
     settings = services.settings
     env = {
         "MFA_VAR_DIR": str(settings.var_dir),
@@ -119,7 +147,7 @@ def cli_verify(services: Services, org: str) -> tuple[int, str]:
         "MFA_SECRET_KEY": ",".join(settings.secret_keys),
         "MFA_AUDIT_SIGNING_KEY": base64.b64encode(settings.audit_signing_key).decode(),
     }
-    result = CliRunner().invoke(cli, ["audit", "verify", "--org", org], env=env)
+    result = CliRunner().invoke(cli, ["audit", "verify", "--org", org, *extra], env=env)
     return result.exit_code, result.output
 
 
@@ -314,15 +342,23 @@ def test_a_rewritten_chain_is_named_at_the_first_checkpoint_it_no_longer_matches
     assert result.checkpoint is not None and result.checkpoint["verified"] is True
 
 
-def test_a_rewritten_chain_without_checkpoints_goes_unnoticed(svc: Services) -> None:
-    """The reason checkpoints exist: without one, a full rewrite is consistent."""
+def test_a_rewritten_chain_without_checkpoints_fails_once_a_checkpoint_is_overdue(
+    svc: Services,
+) -> None:
+    """The reason checkpoints exist, and must be continuous: without one, a full
+    rewrite is consistent; so events may stay unsigned for twice the interval only."""
     org = build_chain(svc)
     before = verify(svc, org).head
     tamper(svc, lambda c: rewrite_from(c, org, 15))
     after = verify(svc, org)
-    assert after.ok
+    assert after.ok and after.unsigned_events == N
     assert before is not None and after.head is not None
-    assert after.head["hash"] != before["hash"]  # it was rewritten, and nothing shows
+    assert after.head["hash"] != before["hash"]  # rewritten, and nothing shows yet
+    overdue = datetime.now(UTC) + timedelta(seconds=2 * svc.settings.checkpoint_interval_seconds)
+    with svc.unit_of_work() as session:
+        late = verify_chain(session, org, svc.settings, now=overdue)
+    assert not late.ok and late.first_bad_seq == 1 and late.unsigned_events == N
+    assert late.reason is not None and "no checkpoint covers it" in late.reason
 
 
 def test_checkpoints_re_signed_with_another_key_are_refused(svc: Services) -> None:
@@ -332,20 +368,22 @@ def test_checkpoints_re_signed_with_another_key_are_refused(svc: Services) -> No
         Encoding.Raw, PrivateFormat.Raw, NoEncryption()
     )
     forger = replace(svc.settings, audit_signing_key=other)
+    tamper(svc, lambda c: c.execute(delete(CHECKPOINTS).where(CHECKPOINTS.c.org_id == org)))
     with svc.unit_of_work() as session:
-        session.execute(delete(AuditCheckpoint).where(AuditCheckpoint.org_id == org))
         checkpoint_org(session, forger, org, datetime.now(UTC))
     assert_found(svc, org, N, "signed by an unknown key")
 
 
 def test_a_checkpoint_whose_fields_were_edited_is_refused(svc: Services) -> None:
     org = build_chain(svc, checkpoints_at=(10, 20, N))
-    with svc.unit_of_work() as session:
-        session.execute(
-            update(AuditCheckpoint)
-            .where(AuditCheckpoint.org_id == org, AuditCheckpoint.seq == 20)
+    tamper(
+        svc,
+        lambda c: c.execute(
+            update(CHECKPOINTS)
+            .where(CHECKPOINTS.c.org_id == org, CHECKPOINTS.c.seq == 20)
             .values(seq=21)
-        )
+        ),
+    )
     assert_found(svc, org, 21, "no valid signature")
 
 
@@ -376,3 +414,168 @@ def test_verify_over_every_organization_fails_if_one_fails(
         ).one()
     assert recorded.outcome == types.SUCCESS
     assert recorded.details["ok"] is True and recorded.details["events_checked"] == N
+
+
+# -- the checkpoints attacked ----------------------------------------------------------
+
+
+def drop_event_and_recompute(conn: Connection, org: str, seq: int) -> None:
+    """Erase event `seq` (a user.lockout.started, say), renumber the rest and
+    recompute every hash after it, head included: a consistent chain without it."""
+    conn.execute(delete(EVENTS).where(EVENTS.c.org_id == org, EVENTS.c.seq == seq))
+    shift(conn, org, seq + 1, -1)
+    prev = rows(conn, org, seq - 1)[0].hash
+    for row in rows(conn, org, seq):
+        event = as_event(row, prev_hash=prev)
+        event.hash = audit.chain_hash(event, prev)
+        conn.execute(
+            update(EVENTS).where(EVENTS.c.id == row.id).values(prev_hash=prev, hash=event.hash)
+        )
+        prev = event.hash
+    set_head(conn, org, N - 1)
+
+
+def delete_checkpoints(org: str, *seqs: int) -> Callable[[Connection], None]:
+    where = CHECKPOINTS.c.org_id == org
+    if seqs:
+        where = where & CHECKPOINTS.c.seq.in_(seqs)
+    return lambda conn: conn.execute(delete(CHECKPOINTS).where(where))
+
+
+def checkpoint_file(services: Services, org: str) -> Path:
+    path = checkpoint_file_path(services.settings, org)
+    assert path.is_file(), "every committed checkpoint is also a line of the file"
+    return path
+
+
+def test_every_checkpoint_deleted_and_the_chain_recomputed_is_found_by_the_file(
+    svc: Services,
+) -> None:
+    org = build_chain(svc, checkpoints_at=(10, 20, N))
+
+    def change(conn: Connection) -> None:
+        delete_checkpoints(org)(conn)
+        drop_event_and_recompute(conn, org, 15)
+
+    tamper(svc, change)
+    assert len(checkpoint_file(svc, org).read_text().splitlines()) == 3
+    assert_found(svc, org, 10, "seq 10 in the checkpoint file is missing")
+
+
+def test_every_checkpoint_deleted_is_found_by_the_heads_count_without_the_file(
+    svc: Services,
+) -> None:
+    org = build_chain(svc, checkpoints_at=(10, 20, N))
+
+    def change(conn: Connection) -> None:
+        delete_checkpoints(org)(conn)
+        drop_event_and_recompute(conn, org, 15)
+
+    tamper(svc, change)
+    checkpoint_file(svc, org).unlink()
+    result = assert_found(svc, org, 1, "3 checkpoints were signed but 0 remain")
+    assert result.unsigned_events == N - 1
+
+
+def test_one_deleted_checkpoint_is_named_by_the_file_and_counted_by_the_head(
+    svc: Services,
+) -> None:
+    org = build_chain(svc, checkpoints_at=(10, 20, N))
+    tamper(svc, delete_checkpoints(org, 20))
+    assert_found(svc, org, 20, "seq 20 in the checkpoint file is missing")
+    checkpoint_file(svc, org).unlink()
+    assert_found(svc, org, 1, "(1 deleted)")
+
+
+def test_a_checkpoint_differing_from_its_line_in_the_file_is_named(svc: Services) -> None:
+    org = build_chain(svc, checkpoints_at=(10, 20, N))
+    path = checkpoint_file(svc, org)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    # The file edited instead: a checkpoint the database never had at seq 20.
+    lines[1]["signature"] = base64.b64encode(b"x" * 64).decode()
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert_found(svc, org, 20, "seq 20 differs from the checkpoint file")
+
+
+def test_reordered_checkpoints_are_found(svc: Services) -> None:
+    org = build_chain(svc, checkpoints_at=(10, 20, N))
+
+    def change(conn: Connection) -> None:
+        query = select(CHECKPOINTS.c.id).where(CHECKPOINTS.c.org_id == org)
+        first, second, _ = conn.execute(query.order_by(CHECKPOINTS.c.id)).scalars()
+        conn.execute(update(CHECKPOINTS).where(CHECKPOINTS.c.id == first).values(id=-1))
+        conn.execute(update(CHECKPOINTS).where(CHECKPOINTS.c.id == second).values(id=first))
+        conn.execute(update(CHECKPOINTS).where(CHECKPOINTS.c.id == -1).values(id=second))
+
+    tamper(svc, change)
+    assert_found(svc, org, 10, "out of order")
+
+
+def test_a_tail_cut_after_the_last_checkpoint_is_found_by_an_expected_head(
+    svc: Services,
+) -> None:
+    org = build_chain(svc, checkpoints_at=(10, 20))
+    kept = verify(svc, org)
+    assert kept.ok and kept.unsigned_events == N - 20 and kept.head is not None
+    at_20 = rows_of(svc, org, 20).hash
+
+    def change(conn: Connection) -> None:
+        conn.execute(delete(EVENTS).where(EVENTS.c.org_id == org, EVENTS.c.seq > 20))
+        set_head(conn, org, 20)
+
+    tamper(svc, change)
+    # Within the interval the cut chain is consistent with its checkpoints...
+    assert verify(svc, org).ok
+    # ...but not with the head kept elsewhere.
+    code, output = cli_verify(svc, org, "--expect", f"{N}:{kept.head['hash']}")
+    assert code == 1, output
+    assert f"{org}: BROKEN at seq 21" in output and "truncated" in output
+    code, output = cli_verify(svc, org, "--expect", f"20:{at_20}")
+    assert code == 0, output
+
+
+def test_expect_exits_1_on_a_hash_mismatch_and_0_on_a_match(svc: Services) -> None:
+    org = build_chain(svc, checkpoints_at=(N,))
+    at_12 = rows_of(svc, org, 12).hash
+    code, output = cli_verify(svc, org, "--expect", f"12:{at_12}")
+    assert code == 0 and f"{org}: ok ({N} events" in output, output
+    code, output = cli_verify(svc, org, "--expect", f"12:{'0' * 64}")
+    assert code == 1 and f"{org}: BROKEN at seq 12" in output, output
+    assert "expected hash" in output
+
+
+def test_expect_needs_org(services: Services) -> None:
+    settings = services.settings
+    env = {"MFA_VAR_DIR": str(settings.var_dir), "MFA_DATABASE_URL": settings.database_url}
+    result = CliRunner().invoke(cli, ["audit", "verify", "--expect", f"1:{'0' * 64}"], env=env)
+    assert result.exit_code == 2 and "--expect needs --org" in result.output
+
+
+def test_unsigned_events_are_reported_and_fail_once_older_than_twice_the_interval(
+    svc: Services,
+) -> None:
+    org = build_chain(svc, checkpoints_at=(20,))
+    fresh = verify(svc, org)
+    assert fresh.ok and fresh.unsigned_events == N - 20
+    with svc.unit_of_work() as session:
+        oldest = session.execute(
+            select(AuditEvent.occurred_at).where(AuditEvent.org_id == org, AuditEvent.seq == 21)
+        ).scalar_one()
+    limit = timedelta(seconds=2 * svc.settings.checkpoint_interval_seconds)
+    with svc.unit_of_work() as session:
+        just_in_time = verify_chain(session, org, svc.settings, now=oldest + limit)
+        overdue = verify_chain(
+            session, org, svc.settings, now=oldest + limit + timedelta(seconds=1)
+        )
+    assert just_in_time.ok
+    assert not overdue.ok and overdue.first_bad_seq == 21 and overdue.unsigned_events == N - 20
+    with svc.unit_of_work() as session:
+        checkpoint_org(session, svc.settings, org, datetime.now(UTC))
+    with svc.unit_of_work() as session:
+        signed = verify_chain(session, org, svc.settings, now=oldest + 10 * limit)
+    assert signed.ok and signed.unsigned_events == 0
+
+
+def rows_of(services: Services, org: str, seq: int) -> Any:
+    with services.engine.connect() as conn:
+        return rows(conn, org, seq)[0]

@@ -346,7 +346,12 @@ def test_app_environment_configures_settings(tmp_path: Path) -> None:
     signing = base64.b64encode(os.urandom(32)).decode()
     (tmp_path / "mfa_secret_key").write_text(fernet + "\n")
     (tmp_path / "mfa_audit_signing_key").write_text(signing + "\n")
-    fake = {"POSTGRES_PASSWORD": "pg-pw", "RABBITMQ_PASSWORD": "mq-pw", "MFA_IMAGE_TAG": "t"}
+    fake = {
+        "POSTGRES_PASSWORD": "pg-pw",
+        "POSTGRES_APP_PASSWORD": "app-pw",
+        "RABBITMQ_PASSWORD": "mq-pw",
+        "MFA_IMAGE_TAG": "t",
+    }
 
     env = {
         key: _interpolate(str(value), fake).replace("/run/secrets/", f"{tmp_path}/")
@@ -355,7 +360,8 @@ def test_app_environment_configures_settings(tmp_path: Path) -> None:
     env["MFA_VAR_DIR"] = str(tmp_path / "var")
     settings = Settings.from_env(env, dotenv=None)
 
-    assert settings.database_url == "postgresql+psycopg://mfa:pg-pw@postgres:5432/mfa"
+    assert settings.database_url == "postgresql+psycopg://mfa_app:app-pw@postgres:5432/mfa"
+    assert settings.migration_database_url is None  # the api never holds the owner
     assert settings.broker_url == "amqp://mfa:mq-pw@rabbitmq:5672//"
     assert not settings.is_sqlite and not settings.embedded_broker
     assert settings.secret_keys == (fernet,)
@@ -369,8 +375,15 @@ def test_rabbitmq_and_postgres_credentials_match_the_urls() -> None:
     api_env = services["api"]["environment"]
     pg = services["postgres"]["environment"]
     mq = services["rabbitmq"]["environment"]
-    assert f"://{pg['POSTGRES_USER']}:" in api_env["MFA_DATABASE_URL"]
+    # The service connects as mfa_app, which owns nothing; only migrate has the owner.
+    assert "://mfa_app:${POSTGRES_APP_PASSWORD" in api_env["MFA_DATABASE_URL"]
     assert api_env["MFA_DATABASE_URL"].endswith(f"/{pg['POSTGRES_DB']}")
+    assert "${POSTGRES_APP_PASSWORD" in pg["MFA_APP_DB_PASSWORD"]
+    owner = services["migrate"]["environment"]["MFA_MIGRATION_DATABASE_URL"]
+    assert f"://{pg['POSTGRES_USER']}:${{POSTGRES_PASSWORD" in owner
+    assert owner.endswith(f"/{pg['POSTGRES_DB']}")
+    for name in ("api", "worker", "beat"):
+        assert "MFA_MIGRATION_DATABASE_URL" not in services[name]["environment"], name
     assert f"://{mq['RABBITMQ_DEFAULT_USER']}:" in api_env["MFA_BROKER_URL"]
     assert "${POSTGRES_PASSWORD" in pg["POSTGRES_PASSWORD"]
     assert "${RABBITMQ_PASSWORD" in mq["RABBITMQ_DEFAULT_PASS"]

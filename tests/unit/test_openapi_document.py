@@ -688,7 +688,14 @@ VALID = [
     ("AuditPage", {"events": [EVENT], "next": None}),
     (
         "Verification",
-        {"ok": True, "events_checked": 0, "head": None, "first_bad_seq": None, "checkpoint": None},
+        {
+            "ok": True,
+            "events_checked": 0,
+            "head": None,
+            "first_bad_seq": None,
+            "checkpoint": None,
+            "unsigned_events": 0,
+        },
     ),
     (
         "Verification",
@@ -697,7 +704,15 @@ VALID = [
             "events_checked": 42,
             "head": {"seq": 42, "hash": "cd" * 32},
             "first_bad_seq": 7,
-            "checkpoint": {"seq": 40, "signature": "..."},
+            "reason": "event 7 does not match its hash (edited)",
+            "checkpoint": {
+                "seq": 40,
+                "hash": "ab" * 32,
+                "signed_at": "2026-12-02T01:00:00.000000Z",
+                "key_id": "0123456789abcdef",
+                "verified": True,
+            },
+            "unsigned_events": 2,
         },
     ),
     ("Health", {"status": "ok"}),
