@@ -70,11 +70,24 @@ def hit(session: Session, key: str, limit: int, now: float | None = None) -> Ver
     )
     count = int(session.execute(upsert).scalar_one())
     if count == 1:
-        # A new window for this key: windows before the previous one are of no use.
+        # A new window for this key: its older ones are of no use. Only this key's rows
+        # (the primary key's prefix), so two keys never wait for each other; keys not
+        # seen again are left to purge().
         session.execute(
-            delete(RequestThrottle).where(RequestThrottle.window_start < start - WINDOW_SECONDS)
+            delete(RequestThrottle).where(
+                RequestThrottle.key == key, RequestThrottle.window_start < start
+            )
         )
     return Verdict(count, limit, retry_after)
+
+
+def purge(session: Session, now: float | None = None) -> int:
+    """Delete every window that ended before the current one began (the beat's sweep)."""
+    start, _ = _window(time.time() if now is None else now)
+    result = session.execute(
+        delete(RequestThrottle).where(RequestThrottle.window_start < start - WINDOW_SECONDS)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def peek(session: Session, key: str, limit: int, now: float | None = None) -> Verdict:

@@ -304,3 +304,17 @@ def test_throttle_counts_live_in_the_database_and_restart_each_minute(
         assert later.count == 1  # a new window
     finally:
         other.close()
+
+
+def test_purge_ends_old_windows_and_keeps_the_current_and_previous(world: ApiWorld) -> None:
+    now = 2_000_000_000.0  # far ahead of the other tests' windows
+    keys = [f"purge:{n}" for n in range(3)]
+    with world.services.unit_of_work() as session:
+        throttles.hit(session, keys[0], 30, now=now - 180)  # three windows back
+        throttles.hit(session, keys[1], 30, now=now - 60)  # the previous window
+        throttles.hit(session, keys[2], 30, now=now)
+    with world.services.unit_of_work() as session:
+        assert throttles.purge(session, now=now) >= 1
+        assert throttles.peek(session, keys[0], 30, now=now - 180).count == 0
+        assert throttles.peek(session, keys[1], 30, now=now - 60).count == 1
+        assert throttles.peek(session, keys[2], 30, now=now).count == 1
