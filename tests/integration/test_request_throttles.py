@@ -147,7 +147,10 @@ def test_the_61st_404_in_a_minute_is_429_and_appends_nothing(world: ApiWorld) ->
     assert after == before
 
 
-def test_the_61st_audited_403_is_429_and_never_reaches_the_chain(world: ApiWorld) -> None:
+@pytest.mark.parametrize("path", ["/v1/org/policy", "/v1/audit/events"])
+def test_the_61st_audited_403_is_429_and_never_reaches_the_chain(
+    world: ApiWorld, path: str
+) -> None:
     org = world.org()
     world.user(org)
     user = issue(world, org, "alice", "user")
@@ -155,11 +158,11 @@ def test_the_61st_audited_403_is_429_and_never_reaches_the_chain(world: ApiWorld
     def run(source: str) -> tuple[list[int], testing.Result, int, int]:
         before = event_count(world, org)
         statuses = [
-            world.call("GET", "/v1/org/policy", user, remote_addr=source).status_code
+            world.call("GET", path, user, remote_addr=source).status_code
             for _ in range(throttles.REFUSALS_PER_MINUTE)
         ]
         middle = event_count(world, org)
-        last = world.call("GET", "/v1/org/policy", user, remote_addr=source)
+        last = world.call("GET", path, user, remote_addr=source)
         assert middle - before == throttles.REFUSALS_PER_MINUTE  # one api.access.denied each
         return statuses, last, middle, event_count(world, org)
 
@@ -168,7 +171,7 @@ def test_the_61st_audited_403_is_429_and_never_reaches_the_chain(world: ApiWorld
     assert_throttled(last)
     assert after == middle
     # The same token from another source, and another token from the same, still answer.
-    assert world.call("GET", "/v1/org/policy", user, remote_addr="203.0.113.10").status_code == 403
+    assert world.call("GET", path, user, remote_addr="203.0.113.10").status_code == 403
 
 
 def test_a_throttled_service_token_still_gets_the_200_of_verify(world: ApiWorld) -> None:

@@ -43,10 +43,15 @@ def world(
 
 
 def issue(
-    world: ApiWorld, org: str, principal: str, role: str, **kwargs: object
+    world: ApiWorld,
+    org: str,
+    principal: str,
+    role: str,
+    ttl: timedelta | None = None,
+    now: datetime | None = None,
 ) -> tuple[str, str]:
     with world.services.unit_of_work() as session:
-        row, plaintext = tokens.issue(session, org, principal, role, audit.CLI, **kwargs)  # type: ignore[arg-type]
+        row, plaintext = tokens.issue(session, org, principal, role, audit.CLI, ttl=ttl, now=now)
         return row.id, plaintext
 
 
