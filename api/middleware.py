@@ -4,6 +4,10 @@ Authentication runs here for every resource that declares `roles`, so a new
 resource cannot forget it. `roles = ()` admits any authenticated principal and
 leaves the role check to the resource (the audit resources, which record a
 refused reader in the trail).
+
+Throttles (domain.throttles): a failed authentication is counted per source, a
+403 or 404 answer per (token, source); past the minute's limit either becomes a
+429, an audited refusal before its event is appended.
 """
 
 from __future__ import annotations
