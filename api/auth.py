@@ -7,12 +7,13 @@ authentication runs for every /v1 route, so no resource can forget it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NoReturn
 
 import falcon
 from sqlalchemy.orm import Session
 
-from domain import tokens
-from domain.errors import Forbidden, Unauthenticated
+from domain import throttles, tokens
+from domain.errors import Forbidden, TooManyAttempts, Unauthenticated
 from domain.services import Services
 
 
@@ -34,10 +35,10 @@ def _bearer(req: falcon.Request) -> str | None:
     return value.strip()
 
 
-def authenticate(req: falcon.Request, services: Services) -> Principal:
+def authenticate(req: falcon.Request, services: Services, source_ip: str) -> Principal:
     presented = _bearer(req)
     if presented is None:
-        raise Unauthenticated("Send Authorization: Bearer <token>")
+        _failed(services, source_ip, "Send Authorization: Bearer <token>")
     # One read, no transaction around it: autocommit spares a BEGIN and a COMMIT
     # round trip on every request.
     with (
@@ -45,9 +46,20 @@ def authenticate(req: falcon.Request, services: Services) -> Principal:
         Session(bind=conn) as session,
     ):
         row = tokens.authenticate(session, presented)
-        if row is None:
-            raise Unauthenticated("The token is unknown or revoked")
-        return Principal(row.id, row.org_id, row.principal_id, row.role)
+        if row is not None:
+            return Principal(row.id, row.org_id, row.principal_id, row.role)
+    _failed(services, source_ip, "The token is unknown, expired or revoked")
+
+
+def _failed(services: Services, source_ip: str, detail: str) -> NoReturn:
+    """401, counted per source; past the minute's limit, 429 (nothing is audited)."""
+    with services.unit_of_work() as session:
+        verdict = throttles.hit(
+            session, throttles.auth_failure_key(source_ip), throttles.AUTH_FAILURES_PER_MINUTE
+        )
+    if verdict.over:
+        raise TooManyAttempts(verdict.retry_after, "Too many failed authentications; slow down")
+    raise Unauthenticated(detail)
 
 
 def require_role(principal: Principal, roles: tuple[str, ...]) -> None:

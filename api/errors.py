@@ -66,6 +66,13 @@ def handle_domain_error(
         resp.set_header("WWW-Authenticate", "Bearer")
 
 
+def refuse_as_throttled(resp: falcon.Response, retry_after: int) -> None:
+    """Replace an answer already made with 429 too-many-attempts (a throttled refusal)."""
+    error = TooManyAttempts(retry_after, "Too many refused calls; slow down")
+    _send(resp, error.status, _body(error.slug, error.title, error.status, error.detail))
+    resp.set_header("Retry-After", str(retry_after))
+
+
 def handle_http_error(
     req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict[str, Any]
 ) -> None:

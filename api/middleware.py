@@ -4,10 +4,15 @@ Authentication runs here for every resource that declares `roles`, so a new
 resource cannot forget it. `roles = ()` admits any authenticated principal and
 leaves the role check to the resource (the audit resources, which record a
 refused reader in the trail).
+
+Throttles (domain.throttles): a failed authentication is counted per source, a
+403 or 404 answer per (token, source); past the minute's limit either becomes a
+429, an audited refusal before its event is appended.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from ipaddress import IPv4Network, IPv6Network, ip_address
@@ -16,7 +21,8 @@ from typing import Any
 import falcon
 
 from api.auth import authenticate, require_role
-from domain import audit, logs
+from api.errors import refuse_as_throttled
+from domain import audit, logs, throttles
 from domain import audit_types as types
 from domain.errors import Forbidden
 from domain.services import Services
@@ -24,6 +30,19 @@ from domain.services import Services
 MAX_BODY_BYTES = 64 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 MAX_USER_AGENT = 256
+
+
+def user_agent(req: falcon.Request) -> str | None:
+    """The User-Agent as its sender wrote it, printable characters only.
+
+    WSGI hands header bytes over decoded as Latin-1 (PEP 3333); an agent that is
+    valid UTF-8 is decoded as such (else it stays Latin-1, which it then was)."""
+    raw = req.user_agent or ""
+    with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
+        raw = raw.encode("latin-1").decode("utf-8")
+    # Printable characters only: a NUL would not even fit a PostgreSQL text column.
+    agent = "".join(ch for ch in raw if ch.isprintable())[:MAX_USER_AGENT]
+    return agent or None
 
 
 def client_ip(req: falcon.Request, trusted: tuple[IPv4Network | IPv6Network, ...]) -> str:
@@ -59,6 +78,8 @@ class RequestContext:
         # A caller's id is kept only when it is harmless in logs and audit events.
         rid = offered if offered and _REQUEST_ID.match(offered) else uuid.uuid4().hex
         req.context.request_id = rid
+        # Ours, unique: the caller chooses request_id, so two requests may share one.
+        req.context.server_request_id = uuid.uuid4().hex
         req.context.log_token = logs.request_id_var.set(rid)
         resp.set_header("X-Request-Id", rid)
         length = req.content_length
@@ -73,17 +94,17 @@ class RequestContext:
         roles = getattr(resource, "roles", None)
         if roles is None:
             return  # an unauthenticated resource: health, readiness, the document, metrics
-        principal = authenticate(req, self.services)
+        source_ip = client_ip(req, self.services.settings.trusted_proxies)
+        principal = authenticate(req, self.services, source_ip)
         req.context.principal = principal
-        # Printable characters only: a NUL would not even fit a PostgreSQL text column.
-        agent = "".join(ch for ch in (req.user_agent or "") if ch.isprintable())
         req.context.audit = audit.Context(
             principal_id=principal.principal_id,
             role=principal.role,
             token_id=principal.token_id,
             request_id=req.context.request_id,
-            source_ip=client_ip(req, self.services.settings.trusted_proxies),
-            user_agent=agent[:MAX_USER_AGENT] if agent else None,
+            source_ip=source_ip,
+            user_agent=user_agent(req),
+            server_request_id=req.context.server_request_id,
         )
         if roles:
             try:
@@ -91,6 +112,7 @@ class RequestContext:
             except Forbidden:
                 # A token tried an endpoint its role may not call: worth a line in the trail.
                 with self.services.unit_of_work() as session:
+                    throttles.refusal_gate(session, principal.token_id, source_ip)
                     audit.append(
                         session,
                         principal.org_id,
@@ -104,6 +126,7 @@ class RequestContext:
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
     ) -> None:
+        self._count_refusal(req, resp)
         rid = getattr(req.context, "request_id", None)
         if rid:
             resp.set_header("X-Request-Id", rid)
@@ -111,3 +134,20 @@ class RequestContext:
         if token is not None:
             logs.request_id_var.reset(token)
             req.context.log_token = None
+
+    def _count_refusal(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """A 403 or 404 to a known token counts against its (token, source); past the
+        minute's limit the answer becomes 429 (audited refusals were already stopped
+        before their event by throttles.refusal_gate). 401s have their own count."""
+        principal = getattr(req.context, "principal", None)
+        if principal is None or resp.status_code not in (403, 404):
+            return
+        ctx: audit.Context = req.context.audit
+        with self.services.unit_of_work() as session:
+            verdict = throttles.hit(
+                session,
+                throttles.refusal_key(principal.token_id, ctx.source_ip),
+                throttles.REFUSALS_PER_MINUTE,
+            )
+        if verdict.over:
+            refuse_as_throttled(resp, verdict.retry_after)

@@ -9,7 +9,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from domain import accounts, audit, policy, sheet_store
+from domain import accounts, audit, policy, sheet_store, tokens
 from domain import audit_types as types
 from domain.db import utcnow
 from domain.errors import InvalidRequest, MfaNotEnrolled, NotFound
@@ -109,7 +109,9 @@ def revoke_codes(session: Session, org_id: str, user_external_id: str, ctx: audi
 
 def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
     """Remove the enrollment and every code (the user enrolls again), fail the
-    unfinished regenerations and delete their sheets, clear the lockout."""
+    unfinished regenerations and delete their sheets, clear the lockout, and revoke
+    every token and session of the user: a stolen token must not enroll the
+    attacker's authenticator once the help desk has reset the victim."""
     # Under the user's lock a worker is either done (its set is removed here) or
     # has not started (it finds its regeneration failed and leaves it).
     user = accounts.lock_user(session, accounts.get_user(session, org_id, user_external_id))
@@ -150,6 +152,7 @@ def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.C
 
     user.locked_until = None
     session.execute(delete(AuthFailure).where(AuthFailure.user_id == user.id))
+    revoked = tokens.revoke_all_of_user(session, org_id, user.external_id, ctx, "mfa.reset")
     audit.append(
         session,
         org_id,
@@ -161,6 +164,7 @@ def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.C
             "was_enrolled": was_enrolled,
             "codes_removed": removed,
             "regenerations_failed": len(pending),
+            "tokens_revoked": revoked,
         },
     )
     session.flush()

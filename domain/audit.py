@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain import audit_types as types
-from domain import metrics
+from domain import metrics, throttles
 from domain.errors import DomainError
 from domain.models import AuditEvent, AuditHead, new_id
 
@@ -40,6 +40,7 @@ class Context:
     request_id: str | None = None
     source_ip: str | None = None
     user_agent: str | None = None
+    server_request_id: str | None = None
 
     def as_dict(self) -> dict[str, str | None]:
         return {
@@ -49,6 +50,7 @@ class Context:
             "request_id": self.request_id,
             "source_ip": self.source_ip,
             "user_agent": self.user_agent,
+            "server_request_id": self.server_request_id,
         }
 
     @classmethod
@@ -84,6 +86,9 @@ def canonical(event: AuditEvent) -> bytes:
         "user_agent": event.user_agent,
         "details": event.details or {},
     }
+    # Only when set: events written before the field existed keep their hashes.
+    if event.server_request_id is not None:
+        body["server_request_id"] = event.server_request_id
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -145,6 +150,7 @@ def append(
         actor_token_id=ctx.token_id,
         user_id=user_id,
         request_id=ctx.request_id,
+        server_request_id=ctx.server_request_id,
         source_ip=ctx.source_ip,
         user_agent=(ctx.user_agent or None) and ctx.user_agent[:512],
         details=details,
@@ -169,6 +175,11 @@ def refusal(
     outcome: str = types.DENIED,
 ) -> DomainError:
     """Record a refused request and mark the error committed, so that the record
-    survives the request's failure: `raise audit.refusal(...)`."""
+    survives the request's failure: `raise audit.refusal(...)`.
+
+    A 401/403/404 refusal of a (token, source) over its minute's refusals raises
+    429 instead, before the chain head's lock is taken (domain.throttles)."""
+    if error.status in (401, 403, 404):
+        throttles.refusal_gate(session, ctx.token_id, ctx.source_ip)
     append(session, org_id, type, outcome, ctx, user_id=user_id, details={"reason": error.slug})
     return error.committed()

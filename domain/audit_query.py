@@ -204,7 +204,9 @@ def _where(query: Select[Any], org_id: str, filters: Filters) -> Select[Any]:
     if filters.until is not None:
         query = query.where(c.occurred_at <= filters.until)
     if filters.request_id is not None:
-        query = query.where(c.request_id == filters.request_id)
+        query = query.where(
+            or_(c.request_id == filters.request_id, c.server_request_id == filters.request_id)
+        )
     if filters.max_seq is not None:
         query = query.where(c.seq <= filters.max_seq)
     return query
@@ -281,6 +283,7 @@ def event_to_dict(ev: AuditEvent | Row[Any]) -> dict[str, Any]:
         },
         "user_id": ev.user_id,
         "request_id": ev.request_id,
+        "server_request_id": ev.server_request_id,
         "source_ip": ev.source_ip,
         "user_agent": ev.user_agent,
         "details": ev.details or {},
@@ -349,6 +352,7 @@ CSV_COLUMNS = (
     "actor_token_id",
     "user_id",
     "request_id",
+    "server_request_id",
     "source_ip",
     "user_agent",
     "details",

@@ -32,6 +32,7 @@ POLICY_CHANGED = "org.policy.changed"
 ORG_CREATED = "org.created"
 USER_CREATED = "user.created"
 TOKEN_ISSUED = "token.issued"  # noqa: S105 (an event name, not a secret)
+TOKEN_REVOKED = "token.revoked"  # noqa: S105 (an event name, not a secret)
 
 ACCESS_DENIED = "api.access.denied"  # a token used on an endpoint its role may not call
 SECRETS_REKEYED = "keys.secrets_rekeyed"  # secrets at rest re-encrypted under the newest key

@@ -201,6 +201,22 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=_now)
     revoked_at: Mapped[datetime | None]
+    # None: never expires (operators' CLI tokens without --ttl).
+    expires_at: Mapped[datetime | None]
+    # 'token' (bearer) or 'session' (a browser session's token).
+    kind: Mapped[str] = mapped_column(String(16), default="token", server_default="token")
+    # Written lazily (at most once a minute) by the token API; never on every request.
+    last_used_at: Mapped[datetime | None]
+
+
+class RequestThrottle(Base):
+    """A fixed one-minute window counter, shared by every process (one UPSERT a hit)."""
+
+    __tablename__ = "request_throttles"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class AuditEvent(Base):
@@ -224,6 +240,8 @@ class AuditEvent(Base):
     actor_token_id: Mapped[str | None] = mapped_column(String(36))
     user_id: Mapped[str | None] = mapped_column(String(128))
     request_id: Mapped[str | None] = mapped_column(String(128))
+    # The service's own id of the request (request_id is the caller's choice).
+    server_request_id: Mapped[str | None] = mapped_column(String(64))
     source_ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -16,7 +16,7 @@ from datetime import timedelta
 from celery import Celery, Task
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from domain import logs, purge, regeneration
+from domain import logs, purge, regeneration, throttles
 from domain.audit_checkpoint import moved_heads, sign_if_moved
 from domain.db import utcnow
 from domain.services import Services
@@ -144,6 +144,9 @@ def register_tasks(
                 expired = regeneration.expire_sheets(session, utcnow())
             if expired:
                 log.info("expired %d unfetched sheets", expired)
+            # The same sweep ends the throttle windows of sources not seen again.
+            with services.unit_of_work() as session:
+                throttles.purge(session)
             return expired
 
     @celery_app.task(name=TASK_CHECKPOINT, shared=False, bind=True)

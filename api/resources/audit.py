@@ -11,6 +11,7 @@ from typing import Any
 import falcon
 
 from domain import audit_types as types
+from domain import throttles
 from domain.audit_query import (
     Filters,
     count,
@@ -38,6 +39,8 @@ def _auditor(req: falcon.Request, services: Services, attempted: str) -> Any:
     principal = req.context.principal
     if principal.role != "auditor":
         with services.unit_of_work() as session:
+            # Past the minute's refusals of this token and source: 429, the chain untouched.
+            throttles.refusal_gate(session, principal.token_id, req.context.audit.source_ip)
             record_review(
                 session,
                 principal.org_id,

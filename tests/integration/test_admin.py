@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from domain import accounts, admin
+from domain import accounts, admin, audit, tokens
 from domain import audit_types as types
 from domain.errors import (
     BackupCodesDisabled,
@@ -189,14 +189,28 @@ def test_reset_removes_enrollment_and_codes_clears_the_lockout_and_is_audited(
     fail(services, h, 5)
     assert load_user(services, h.user_id).locked_until is not None
     with services.unit_of_work() as session:
+        _, user_token = tokens.issue(session, h.org_id, h.external_id, "user", audit.CLI)
+        _, service_token = tokens.issue(session, h.org_id, h.external_id, "service", audit.CLI)
+    with services.unit_of_work() as session:
         admin.reset_mfa(session, h.org_id, h.external_id, ADMIN)
+    with services.unit_of_work() as session:
+        # The user's tokens are revoked; a service principal of the same name is not the user.
+        assert tokens.authenticate(session, user_token) is None
+        assert tokens.authenticate(session, service_token) is not None
     assert count(services, BackupCode, h.user_id) == 0
     assert count(services, TotpEnrollment, h.user_id) == 0
     assert count(services, AuthFailure, h.user_id) == 0
     assert load_user(services, h.user_id).locked_until is None
     [reset] = events(services, h.org_id, types.MFA_RESET)
-    assert reset.details == {"was_enrolled": True, "codes_removed": 5, "regenerations_failed": 0}
+    assert reset.details == {
+        "was_enrolled": True,
+        "codes_removed": 5,
+        "regenerations_failed": 0,
+        "tokens_revoked": 1,
+    }
     assert reset.actor_principal_id == "root"
+    [revoked] = events(services, h.org_id, types.TOKEN_REVOKED)
+    assert (revoked.actor_principal_id, revoked.user_id) == ("root", h.external_id)
     assert status(services, h) == {
         "enrolled": False,
         "backup_codes_enabled": True,
@@ -241,7 +255,12 @@ def test_reset_of_a_user_never_enrolled_is_harmless_and_audited(services: Servic
     with services.unit_of_work() as session:
         admin.reset_mfa(session, org_id, "bob", ADMIN)
     [reset] = events(services, org_id, types.MFA_RESET)
-    assert reset.details == {"was_enrolled": False, "codes_removed": 0, "regenerations_failed": 0}
+    assert reset.details == {
+        "was_enrolled": False,
+        "codes_removed": 0,
+        "regenerations_failed": 0,
+        "tokens_revoked": 0,
+    }
 
 
 # --- GET /v1/me/mfa --------------------------------------------------------------------

@@ -15,6 +15,7 @@ token of an endpoint that only ever addresses the caller's own organization).
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from domain import accounts, tokens
+from domain import accounts, audit, tokens
 from domain.models import AuthFailure, BackupCode, Regeneration, Sheet, TotpEnrollment
 from tests.conftest import pg_amqp_settings, unique
 from tests.integration.api_helpers import ApiWorld, api_world
@@ -333,6 +334,9 @@ CELLS = [
     for who, role in CALLERS
 ]
 SLUGS = {401: "unauthenticated", 403: "forbidden", 404: "not-found"}
+# Refused calls from one source are throttled (30 failed authentications, 60 refusals a
+# minute): each refused cell calls from its own address, so the matrix sees the refusal.
+SOURCES = (f"198.18.{n // 250}.{n % 250 + 1}" for n in itertools.count())
 
 
 def _refused_call(s: Shared, ep: Endpoint, who: str, role: str | None) -> Call:
@@ -352,7 +356,14 @@ def test_matrix(shared: Shared, ep: Endpoint, who: str, role: str | None, status
     s = shared
     if status in SLUGS:
         call = _refused_call(s, ep, who, role)
-        got = s.world.call(ep.method, call.path, call.token or None, call.json, call.headers)
+        got = s.world.call(
+            ep.method,
+            call.path,
+            call.token or None,
+            call.json,
+            call.headers,
+            remote_addr=next(SOURCES),
+        )
         assert got.status_code == status, got.text
         assert got.json["type"] == f"/problems/{SLUGS[status]}"
         assert got.headers["content-type"].startswith("application/problem+json")
@@ -428,7 +439,9 @@ def test_another_users_regeneration_of_the_same_organization_is_404_like_none_at
     ["Basic dXNlcjpwYXNz", "Bearer", "Bearer    ", "bearer not-a-token", "Token mfa_x"],
 )
 def test_malformed_authorization_is_401(shared: Shared, authorization: str) -> None:
-    got = shared.world.call("GET", "/v1/org/policy", headers={"Authorization": authorization})
+    got = shared.world.call(
+        "GET", "/v1/org/policy", headers={"Authorization": authorization}, remote_addr=next(SOURCES)
+    )
     assert got.status_code == 401
     assert got.headers["www-authenticate"] == "Bearer"
 
@@ -440,8 +453,8 @@ def test_a_revoked_token_is_401(shared: Shared) -> None:
     with s.world.services.unit_of_work() as session:
         row = tokens.authenticate(session, tok)
         assert row is not None
-        assert tokens.revoke(session, row.id)
-    got = s.world.call("GET", "/v1/org/policy", tok)
+        assert tokens.revoke(session, row.id, audit.CLI).revoked_at is not None
+    got = s.world.call("GET", "/v1/org/policy", tok, remote_addr=next(SOURCES))
     assert got.status_code == 401
     assert got.json["type"] == "/problems/unauthenticated"
 
@@ -450,4 +463,4 @@ def test_a_revoked_token_is_401(shared: Shared) -> None:
 def test_unauthenticated_endpoints_need_no_token(shared: Shared, path: str) -> None:
     assert shared.world.call("GET", path).status_code == 200
     unknown = tokens.PREFIX + secrets.token_urlsafe(32)
-    assert shared.world.call("GET", path, unknown).status_code == 200
+    assert shared.world.call("GET", path, unknown, remote_addr=next(SOURCES)).status_code == 200

@@ -219,6 +219,9 @@ def test_an_admin_reset_ends_the_lockout(world: ApiWorld) -> None:
         h.verify(f"0000-0000-000{n}")
     assert h.verify(h.codes[0]).status_code == 429
     assert world.call("DELETE", f"/v1/users/{h.user}/mfa", h.admin).status_code == 204
+    # The reset revoked the user's token; the application signs the user in again.
+    _problem(world.call("GET", "/v1/me/mfa", h.user_token), 401, "unauthenticated")
+    h.user_token = world.token(h.org, h.user, "user")
     # Enrolled again from scratch, the user signs in with the new set.
     again = world.call("POST", "/v1/me/mfa/enrollment", h.user_token)
     assert again.status_code == 201, again.text
@@ -374,6 +377,8 @@ def test_deleting_mfa_removes_the_enrollment_and_every_code(world: ApiWorld) -> 
     h = holder(world)
     got = world.call("DELETE", f"/v1/users/{h.user}/mfa", h.admin)
     assert got.status_code == 204 and got.text == ""
+    _problem(world.call("GET", "/v1/me/mfa", h.user_token), 401, "unauthenticated")
+    h.user_token = world.token(h.org, h.user, "user")  # signed in again
     status = h.mfa()
     assert (status["enrolled"], status["backup_codes"]) == (False, None)
     _problem(h.verify(h.codes[0]), 409, "mfa-not-enrolled")

@@ -28,8 +28,8 @@ from falcon import testing
 from pypdf import PdfReader
 from sqlalchemy import update
 
+from domain import audit, tokens
 from domain import audit_types as T
-from domain import tokens
 from domain.audit_query import last_seq
 from domain.codes import ALPHABET
 from domain.db import utcnow
@@ -46,6 +46,7 @@ REGS = "/v1/me/backup-codes/regenerations"
 CODE_RE = re.compile(rf"[{ALPHABET}]{{4}}(?:-[{ALPHABET}]{{4}})+")
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 REG, BEFORE = "<the act's regeneration id>", "<events in the chain before the act>"
+ALICE_TOKEN = "<alice's user token id>"
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,15 @@ class Harness:
         self.secrets.add(plaintext)
         self.actors[plaintext] = {"principal_id": principal, "role": role, "token_id": token_id}
         return plaintext
+
+    def token_id(self, principal: str, role: str) -> str | None:
+        ids = [
+            a["token_id"]
+            for a in self.actors.values()
+            if (a["principal_id"], a["role"]) == (principal, role)
+        ]
+        assert len(ids) == 1, ids
+        return ids[0]
 
     def user(self, external_id: str = "alice") -> str:
         self.w.user(self.org, external_id)
@@ -463,6 +473,13 @@ def _token_issued(role: str, principal: str) -> Callable[[Harness], None]:
     return scenario
 
 
+def _token_revoked_by_cli(h: Harness) -> None:
+    h.user()
+    h.act_offline()
+    with h.w.services.unit_of_work() as session:
+        tokens.revoke(session, h.token_id("alice", "user"), audit.CLI)
+
+
 def _audit_export(accept: str) -> Callable[[Harness], testing.Result]:
     def scenario(h: Harness) -> testing.Result:
         h.enrolled()
@@ -588,8 +605,16 @@ CASES: tuple[Case, ...] = (
     Case("mfa-reset", _mfa_reset, 204,
          (Ev(T.REGENERATION_FAILED, T.FAILURE,
              {**RID, "reason": "mfa-not-enrolled", "sheet_deleted": True}),
+          Ev(T.TOKEN_REVOKED, details={
+              "revoked_token_id": ALICE_TOKEN, "role": "user", "principal_id": "alice",
+              "kind": "token", "reason": "mfa.reset"}),
           Ev(T.MFA_RESET, details={
-              "was_enrolled": True, "codes_removed": 5, "regenerations_failed": 1}))),
+              "was_enrolled": True, "codes_removed": 5, "regenerations_failed": 1,
+              "tokens_revoked": 1}))),
+    Case("token-revoked-by-cli", _token_revoked_by_cli, None,
+         (Ev(T.TOKEN_REVOKED, by="cli", details={
+             "revoked_token_id": ALICE_TOKEN, "role": "user", "principal_id": "alice",
+             "kind": "token", "reason": "revoked"}),)),
     Case("user-created", _user_created, None, (Ev(T.USER_CREATED, by="cli"),)),
     Case("token-issued-user", _token_issued("user", "bob"), None,
          (Ev(T.TOKEN_ISSUED, by="cli", user="bob",
@@ -672,6 +697,11 @@ def test_the_act_leaves_exactly_its_events(world: ApiWorld, case: Case) -> None:
     assert [e["type"] for e in got] == [want.type for want in case.events], got
     for event, want in zip(got, case.events, strict=True):
         _check_event(h, event, want, t1)
+    # One act is one request: its events (the worker's too) carry its one server id.
+    server_ids = {
+        e["server_request_id"] for e, w in zip(got, case.events, strict=True) if w.by == "act"
+    }
+    assert len(server_ids) <= 1 and None not in server_ids, server_ids
     assert _leaks(exported.text, h.secrets) == []
 
 
@@ -684,15 +714,19 @@ def _check_event(h: Harness, event: dict[str, Any], want: Ev, t1: datetime) -> N
         assert event["actor"] == h.actors[h.act_token], what
         assert (event["request_id"], event["source_ip"]) == (h.act_rid, IP), what
         assert event["user_agent"] == UA, what
+        assert event["server_request_id"] != h.act_rid, what  # ours, not the caller's
     else:
         principal = {"cli": ("cli", "operator"), "system": ("system", "system")}[want.by]
         assert (event["actor"]["principal_id"], event["actor"]["role"]) == principal, what
         assert event["actor"]["token_id"] is None, what
         assert (event["request_id"], event["source_ip"], event["user_agent"]) == (None,) * 3
+        assert event["server_request_id"] is None, what
     assert RFC3339_UTC.match(event["occurred_at"]), what
     moment = datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
     assert h.t0 - timedelta(seconds=1) <= moment <= t1 + timedelta(seconds=1), what
     resolve = {REG: h.reg, BEFORE: h.before}
+    if want.type == T.TOKEN_REVOKED:
+        resolve[ALICE_TOKEN] = h.token_id("alice", "user")
     for key, value in want.details.items():
         expected = resolve.get(value, value) if isinstance(value, str) else value
         assert event["details"].get(key) == expected, f"details[{key!r}] of {what}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,83 @@ def test_keys_rotate_reports_the_count_and_is_on_every_chain(env: dict[str, str]
             assert {e.actor_role for e in rekeyed} == {"operator"}
     finally:
         services.close()
+
+
+def _issued(env: dict[str, str], *args: str) -> tuple[str, str]:
+    """(token id from the standard-error line, the token from the last line of output)."""
+    code, out, err = invoke(env, "token", "issue", *args)
+    assert code == 0, err
+    found = re.match(r"^token (\S+) for ", err)
+    assert found, err
+    return found.group(1), out.strip().splitlines()[-1]
+
+
+def test_token_ttl_list_and_revoke(env: dict[str, str]) -> None:
+    invoke(env, "db", "upgrade")
+    invoke(env, "org", "create", "acme")
+    invoke(env, "user", "create", "acme", "alice")
+    short_id, short = _issued(env, "acme", "alice", "--role", "user", "--ttl", "15m")
+    forever_id, forever = _issued(env, "acme", "frontend", "--role", "service")
+
+    services = Services.build(Settings.from_env(env=env, dotenv=None))
+    try:
+        with services.unit_of_work() as session:
+            row = tokens.authenticate(session, short)
+            assert row is not None and row.expires_at is not None
+            lifetime = row.expires_at - row.created_at
+            assert lifetime == timedelta(minutes=15)
+            assert tokens.authenticate(session, forever).expires_at is None  # type: ignore[union-attr]
+            [issued] = session.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.type == types.TOKEN_ISSUED, AuditEvent.user_id == "alice"
+                )
+            ).all()
+            assert issued.details["ttl_seconds"] == 900
+
+        code, out, err = invoke(env, "token", "revoke", forever_id)
+        assert code == 0, err
+        assert out.startswith(f"token {forever_id} for frontend (service) in acme revoked")
+        with services.unit_of_work() as session:
+            assert tokens.authenticate(session, forever) is None  # revoked at once
+            assert tokens.authenticate(session, short) is not None
+            [revoked] = session.scalars(
+                select(AuditEvent).where(AuditEvent.type == types.TOKEN_REVOKED)
+            ).all()
+            assert revoked.details["revoked_token_id"] == forever_id
+            assert (revoked.actor_principal_id, revoked.actor_role) == ("cli", "operator")
+    finally:
+        services.close()
+
+    code, out, _ = invoke(env, "token", "list", "acme")
+    assert code == 0
+    header, *lines = out.strip().splitlines()
+    assert header.split() == [
+        "TOKEN_ID", "PRINCIPAL", "ROLE", "KIND", "CREATED", "EXPIRES", "LAST_USED", "REVOKED"
+    ]  # fmt: skip
+    by_id = {line.split()[0]: line for line in lines}
+    assert set(by_id) == {short_id, forever_id}
+    assert "REVOKED" in by_id[forever_id] and "never" in by_id[forever_id]
+    assert "REVOKED" not in by_id[short_id] and "never" not in by_id[short_id]
+    assert short not in out and forever not in out
+    # A revoked token stays revoked; an unknown one is a clear error.
+    assert invoke(env, "token", "revoke", forever_id)[0] == 0
+    code, _, err = invoke(env, "token", "revoke", "no-such-token")
+    assert code == 1 and "no such token" in err
+
+
+@pytest.mark.parametrize("ttl", ["59s", "366d", "15x", "-5m", ""])
+def test_a_ttl_out_of_range_or_malformed_is_a_usage_error(env: dict[str, str], ttl: str) -> None:
+    invoke(env, "db", "upgrade")
+    invoke(env, "org", "create", "acme")
+    code, out, err = invoke(env, "token", "issue", "acme", "svc", "--role", "service", "--ttl", ttl)
+    assert code == 2 and "--ttl" in err
+    assert tokens.PREFIX not in out
+
+
+@pytest.mark.parametrize(
+    "ttl, seconds", [("60", 60), ("60s", 60), ("2h", 7200), ("365d", 365 * 86400)]
+)
+def test_ttl_units(env: dict[str, str], ttl: str, seconds: int) -> None:
+    from cli.admin_commands import parse_ttl
+
+    assert parse_ttl(ttl) == timedelta(seconds=seconds)

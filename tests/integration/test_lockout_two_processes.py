@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from domain import audit, tokens
+from domain import audit, throttles, tokens
 from domain import audit_types as types
 from domain.services import Services
 from domain.settings import Settings
@@ -49,9 +49,16 @@ class ApiProcess:
     log: Path
     port: int = 0
 
-    def request(self, method: str, path: str, token: str | None = None, body: Any = None) -> Answer:
+    def request(
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        body: Any = None,
+        extra: dict[str, str] | None = None,
+    ) -> Answer:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **(extra or {})}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         try:
@@ -108,6 +115,8 @@ def _env(settings: Settings) -> dict[str, str]:
         "MFA_VAR_DIR": str(settings.var_dir),
         "MFA_QUEUE_PREFIX": settings.queue_prefix,
         "MFA_LOG_LEVEL": "WARNING",
+        # The test is the proxy: a test of per-source counts names its own source.
+        "MFA_TRUSTED_PROXIES": "127.0.0.1/32",
     }
 
 
@@ -238,3 +247,39 @@ def test_concurrent_failures_on_both_processes_get_exactly_five_verdicts(pair: P
     assert sorted(statuses) == [200] * 5 + [429] * 7
     for api in (pair.a, pair.b):
         assert _verify(api, token, h, h.codes[0]).status == 429
+
+
+def test_failed_authentications_are_counted_across_both_processes(pair: Pair) -> None:
+    """30 bad tokens a minute per source, wherever they land; then 429 on both."""
+    for attempt in range(3):  # a run that straddles a one-minute window is repeated
+        window = time.time() // throttles.WINDOW_SECONDS
+        source = {"X-Forwarded-For": f"192.0.2.{attempt + 1}"}
+        answers = [
+            (pair.a, pair.b)[n % 2].request("GET", "/v1/me/mfa", f"mfa_bad{n}", extra=source)
+            for n in range(throttles.AUTH_FAILURES_PER_MINUTE)
+        ]
+        last = [
+            api.request("GET", "/v1/me/mfa", "mfa_bad", extra=source) for api in (pair.a, pair.b)
+        ]
+        if time.time() // throttles.WINDOW_SECONDS == window:
+            break
+    assert [a.status for a in answers] == [401] * throttles.AUTH_FAILURES_PER_MINUTE
+    assert [a.status for a in last] == [429, 429], [a.body for a in last]
+    assert all(int(a.headers["retry-after"]) > 0 for a in last)
+
+
+def test_a_revocation_holds_on_both_processes_from_the_next_request(pair: Pair) -> None:
+    h = holder(pair.services)
+    token = _service_token(pair, h)
+    with pair.services.unit_of_work() as session:
+        row = tokens.authenticate(session, token)
+        assert row is not None
+        token_id = row.id
+    assert [api.request("GET", "/readyz").status for api in (pair.a, pair.b)] == [200, 200]
+    assert _verify(pair.a, token, h, WRONG).status == 200
+    with pair.services.unit_of_work() as session:
+        tokens.revoke(session, token_id, audit.CLI)
+    for api in (pair.a, pair.b):
+        got = _verify(api, token, h, WRONG)
+        assert got.status == 401, (api.name, got.body)
+        assert got.headers["www-authenticate"] == "Bearer"

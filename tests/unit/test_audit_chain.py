@@ -50,6 +50,13 @@ def test_canonical_form_is_the_documented_bytes() -> None:
     assert canonical(_event()) == GOLDEN
 
 
+def test_a_server_request_id_enters_the_canonical_form_only_when_set() -> None:
+    # Events written before the field existed (null) keep their bytes, hence their hashes.
+    assert canonical(_event(server_request_id=None)) == GOLDEN
+    with_id = canonical(_event(server_request_id="srv-1"))
+    assert with_id == GOLDEN.replace(b'"seq":7,', b'"seq":7,"server_request_id":"srv-1",')
+
+
 def test_canonical_form_ignores_key_order_of_details() -> None:
     a = _event(details={"a": 1, "b": {"y": 2, "x": 3}})
     b = _event(details={"b": {"x": 3, "y": 2}, "a": 1})
@@ -85,6 +92,7 @@ def test_hash_is_sha256_of_canonical_and_prev_hash() -> None:
         ("request_id", "req-2"),
         ("source_ip", "10.0.0.1"),
         ("user_agent", "curl/9"),
+        ("server_request_id", "3f2a9c0d5e6b4a7f8e1d2c3b4a596877"),
         ("details", {"code_count": 6, "reason": "regeneration"}),
         ("actor_principal_id", None),
         ("details", {}),

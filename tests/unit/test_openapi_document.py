@@ -30,28 +30,28 @@ DOC_URI = "urn:mfa-backup-codes:openapi"
 
 UNAUTHENTICATED = {"/healthz", "/readyz", "/openapi.json"}
 
-# Every status API.md names, plus 401/403 for /v1, 400/422 for input, 404 where a
-# resource id is in the path, 413 on POST/PUT.
+# Every status API.md names, plus 401/403/429 (throttled refusals) for /v1, 400/422 for
+# input, 404 where a resource id is in the path, 413 on POST/PUT.
 EXPECTED: dict[tuple[str, str], str] = {
     ("/healthz", "get"): "200",
     ("/readyz", "get"): "200 503",
     ("/openapi.json", "get"): "200",
-    ("/v1/me/mfa", "get"): "200 401 403 503",
-    ("/v1/me/mfa/enrollment", "post"): "201 400 401 403 409 413 422 503",
+    ("/v1/me/mfa", "get"): "200 401 403 429 503",
+    ("/v1/me/mfa/enrollment", "post"): "201 400 401 403 409 413 422 429 503",
     ("/v1/me/mfa/enrollment/confirm", "post"): "201 400 401 403 409 413 422 429 503",
     ("/v1/me/backup-codes/regenerations", "post"): "202 400 401 403 409 413 422 429 503",
-    ("/v1/me/backup-codes/regenerations/{regeneration_id}", "get"): "200 401 403 404 503",
+    ("/v1/me/backup-codes/regenerations/{regeneration_id}", "get"): "200 401 403 404 429 503",
     (
         "/v1/me/backup-codes/regenerations/{regeneration_id}/sheet",
         "get",
-    ): "200 401 403 404 409 410 503",
+    ): "200 401 403 404 409 410 429 503",
     ("/v1/users/{user_id}/backup-codes/verify", "post"): "200 400 401 403 404 409 413 422 429 503",
-    ("/v1/org/policy", "get"): "200 401 403 503",
-    ("/v1/org/policy", "put"): "200 400 401 403 413 422 503",
-    ("/v1/users/{user_id}/backup-codes/revocation", "post"): "204 400 401 403 404 413 422 503",
-    ("/v1/users/{user_id}/mfa", "delete"): "204 401 403 404 503",
-    ("/v1/audit/events", "get"): "200 400 401 403 422 503",
-    ("/v1/audit/verification", "get"): "200 401 403 503",
+    ("/v1/org/policy", "get"): "200 401 403 429 503",
+    ("/v1/org/policy", "put"): "200 400 401 403 413 422 429 503",
+    ("/v1/users/{user_id}/backup-codes/revocation", "post"): "204 400 401 403 404 413 422 429 503",
+    ("/v1/users/{user_id}/mfa", "delete"): "204 401 403 404 429 503",
+    ("/v1/audit/events", "get"): "200 400 401 403 422 429 503",
+    ("/v1/audit/verification", "get"): "200 401 403 429 503",
 }
 
 
@@ -616,6 +616,7 @@ EVENT = {
     "actor": {"principal_id": "alice", "role": "user", "token_id": "t-1"},
     "user_id": "alice",
     "request_id": "req-1",
+    "server_request_id": "3f2a9c0d5e6b4a7f8e1d2c3b4a596877",
     "source_ip": "127.0.0.1",
     "user_agent": "curl/8",
     "details": {},
