@@ -24,7 +24,7 @@ from domain import audit_types as types
 from domain.audit_verify import verify_chain
 from domain.migrate import alembic_config, upgrade
 from domain.services import Services
-from tests.conftest import fresh_postgres_database, make_settings
+from tests.conftest import fresh_postgres_database, make_settings, owner_url
 
 GENESIS = "0" * 64
 # The columns audit_events had at 0002, and no others.
@@ -62,6 +62,7 @@ def old_canonical(event: dict[str, Any]) -> bytes:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The service's URL (on PostgreSQL a role that owns nothing)."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'old.db'}"
         upgrade(url)
@@ -71,12 +72,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
 
 
+def _owner(url: str) -> str:
+    """Migrations (and the rows of an old schema) need the owner on PostgreSQL."""
+    return url if url.startswith("sqlite") else owner_url(url)
+
+
 def test_an_old_chain_verifies_after_the_upgrade_and_grows_with_server_ids(
     database_url: str, tmp_path: Path
 ) -> None:
     # Back to the schema before this change (its downgrade runs too), then old events.
-    command.downgrade(alembic_config(database_url), "0002")
-    engine = create_engine(database_url)
+    command.downgrade(alembic_config(_owner(database_url)), "0002")
+    engine = create_engine(_owner(database_url))
     prev = GENESIS
     old_events = 3
     try:
@@ -118,7 +124,7 @@ def test_an_old_chain_verifies_after_the_upgrade_and_grows_with_server_ids(
     finally:
         engine.dispose()
 
-    upgrade(database_url)
+    upgrade(_owner(database_url), app_url=database_url)
     settings = make_settings(tmp_path, MFA_DATABASE_URL=database_url)
     services = Services.build(settings)
     try:
