@@ -71,8 +71,19 @@ class Settings:
     queue_prefix: str = "mfa"
     stale_after_seconds: int = 60
     checkpoint_interval_seconds: int = 300
+    # Attempt limits (domain.limits): per source (and TOTP per user) `threshold` in
+    # `window`; per user across sources; the consecutive cap; mistyped inputs.
     lockout_threshold: int = 5
     lockout_window_seconds: int = 900
+    lockout_user_threshold: int = 20
+    lockout_user_window_seconds: int = 3600
+    lockout_consecutive_cap: int = 100
+    mistyped_threshold: int = 30
+    mistyped_window_seconds: int = 900
+    # Concurrent argon2 verifications a process runs, and how long one waits for a
+    # slot before answering 503 busy.
+    verify_slots: int = 4
+    verify_slot_wait_ms: int = 2000
     log_level: str = "INFO"
     log_json: bool = True
     # 0: off. A worker has no HTTP server; this port serves its Prometheus metrics.
@@ -151,6 +162,8 @@ class Settings:
             log_json=merged.get("MFA_LOG_FORMAT", "json").lower() != "text",
             worker_metrics_port=_int(merged, "MFA_WORKER_METRICS_PORT", 0, 0, 65535),
             trusted_proxies=_networks(merged, "MFA_TRUSTED_PROXIES"),
+            verify_slots=_int(merged, "MFA_VERIFY_SLOTS", 4, 1, 1024),
+            verify_slot_wait_ms=_int(merged, "MFA_VERIFY_SLOT_WAIT_MS", 2000, 0, 60000),
         )
 
 
