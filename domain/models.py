@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -192,7 +193,7 @@ class AuthFailure(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(16))
     source: Mapped[str | None] = mapped_column(String(64))
-    audited: Mapped[bool] = mapped_column(Boolean, default=False)
+    audited: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     occurred_at: Mapped[datetime] = mapped_column(default=_now)
 
 

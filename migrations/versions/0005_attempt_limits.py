@@ -36,29 +36,29 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("user_id", "factor", name=op.f("pk_attempt_limits")),
     )
-    with op.batch_alter_table("auth_failures", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("source", sa.String(length=64), nullable=True))
-        batch_op.add_column(
-            sa.Column("audited", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
-        batch_op.create_index(
-            "ix_auth_failures_user_kind_source",
-            ["user_id", "kind", "source", "occurred_at"],
-            unique=False,
-        )
-    with op.batch_alter_table("auth_failures", schema=None) as batch_op:
-        batch_op.alter_column("audited", server_default=None)
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.drop_column("locked_until")
+    # No batch (table rebuild) on SQLite: rebuilding `users` drops it, and with
+    # foreign keys on that cascades into every enrollment and code. SQLite (3.35+)
+    # adds and drops these columns in place.
+    op.add_column("auth_failures", sa.Column("source", sa.String(length=64), nullable=True))
+    op.add_column(
+        "auth_failures",
+        sa.Column("audited", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
+    op.create_index(
+        "ix_auth_failures_user_kind_source",
+        "auth_failures",
+        ["user_id", "kind", "source", "occurred_at"],
+        unique=False,
+    )
+    op.drop_column("users", "locked_until")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("locked_until", domain.models.UtcDateTime(timezone=True), nullable=True)
-        )
-    with op.batch_alter_table("auth_failures", schema=None) as batch_op:
-        batch_op.drop_index("ix_auth_failures_user_kind_source")
-        batch_op.drop_column("audited")
-        batch_op.drop_column("source")
+    op.add_column(
+        "users",
+        sa.Column("locked_until", domain.models.UtcDateTime(timezone=True), nullable=True),
+    )
+    op.drop_index("ix_auth_failures_user_kind_source", table_name="auth_failures")
+    op.drop_column("auth_failures", "audited")
+    op.drop_column("auth_failures", "source")
     op.drop_table("attempt_limits")
