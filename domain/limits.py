@@ -67,14 +67,21 @@ class Limits:
 
 
 def parse_client_ip(value: object) -> str | None:
-    """The verify body's client_ip, checked: an IPv4 or IPv6 address, or absent."""
+    """The verify body's client_ip, checked and canonical: an IPv4 or IPv6 address
+    (no zone; an IPv4-mapped one as IPv4), or absent."""
     if value is None:
         return None
+    raw = str(value).strip()
     try:
-        return str(ipaddress.ip_address(str(value).strip()))
+        if len(raw) > 64 or "%" in raw:  # a zone names the front end's interface, not a visitor
+            raise ValueError(raw)
+        address = ipaddress.ip_address(raw)
     except ValueError:
         message = "client_ip must be an IPv4 or IPv6 address"
         raise InvalidRequest(message, field="client_ip") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
 
 
 def check_user_agent(value: object) -> str | None:

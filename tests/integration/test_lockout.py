@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from domain import accounts, audit, limits
 from domain import audit_types as types
-from domain.errors import TooManyAttempts, TotpLocked
+from domain.errors import InvalidRequest, TooManyAttempts, TotpLocked
 from domain.models import AuditEvent
 from domain.services import Services
 from tests.conftest import unique
@@ -112,6 +112,25 @@ def test_a_success_resets_the_count(services: Services) -> None:
 )
 def test_source_keys(client_ip: str | None, caller: str | None, key: str) -> None:
     assert limits.source_key(client_ip, caller) == key
+
+
+@pytest.mark.parametrize(
+    ("given", "recorded"),
+    [
+        (" 192.0.2.1 ", "192.0.2.1"),
+        ("2001:DB8::1", "2001:db8::1"),
+        ("::ffff:192.0.2.1", "192.0.2.1"),
+    ],
+)
+def test_client_ips_are_recorded_canonical(given: str, recorded: str) -> None:
+    assert limits.parse_client_ip(given) == recorded
+
+
+@pytest.mark.parametrize("bad", ["", "999.1.1.1", "fe80::1%eth0", "1.2.3.4/24", "x" * 65])
+def test_what_is_no_address_is_refused_naming_client_ip(bad: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        limits.parse_client_ip(bad)
+    assert refused.value.field == "client_ip"
 
 
 @pytest.mark.postgres
