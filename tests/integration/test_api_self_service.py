@@ -17,10 +17,12 @@ from typing import Any
 
 import pyotp
 import pytest
+from celery.contrib.testing.worker import start_worker
 from falcon import testing
 from pypdf import PdfReader
 from sqlalchemy import update
 
+from domain import accounts, audit, limits, regeneration
 from domain import audit_types as types
 from domain.db import utcnow
 from domain.migrate import upgrade
@@ -396,6 +398,68 @@ def test_five_failed_totps_lock_the_user_out_with_429(world: ApiWorld) -> None:
     assert 0 < wait <= world.settings.lockout_window_seconds
     until = status(world, token)["limits"]["totp_throttled_until"]
     assert until is not None and TIMESTAMP.match(until)
+
+
+def test_a_queued_regeneration_succeeds_although_failures_land_before_the_worker(
+    idle_world: ApiWorld,
+) -> None:
+    """The worker judges a request for its acceptance: failures that come between
+    (an attacker's wrong backup codes from many addresses, wrong TOTPs) throttle later
+    requests, not this one. (It used to fail too-many-attempts.)"""
+    world = idle_world
+    org = world.org()
+    token, confirmed = world.enroll(org)
+    with world.services.unit_of_work() as session:  # the first set, made as the worker would
+        regeneration.process_regeneration(
+            session, world.services, confirmed["regeneration"]["id"], utcnow()
+        )
+    queued = regenerate(world, token, world.totp(org, offset_steps=1))
+    assert queued.status_code == 202, queued.text
+    service = world.token(org, "sign-in", "service")
+    for n in range(25):
+        body = {"code": "ZZZZ-ZZZZ-ZZZZ", "client_ip": f"192.0.2.{n % 5 + 1}"}
+        got = world.call("POST", "/v1/users/alice/backup-codes/verify", service, json=body)
+        assert got.status_code in (200, 429), got.text
+    with world.services.unit_of_work() as session:
+        user = accounts.lock_user(session, accounts.get_user(session, org, "alice"))
+        for i in range(5):
+            at = utcnow() + timedelta(milliseconds=i)
+            limits.record_failure(
+                session, user, limits.TOTP, None, at, audit.SYSTEM, world.services.limits
+            )
+    assert status(world, token)["limits"]["totp_throttled_until"] is not None
+    with start_worker(
+        world.publisher.app, pool="solo", perform_ping_check=False, shutdown_timeout=10
+    ):
+        done = world.await_status(token, queued.json["id"])
+    assert (done["status"], done["failure"]) == ("ready", None)
+
+
+def test_a_hundred_consecutive_totp_failures_lock_it_until_an_unlock(world: ApiWorld) -> None:
+    org = world.org()
+    token, _ = enrolled_with_codes(world, org)
+    with world.services.unit_of_work() as session:
+        user = accounts.lock_user(session, accounts.get_user(session, org, "alice"))
+        start = utcnow() - timedelta(days=2)
+        for i in range(100):  # 5 every 15 minutes, as fast as the throttle lets them
+            at = start + timedelta(minutes=15 * (i // 5), seconds=i % 5)
+            limits.record_failure(
+                session, user, limits.TOTP, None, at, audit.SYSTEM, world.services.limits
+            )
+    locked = regenerate(world, token, world.totp(org, offset_steps=1))
+    problem(locked, 429, "totp-locked")
+    assert "Retry-After" not in locked.headers
+    assert status(world, token)["limits"] == {
+        "totp_throttled_until": None,
+        "totp_locked": True,
+        "backup_codes_locked": False,
+    }
+    admin = world.token(org, "help-desk", "admin")
+    assert world.call("POST", "/v1/users/alice/mfa/unlock", admin).status_code == 204
+    assert status(world, token)["limits"] == NO_LIMITS
+    again = regenerate(world, token, world.totp(org, offset_steps=1))
+    assert again.status_code == 202, again.text
+    assert world.await_status(token, again.json["id"])["status"] == "ready"
 
 
 def test_a_replayed_code_counts_as_a_failure(world: ApiWorld) -> None:
