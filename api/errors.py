@@ -64,6 +64,8 @@ def handle_domain_error(
         resp.set_header("Retry-After", str(ex.extra.get("retry_after", 1)))
     if isinstance(ex, Unauthenticated):
         resp.set_header("WWW-Authenticate", "Bearer")
+    if isinstance(ex.extra.get("location"), str):  # regeneration-pending names the one
+        resp.location = str(ex.extra["location"])
 
 
 def refuse_as_throttled(resp: falcon.Response, retry_after: int) -> None:

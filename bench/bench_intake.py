@@ -55,9 +55,11 @@ from domain.db import make_engine
 from domain.services import Services
 
 CLIENTS = int(os.environ.get("BENCH_INTAKE_CLIENTS", "8"))
-USERS_PER_CLIENT = 8
 REQUESTS = int(os.environ.get("BENCH_INTAKE_REQUESTS", "1600"))
 WARMUP = int(os.environ.get("BENCH_INTAKE_WARMUP", "200"))
+# A user has one regeneration pending at a time (no worker runs here): every request
+# of a case goes to a user of its own.
+USERS_PER_CLIENT = -(-(WARMUP + REQUESTS) // CLIENTS)
 ROUNDS = 4
 BAR = 0.5
 GUNICORN_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "gunicorn.conf.py"
@@ -128,6 +130,7 @@ def _client(
     port: int,
     path: str,
     callers: list[Caller],
+    offset: int,
     count: int,
     start: threading.Barrier,
     latencies: list[float],
@@ -139,7 +142,7 @@ def _client(
     seen: dict[int, int] = {}
     start.wait()
     for i in range(count):
-        caller = callers[i % len(callers)]
+        caller = callers[(offset + i) % len(callers)]
         headers = {
             "Authorization": f"Bearer {caller.token}",
             "Content-Type": "application/json",
@@ -181,8 +184,11 @@ class Samples:
         )
 
 
-def _load(port: int, path: str, callers: list[Caller], total: int, into: Samples) -> None:
-    """`total` requests from CLIENTS threads; latencies, answers and wall time into `into`."""
+def _load(
+    port: int, path: str, callers: list[Caller], offset: int, total: int, into: Samples
+) -> None:
+    """`total` requests from CLIENTS threads, each from its `offset`-th user on;
+    latencies, answers and wall time into `into`."""
     lock = threading.Lock()
     start = threading.Barrier(CLIENTS + 1)
     per_client = total // CLIENTS
@@ -193,6 +199,7 @@ def _load(port: int, path: str, callers: list[Caller], total: int, into: Samples
                 port,
                 path,
                 callers[c::CLIENTS],
+                offset,
                 per_client,
                 start,
                 into.latencies,
@@ -214,12 +221,15 @@ def _load(port: int, path: str, callers: list[Caller], total: int, into: Samples
 def _measure(cases: dict[str, tuple[int, str, list[Caller]]]) -> dict[str, Load]:
     """Every case warmed up, then ROUNDS rounds in turn, so that drift in the machine's
     load (other processes) weighs on every case alike."""
-    for port, path, callers in cases.values():
-        _load(port, path, callers, WARMUP, Samples())
+    used = dict.fromkeys(cases, 0)  # requests each thread has sent in a case: users used
+    for name, (port, path, callers) in cases.items():
+        _load(port, path, callers, used[name], WARMUP, Samples())
+        used[name] += WARMUP // CLIENTS
     samples = {name: Samples() for name in cases}
     for _ in range(ROUNDS):
         for name, (port, path, callers) in cases.items():
-            _load(port, path, callers, REQUESTS // ROUNDS, samples[name])
+            _load(port, path, callers, used[name], REQUESTS // ROUNDS, samples[name])
+            used[name] += (REQUESTS // ROUNDS) // CLIENTS
     expected = {202: ROUNDS * ((REQUESTS // ROUNDS) // CLIENTS) * CLIENTS}
     loads = {name: s.summary() for name, s in samples.items()}
     for name, load in loads.items():

@@ -29,8 +29,8 @@ from bench.common import markdown_table, seed_enrolled
 from domain import accounts, audit, signin
 from domain import totp as otp
 from domain.codes import CodeHasher, generate_codes
+from domain.limits import Limits
 from domain.migrate import upgrade
-from domain.policy import Lockout
 from domain.services import Services
 from domain.settings import Settings
 
@@ -52,8 +52,9 @@ def _services(tmp: Path) -> Services:
     )  # default argon2id profile
     upgrade(settings.database_url)
     services = Services.build(settings)
-    # Every timed attempt is a failure: a lockout would turn them into cheap refusals.
-    services.lockout = Lockout(threshold=10**9, window_seconds=900)
+    # Every timed attempt is a failure: a throttle would turn them into cheap refusals.
+    big = 10**9
+    services.limits = Limits(threshold=big, user_threshold=big, consecutive_cap=big)
     return services
 
 

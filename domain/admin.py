@@ -9,12 +9,11 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from domain import accounts, audit, policy, sheet_store, tokens
+from domain import accounts, audit, limits, policy, sheet_store, tokens
 from domain import audit_types as types
 from domain.db import utcnow
 from domain.errors import InvalidRequest, MfaNotEnrolled, NotFound
 from domain.models import (
-    AuthFailure,
     BackupCode,
     Organization,
     Regeneration,
@@ -109,8 +108,8 @@ def revoke_codes(session: Session, org_id: str, user_external_id: str, ctx: audi
 
 def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
     """Remove the enrollment and every code (the user enrolls again), fail the
-    unfinished regenerations and delete their sheets, clear the lockout, and revoke
-    every token and session of the user: a stolen token must not enroll the
+    unfinished regenerations and delete their sheets, clear throttles and locks, and
+    revoke every token and session of the user: a stolen token must not enroll the
     attacker's authenticator once the help desk has reset the victim."""
     # Under the user's lock a worker is either done (its set is removed here) or
     # has not started (it finds its regeneration failed and leaves it).
@@ -150,8 +149,7 @@ def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.C
             },
         )
 
-    user.locked_until = None
-    session.execute(delete(AuthFailure).where(AuthFailure.user_id == user.id))
+    limits.clear(session, user)
     revoked = tokens.revoke_all_of_user(session, org_id, user.external_id, ctx, "mfa.reset")
     audit.append(
         session,
@@ -170,6 +168,21 @@ def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.C
     session.flush()
 
 
+def unlock(session: Session, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
+    """The help desk: clear the throttles and locks of both factors, nothing else."""
+    user = accounts.lock_user(session, accounts.get_user(session, org_id, user_external_id))
+    cleared = limits.clear(session, user)
+    audit.append(
+        session,
+        org_id,
+        types.LOCKOUT_CLEARED,
+        types.SUCCESS,
+        ctx,
+        user_id=user.external_id,
+        details={"factors": cleared},
+    )
+
+
 # --- the user's own view -----------------------------------------------------------
 
 
@@ -182,6 +195,7 @@ def mfa_status(session: Session, services: Services, user: User) -> dict[str, An
         "backup_codes_enabled": org.backup_codes_enabled,
         "backup_codes": _current_set(session, user),
         "last_set_expired_unseen": _last_set_expired_unseen(session, user),
+        "limits": limits.status(session, user, utcnow(), services.limits),
     }
 
 

@@ -27,6 +27,8 @@ CODE_REJECTED = "backup_codes.code.rejected"
 SIGNIN_REFUSED = "backup_codes.signin.refused"
 LOCKOUT_STARTED = "user.lockout.started"
 LOCKOUT_ENDED = "user.lockout.ended"
+LOCKOUT_PERMANENT = "user.lockout.permanent"
+LOCKOUT_CLEARED = "user.lockout.cleared"
 
 POLICY_CHANGED = "org.policy.changed"
 ORG_CREATED = "org.created"

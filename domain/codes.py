@@ -78,8 +78,10 @@ def format_code(value: str) -> str:
 
 
 def normalise(raw: str) -> str | None:
-    """The canonical 12 symbols, or None when the input cannot be a code."""
-    if not isinstance(raw, str) or len(raw) > 64:
+    """The canonical 12 symbols, or None when the input cannot be a code.
+    Non-ASCII is refused before case folding: Unicode folds U+017F (long s)
+    to S and U+0131 (dotless i) to I."""
+    if not isinstance(raw, str) or len(raw) > 64 or not raw.isascii():
         return None
     out = []
     for ch in raw.strip().upper():

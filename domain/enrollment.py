@@ -15,7 +15,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from domain import accounts, audit, policy, regeneration
+from domain import accounts, audit, limits, regeneration
 from domain import audit_types as types
 from domain import totp as otp
 from domain.db import utcnow
@@ -26,6 +26,7 @@ from domain.errors import (
     InvalidTotp,
     NoPendingEnrollment,
     TooManyAttempts,
+    TotpLocked,
 )
 from domain.models import Regeneration, TotpEnrollment, User
 from domain.services import Services
@@ -88,9 +89,10 @@ def confirm_enrollment(
     if enrollment is None or enrollment.confirmed_at is not None:
         raise _refuse(session, user, NoPendingEnrollment(), ctx)
     try:
-        policy.ensure_not_locked(session, user, now, ctx)
-    except TooManyAttempts as locked:
-        raise _refuse(session, user, locked, ctx) from None
+        limits.end_expired(session, user, limits.TOTP, now, ctx, services.limits)
+        limits.check_totp(session, user, now, services.limits)
+    except (TooManyAttempts, TotpLocked) as refused:
+        raise _refuse(session, user, refused, ctx) from None
     judgement = otp.judge(
         services.box.decrypt_text(enrollment.secret_ciphertext),
         totp,
@@ -98,7 +100,7 @@ def confirm_enrollment(
         enrollment.last_accepted_step,
     )
     if judgement.verdict is not otp.Verdict.ACCEPTED:
-        policy.record_failure(session, user, "totp", now, ctx, services.lockout)
+        limits.record_failure(session, user, limits.TOTP, None, now, ctx, services.limits)
         # The same TOTP event the worker writes, so one filter finds every wrong code.
         audit.append(
             session,
@@ -113,7 +115,7 @@ def confirm_enrollment(
     enrollment.confirmed_at = now
     enrollment.last_accepted_step = judgement.step
     enrollment.drift = judgement.drift
-    policy.reset_failures(session, user)
+    limits.record_success(session, user, limits.TOTP, None, now)
     audit.append(
         session,
         user.org_id,

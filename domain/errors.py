@@ -79,6 +79,32 @@ class TooManyAttempts(DomainError):
         self.retry_after = retry_after
 
 
+class BackupCodesLocked(DomainError):
+    """The consecutive-failure cap: no Retry-After, it does not pass with time."""
+
+    slug, status, title = "backup-codes-locked", 429, "Sign-in with backup codes is locked"
+
+
+class TotpLocked(DomainError):
+    slug, status, title = "totp-locked", 429, "The authenticator code is locked"
+
+
+class RegenerationPending(DomainError):
+    slug, status, title = "regeneration-pending", 409, "A regeneration is already in progress"
+
+    def __init__(self, location: str) -> None:
+        super().__init__("Wait for the pending regeneration to finish", location=location)
+        self.location = location
+
+
+class Busy(DomainError):
+    slug, status, title = "busy", 503, "Too many verifications in progress"
+
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__("Retry in a moment", retry_after=retry_after)
+        self.retry_after = retry_after
+
+
 class IdempotencyKeyReused(DomainError):
     slug, status, title = (
         "idempotency-key-reused",

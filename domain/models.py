@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -86,7 +87,6 @@ class User(Base):
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
     external_id: Mapped[str] = mapped_column(String(128))
     email: Mapped[str | None] = mapped_column(String(320))
-    locked_until: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=_now)
 
 
@@ -179,15 +179,39 @@ class OutboxMessage(Base):
 
 
 class AuthFailure(Base):
-    """Failed TOTP or backup-code attempts, counted for the lockout window."""
+    """One failed (or mistyped) attempt: the sliding windows per source count these.
+    `source` is the attempt's source key (domain.limits.source_key), null for TOTP;
+    `audited` marks the mistyped inputs whose batch was written to the trail."""
 
     __tablename__ = "auth_failures"
-    __table_args__ = (Index("ix_auth_failures_user_time", "user_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_auth_failures_user_time", "user_id", "occurred_at"),
+        Index("ix_auth_failures_user_kind_source", "user_id", "kind", "source", "occurred_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str | None] = mapped_column(String(64))
+    audited: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     occurred_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class AttemptLimit(Base):
+    """A user's standing for one factor ("backup_codes" or "totp"): consecutive
+    failures (only a success resets them), the user-wide window (anchored at its
+    first failure) and the permanent lock at the cap. Changed under the user's lock."""
+
+    __tablename__ = "attempt_limits"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    factor: Mapped[str] = mapped_column(String(16), primary_key=True)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_started_at: Mapped[datetime | None]
+    window_failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_at: Mapped[datetime | None]
 
 
 class ApiToken(Base):

@@ -87,15 +87,20 @@ def purge_finished_regenerations(session: Session, before: datetime, batch: int 
     return len(ids)
 
 
-# --- failure counters -----------------------------------------------------------------
-# Kept apart on purpose: the counters are being redesigned (issue 10, attempt limits).
-# Whatever their table becomes, its purge is "older than the longest window that
-# reads it": adapt auth_failure_cutoff and the table here, nothing else.
+# --- failure rows -----------------------------------------------------------------------
+# auth_failures rows feed only the sliding windows of domain.limits (per source, per
+# user, mistyped inputs); the consecutive count and the locks live in attempt_limits,
+# which is never purged. A row older than the longest window is read by nothing.
 
 
 def auth_failure_cutoff(settings: Settings, now: datetime) -> datetime:
-    """Failure rows older than this are read by no window (today: the lockout's)."""
-    keep = max(settings.auth_failure_retention_seconds, settings.lockout_window_seconds)
+    """Failure rows older than this are read by no window of domain.limits."""
+    keep = max(
+        settings.auth_failure_retention_seconds,
+        settings.lockout_window_seconds,
+        settings.lockout_user_window_seconds,
+        settings.mistyped_window_seconds,
+    )
     return now - timedelta(seconds=keep)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from domain import accounts, audit, outbox, policy, sheet_store
+from domain import accounts, audit, limits, outbox, sheet_store
 from domain import audit_types as types
 from domain import totp as otp
 from domain.errors import (
@@ -32,7 +32,9 @@ from domain.errors import (
     IdempotencyKeyReused,
     InvalidRequest,
     MfaNotEnrolled,
+    RegenerationPending,
     TooManyAttempts,
+    TotpLocked,
 )
 from domain.models import Organization, Regeneration, TotpEnrollment, User, new_id
 from domain.services import Services
@@ -182,9 +184,10 @@ def request_regeneration(
     if enrollment is None or enrollment.confirmed_at is None:
         raise _refuse(session, user, MfaNotEnrolled(), ctx)
     try:
-        policy.ensure_not_locked(session, user, now, ctx)
-    except TooManyAttempts as locked:
-        raise _refuse(session, user, locked, ctx) from None
+        limits.end_expired(session, user, limits.TOTP, now, ctx, services.limits)
+        limits.check_totp(session, user, now, services.limits)
+    except (TooManyAttempts, TotpLocked) as refused:
+        raise _refuse(session, user, refused, ctx) from None
 
     keys = services.settings.secret_keys
     if idempotency_key is not None:
@@ -207,6 +210,10 @@ def request_regeneration(
                 .execution_options(synchronize_session=False)
             )
 
+    pending = _pending(session, user)
+    if pending is not None:  # one at a time: a user cannot flood the shared queue
+        raise _refuse(session, user, RegenerationPending(to_dict(pending)["links"]["self"]), ctx)
+
     reg = queue_regeneration(
         session,
         user,
@@ -219,6 +226,22 @@ def request_regeneration(
         fingerprint=None if idempotency_key is None else body_fingerprint(keys[0], totp),
     )
     return RequestOutcome(reg, created=True)
+
+
+def _pending(session: Session, user: User) -> Regeneration | None:
+    return (
+        session.execute(
+            select(Regeneration)
+            .where(
+                Regeneration.user_id == user.id,
+                Regeneration.status.in_(sheet_store.IN_PROGRESS),
+            )
+            .order_by(Regeneration.created_at)
+            .limit(1)
+        )
+        .scalars()
+        .first()
+    )
 
 
 def get_regeneration(session: Session, user: User, regeneration_id: str) -> Regeneration:
@@ -322,10 +345,8 @@ def _judge(
         return MfaNotEnrolled.slug
     if reg.reason != "regeneration":
         return None  # enrollment: the TOTP was judged when the enrollment was confirmed
-    try:
-        policy.ensure_not_locked(session, user, now, ctx)
-    except TooManyAttempts:
-        return TooManyAttempts.slug
+    # Judged on its own merits: intake checked the TOTP limits at accepted_at, and a
+    # throttle or lock that began since (an attacker's failures) does not fail it.
     if submitted is None:
         return str(otp.Verdict.INVALID.value)
     judgement = otp.judge(
@@ -334,16 +355,18 @@ def _judge(
         reg.accepted_at,
         enrollment.last_accepted_step,
     )
-    if judgement.verdict is otp.Verdict.INVALID:
-        policy.record_failure(session, user, "totp", now, ctx, services.lockout)
-        _event(session, reg, user, types.TOTP_REJECTED, types.FAILURE, ctx)
-        return str(judgement.verdict.value)
-    if judgement.verdict is otp.Verdict.REPLAYED:
-        _event(session, reg, user, types.TOTP_REPLAYED, types.DENIED, ctx)
+    if judgement.verdict is not otp.Verdict.ACCEPTED:
+        # A replayed step is a failure too: else resubmitting the current, used
+        # code queues regenerations without end.
+        limits.record_failure(session, user, limits.TOTP, None, now, ctx, services.limits)
+        if judgement.verdict is otp.Verdict.REPLAYED:
+            _event(session, reg, user, types.TOTP_REPLAYED, types.DENIED, ctx)
+        else:
+            _event(session, reg, user, types.TOTP_REJECTED, types.FAILURE, ctx)
         return str(judgement.verdict.value)
     enrollment.last_accepted_step = judgement.step
     enrollment.drift = judgement.drift
-    policy.reset_failures(session, user)
+    limits.record_success(session, user, limits.TOTP, None, now)
     return None
 
 
@@ -393,6 +416,7 @@ def _issue(
     """Replace the user's codes and store the sheet: never both sets active, never
     neither, because it all commits or rolls back together."""
     set_id, deactivated, sheet = sheet_store.issue_set(session, services, reg, org, user, now)
+    limits.new_set_issued(session, user)  # a new set ends a backup-code lock
     if deactivated:
         _event(session, reg, user, types.CODES_DEACTIVATED, types.SUCCESS, ctx, count=deactivated)
     reg.status = "ready"

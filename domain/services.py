@@ -13,8 +13,9 @@ from domain import metrics
 from domain.codes import CodeHasher
 from domain.crypto import SecretBox
 from domain.db import make_engine, make_session_factory, unit_of_work
-from domain.policy import Lockout
+from domain.limits import Limits
 from domain.settings import Settings
+from domain.slots import VerificationSlots
 
 
 @dataclass
@@ -24,7 +25,8 @@ class Services:
     sessions: sessionmaker[Session]
     box: SecretBox
     hasher: CodeHasher
-    lockout: Lockout
+    limits: Limits
+    slots: VerificationSlots
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine | None = None) -> Services:
@@ -41,7 +43,16 @@ class Services:
                 time_cost=settings.argon2.time_cost,
                 parallelism=settings.argon2.parallelism,
             ),
-            lockout=Lockout(settings.lockout_threshold, settings.lockout_window_seconds),
+            limits=Limits(
+                threshold=settings.lockout_threshold,
+                window_seconds=settings.lockout_window_seconds,
+                user_threshold=settings.lockout_user_threshold,
+                user_window_seconds=settings.lockout_user_window_seconds,
+                consecutive_cap=settings.lockout_consecutive_cap,
+                mistyped_threshold=settings.mistyped_threshold,
+                mistyped_window_seconds=settings.mistyped_window_seconds,
+            ),
+            slots=VerificationSlots(settings.verify_slots, settings.verify_slot_wait_ms / 1000),
         )
 
     @contextmanager

@@ -78,6 +78,8 @@ class Settings:
     queue_prefix: str = "mfa"
     stale_after_seconds: int = 60
     checkpoint_interval_seconds: int = 300
+    # Attempt limits (domain.limits): per source (and TOTP per user) `threshold` in
+    # `window`; per user across sources; the consecutive cap; mistyped inputs.
     lockout_threshold: int = 5
     lockout_window_seconds: int = 900
     # The purge (domain.purge): how long rows nothing reads any more are kept.
@@ -87,6 +89,15 @@ class Settings:
     # Never less than the longest window that reads the failure counters.
     auth_failure_retention_seconds: int = 86400
     purge_interval_seconds: int = 3600
+    lockout_user_threshold: int = 20
+    lockout_user_window_seconds: int = 3600
+    lockout_consecutive_cap: int = 100
+    mistyped_threshold: int = 30
+    mistyped_window_seconds: int = 900
+    # Concurrent argon2 verifications a process runs, and how long one waits for a
+    # slot before answering 503 busy.
+    verify_slots: int = 4
+    verify_slot_wait_ms: int = 2000
     log_level: str = "INFO"
     log_json: bool = True
     # 0: off. A worker has no HTTP server; this port serves its Prometheus metrics.
@@ -194,6 +205,8 @@ class Settings:
             worker_metrics_port=_int(merged, "MFA_WORKER_METRICS_PORT", 0, 0, 65535),
             api_metrics_port=_int(merged, "MFA_API_METRICS_PORT", 0, 0, 65535),
             trusted_proxies=_networks(merged, "MFA_TRUSTED_PROXIES"),
+            verify_slots=_int(merged, "MFA_VERIFY_SLOTS", 4, 1, 1024),
+            verify_slot_wait_ms=_int(merged, "MFA_VERIFY_SLOT_WAIT_MS", 2000, 0, 60000),
         )
 
 

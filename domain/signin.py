@@ -1,24 +1,26 @@
 """Use case: spend a backup code at sign-in.
 
-One argon2 verification per attempt, whatever the number of codes: the code's
-two-symbol locator (not secret) finds the one candidate row, and a miss spends a
-verification on a dummy hash, so a malformed code, a wrong code and an unknown
-user all cost what a right code costs.
+The order in which verify decides (API.md): unknown user 404 (no hash: the 404
+already says what timing would); backup codes disabled 403; not enrolled 409;
+source or user throttled, or locked, 429 (domain.limits); an input that cannot
+be a code 200 `mistyped` (no hash, no lock, not a failure, a budget of its own);
+otherwise one argon2 verification, in a bounded slot (domain.slots): the code's
+two-symbol locator (not secret) finds the one candidate row of the current set,
+spent or not, and a miss spends the verification on a dummy hash, so a wrong
+code costs what a right one costs.
 
 Where the user's row lock is taken: AFTER the argon2 verification, not before.
-The verification is the slow part (~27 ms at the default profile) and needs no
-lock, so concurrent attempts for one user hash in parallel; only the short tail
-(re-check the lockout, spend, count the failure) is serialised by the lock. The
-lockout is re-read under the lock, so an attempt that hashed while another
-process started a lockout is refused (429, its verdict never revealed, nothing
-counted), and failures are counted one at a time: of any number of concurrent
-wrong attempts at most `threshold` get a verdict. Spending is a conditional
-UPDATE (... AND spent_at IS NULL AND deactivated_at IS NULL), which on its own
-accepts exactly one of any number of concurrent attempts and refuses a code a
-concurrent regeneration deactivated (PostgreSQL re-checks the WHERE after the
-other transaction commits). On SQLite the unit of work's BEGIN IMMEDIATE holds
-the database's writer lock from the first statement, so there attempts are
-simply serialised.
+The verification is the slow part and needs no lock, so concurrent attempts
+for one user hash in parallel; only the short tail (re-check the limits, spend,
+count the failure) is serialised by the lock. The limits are re-read under the
+lock, so an attempt that hashed while another process started a throttle is
+refused (429, its verdict never revealed, nothing counted). Spending is a
+conditional UPDATE (... AND spent_at IS NULL AND deactivated_at IS NULL), which
+accepts exactly one of any number of concurrent attempts; the others matched a
+code of the current set that is now spent (a double submit), which answers
+`accepted: false` and is not a failure. On SQLite the unit of work's BEGIN
+IMMEDIATE holds the writer lock from the first statement, so there attempts
+are simply serialised.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
-from domain import accounts, audit, policy
+from domain import accounts, audit, limits
 from domain import audit_types as types
-from domain.codes import CODE_LENGTH, normalise
+from domain.codes import normalise
 from domain.errors import (
     BackupCodesDisabled,
+    BackupCodesLocked,
     DomainError,
     MfaNotEnrolled,
     NotFound,
@@ -44,8 +47,6 @@ from domain.models import BackupCode, TotpEnrollment, User
 from domain.services import Services
 
 LOW_WATERMARK = 2  # `low` when this many or fewer codes remain
-FAILURE_KIND = "backup_code"
-_FILLER = "0" * CODE_LENGTH  # what a dummy verification checks when the input is no code
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,15 @@ class VerifyResult:
     accepted: bool
     remaining: int
     low: bool
+    mistyped: bool = False
 
     def as_dict(self) -> dict[str, object]:
-        return {"accepted": self.accepted, "remaining": self.remaining, "low": self.low}
+        return {
+            "accepted": self.accepted,
+            "mistyped": self.mistyped,
+            "remaining": self.remaining,
+            "low": self.low,
+        }
 
 
 def verify_backup_code(
@@ -66,32 +73,46 @@ def verify_backup_code(
     code: object,
     now: datetime,
     ctx: audit.Context,
+    *,
+    client_ip: object = None,
+    user_agent: object = None,
 ) -> VerifyResult:
-    candidate = normalise(code) if isinstance(code, str) else None
+    """`client_ip` and `user_agent`: what the front end saw of its visitor; the
+    source of the per-source budget, recorded in the events' details."""
+    visitor_ip = limits.parse_client_ip(client_ip)
+    visitor_agent = limits.check_user_agent(user_agent)
+    visitor = {k: v for k, v in (("client_ip", visitor_ip), ("user_agent", visitor_agent)) if v}
+    source = limits.source_key(visitor_ip, ctx.source_ip)
+    rules = services.limits
     user = accounts.find_user(session, org_id, user_external_id)
     if user is None:
-        # Another organization's user and nobody at all look the same, in status
-        # and in time: both cost one verification.
-        services.hasher.verify_nothing(candidate or _FILLER)
         raise NotFound("no such user")
-    _check_allowed(session, user, now, ctx)
+    _check_allowed(session, user, source, now, ctx, rules)
 
-    row = _candidate_row(session, user, candidate) if candidate is not None else None
-    if row is not None and candidate is not None:
-        matches = services.hasher.verify(row.hash, candidate)
-    else:
-        matches = services.hasher.verify_nothing(candidate or _FILLER)
+    candidate = normalise(code) if isinstance(code, str) else None
+    if candidate is None:
+        limits.note_mistyped(session, user, source, now, ctx, rules, visitor)
+        remaining = _remaining(session, user)
+        return VerifyResult(False, remaining, remaining <= LOW_WATERMARK, mistyped=True)
+
+    row = _candidate_row(session, user, candidate)
+    with services.slots.held():
+        if row is not None:
+            matches = services.hasher.verify(row.hash, candidate)
+        else:
+            matches = services.hasher.verify_nothing(candidate)
 
     user = accounts.lock_user(session, user)  # see the module docstring for why here
     try:
-        policy.ensure_not_locked(session, user, now, ctx)  # also ends an expired lockout
-    except TooManyAttempts as locked:
-        raise _refuse(session, user, locked, ctx) from None
+        limits.end_expired(session, user, limits.BACKUP_CODES, now, ctx, rules)
+        limits.check_backup_codes(session, user, source, now, rules)
+    except (TooManyAttempts, BackupCodesLocked) as refused:
+        raise _refuse(session, user, refused, ctx) from None
 
-    accepted = row is not None and matches and _spend(session, row, now)
+    accepted = row is not None and matches and row.spent_at is None and _spend(session, row, now)
     remaining = _remaining(session, user)
-    if accepted and row is not None and candidate is not None:
-        policy.reset_failures(session, user)
+    if accepted and row is not None:
+        limits.record_success(session, user, limits.BACKUP_CODES, source, now)
         if services.hasher.needs_rehash(row.hash):
             # Keeps every stored hash on the current parameters (a spent code can
             # never verify again; live codes move over at their next regeneration).
@@ -103,7 +124,19 @@ def verify_backup_code(
             types.SUCCESS,
             ctx,
             user_id=user.external_id,
-            details={"remaining": remaining, "set_id": row.set_id},
+            details={"remaining": remaining, "set_id": row.set_id, **visitor},
+        )
+    elif matches:
+        # A code of the current set, already spent (a double submit, a retry after a
+        # timeout): refused, but nobody guessed anything, so it is not a failure.
+        audit.append(
+            session,
+            user.org_id,
+            types.CODE_REJECTED,
+            types.FAILURE,
+            ctx,
+            user_id=user.external_id,
+            details={"remaining": remaining, "reason": "spent", **visitor},
         )
     else:
         audit.append(
@@ -113,24 +146,33 @@ def verify_backup_code(
             types.FAILURE,
             ctx,
             user_id=user.external_id,
-            details={"remaining": remaining},
+            details={"remaining": remaining, **visitor},
         )
-        policy.record_failure(session, user, FAILURE_KIND, now, ctx, services.lockout)
+        limits.record_failure(session, user, limits.BACKUP_CODES, source, now, ctx, rules)
     return VerifyResult(accepted=accepted, remaining=remaining, low=remaining <= LOW_WATERMARK)
 
 
-def _check_allowed(session: Session, user: User, now: datetime, ctx: audit.Context) -> None:
-    """Refusals that need no verification: policy off, not enrolled, locked (an early,
-    unlocked read; the lockout is read again under the lock before anything counts)."""
+def _check_allowed(
+    session: Session,
+    user: User,
+    source: str,
+    now: datetime,
+    ctx: audit.Context,
+    rules: limits.Limits,
+) -> None:
+    """Refusals that need no verification: policy off, not enrolled, throttled or
+    locked (an early, unlocked read; the limits are read again under the lock
+    before anything counts)."""
     org = accounts.get_org(session, user.org_id)
     if not org.backup_codes_enabled:
         raise _refuse(session, user, BackupCodesDisabled(), ctx)
     enrollment = session.get(TotpEnrollment, user.id)
     if enrollment is None or enrollment.confirmed_at is None:
         raise _refuse(session, user, MfaNotEnrolled(), ctx)
-    wait = policy.retry_after(user, now)
-    if wait is not None:
-        raise _refuse(session, user, TooManyAttempts(wait), ctx)
+    try:
+        limits.check_backup_codes(session, user, source, now, rules)
+    except (TooManyAttempts, BackupCodesLocked) as refused:
+        raise _refuse(session, user, refused, ctx) from None
 
 
 def _refuse(session: Session, user: User, error: DomainError, ctx: audit.Context) -> DomainError:
@@ -139,17 +181,18 @@ def _refuse(session: Session, user: User, error: DomainError, ctx: audit.Context
 
 
 def _candidate_row(session: Session, user: User, candidate: str) -> BackupCode | None:
-    """The one active, unspent code with this locator (locators are unique within a set)."""
+    """The one code of the current set with this locator (locators are unique within
+    a set), unspent first; a spent one is checked too, so that a double submit is
+    told apart from a guess."""
     return (
         session.execute(
             select(BackupCode)
             .where(
                 BackupCode.user_id == user.id,
                 BackupCode.locator == candidate[:2],
-                BackupCode.spent_at.is_(None),
                 BackupCode.deactivated_at.is_(None),
             )
-            .order_by(BackupCode.generation.desc())
+            .order_by(BackupCode.generation.desc(), BackupCode.spent_at.is_not(None))
             .limit(1)
         )
         .scalars()

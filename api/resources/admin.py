@@ -1,4 +1,4 @@
-"""Administration (role `admin`): policy, revocation of a user's codes, MFA reset."""
+"""Administration (role `admin`): policy, revocation of a user's codes, unlock, MFA reset."""
 
 from __future__ import annotations
 
@@ -59,7 +59,22 @@ class UserMfa:
         resp.status = falcon.HTTP_204
 
 
+class MfaUnlock:
+    roles = ("admin",)
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
+        read_object(req, {}, allow_empty=True)
+        user_id = possible_user_id(user_id)
+        with self.services.unit_of_work() as session:
+            admin.unlock(session, req.context.principal.org_id, user_id, req.context.audit)
+        resp.status = falcon.HTTP_204
+
+
 def register(app: falcon.App[falcon.Request, falcon.Response], services: Services) -> None:
     app.add_route("/v1/org/policy", Policy(services))
     app.add_route("/v1/users/{user_id}/backup-codes/revocation", Revocation(services))
     app.add_route("/v1/users/{user_id}/mfa", UserMfa(services))
+    app.add_route("/v1/users/{user_id}/mfa/unlock", MfaUnlock(services))

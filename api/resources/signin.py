@@ -29,7 +29,9 @@ class BackupCodeVerification:
         self.services = services
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
-        body = read_object(req, {"code": str}, required=("code",))
+        body = read_object(
+            req, {"code": str, "client_ip": str, "user_agent": str}, required=("code",)
+        )
         user_id = possible_user_id(user_id)
         p = req.context.principal
         with self.services.unit_of_work() as session:
@@ -41,6 +43,8 @@ class BackupCodeVerification:
                 body["code"],
                 utcnow(),
                 req.context.audit,
+                client_ip=body.get("client_ip"),
+                user_agent=body.get("user_agent"),
             )
         resp.cache_control = ["no-store"]
         resp.media = result.as_dict()

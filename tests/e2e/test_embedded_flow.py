@@ -313,7 +313,7 @@ def test_enroll_regenerate_fetch_once_and_old_codes_refused(tmp_path: Path) -> N
 
         verify = "/v1/users/alice/backup-codes/verify"
         spent = svc.call("POST", verify, frontend, {"code": first_codes[0]})
-        assert spent.json() == {"accepted": True, "remaining": 4, "low": False}
+        assert spent.json() == {"accepted": True, "mistyped": False, "remaining": 4, "low": False}
 
         # regeneration with the next time step's code (the confirmed one is spent)
         next_code = totp.at(time.time() + 30)
@@ -340,7 +340,12 @@ def test_enroll_regenerate_fetch_once_and_old_codes_refused(tmp_path: Path) -> N
         assert old.status == 200 and old.json()["accepted"] is False
         loose = f"  {new_codes[0].lower().replace('-', '')} "
         new = svc.call("POST", verify, frontend, {"code": loose})
-        assert new.status == 200 and new.json() == {"accepted": True, "remaining": 4, "low": False}
+        assert new.status == 200 and new.json() == {
+            "accepted": True,
+            "mistyped": False,
+            "remaining": 4,
+            "low": False,
+        }
         reused = svc.call("POST", verify, frontend, {"code": new_codes[0]})
         assert reused.json()["accepted"] is False
 

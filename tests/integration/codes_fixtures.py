@@ -124,19 +124,37 @@ def holder(
 
 
 def verify(
-    svc: Services, h: Holder, code: object, at: datetime = NOW, *, org_id: str | None = None
+    svc: Services,
+    h: Holder,
+    code: object,
+    at: datetime = NOW,
+    *,
+    org_id: str | None = None,
+    client_ip: str | None = None,
+    user_agent: str | None = None,
 ) -> signin.VerifyResult:
+    """Without client_ip the source is CTX's caller address (127.0.0.1)."""
     with svc.unit_of_work() as session:
         return signin.verify_backup_code(
-            session, svc, org_id or h.org_id, h.external_id, code, at, CTX
+            session,
+            svc,
+            org_id or h.org_id,
+            h.external_id,
+            code,
+            at,
+            CTX,
+            client_ip=client_ip,
+            user_agent=user_agent,
         )
 
 
-def fail(svc: Services, h: Holder, times: int, start: datetime = NOW) -> None:
+def fail(
+    svc: Services, h: Holder, times: int, start: datetime = NOW, *, client_ip: str | None = None
+) -> None:
     """`times` wrong codes, one second apart."""
     for i in range(times):
-        result = verify(svc, h, "ZZZZ-ZZZZ-ZZZZ", start + timedelta(seconds=i))
-        assert not result.accepted
+        result = verify(svc, h, "ZZZZ-ZZZZ-ZZZZ", start + timedelta(seconds=i), client_ip=client_ip)
+        assert not result.accepted and not result.mistyped
 
 
 def queue_rotation(svc: Services, h: Holder, at: datetime = NOW) -> str:

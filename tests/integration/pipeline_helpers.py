@@ -63,8 +63,11 @@ def enrolled(
     at: datetime = NOW,
     org_id: str | None = None,
     external_id: str = "alice",
+    settle: bool = True,
 ) -> tuple[Person, str | None]:
-    """A confirmed user, and the id of the enrollment's regeneration (None when off)."""
+    """A confirmed user, and the id of the enrollment's regeneration (None when off).
+    `settle`: the worker has made that first set (a user has one regeneration
+    pending at a time, so a later request would otherwise be regeneration-pending)."""
     org_id = org_id or new_org(svc, enabled=enabled, code_count=code_count)
     new_user(svc, org_id, external_id)
     secret = start(svc, org_id, external_id)
@@ -73,7 +76,10 @@ def enrolled(
         reg = enrollment.confirm_enrollment(
             session, svc, user(session, org_id, external_id), person.code(at), at, CTX
         )
-        return person, None if reg is None else reg.id
+        first = None if reg is None else reg.id
+    if first is not None and settle:
+        process(svc, first, at)
+    return person, first
 
 
 def user(session: Session, org_id: str, external_id: str = "alice") -> User:

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from domain import accounts, admin, audit, tokens
+from domain import accounts, admin, audit, limits, tokens
 from domain import audit_types as types
+from domain.db import utcnow
 from domain.errors import (
     BackupCodesDisabled,
     InvalidRequest,
@@ -18,7 +19,7 @@ from domain.errors import (
     NotFound,
     RegenerationFailed,
 )
-from domain.models import AuthFailure, BackupCode, Sheet, TotpEnrollment
+from domain.models import AttemptLimit, AuthFailure, BackupCode, Sheet, TotpEnrollment
 from domain.regeneration import retrieve_sheet
 from domain.services import Services
 from tests.integration.codes_fixtures import (
@@ -30,7 +31,6 @@ from tests.integration.codes_fixtures import (
     fail,
     holder,
     load_regeneration,
-    load_user,
     new_org,
     new_user,
     process,
@@ -187,7 +187,7 @@ def test_reset_removes_enrollment_and_codes_clears_the_lockout_and_is_audited(
 ) -> None:
     h = holder(services)
     fail(services, h, 5)
-    assert load_user(services, h.user_id).locked_until is not None
+    assert count(services, AttemptLimit, h.user_id) == 1
     with services.unit_of_work() as session:
         _, user_token = tokens.issue(session, h.org_id, h.external_id, "user", audit.CLI)
         _, service_token = tokens.issue(session, h.org_id, h.external_id, "service", audit.CLI)
@@ -200,7 +200,7 @@ def test_reset_removes_enrollment_and_codes_clears_the_lockout_and_is_audited(
     assert count(services, BackupCode, h.user_id) == 0
     assert count(services, TotpEnrollment, h.user_id) == 0
     assert count(services, AuthFailure, h.user_id) == 0
-    assert load_user(services, h.user_id).locked_until is None
+    assert count(services, AttemptLimit, h.user_id) == 0  # throttles and locks cleared
     [reset] = events(services, h.org_id, types.MFA_RESET)
     assert reset.details == {
         "was_enrolled": True,
@@ -216,6 +216,11 @@ def test_reset_removes_enrollment_and_codes_clears_the_lockout_and_is_audited(
         "backup_codes_enabled": True,
         "backup_codes": None,
         "last_set_expired_unseen": False,
+        "limits": {
+            "totp_throttled_until": None,
+            "totp_locked": False,
+            "backup_codes_locked": False,
+        },
     }
     with pytest.raises(MfaNotEnrolled):  # not TooManyAttempts: the lockout is gone
         verify(services, h, h.codes[0], NOW + timedelta(minutes=1))
@@ -281,8 +286,38 @@ def test_status_of_an_enrolled_user_with_a_fresh_set(services: Services) -> None
             "last_used_at": None,
         },
         "last_set_expired_unseen": False,
+        "limits": {
+            "totp_throttled_until": None,
+            "totp_locked": False,
+            "backup_codes_locked": False,
+        },
     }
     assert RFC3339_MS.match(body["backup_codes"]["generated_at"])
+
+
+def test_status_shows_the_limits_as_they_stand(services: Services) -> None:
+    h = holder(services)
+    start = utcnow()
+    with services.unit_of_work() as session:
+        user = accounts.lock_user(session, accounts.get_user(session, h.org_id, h.external_id))
+        for i in range(5):
+            limits.record_failure(
+                session,
+                user,
+                limits.TOTP,
+                None,
+                start + timedelta(seconds=i),
+                ADMIN,
+                services.limits,
+            )
+    shown = status(services, h)["limits"]
+    assert shown["totp_throttled_until"] == limits.format_until(start + timedelta(minutes=15))
+    assert (shown["totp_locked"], shown["backup_codes_locked"]) == (False, False)
+    with services.unit_of_work() as session:
+        admin.unlock(session, h.org_id, h.external_id, ADMIN)
+    assert status(services, h)["limits"]["totp_throttled_until"] is None
+    [cleared] = events(services, h.org_id, types.LOCKOUT_CLEARED)
+    assert cleared.details == {"factors": ["totp"]}
 
 
 def test_status_is_low_when_two_or_fewer_remain(services: Services) -> None:

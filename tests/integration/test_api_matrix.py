@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import func, select
 
 from domain import accounts, audit, tokens
-from domain.models import AuthFailure, BackupCode, Regeneration, Sheet, TotpEnrollment
+from domain.models import AttemptLimit, AuthFailure, BackupCode, Regeneration, Sheet, TotpEnrollment
 from tests.conftest import pg_amqp_settings, unique
 from tests.integration.api_helpers import ApiWorld, api_world
 
@@ -84,10 +84,20 @@ def victim_state(shared: Shared) -> tuple[Any, ...]:
         failures = session.execute(
             select(func.count()).select_from(AuthFailure).where(AuthFailure.user_id == user.id)
         ).scalar_one()
+        standing = session.execute(
+            select(
+                AttemptLimit.factor,
+                AttemptLimit.consecutive_failures,
+                AttemptLimit.window_failures,
+                AttemptLimit.locked_at,
+            )
+            .where(AttemptLimit.user_id == user.id)
+            .order_by(AttemptLimit.factor)
+        ).all()
         return (
             org.backup_codes_enabled,
             org.code_count,
-            user.locked_until,
+            tuple(standing),
             None if enrollment is None else enrollment.confirmed_at,
             tuple(codes),
             tuple(regenerations),
@@ -164,7 +174,8 @@ def prep_confirm(s: Shared, org: Org) -> Call:
 
 
 def prep_regenerate(s: Shared, org: Org) -> Call:
-    user, tok, _ = _enrolled(s, org)
+    user, tok, first = _enrolled(s, org)
+    s.world.await_status(tok, first)  # one pending regeneration a user at a time
     body = {"totp": s.world.totp(org.id, user, offset_steps=1)}
     return Call("/v1/me/backup-codes/regenerations", tok, body)
 
@@ -226,6 +237,10 @@ def prep_revocation(s: Shared, org: Org) -> Call:
 
 def prep_reset(s: Shared, org: Org) -> Call:
     return Call(f"/v1/users/{s.new_user(org)}/mfa", org.tokens["admin"])
+
+
+def prep_unlock(s: Shared, org: Org) -> Call:
+    return Call(f"/v1/users/{s.new_user(org)}/mfa/unlock", org.tokens["admin"])
 
 
 def prep_events(s: Shared, org: Org) -> Call:
@@ -308,6 +323,7 @@ ENDPOINTS = [
         "POST", "/v1/users/{user}/backup-codes/revocation", "admin", 204, True, prep_revocation
     ),
     Endpoint("DELETE", "/v1/users/{user}/mfa", "admin", 204, True, prep_reset),
+    Endpoint("POST", "/v1/users/{user}/mfa/unlock", "admin", 204, True, prep_unlock),
     Endpoint("GET", "/v1/audit/events", "auditor", 200, False, prep_events),
     Endpoint("GET", "/v1/audit/verification", "auditor", 200, False, prep_verification),
 ]

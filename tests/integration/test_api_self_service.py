@@ -17,12 +17,13 @@ from typing import Any
 
 import pyotp
 import pytest
+from celery.contrib.testing.worker import start_worker
 from falcon import testing
 from pypdf import PdfReader
 from sqlalchemy import select, update
 
+from domain import accounts, audit, limits, regeneration
 from domain import audit_types as types
-from domain import regeneration
 from domain.db import utcnow
 from domain.migrate import upgrade
 from domain.models import AuditEvent, Regeneration, Sheet
@@ -46,6 +47,8 @@ REGENERATION_KEYS = {
 }
 CODE = re.compile(r"^[0-9A-Z]{4}(-[0-9A-Z]{4})+$")
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+NO_LIMITS = {"totp_throttled_until": None, "totp_locked": False, "backup_codes_locked": False}
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -142,6 +145,7 @@ def test_status_before_enrollment_has_no_codes(world: ApiWorld) -> None:
         "backup_codes_enabled": True,
         "backup_codes": None,
         "last_set_expired_unseen": False,
+        "limits": NO_LIMITS,
     }
 
 
@@ -255,6 +259,7 @@ def test_disabled_organization_enrolls_without_codes_and_refuses_regeneration(
         "backup_codes_enabled": False,
         "backup_codes": None,
         "last_set_expired_unseen": False,
+        "limits": NO_LIMITS,
     }
     got = regenerate(world, token, world.totp(org, offset_steps=1))
     problem(got, 403, "backup-codes-disabled")
@@ -294,25 +299,51 @@ def test_old_codes_are_refused_after_a_regeneration(world: ApiWorld) -> None:
     assert not set(new) & set(old)
     assert status(world, token)["backup_codes"]["set_id"] != old_set
     assert verify(world, org, "alice", old[0])["accepted"] is False
-    assert verify(world, org, "alice", new[0]) == {"accepted": True, "remaining": 4, "low": False}
+    assert verify(world, org, "alice", new[0]) == {
+        "accepted": True,
+        "mistyped": False,
+        "remaining": 4,
+        "low": False,
+    }
 
 
 def test_same_idempotency_key_and_body_answer_the_same_regeneration(world: ApiWorld) -> None:
     org = world.org()
-    token, _ = world.enroll(org)
+    token, _ = enrolled_with_codes(world, org)
     totp = world.totp(org, offset_steps=1)
     first = regenerate(world, token, totp, key="key-1")
     again = regenerate(world, token, totp, key="key-1")
     assert (first.status_code, again.status_code) == (202, 202)
     assert again.json["id"] == first.json["id"]
     assert again.headers["Location"] == first.headers["Location"]
-    other_key = regenerate(world, token, totp, key="key-2")
-    assert other_key.json["id"] != first.json["id"]
+    world.await_status(token, first.json["id"])
+    later = regenerate(world, token, world.totp(org, offset_steps=2), key="key-2")
+    assert later.status_code == 202, later.text
+    assert later.json["id"] != first.json["id"]
+
+
+def test_a_second_regeneration_while_one_is_pending_is_409_naming_it(
+    idle_world: ApiWorld,
+) -> None:
+    """One pending regeneration a user: a flood of requests (a replayed code in a
+    loop) cannot fill the shared queue."""
+    org = idle_world.org()
+    token, confirmed = idle_world.enroll(org)  # no worker: the first set stays queued
+    first = confirmed["regeneration"]
+    for offset in (1, 2):
+        got = regenerate(idle_world, token, idle_world.totp(org, offset_steps=offset))
+        problem(got, 409, "regeneration-pending")
+        assert got.headers["Location"] == first["links"]["self"]
+    auditor = idle_world.token(org, "security", "auditor")
+    refused = idle_world.call(
+        "GET", "/v1/audit/events", auditor, params={"type": types.REGENERATION_REFUSED}
+    ).json["events"]
+    assert [e["details"]["reason"] for e in refused] == ["regeneration-pending"] * 2
 
 
 def test_same_idempotency_key_with_another_body_is_422(world: ApiWorld) -> None:
     org = world.org()
-    token, _ = world.enroll(org)
+    token, _ = enrolled_with_codes(world, org)
     code = world.totp(org, offset_steps=1)  # once: a step boundary must not change the body
     first = regenerate(world, token, code, key="k")
     assert first.status_code == 202
@@ -357,19 +388,99 @@ def test_regeneration_without_enrollment_is_409_mfa_not_enrolled(world: ApiWorld
 
 def test_five_failed_totps_lock_the_user_out_with_429(world: ApiWorld) -> None:
     org = world.org()
-    token, _ = world.enroll(org)
+    token, _ = enrolled_with_codes(world, org)
     bad = wrong_totp(world, org)
-    ids = []
     for _ in range(world.settings.lockout_threshold):
         got = regenerate(world, token, bad)
         assert got.status_code == 202, got.text  # intake cannot judge it: the worker does
-        ids.append(got.json["id"])
-    for rid in ids:
-        assert world.await_status(token, rid)["failure"] == "invalid-totp"
+        assert world.await_status(token, got.json["id"])["failure"] == "invalid-totp"
     locked = regenerate(world, token, world.totp(org, offset_steps=1))
     problem(locked, 429, "too-many-attempts")
     wait = int(locked.headers["Retry-After"])
     assert 0 < wait <= world.settings.lockout_window_seconds
+    until = status(world, token)["limits"]["totp_throttled_until"]
+    assert until is not None and TIMESTAMP.match(until)
+
+
+def test_a_queued_regeneration_succeeds_although_failures_land_before_the_worker(
+    idle_world: ApiWorld,
+) -> None:
+    """The worker judges a request for its acceptance: failures that come between
+    (an attacker's wrong backup codes from many addresses, wrong TOTPs) throttle later
+    requests, not this one. (It used to fail too-many-attempts.)"""
+    world = idle_world
+    org = world.org()
+    token, confirmed = world.enroll(org)
+    with world.services.unit_of_work() as session:  # the first set, made as the worker would
+        regeneration.process_regeneration(
+            session, world.services, confirmed["regeneration"]["id"], utcnow()
+        )
+    queued = regenerate(world, token, world.totp(org, offset_steps=1))
+    assert queued.status_code == 202, queued.text
+    service = world.token(org, "sign-in", "service")
+    for n in range(25):
+        body = {"code": "ZZZZ-ZZZZ-ZZZZ", "client_ip": f"192.0.2.{n % 5 + 1}"}
+        got = world.call("POST", "/v1/users/alice/backup-codes/verify", service, json=body)
+        assert got.status_code in (200, 429), got.text
+    with world.services.unit_of_work() as session:
+        user = accounts.lock_user(session, accounts.get_user(session, org, "alice"))
+        for i in range(5):
+            at = utcnow() + timedelta(milliseconds=i)
+            limits.record_failure(
+                session, user, limits.TOTP, None, at, audit.SYSTEM, world.services.limits
+            )
+    assert status(world, token)["limits"]["totp_throttled_until"] is not None
+    with start_worker(
+        world.publisher.app, pool="solo", perform_ping_check=False, shutdown_timeout=10
+    ):
+        done = world.await_status(token, queued.json["id"])
+    assert (done["status"], done["failure"]) == ("ready", None)
+
+
+def test_a_hundred_consecutive_totp_failures_lock_it_until_an_unlock(world: ApiWorld) -> None:
+    org = world.org()
+    token, _ = enrolled_with_codes(world, org)
+    with world.services.unit_of_work() as session:
+        user = accounts.lock_user(session, accounts.get_user(session, org, "alice"))
+        start = utcnow() - timedelta(days=2)
+        for i in range(100):  # 5 every 15 minutes, as fast as the throttle lets them
+            at = start + timedelta(minutes=15 * (i // 5), seconds=i % 5)
+            limits.record_failure(
+                session, user, limits.TOTP, None, at, audit.SYSTEM, world.services.limits
+            )
+    locked = regenerate(world, token, world.totp(org, offset_steps=1))
+    problem(locked, 429, "totp-locked")
+    assert "Retry-After" not in locked.headers
+    assert status(world, token)["limits"] == {
+        "totp_throttled_until": None,
+        "totp_locked": True,
+        "backup_codes_locked": False,
+    }
+    admin = world.token(org, "help-desk", "admin")
+    assert world.call("POST", "/v1/users/alice/mfa/unlock", admin).status_code == 204
+    assert status(world, token)["limits"] == NO_LIMITS
+    again = regenerate(world, token, world.totp(org, offset_steps=1))
+    assert again.status_code == 202, again.text
+    assert world.await_status(token, again.json["id"])["status"] == "ready"
+
+
+def test_a_replayed_code_counts_as_a_failure(world: ApiWorld) -> None:
+    """Resubmitting the current, already used code in a loop: five replays, then 429
+    (it used to queue one regeneration per request, with no end)."""
+    org = world.org()
+    token, _ = enrolled_with_codes(world, org)
+    used = world.totp(org, offset_steps=1)
+    assert world.await_status(token, regenerate(world, token, used).json["id"])["status"] == "ready"
+    queued = 0
+    for _ in range(10):  # bounded; all within the 15-minute window
+        got = regenerate(world, token, used)
+        if got.status_code == 429:
+            break
+        assert got.status_code == 202, got.text
+        queued += 1
+        assert world.await_status(token, got.json["id"])["failure"] == "totp-replayed"
+    assert queued == world.settings.lockout_threshold
+    assert status(world, token)["limits"]["totp_throttled_until"] is not None
 
 
 def test_regenerations_of_others_are_404(world: ApiWorld) -> None:
@@ -467,7 +578,7 @@ def test_sheet_of_a_queued_regeneration_is_409_not_ready(idle_world: ApiWorld) -
 
 def test_sheet_of_a_failed_regeneration_is_409_regeneration_failed(world: ApiWorld) -> None:
     org = world.org()
-    token, _ = world.enroll(org)
+    token, _ = enrolled_with_codes(world, org)
     rid = regenerate(world, token, wrong_totp(world, org)).json["id"]
     done = world.await_status(token, rid)
     assert (done["status"], done["failure"]) == ("failed", "invalid-totp")
@@ -494,7 +605,7 @@ def test_sheet_not_fetched_in_time_is_410_sheet_expired(world: ApiWorld) -> None
 
 def test_request_id_follows_a_regeneration_into_the_workers_events(world: ApiWorld) -> None:
     org = world.org()
-    token, _ = world.enroll(org)
+    token, _ = enrolled_with_codes(world, org)
     got = world.call(
         "POST",
         REGENERATIONS,

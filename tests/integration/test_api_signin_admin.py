@@ -5,20 +5,24 @@ audit events each of these leaves (read back through GET /v1/audit/events)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import select
 
+from domain import accounts, audit, limits, outbox
 from domain import audit_types as types
-from domain import outbox
 from domain.db import utcnow
 from domain.models import OutboxMessage
+from domain.slots import VerificationSlots
 from tests.conftest import pg_amqp_settings, unique
 from tests.integration.api_helpers import ApiWorld, api_world
+from tests.integration.codes_fixtures import CountingHasher
 from workers.app import TASK_PROCESS
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -46,9 +50,12 @@ class Holder:
     auditor: str
     codes: list[str]
 
-    def verify(self, code: Any, user: str | None = None, **kw: Any) -> Any:
+    def verify(
+        self, code: Any, user: str | None = None, client_ip: str | None = None, **kw: Any
+    ) -> Any:
         path = f"/v1/users/{user or self.user}/backup-codes/verify"
-        return self.world.call("POST", path, self.service, {"code": code}, **kw)
+        body = {"code": code} if client_ip is None else {"code": code, "client_ip": client_ip}
+        return self.world.call("POST", path, self.service, body, **kw)
 
     def events(self, *event_types: str, user: str | None = None) -> list[dict[str, Any]]:
         query = [("limit", "1000")] + [("type", t) for t in event_types]
@@ -115,24 +122,30 @@ def test_a_right_code_is_accepted_once_then_refused(world: ApiWorld) -> None:
     first = h.verify(h.codes[0], headers={"X-Request-Id": "signin-ok-1"})
     again = h.verify(h.codes[0])
     assert first.status_code == again.status_code == 200
-    assert first.json == {"accepted": True, "remaining": 4, "low": False}
-    assert again.json == {"accepted": False, "remaining": 4, "low": False}
+    assert first.json == {"accepted": True, "mistyped": False, "remaining": 4, "low": False}
+    assert again.json == {"accepted": False, "mistyped": False, "remaining": 4, "low": False}
     assert first.headers["cache-control"] == "no-store"
     accepted = h.events(types.CODE_ACCEPTED)
     assert [(e["request_id"], e["details"]["remaining"]) for e in accepted] == [("signin-ok-1", 4)]
     assert accepted[0]["actor"]["role"] == "service"
-    assert len(h.events(types.CODE_REJECTED)) == 1
+    [rejected] = h.events(types.CODE_REJECTED)
+    assert rejected["details"]["reason"] == "spent"  # a double submit, not a failure
+    assert h.mfa()["limits"] == {
+        "totp_throttled_until": None,
+        "totp_locked": False,
+        "backup_codes_locked": False,
+    }
 
 
 def test_low_turns_true_when_two_or_fewer_codes_remain(world: ApiWorld) -> None:
     h = holder(world)
     answers = [h.verify(code).json for code in h.codes]
     assert answers == [
-        {"accepted": True, "remaining": 4, "low": False},
-        {"accepted": True, "remaining": 3, "low": False},
-        {"accepted": True, "remaining": 2, "low": True},
-        {"accepted": True, "remaining": 1, "low": True},
-        {"accepted": True, "remaining": 0, "low": True},
+        {"accepted": True, "mistyped": False, "remaining": 4, "low": False},
+        {"accepted": True, "mistyped": False, "remaining": 3, "low": False},
+        {"accepted": True, "mistyped": False, "remaining": 2, "low": True},
+        {"accepted": True, "mistyped": False, "remaining": 1, "low": True},
+        {"accepted": True, "mistyped": False, "remaining": 0, "low": True},
     ]
     current = h.mfa()["backup_codes"]
     assert (current["remaining"], current["total"], current["low"]) == (0, 5, True)
@@ -141,12 +154,17 @@ def test_low_turns_true_when_two_or_fewer_codes_remain(world: ApiWorld) -> None:
 def test_a_wrong_code_is_refused_with_the_count_of_codes_left(world: ApiWorld) -> None:
     h = holder(world)
     wrong = "0000-0000-0000" if "0000-0000-0000" not in h.codes else "1111-1111-1111"
-    for attempt in (wrong, "not a code", ""):
+    got = h.verify(wrong)
+    assert got.status_code == 200, got.text
+    assert got.json == {"accepted": False, "mistyped": False, "remaining": 5, "low": False}
+    for attempt in ("not a code", "", "\u017f" + h.codes[0][1:]):
         got = h.verify(attempt)
         assert got.status_code == 200, got.text
-        assert got.json == {"accepted": False, "remaining": 5, "low": False}
+        assert got.json == {"accepted": False, "mistyped": True, "remaining": 5, "low": False}
     rejected = h.events(types.CODE_REJECTED)
-    assert len(rejected) == 3
+    # the wrong code, and the first mistyped input of this minute with its count
+    assert [e["details"].get("reason") for e in rejected] == [None, "mistyped"]
+    assert rejected[1]["details"]["count"] == 1
     assert all(e["outcome"] == types.FAILURE for e in rejected)
 
 
@@ -163,7 +181,7 @@ def test_a_wrong_code_is_refused_with_the_count_of_codes_left(world: ApiWorld) -
 def test_codes_are_normalised_before_checking(world: ApiWorld, form: Any) -> None:
     h = holder(world)
     got = h.verify(form(h.codes[2]))
-    assert got.json == {"accepted": True, "remaining": 4, "low": False}
+    assert got.json == {"accepted": True, "mistyped": False, "remaining": 4, "low": False}
     assert h.verify(h.codes[2]).json["accepted"] is False  # spent, in its printed form too
 
 
@@ -172,45 +190,155 @@ def test_codes_of_a_replaced_set_are_refused_and_the_new_ones_accepted(world: Ap
     done = h.regenerate()
     assert done["status"] == "ready", done
     fresh = world.sheet_text(h.user_token, done["id"])
-    assert h.verify(h.codes[0]).json == {"accepted": False, "remaining": 5, "low": False}
-    assert h.verify(fresh[0]).json == {"accepted": True, "remaining": 4, "low": False}
+    assert h.verify(h.codes[0]).json == {
+        "accepted": False,
+        "mistyped": False,
+        "remaining": 5,
+        "low": False,
+    }
+    assert h.verify(fresh[0]).json == {
+        "accepted": True,
+        "mistyped": False,
+        "remaining": 4,
+        "low": False,
+    }
 
 
-# --- lockout ------------------------------------------------------------------------------
+# --- attempt limits ------------------------------------------------------------------------
+
+A, B = "198.51.100.20", "203.0.113.20"
 
 
-def test_five_failures_lock_the_user_out_even_for_a_right_code(world: ApiWorld) -> None:
+def test_five_failures_from_one_source_throttle_it_and_no_other(world: ApiWorld) -> None:
     h = holder(world)
     for n in range(5):
-        got = h.verify(f"0000-0000-000{n}")
+        got = h.verify(f"0000-0000-000{n}", client_ip=A)
         assert got.status_code == 200 and got.json["accepted"] is False, got.text
-    sixth = h.verify("0000-0000-0009")
+    sixth = h.verify("0000-0000-0009", client_ip=A)
     _problem(sixth, 429, "too-many-attempts")
     retry = int(sixth.headers["retry-after"])
     assert 0 < retry <= world.settings.lockout_window_seconds
-    right = h.verify(h.codes[0])
+    right = h.verify(h.codes[0], client_ip=A)
     _problem(right, 429, "too-many-attempts")
     assert int(right.headers["retry-after"]) <= retry
-    # The refused right code was not spent: the set is whole.
+    # The refused right code was not spent; from another source it signs in.
     assert h.mfa()["backup_codes"]["remaining"] == 5
-    started = h.events(types.LOCKOUT_STARTED)
-    assert len(started) == 1 and started[0]["details"]["failures"] == 5
+    other = h.verify(h.codes[0], client_ip=B)
+    assert other.json == {"accepted": True, "mistyped": False, "remaining": 4, "low": False}
+    assert h.events(types.LOCKOUT_STARTED) == []  # one source is not the user
     refusals = h.events(types.SIGNIN_REFUSED)
     assert [e["details"]["reason"] for e in refusals] == ["too-many-attempts"] * 2
+    rejected = h.events(types.CODE_REJECTED)
+    assert {e["details"]["client_ip"] for e in rejected} == {A}
 
 
-def test_a_locked_user_cannot_regenerate_either(world: ApiWorld) -> None:
+def test_wrong_backup_codes_never_block_the_users_regeneration(world: ApiWorld) -> None:
     h = holder(world)
-    for n in range(5):
+    for n in range(5):  # a stranger who knows the user id, from one address
         h.verify(f"0000-0000-000{n}")
-    got = world.call(
-        "POST",
-        "/v1/me/backup-codes/regenerations",
-        h.user_token,
-        {"totp": world.totp(h.org, h.user, 1)},
+    assert h.verify(h.codes[0]).status_code == 429
+    done = h.regenerate()
+    assert done["status"] == "ready", done
+    assert h.mfa()["limits"]["totp_throttled_until"] is None
+
+
+def _lock_backup_codes(world: ApiWorld, h: Holder) -> None:
+    """100 consecutive failures, written as the limits count them (at HTTP speed the
+    hourly budget would make this take five hours)."""
+    with world.services.unit_of_work() as session:
+        user = accounts.lock_user(session, accounts.get_user(session, h.org, h.user))
+        start = utcnow() - timedelta(hours=6)
+        for i in range(100):
+            at = start + timedelta(hours=i // 20, minutes=2 * (i % 20))
+            ip = f"192.0.2.{i % 5 + 1}"
+            limits.record_failure(
+                session, user, limits.BACKUP_CODES, ip, at, audit.SYSTEM, world.services.limits
+            )
+
+
+def test_a_hundred_consecutive_failures_lock_until_an_admin_unlocks(world: ApiWorld) -> None:
+    h = holder(world)
+    _lock_backup_codes(world, h)
+    locked = h.verify(h.codes[0], client_ip=B)
+    _problem(locked, 429, "backup-codes-locked")
+    assert "retry-after" not in locked.headers
+    assert h.mfa()["limits"] == {
+        "totp_throttled_until": None,
+        "totp_locked": False,
+        "backup_codes_locked": True,
+    }
+    [permanent] = h.events(types.LOCKOUT_PERMANENT)
+    assert permanent["details"] == {"factor": "backup_codes", "failures": 100}
+    # the help desk unlocks; nothing else changes
+    unlocked = world.call("POST", f"/v1/users/{h.user}/mfa/unlock", h.admin)
+    assert unlocked.status_code == 204, unlocked.text
+    [cleared] = h.events(types.LOCKOUT_CLEARED)
+    assert (cleared["details"], cleared["actor"]["role"]) == (
+        {"factors": ["backup_codes"]},
+        "admin",
     )
-    _problem(got, 429, "too-many-attempts")
-    assert int(got.headers["retry-after"]) > 0
+    assert h.mfa()["limits"]["backup_codes_locked"] is False
+    assert h.verify(h.codes[0], client_ip=B).json["accepted"] is True
+
+
+def test_a_new_set_ends_a_backup_code_lock(world: ApiWorld) -> None:
+    h = holder(world)
+    _lock_backup_codes(world, h)
+    done = h.regenerate()
+    assert done["status"] == "ready", done
+    fresh = world.sheet_text(h.user_token, done["id"])
+    assert h.verify(fresh[0]).json["accepted"] is True
+
+
+def test_unknown_user_is_404_without_a_hash(world: ApiWorld) -> None:
+    h = holder(world)
+    real = world.services.hasher
+    hasher = CountingHasher(world.settings)
+    world.services.hasher = hasher
+    try:
+        for _ in range(3):
+            _problem(h.verify(h.codes[0], user=unique("nobody")), 404, "not-found")
+        assert hasher.verifications == 0
+        assert h.verify("0000-0000-0000").status_code == 200
+        assert hasher.verifications == 1  # the counter counts: a real attempt costs one
+    finally:
+        world.services.hasher = real
+
+
+def test_a_verification_waits_for_a_slot_then_answers_503_busy(world: ApiWorld) -> None:
+    h = holder(world)
+    real = world.services.slots
+    world.services.slots = VerificationSlots(1, 0.3)
+    try:
+        with world.services.slots.held():  # the one slot is taken
+            started = time.monotonic()
+            busy = h.verify(h.codes[0])
+            waited = time.monotonic() - started
+        _problem(busy, 503, "busy")
+        assert int(busy.headers["retry-after"]) >= 1
+        assert waited >= 0.3
+        # nothing was spent or counted; with the slot free the code signs in
+        assert h.verify(h.codes[0]).json["accepted"] is True
+    finally:
+        world.services.slots = real
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"client_ip": "not an address"}, "client_ip"),
+        ({"client_ip": "1.2.3.4.5"}, "client_ip"),
+        ({"user_agent": "x" * 513}, "user_agent"),
+        ({"user_agent": 7}, "user_agent"),
+    ],
+)
+def test_client_ip_and_user_agent_are_checked(world: ApiWorld, extra: Any, field: str) -> None:
+    h = holder(world)
+    body = {"code": h.codes[0], **extra}
+    got = world.call("POST", f"/v1/users/{h.user}/backup-codes/verify", h.service, body)
+    _problem(got, 422, "invalid-request")
+    assert got.json["field"] == field
+    assert h.mfa()["backup_codes"]["remaining"] == 5
 
 
 def test_an_admin_reset_ends_the_lockout(world: ApiWorld) -> None:
@@ -236,7 +364,12 @@ def test_an_admin_reset_ends_the_lockout(world: ApiWorld) -> None:
     rid = confirmed.json["regeneration"]["id"]
     assert world.await_status(h.user_token, rid)["status"] == "ready"
     codes = world.sheet_text(h.user_token, rid)
-    assert h.verify(codes[0]).json == {"accepted": True, "remaining": 4, "low": False}
+    assert h.verify(codes[0]).json == {
+        "accepted": True,
+        "mistyped": False,
+        "remaining": 4,
+        "low": False,
+    }
 
 
 # --- refusals: policy, enrollment, other organizations ----------------------------------
@@ -259,7 +392,12 @@ def test_policy_off_refuses_sign_in_and_intake_at_once(world: ApiWorld) -> None:
     assert len(h.events(types.REGENERATION_REFUSED)) == 1
     # Off is a refusal, not a deletion: on again, the same code signs in.
     assert h.put_policy(True, 5).status_code == 200
-    assert h.verify(h.codes[0]).json == {"accepted": True, "remaining": 4, "low": False}
+    assert h.verify(h.codes[0]).json == {
+        "accepted": True,
+        "mistyped": False,
+        "remaining": 4,
+        "low": False,
+    }
 
 
 def test_policy_off_fails_a_regeneration_already_queued(world: ApiWorld) -> None:
@@ -362,7 +500,12 @@ def test_revocation_deactivates_every_code(world: ApiWorld) -> None:
     assert h.verify(h.codes[0]).json["accepted"] is True
     got = world.call("POST", f"/v1/users/{h.user}/backup-codes/revocation", h.admin)
     assert got.status_code == 204 and got.text == ""
-    assert h.verify(h.codes[1]).json == {"accepted": False, "remaining": 0, "low": True}
+    assert h.verify(h.codes[1]).json == {
+        "accepted": False,
+        "mistyped": False,
+        "remaining": 0,
+        "low": True,
+    }
     assert h.mfa()["backup_codes"] is None
     assert h.mfa()["enrolled"] is True  # only the codes went
     revoked = h.events(types.CODES_REVOKED)
@@ -395,7 +538,7 @@ def test_deleting_mfa_removes_the_enrollment_and_every_code(world: ApiWorld) -> 
     assert reset[0]["details"]["codes_removed"] == 5
 
 
-@pytest.mark.parametrize("path", ["/backup-codes/revocation", "/mfa"])
+@pytest.mark.parametrize("path", ["/backup-codes/revocation", "/mfa", "/mfa/unlock"])
 def test_admin_actions_on_another_organizations_user_are_404(world: ApiWorld, path: str) -> None:
     h = holder(world)
     other = holder(world)
@@ -412,6 +555,7 @@ USER_PATHS = [
     ("POST", "/v1/users/{}/backup-codes/verify", "service", {"code": "0000-0000-0000"}),
     ("POST", "/v1/users/{}/backup-codes/revocation", "admin", None),
     ("DELETE", "/v1/users/{}/mfa", "admin", None),
+    ("POST", "/v1/users/{}/mfa/unlock", "admin", None),
 ]
 
 

@@ -28,18 +28,19 @@ from falcon import testing
 from pypdf import PdfReader
 from sqlalchemy import update
 
-from domain import audit, tokens
+from domain import accounts, audit, limits, tokens
 from domain import audit_types as T
 from domain.audit_query import last_seq
 from domain.codes import ALPHABET
 from domain.db import utcnow
 from domain.migrate import upgrade
-from domain.models import Regeneration, User
+from domain.models import AttemptLimit, Regeneration
 from tests.conftest import make_settings, pg_amqp_settings
 from tests.integration.api_helpers import ApiWorld, api_world
 from workers.app import TASK_EXPIRE_SHEETS
 
-LOCKOUT_WINDOW = 900  # the default: 5 failures in 15 minutes lock for 15 minutes
+LOCKOUT_WINDOW = 900  # the default: 5 failures in 15 minutes throttle a source
+VISITOR = "198.51.100.77"  # the sign-in front end's visitor (the verify body's client_ip)
 IP = "127.0.0.9"  # simulated REMOTE_ADDR (WSGI environ only; nothing is sent there)
 UA = "audit-completeness/1.0 (+tests)"
 REGS = "/v1/me/backup-codes/regenerations"
@@ -202,16 +203,45 @@ class Harness:
         self.secrets.update(self.codes[who])
         return self.codes[who]
 
-    def verify(self, code: str, *, act: bool = False) -> testing.Result:
+    def verify(
+        self, code: str, *, act: bool = False, client_ip: str | None = None
+    ) -> testing.Result:
         path = "/v1/users/alice/backup-codes/verify"
-        return (self.act if act else self.call)("POST", path, self.service, json={"code": code})
+        body = {"code": code} if client_ip is None else {"code": code, "client_ip": client_ip}
+        return (self.act if act else self.call)("POST", path, self.service, json=body)
 
-    def wrong_codes(self, n: int) -> testing.Result:
+    def wrong_codes(self, n: int, *, sources: int = 0) -> testing.Result:
+        """`n` wrong codes; from the caller's address, or spread over `sources` visitors'."""
         got = None
         for i in range(n):
-            got = self.verify(f"ZZZZ-ZZZZ-{i:04d}")
+            ip = f"192.0.2.{i % sources + 1}" if sources else None
+            got = self.verify(f"ZZZZ-ZZZZ-{i:04d}", client_ip=ip)
+            assert got.status_code == 200, got.text
         assert got is not None
         return got
+
+    def wrong_totps(self, tok: str, n: int) -> None:
+        """`n` wrong TOTP values through the pipeline (one pending at a time)."""
+        for _ in range(n):
+            assert self.regenerate(tok, self.wrong_totp())["failure"] == "invalid-totp"
+
+    def failures_before(self, n: int, factor: str = limits.BACKUP_CODES) -> None:
+        """`n` failures written as the limits count them, spread over the last hours
+        at the rate the hourly budget allows (HTTP would take hours)."""
+        start = utcnow() - timedelta(hours=6)
+        with self.w.services.unit_of_work() as session:
+            user = accounts.lock_user(session, accounts.get_user(session, self.org, "alice"))
+            for i in range(n):
+                at = start + timedelta(hours=i // 20, minutes=2 * (i % 20))
+                limits.record_failure(
+                    session,
+                    user,
+                    factor,
+                    f"192.0.2.{i % 5 + 1}",
+                    at,
+                    audit.SYSTEM,
+                    self.w.services.limits,
+                )
 
     def policy(self, enabled: bool, count: int = 5) -> None:
         body = {"backup_codes_enabled": enabled, "code_count": count}
@@ -232,12 +262,20 @@ class Harness:
             )
 
     def end_lockout(self, who: str = "alice") -> None:
-        """Let the lockout run out (15 minutes) by moving its end into the past."""
+        """Let the user's hour run out by moving its start an hour into the past."""
+        with self.w.services.unit_of_work() as session:
+            user = accounts.get_user(session, self.org, who)
+            session.execute(
+                update(AttemptLimit)
+                .where(AttemptLimit.user_id == user.id)
+                .values(window_started_at=utcnow() - timedelta(hours=1, seconds=1))
+            )
+
+    def make_pending(self, reg_id: str) -> None:
+        """A regeneration still in the worker's hands (the worker here is too quick)."""
         with self.w.services.unit_of_work() as session:
             session.execute(
-                update(User)
-                .where(User.org_id == self.org, User.external_id == who)
-                .values(locked_until=utcnow() - timedelta(seconds=1))
+                update(Regeneration).where(Regeneration.id == reg_id).values(status="processing")
             )
 
     def await_events(self, timeout: float = 20.0) -> None:
@@ -324,9 +362,16 @@ def _regenerate_not_enrolled(h: Harness) -> testing.Result:
     return h.act("POST", REGS, h.user(), json={"totp": "123456"})
 
 
-def _regenerate_locked(h: Harness) -> testing.Result:
+def _regenerate_totp_throttled(h: Harness) -> testing.Result:
     tok, _ = h.enrolled()
-    h.wrong_codes(5)
+    h.wrong_codes(5)  # wrong backup codes never block the TOTP: these change nothing
+    h.wrong_totps(tok, 5)
+    return h.act("POST", REGS, tok, json={"totp": h.totp(steps=1)})
+
+
+def _regenerate_pending(h: Harness) -> testing.Result:
+    tok, reg_id = h.enrolled()
+    h.make_pending(reg_id)
     return h.act("POST", REGS, tok, json={"totp": h.totp(steps=1)})
 
 
@@ -411,25 +456,55 @@ def _signin_locked(h: Harness) -> testing.Result:
     return h.verify(h.codes["alice"][0], act=True)
 
 
+def _code_mistyped(h: Harness) -> testing.Result:
+    h.enrolled()
+    return h.verify("\u017f" + h.codes["alice"][0][1:], act=True)  # long s: no code
+
+
+def _code_spent(h: Harness) -> testing.Result:
+    h.enrolled()
+    assert h.verify(h.codes["alice"][0]).json["accepted"] is True
+    return h.verify(h.codes["alice"][0], act=True)  # a double submit: no failure
+
+
 def _lockout_by_codes(h: Harness) -> testing.Result:
     h.enrolled()
-    h.wrong_codes(4)
-    return h.verify("ZZZZ-ZZZZ-ZZZZ", act=True)
+    h.wrong_codes(19, sources=5)  # 4 a source at most: none is throttled on its own
+    return h.verify("ZZZZ-ZZZZ-ZZZZ", act=True, client_ip=VISITOR)
 
 
 def _lockout_by_totp(h: Harness) -> None:
     tok, _ = h.enrolled()
-    h.wrong_codes(4)  # backup-code and TOTP failures count together
+    h.wrong_codes(4)  # backup-code failures have a budget of their own
+    h.wrong_totps(tok, 4)
     h.regenerate(tok, h.wrong_totp(), act=True)
 
 
 def _lockout_ended(h: Harness) -> testing.Result:
     h.enrolled()
-    h.wrong_codes(5)
-    refused = h.verify(h.codes["alice"][0])
+    h.wrong_codes(20, sources=5)
+    refused = h.verify(h.codes["alice"][0], client_ip=VISITOR)
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
     h.end_lockout()
+    return h.verify(h.codes["alice"][0], act=True, client_ip=VISITOR)
+
+
+def _lockout_permanent(h: Harness) -> testing.Result:
+    h.enrolled()
+    h.failures_before(99)
+    return h.verify("ZZZZ-ZZZZ-ZZZZ", act=True)
+
+
+def _signin_backup_codes_locked(h: Harness) -> testing.Result:
+    h.enrolled()
+    h.failures_before(100)
     return h.verify(h.codes["alice"][0], act=True)
+
+
+def _lockout_cleared(h: Harness) -> testing.Result:
+    h.enrolled()
+    h.failures_before(100)
+    return h.act("POST", "/v1/users/alice/mfa/unlock", h.admin)
 
 
 def _policy(h: Harness) -> testing.Result:
@@ -553,8 +628,10 @@ CASES: tuple[Case, ...] = (
          (_refused(T.REGENERATION_REFUSED, "backup-codes-disabled"),)),
     Case("regeneration-refused-not-enrolled", _regenerate_not_enrolled, 409,
          (_refused(T.REGENERATION_REFUSED, "mfa-not-enrolled"),)),
-    Case("regeneration-refused-locked", _regenerate_locked, 429,
+    Case("regeneration-refused-totp-throttled", _regenerate_totp_throttled, 429,
          (_refused(T.REGENERATION_REFUSED, "too-many-attempts"),)),
+    Case("regeneration-refused-pending", _regenerate_pending, 409,
+         (_refused(T.REGENERATION_REFUSED, "regeneration-pending"),)),
     Case("regeneration-refused-key-reused", _regenerate_key_reused, 422,
          (_refused(T.REGENERATION_REFUSED, "idempotency-key-reused"),)),
     Case("regeneration-refused-malformed-totp", _regenerate_malformed_totp, 422,
@@ -579,22 +656,34 @@ CASES: tuple[Case, ...] = (
          (Ev(T.CODE_ACCEPTED, details={"remaining": 4}),)),
     Case("code-rejected", _code_rejected, 200,
          (Ev(T.CODE_REJECTED, T.FAILURE, {"remaining": 5}),)),
+    Case("code-rejected-mistyped", _code_mistyped, 200,
+         (Ev(T.CODE_REJECTED, T.FAILURE, {"reason": "mistyped", "count": 1}),)),
+    Case("code-rejected-spent", _code_spent, 200,
+         (Ev(T.CODE_REJECTED, T.FAILURE, {"remaining": 4, "reason": "spent"}),)),
     Case("signin-refused-codes-off", _signin_codes_off, 403,
          (_refused(T.SIGNIN_REFUSED, "backup-codes-disabled"),)),
     Case("signin-refused-not-enrolled", _signin_not_enrolled, 409,
          (_refused(T.SIGNIN_REFUSED, "mfa-not-enrolled"),)),
     Case("signin-refused-locked", _signin_locked, 429,
          (_refused(T.SIGNIN_REFUSED, "too-many-attempts"),)),
+    Case("signin-refused-backup-codes-locked", _signin_backup_codes_locked, 429,
+         (_refused(T.SIGNIN_REFUSED, "backup-codes-locked"),)),
     Case("lockout-started-by-codes", _lockout_by_codes, 200,
-         (Ev(T.CODE_REJECTED, T.FAILURE, {"remaining": 5}),
-          Ev(T.LOCKOUT_STARTED, T.DENIED, {"failures": 5, "locked_seconds": LOCKOUT_WINDOW}))),
+         (Ev(T.CODE_REJECTED, T.FAILURE, {"remaining": 5, "client_ip": VISITOR}),
+          Ev(T.LOCKOUT_STARTED, T.DENIED, {"factor": "backup_codes", "failures": 20}))),
     Case("lockout-started-by-worker-totp", _lockout_by_totp, None,
          (_requested("regeneration"), Ev(T.REGENERATION_STARTED, details=RID),
-          Ev(T.LOCKOUT_STARTED, T.DENIED, {"failures": 5, "locked_seconds": LOCKOUT_WINDOW}),
+          Ev(T.LOCKOUT_STARTED, T.DENIED, {"factor": "totp", "failures": 5}),
           Ev(T.TOTP_REJECTED, T.FAILURE, RID),
           Ev(T.REGENERATION_FAILED, T.FAILURE, {**RID, "reason": "invalid-totp"}))),
     Case("lockout-ended", _lockout_ended, 200,
-         (Ev(T.LOCKOUT_ENDED), Ev(T.CODE_ACCEPTED, details={"remaining": 4}))),
+         (Ev(T.LOCKOUT_ENDED, details={"factor": "backup_codes"}),
+          Ev(T.CODE_ACCEPTED, details={"remaining": 4, "client_ip": VISITOR}))),
+    Case("lockout-permanent", _lockout_permanent, 200,
+         (Ev(T.CODE_REJECTED, T.FAILURE, {"remaining": 5}),
+          Ev(T.LOCKOUT_PERMANENT, T.DENIED, {"factor": "backup_codes", "failures": 100}))),
+    Case("lockout-cleared", _lockout_cleared, 204,
+         (Ev(T.LOCKOUT_CLEARED, details={"factors": ["backup_codes"]}),)),
     Case("policy-changed", _policy, 200,
          (Ev(T.POLICY_CHANGED, user=None, details={
              "old": {"backup_codes_enabled": True, "code_count": 5},
@@ -649,6 +738,8 @@ NAMED_BY_THE_ISSUE = frozenset({
     T.SHEET_EXPIRED, T.CODE_ACCEPTED, T.CODE_REJECTED, T.LOCKOUT_STARTED, T.LOCKOUT_ENDED,
     T.POLICY_CHANGED, T.CODES_REVOKED, T.MFA_RESET, T.TOKEN_ISSUED, T.AUDIT_EXPORTED,
     T.AUDIT_VERIFIED,
+    # issue 10 (attempt limits)
+    T.LOCKOUT_PERMANENT, T.LOCKOUT_CLEARED,
 })  # fmt: skip
 
 

@@ -117,7 +117,7 @@ def code_now(secret: str) -> str:
 
 
 def test_confirming_with_a_valid_code_enrolls_and_queues_the_first_set(svc: Services) -> None:
-    person, reg_id = enrolled(svc, code_count=7)
+    person, reg_id = enrolled(svc, code_count=7, settle=False)
     assert reg_id is not None
     reg = load(svc, reg_id)
     assert (reg.reason, reg.status, reg.code_count) == ("enrollment", "queued", 7)

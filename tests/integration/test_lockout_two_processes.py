@@ -1,7 +1,9 @@
-"""The lockout holds across API processes: two real gunicorn processes on one
+"""The attempt limits hold across API processes: two real gunicorn processes on one
 PostgreSQL database (and the RabbitMQ broker their /readyz checks), failed sign-ins
-alternating between them. The count lives in the database, so the sixth attempt is
-refused whichever process it reaches, and so is a right code, on both."""
+alternating between them. The counts live in the database, so the sixth attempt
+from a source is refused whichever process it reaches, and so is a right code from
+that source, on both; other sources are not; and the user's hourly budget across
+sources is one budget for both processes."""
 
 from __future__ import annotations
 
@@ -175,10 +177,11 @@ def _service_token(p: Pair, h: Holder) -> str:
     return plaintext
 
 
-def _verify(api: ApiProcess, token: str, h: Holder, code: str) -> Answer:
-    return api.request(
-        "POST", f"/v1/users/{h.external_id}/backup-codes/verify", token, {"code": code}
-    )
+def _verify(
+    api: ApiProcess, token: str, h: Holder, code: str, client_ip: str | None = None
+) -> Answer:
+    body = {"code": code} if client_ip is None else {"code": code, "client_ip": client_ip}
+    return api.request("POST", f"/v1/users/{h.external_id}/backup-codes/verify", token, body)
 
 
 def test_both_processes_are_ready_on_the_same_database_and_broker(pair: Pair) -> None:
@@ -189,7 +192,7 @@ def test_both_processes_are_ready_on_the_same_database_and_broker(pair: Pair) ->
 
 
 @pytest.mark.parametrize("first", ["a", "b"])
-def test_failures_alternating_between_processes_lock_the_user_out_on_both(
+def test_failures_alternating_between_processes_throttle_the_source_on_both(
     pair: Pair, first: str
 ) -> None:
     h = holder(pair.services)
@@ -198,7 +201,7 @@ def test_failures_alternating_between_processes_lock_the_user_out_on_both(
     for n in range(5):
         got = _verify(order[n % 2], token, h, WRONG)
         assert got.status == 200, (got.body, order[n % 2].tail())
-        assert got.body == {"accepted": False, "remaining": 5, "low": False}
+        assert got.body == {"accepted": False, "mistyped": False, "remaining": 5, "low": False}
     sixth = _verify(order[1], token, h, WRONG)  # the process that did not see the 5th
     assert sixth.status == 429, sixth.body
     assert sixth.body["type"] == "/problems/too-many-attempts"
@@ -208,8 +211,12 @@ def test_failures_alternating_between_processes_lock_the_user_out_on_both(
         assert right.status == 429, (api.name, right.body)
         assert int(right.headers["retry-after"]) > 0
     assert row_of(pair.services, h.user_id, h.codes[0]).spent_at is None
-    assert len(events(pair.services, h.org_id, types.LOCKOUT_STARTED)) == 1
+    assert events(pair.services, h.org_id, types.LOCKOUT_STARTED) == []  # a source only
     assert len(events(pair.services, h.org_id, types.CODE_REJECTED)) == 5
+    # the user's own visitor address, on either process, is not throttled
+    for i, api in enumerate((pair.a, pair.b)):
+        mine = _verify(api, token, h, h.codes[i], client_ip="203.0.113.44")
+        assert mine.status == 200 and mine.body["accepted"] is True, mine.body
 
 
 def test_a_right_code_on_one_process_clears_failures_counted_by_the_other(pair: Pair) -> None:
@@ -218,7 +225,8 @@ def test_a_right_code_on_one_process_clears_failures_counted_by_the_other(pair: 
     for n in range(4):
         assert _verify((pair.a, pair.b)[n % 2], token, h, WRONG).status == 200
     ok = _verify(pair.a, token, h, h.codes[1])
-    assert ok.status == 200 and ok.body == {"accepted": True, "remaining": 4, "low": False}
+    assert ok.status == 200
+    assert ok.body == {"accepted": True, "mistyped": False, "remaining": 4, "low": False}
     # Counting starts again: four more failures, on either process, do not lock.
     for n in range(4):
         got = _verify((pair.b, pair.a)[n % 2], token, h, WRONG)
@@ -283,3 +291,17 @@ def test_a_revocation_holds_on_both_processes_from_the_next_request(pair: Pair) 
         got = _verify(api, token, h, WRONG)
         assert got.status == 401, (api.name, got.body)
         assert got.headers["www-authenticate"] == "Bearer"
+
+
+def test_the_hourly_budget_across_sources_is_shared_by_both_processes(pair: Pair) -> None:
+    h = holder(pair.services)
+    token = _service_token(pair, h)
+    for n in range(20):  # 4 from each of 5 sources, alternating processes
+        got = _verify((pair.a, pair.b)[n % 2], token, h, WRONG, client_ip=f"192.0.2.{n % 5 + 1}")
+        assert got.status == 200, got.body
+    for api in (pair.a, pair.b):
+        fresh = _verify(api, token, h, h.codes[0], client_ip="198.51.100.99")
+        assert fresh.status == 429, (api.name, fresh.body)
+        assert fresh.body["type"] == "/problems/too-many-attempts"
+        assert 0 < int(fresh.headers["retry-after"]) <= 3600
+    assert len(events(pair.services, h.org_id, types.LOCKOUT_STARTED)) == 1

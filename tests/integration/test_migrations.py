@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from domain.db import make_engine
-from domain.migrate import current_heads
+from domain.migrate import alembic_config, current_heads, upgrade
 from domain.models import Base
 from domain.settings import Settings
+from tests.conftest import fresh_postgres_database
 
 
 def _drift(url: str) -> list[object]:
@@ -40,3 +44,70 @@ def test_one_head_and_every_table_created(settings: Settings) -> None:
     finally:
         engine.dispose()
     assert set(Base.metadata.tables) <= tables
+
+
+def _seed_at_0002(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO organizations (id, backup_codes_enabled, code_count, created_at)"
+                    " VALUES ('acme', true, 5, '2026-01-01 00:00:00')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO users (id, org_id, external_id, locked_until, created_at)"
+                    " VALUES ('u1', 'acme', 'alice', NULL, '2026-01-01 00:00:00')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO totp_enrollments (user_id, secret_ciphertext, drift, created_at)"
+                    " VALUES ('u1', :secret, 0, '2026-01-01 00:00:00')"
+                ),
+                {"secret": b"\x00"},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO auth_failures (user_id, kind, occurred_at)"
+                    " VALUES ('u1', 'totp', '2026-01-01 00:00:00')"
+                )
+            )
+    finally:
+        engine.dispose()
+
+
+def _counts(url: str) -> dict[str, int]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {
+                t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one())  # noqa: S608
+                for t in ("users", "totp_enrollments", "auth_failures")
+            }
+    finally:
+        engine.dispose()
+
+
+def test_the_attempt_limits_revision_keeps_every_user_and_enrollment_on_sqlite(
+    tmp_path: Path,
+) -> None:
+    """Rebuilding `users` to drop a column (Alembic's batch mode) cascaded, with
+    SQLite's foreign keys on, into every enrollment and code of the embedded default."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0002")
+    _seed_at_0002(url)
+    upgrade(url)
+    assert _counts(url) == {"users": 1, "totp_enrollments": 1, "auth_failures": 1}
+
+
+@pytest.mark.postgres
+def test_the_attempt_limits_revision_round_trips_on_postgres() -> None:
+    with fresh_postgres_database("mfa_migrate") as url:
+        command.downgrade(alembic_config(url), "0002")
+        _seed_at_0002(url)
+        upgrade(url)
+        assert _counts(url) == {"users": 1, "totp_enrollments": 1, "auth_failures": 1}
+        assert _drift(url) == []

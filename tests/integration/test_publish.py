@@ -104,11 +104,12 @@ def test_a_commit_publishes_its_outbox_rows_after_the_commit_and_marks_them(
     svc: Services, app: Celery, publisher: Publisher
 ) -> None:
     settings = svc.settings
-    person, enrollment_id = h.enrolled(svc, at=utcnow())
+    person, enrollment_id = h.enrolled(svc, at=utcnow(), settle=False)
     assert enrollment_id is not None
     assert queued(app, settings) == [(TASK_PROCESS, {"regeneration_id": enrollment_id})]
 
     now = utcnow()
+    h.process(svc, enrollment_id, now)  # one pending regeneration a user at a time
     with svc.unit_of_work() as session:
         outcome = regeneration.request_regeneration(
             session, svc, h.user(session, person.org_id), person.code(now, 1), None, now, h.CTX
@@ -123,10 +124,12 @@ def test_a_rollback_publishes_nothing_and_leaks_nothing_into_the_next_commit(
     svc: Services, app: Celery, publisher: Publisher
 ) -> None:
     settings = svc.settings
-    person, enrollment_id = h.enrolled(svc, at=utcnow())
+    person, enrollment_id = h.enrolled(svc, at=utcnow(), settle=False)
     assert queued(app, settings) == [(TASK_PROCESS, {"regeneration_id": enrollment_id})]
 
     now = utcnow()
+    assert enrollment_id is not None
+    h.process(svc, enrollment_id, now)  # one pending regeneration a user at a time
     rolled_back: list[str] = []
     with pytest.raises(RuntimeError, match="after the request"), svc.unit_of_work() as session:
         outcome = regeneration.request_regeneration(
@@ -151,11 +154,13 @@ def test_a_broker_outage_leaves_the_row_pending_and_flush_pending_sends_it_later
     svc: Services, app: Celery
 ) -> None:
     settings = svc.settings
-    person, enrollment_id = h.enrolled(svc, at=utcnow())  # no publisher yet: stays pending
+    # no publisher yet: its outbox row stays pending
+    person, enrollment_id = h.enrolled(svc, at=utcnow(), settle=False)
     assert enrollment_id is not None
     down = make_celery(
         settings.with_overrides(broker_url=f"amqp://guest:guest@127.0.0.1:{closed_port()}//")
     )
+    h.process(svc, enrollment_id, utcnow())  # one pending regeneration a user at a time
     failing = Publisher(down, svc)
     assert failing.ping() is False
     failing.install()
@@ -188,7 +193,7 @@ def test_batched_marks_reach_the_database_shortly_after_the_commit(
     batched = Publisher(app, svc, batch_marks=True)
     batched.install()
     try:
-        _, first = h.enrolled(svc, at=utcnow())
+        _, first = h.enrolled(svc, at=utcnow(), settle=False)
         assert first is not None
         deadline = time.monotonic() + 10
         while outbox_rows(svc, [first])[0].published_at is None:
@@ -206,7 +211,7 @@ def test_marks_still_waiting_are_written_when_the_publisher_is_taken_down(
     batched = Publisher(app, svc, batch_marks=True)
     batched.install()
     try:
-        _, reg_id = h.enrolled(svc, at=utcnow())
+        _, reg_id = h.enrolled(svc, at=utcnow(), settle=False)
         assert reg_id is not None
         assert outbox_rows(svc, [reg_id])[0].published_at is None  # sent, not yet marked
     finally:

@@ -12,7 +12,7 @@ import pytest
 from pypdf import PdfReader
 from sqlalchemy import delete, select, text
 
-from domain import accounts, audit, outbox, policy, regeneration
+from domain import accounts, audit, limits, outbox, policy, regeneration
 from domain import audit_types as types
 from domain.codes import normalise
 from domain.errors import (
@@ -24,6 +24,7 @@ from domain.errors import (
     NotFound,
     NotReady,
     RegenerationFailed,
+    RegenerationPending,
     SheetExpired,
     SheetGone,
     TooManyAttempts,
@@ -124,15 +125,19 @@ def test_a_regeneration_deactivates_every_earlier_code_spent_or_not(svc: Service
     ]
 
 
-def test_a_time_step_is_accepted_only_once(svc: Services) -> None:
+def test_a_time_step_is_accepted_only_once_and_a_replay_is_a_failure(svc: Services) -> None:
     person, _ = enrolled(svc)
     first = request(svc, person, T).regeneration.id
-    second = request(svc, person, T + timedelta(seconds=1)).regeneration.id  # same step
     assert process(svc, first, T) == "ready"
-    assert process(svc, second, T) == "failed"
+    second = request(svc, person, T + timedelta(seconds=1)).regeneration.id  # same step
+    assert process(svc, second, T + timedelta(seconds=1)) == "failed"
     assert load(svc, second).failure == "totp-replayed"
     replays = events(svc, person.org_id, types.TOTP_REPLAYED)
     assert [e.details for e in replays] == [{"regeneration_id": second}]
+    with svc.unit_of_work() as session:
+        owner = user(session, person.org_id).id
+        kinds = session.execute(select(AuthFailure.kind).where(AuthFailure.user_id == owner))
+        assert list(kinds.scalars()) == ["totp"]  # counted against the TOTP budget
 
 
 def test_a_code_valid_when_accepted_succeeds_when_processed_five_minutes_later(
@@ -184,7 +189,9 @@ def test_backup_codes_turned_off_before_processing_fail_the_request(svc: Service
         None,
         T,
     )
-    assert _codes(svc, person) == [] and stored_sheet(svc, reg_id) is None
+    # the first set is left as it was, and no sheet was made
+    assert {c.generation for c in _codes(svc, person) if c.deactivated_at is None} == {1}
+    assert stored_sheet(svc, reg_id) is None
     failed = events(svc, person.org_id, types.REGENERATION_FAILED)
     assert [e.details for e in failed] == [
         {"regeneration_id": reg_id, "reason": "backup-codes-disabled"}
@@ -217,21 +224,23 @@ def test_a_wrong_code_fails_is_counted_and_wiped(svc: Services) -> None:
     assert len(events(svc, person.org_id, types.TOTP_REJECTED)) == 1
 
 
-def test_a_user_locked_since_acceptance_fails_too_many_attempts(svc: Services) -> None:
+def test_a_request_queued_before_a_throttle_is_judged_on_its_own_merits(svc: Services) -> None:
+    """Failures that land between acceptance and the worker (an attacker's, from
+    enrollment or another factor) throttle later requests, not the queued one."""
     person, _ = enrolled(svc)
-    ids = [
-        request(svc, person, T + timedelta(seconds=i), code=_wrong(person, T)).regeneration.id
-        for i in range(5)
-    ]
-    good = request(svc, person, T + timedelta(seconds=5)).regeneration.id
-    for reg_id in ids:
-        assert process(svc, reg_id, T + timedelta(seconds=10)) == "failed"
-    assert process(svc, good, T + timedelta(seconds=11)) == "failed"
-    assert [load(svc, i).failure for i in [*ids, good]] == ["invalid-totp"] * 5 + [
-        "too-many-attempts"
-    ]
-    assert load(svc, good).totp_ciphertext is None
+    good = request(svc, person, T).regeneration.id
+    with svc.unit_of_work() as session:
+        locked = accounts.lock_user(session, user(session, person.org_id))
+        for i in range(5):
+            limits.record_failure(
+                session, locked, limits.TOTP, None, T + timedelta(seconds=i), CTX, svc.limits
+            )
     assert len(events(svc, person.org_id, types.LOCKOUT_STARTED)) == 1
+    assert process(svc, good, T + timedelta(seconds=10)) == "ready"
+    assert load(svc, good).totp_ciphertext is None
+    # the success resets the TOTP window; an intake after it is not throttled
+    later = T + timedelta(minutes=1)
+    assert request(svc, person, later, code=person.code(later)).created
 
 
 def test_the_totp_is_stored_encrypted_and_wiped_once_judged(svc: Services) -> None:
@@ -396,11 +405,46 @@ def test_refused_while_locked_out(svc: Services) -> None:
     with svc.unit_of_work() as session:
         locked = accounts.lock_user(session, user(session, person.org_id))
         for i in range(5):
-            policy.record_failure(
-                session, locked, "totp", T - timedelta(seconds=i), CTX, svc.lockout
+            limits.record_failure(
+                session, locked, limits.TOTP, None, T - timedelta(seconds=5 - i), CTX, svc.limits
             )
     error = _refusal(svc, person, TooManyAttempts)
     assert isinstance(error, TooManyAttempts) and 0 < error.retry_after <= 900
+
+
+def test_a_second_request_while_one_is_pending_is_refused_naming_it(svc: Services) -> None:
+    person, _ = enrolled(svc)
+    pending = request(svc, person, T).regeneration.id
+    error = _refusal(svc, person, RegenerationPending)
+    assert isinstance(error, RegenerationPending) and error.commit_before_raising
+    assert error.location == f"/v1/me/backup-codes/regenerations/{pending}"
+    with svc.unit_of_work() as session:
+        assert regeneration.mark_started(session, pending, T)  # processing is pending too
+    _refusal(svc, person, RegenerationPending)
+    assert process(svc, pending, T) == "ready"
+    later = T + timedelta(minutes=1)
+    assert request(svc, person, later, code=person.code(later)).created
+
+
+def test_a_replay_loop_queues_a_bounded_number_of_regenerations(svc: Services) -> None:
+    """Resubmitting the current, already used code in a loop: each replay is a TOTP
+    failure, so after 5 the intake refuses with 429 (it used to queue them all)."""
+    person, _ = enrolled(svc)
+    used = person.code(T)
+    assert process(svc, request(svc, person, T, code=used).regeneration.id, T) == "ready"
+    queued, throttled = 0, 0
+    for i in range(1, 21):  # bounded: 20 attempts within the same 15 minutes
+        at = T + timedelta(seconds=i)
+        try:
+            reg_id = request(svc, person, at, code=used).regeneration.id
+        except TooManyAttempts:
+            throttled += 1
+            continue
+        queued += 1
+        assert process(svc, reg_id, at) == "failed"
+        assert load(svc, reg_id).failure == "totp-replayed"
+    assert (queued, throttled) == (5, 15)
+    assert len(events(svc, person.org_id, types.LOCKOUT_STARTED)) == 1
 
 
 def test_same_idempotency_key_and_body_answer_the_same_regeneration(svc: Services) -> None:
@@ -430,6 +474,7 @@ def test_an_idempotency_key_older_than_a_day_starts_a_new_regeneration(svc: Serv
     person, _ = enrolled(svc)
     code = person.code(T)
     first = request(svc, person, T, code=code, key="k-3")
+    process(svc, first.regeneration.id, T)
     day_later = T + timedelta(hours=24, seconds=1)
     fresh = request(svc, person, day_later, code=person.code(day_later), key="k-3")
     assert fresh.created and fresh.regeneration.id != first.regeneration.id
@@ -512,18 +557,18 @@ def test_the_pdf_form_is_the_stored_pdf(svc: Services) -> None:
 
 def test_a_sheet_not_ready_or_failed_is_refused_and_audited(svc: Services) -> None:
     person, _ = enrolled(svc)
-    queued = request(svc, person, T).regeneration.id
-    with pytest.raises(NotReady) as info:
-        retrieve(svc, person, queued, "pdf", T)
-    assert info.value.retry_after == 1
     failed = request(svc, person, T, code=_wrong(person, T)).regeneration.id
     process(svc, failed, T)
     with pytest.raises(RegenerationFailed):
         retrieve(svc, person, failed, "pdf", T)
+    queued = request(svc, person, T).regeneration.id
+    with pytest.raises(NotReady) as info:
+        retrieve(svc, person, queued, "pdf", T)
+    assert info.value.retry_after == 1
     with pytest.raises(InvalidRequest):
         retrieve(svc, person, queued, "docx", T)
     refused = events(svc, person.org_id, types.SHEET_RETRIEVAL_REFUSED)
-    assert [e.details["reason"] for e in refused] == ["not-ready", "regeneration-failed"]
+    assert [e.details["reason"] for e in refused] == ["regeneration-failed", "not-ready"]
 
 
 def test_expiry_purges_unfetched_sheets(svc: Services) -> None:
@@ -540,9 +585,8 @@ def test_expiry_purges_unfetched_sheets(svc: Services) -> None:
     assert stored_sheet(svc, reg_id) is None and load(svc, reg_id).status == "expired"
     with svc.unit_of_work() as session:
         regeneration.expire_sheets(session, expires + timedelta(hours=1))
-    assert [e.details for e in events(svc, person.org_id, types.SHEET_EXPIRED)] == [
-        {"regeneration_id": reg_id}
-    ]
+    expired = [e.details for e in events(svc, person.org_id, types.SHEET_EXPIRED)]
+    assert expired.count({"regeneration_id": reg_id}) == 1  # (the first set's expired too)
     with pytest.raises(SheetExpired):
         retrieve(svc, person, reg_id, "pdf", expires)
 

@@ -1,5 +1,6 @@
-"""Sign-in with a backup code (domain.signin), on SQLite: the rules one by one.
-Races and cross-process lockout are in test_signin_races.py (PostgreSQL)."""
+"""Sign-in with a backup code (domain.signin), on SQLite: the rules one by one,
+attempt limits included. Races and limits across processes are in
+test_signin_races.py (PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,17 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from domain import admin
+from domain import admin, limits
 from domain import audit_types as types
 from domain.codes import CodeHasher
-from domain.errors import BackupCodesDisabled, MfaNotEnrolled, NotFound, TooManyAttempts
+from domain.errors import (
+    BackupCodesDisabled,
+    BackupCodesLocked,
+    InvalidRequest,
+    MfaNotEnrolled,
+    NotFound,
+    TooManyAttempts,
+)
 from domain.models import AuthFailure, BackupCode
 from domain.services import Services
 from tests.integration.codes_fixtures import (
@@ -27,18 +35,21 @@ from tests.integration.codes_fixtures import (
     load_user,
     new_org,
     new_user,
+    process,
+    queue_rotation,
     row_of,
+    sheet_codes,
     verify,
 )
 
 
-def failures(svc: Services, h: Holder) -> int:
+def failures(svc: Services, h: Holder, kind: str = "backup_code") -> int:
     with svc.unit_of_work() as session:
         return int(
             session.execute(
                 select(func.count())
                 .select_from(AuthFailure)
-                .where(AuthFailure.user_id == h.user_id)
+                .where(AuthFailure.user_id == h.user_id, AuthFailure.kind == kind)
             ).scalar_one()
         )
 
@@ -50,9 +61,13 @@ def test_a_right_code_is_accepted_once_and_refused_the_second_time(services: Ser
     h = holder(services)
     first = verify(services, h, h.codes[0])
     second = verify(services, h, h.codes[0], NOW + timedelta(seconds=1))
-    assert first.as_dict() == {"accepted": True, "remaining": 4, "low": False}
-    assert second.as_dict() == {"accepted": False, "remaining": 4, "low": False}
+    assert first.as_dict() == {"accepted": True, "mistyped": False, "remaining": 4, "low": False}
+    assert second.as_dict() == {"accepted": False, "mistyped": False, "remaining": 4, "low": False}
     assert row_of(services, h.user_id, h.codes[0]).spent_at == NOW
+    # a spent code of the current set (a double submit, a retry) is not a failure
+    assert failures(services, h) == 0
+    [rejected] = events(services, h.org_id, types.CODE_REJECTED)
+    assert rejected.details == {"remaining": 4, "reason": "spent"}
 
 
 @pytest.mark.parametrize(
@@ -91,7 +106,7 @@ def test_a_wrong_code_is_refused_counted_and_audited_without_the_code(services: 
     # a real code's locator with a wrong secret: the row is found, the hash says no
     wrong = h.codes[0][:5] + ("A" if h.codes[0][5] != "A" else "B") + h.codes[0][6:]
     result = verify(services, h, wrong)
-    assert result.as_dict() == {"accepted": False, "remaining": 5, "low": False}
+    assert result.as_dict() == {"accepted": False, "mistyped": False, "remaining": 5, "low": False}
     assert failures(services, h) == 1
     [rejected] = events(services, h.org_id, types.CODE_REJECTED)
     assert rejected.outcome == types.FAILURE
@@ -116,7 +131,7 @@ def test_a_deactivated_code_is_refused(services: Services) -> None:
     with services.unit_of_work() as session:
         admin.revoke_codes(session, h.org_id, h.external_id, ADMIN)
     result = verify(services, h, h.codes[0])
-    assert result.as_dict() == {"accepted": False, "remaining": 0, "low": True}
+    assert result.as_dict() == {"accepted": False, "mistyped": False, "remaining": 0, "low": True}
     assert row_of(services, h.user_id, h.codes[0]).spent_at is None
 
 
@@ -130,6 +145,7 @@ def test_a_code_of_an_older_set_is_refused_once_a_new_set_replaced_it(services: 
     assert not verify(services, h, h.codes[0]).accepted
     assert verify(services, h, fresh[0].display).as_dict() == {
         "accepted": True,
+        "mistyped": False,
         "remaining": 4,
         "low": False,
     }
@@ -142,16 +158,77 @@ def test_low_is_true_when_two_or_fewer_codes_remain(services: Services) -> None:
     assert all(r.accepted for r in results)
 
 
-@pytest.mark.parametrize("raw", ["", "ABC", "ABCD-EFGH-IJKU", "x" * 100, None, 123456789012, ["A"]])
-def test_malformed_input_is_a_counted_failure_that_costs_one_verification(
+MISTYPED = [
+    "",
+    "ABC",
+    "ABCD-EFGH-IJKU",
+    "x" * 100,
+    None,
+    123456789012,
+    ["A"],
+    "\u017fBCD-1234-WXYZ",  # long s: Unicode upper-cases it to S
+    "\u0131BCD-1234-WXYZ",  # dotless i: Unicode upper-cases it to I
+]
+
+
+@pytest.mark.parametrize("raw", MISTYPED)
+def test_an_input_that_cannot_be_a_code_is_mistyped_costs_no_hash_and_is_no_failure(
     services: Services, raw: object
 ) -> None:
     h = holder(services)
     hasher = counting(services)
     result = verify(services, h, raw)
-    assert result.as_dict() == {"accepted": False, "remaining": 5, "low": False}
+    assert result.as_dict() == {"accepted": False, "mistyped": True, "remaining": 5, "low": False}
+    assert hasher.verifications == 0
+    assert failures(services, h, kind="backup_code") == 0
+    [rejected] = events(services, h.org_id, types.CODE_REJECTED)
+    assert rejected.details == {"reason": "mistyped", "count": 1}
+
+
+def test_a_long_s_or_dotless_i_in_a_real_code_is_mistyped(services: Services) -> None:
+    h = holder(services, 1)
+    code = h.codes[0].replace("-", "")
+    for ascii_, trap in (("S", "\u017f"), ("I", "\u0131")):
+        forged = "".join(trap if c == ascii_ else c for c in code.lower())
+        forged = forged if trap in forged else trap + code[1:]
+        assert verify(services, h, forged).mistyped
+    assert row_of(services, h.user_id, h.codes[0]).spent_at is None
+
+
+def test_mistyped_inputs_have_a_budget_of_their_own_audited_once_a_minute(
+    services: Services,
+) -> None:
+    h = holder(services)
+    hasher = counting(services)
+    for i in range(30):  # 30 in 15 minutes per source
+        assert verify(services, h, "nope", NOW + timedelta(seconds=i)).mistyped
+    with pytest.raises(TooManyAttempts) as throttled:
+        verify(services, h, "nope", NOW + timedelta(seconds=30))
+    assert 0 < throttled.value.retry_after <= 15 * 60
+    # another source has a budget of its own, and a real attempt still works here
+    assert verify(services, h, "nope", NOW + timedelta(seconds=31), client_ip="192.0.2.7").mistyped
+    assert verify(services, h, h.codes[0], NOW + timedelta(seconds=32)).accepted
     assert hasher.verifications == 1
-    assert failures(services, h) == 1
+    batches = [
+        e.details
+        for e in events(services, h.org_id, types.CODE_REJECTED)
+        if e.details.get("reason") == "mistyped"
+    ]
+    # seconds 0..29 from 127.0.0.1: one event at 0 (count 1); the next would come a
+    # minute later with the count since; the other source's first, with its address
+    assert batches == [
+        {"reason": "mistyped", "count": 1},
+        {"reason": "mistyped", "count": 1, "client_ip": "192.0.2.7"},
+    ]
+    assert verify(services, h, "nope", NOW + timedelta(seconds=61), client_ip="192.0.2.7").mistyped
+    assert verify(services, h, "nope", NOW + timedelta(seconds=62), client_ip="192.0.2.7").mistyped
+    assert verify(services, h, "nope", NOW + timedelta(seconds=92), client_ip="192.0.2.7").mistyped
+    # at 61 and 62 s the last event (31 s) is under a minute old; at 92 s it is not:
+    # one event counting the three since
+    later = [e.details for e in events(services, h.org_id, types.CODE_REJECTED)]
+    assert later[-1] == {"reason": "mistyped", "count": 3, "client_ip": "192.0.2.7"}
+    assert len(later) == 3
+    assert failures(services, h, kind="backup_code") == 0
 
 
 @pytest.mark.parametrize("count", [1, 5, 20])
@@ -185,7 +262,7 @@ def test_an_outdated_hash_is_rehashed_with_the_current_parameters(services: Serv
 # --- who may try ---------------------------------------------------------------------
 
 
-def test_unknown_and_foreign_users_are_both_not_found_for_one_verification_each(
+def test_unknown_and_foreign_users_are_both_not_found_without_computing_a_hash(
     services: Services,
 ) -> None:
     h = holder(services)
@@ -193,10 +270,9 @@ def test_unknown_and_foreign_users_are_both_not_found_for_one_verification_each(
     hasher = counting(services)
     with pytest.raises(NotFound) as foreign:
         verify(services, h, h.codes[0], org_id=other_org)
-    assert hasher.verifications == 1
     with pytest.raises(NotFound) as missing:
         verify(services, Holder(h.org_id, "nobody", "", "", ()), h.codes[0])
-    assert hasher.verifications == 2
+    assert hasher.verifications == 0  # the 404 already says what the timing would
     assert (foreign.value.slug, foreign.value.detail) == (missing.value.slug, missing.value.detail)
     assert row_of(services, h.user_id, h.codes[0]).spent_at is None
 
@@ -225,46 +301,158 @@ def test_a_user_not_enrolled_is_refused_and_the_refusal_is_committed(
     assert refused.details == {"reason": "mfa-not-enrolled"}
 
 
-# --- lockout ------------------------------------------------------------------------
+# --- attempt limits ---------------------------------------------------------------------
+
+A, B = "198.51.100.7", "203.0.113.9"
 
 
-def test_five_failures_within_fifteen_minutes_lock_with_a_retry_after(services: Services) -> None:
+def test_five_failures_from_one_source_throttle_that_source_only(services: Services) -> None:
     h = holder(services)
-    fail(services, h, 4, NOW)
-    assert load_user(services, h.user_id).locked_until is None
-    fail(services, h, 1, NOW + timedelta(minutes=14))
-    assert load_user(services, h.user_id).locked_until is not None
-    assert [e.type for e in events(services, h.org_id)][-2:] == [
-        types.CODE_REJECTED,
-        types.LOCKOUT_STARTED,
-    ]
-    with pytest.raises(TooManyAttempts) as locked:
-        verify(services, h, "ZZZZ-ZZZZ-ZZZZ", NOW + timedelta(minutes=15))
-    assert locked.value.retry_after == 14 * 60
+    fail(services, h, 4, NOW, client_ip=A)
+    fail(services, h, 1, NOW + timedelta(minutes=14), client_ip=A)
+    with pytest.raises(TooManyAttempts) as throttled:
+        verify(services, h, "ZZZZ-ZZZZ-ZZZZ", NOW + timedelta(minutes=14, seconds=5), client_ip=A)
+    # the oldest of the five leaves the window 15 minutes after it came
+    assert throttled.value.retry_after == 15 * 60 - (14 * 60 + 5)
     assert failures(services, h) == 5  # a refused attempt is not counted again
-
-
-def test_a_right_code_is_refused_while_locked_and_stays_usable(services: Services) -> None:
-    h = holder(services)
-    fail(services, h, 5)
-    with pytest.raises(TooManyAttempts) as locked:
-        verify(services, h, h.codes[0], NOW + timedelta(minutes=1))
-    assert 0 < locked.value.retry_after <= 15 * 60
-    assert row_of(services, h.user_id, h.codes[0]).spent_at is None
+    # another source, and the user's TOTP, are unaffected; no lockout of the user
+    assert verify(services, h, h.codes[0], NOW + timedelta(minutes=14, seconds=6), client_ip=B)
+    assert events(services, h.org_id, types.LOCKOUT_STARTED) == []
     refused = events(services, h.org_id, types.SIGNIN_REFUSED)
     assert [e.details for e in refused] == [{"reason": "too-many-attempts"}]  # committed
-    # once the window has passed the code works, and the end of the lockout is audited
-    after = verify(services, h, h.codes[0], NOW + timedelta(minutes=16))
-    assert after.accepted
-    assert types.LOCKOUT_ENDED in [e.type for e in events(services, h.org_id)]
-    assert load_user(services, h.user_id).locked_until is None
+    with services.unit_of_work() as session:
+        assert limits.status(session, load_user(services, h.user_id), NOW, services.limits) == {
+            "totp_throttled_until": None,
+            "totp_locked": False,
+            "backup_codes_locked": False,
+        }
+    # once the window has passed, the source may try again
+    assert verify(services, h, h.codes[1], NOW + timedelta(minutes=16), client_ip=A).accepted
 
 
-def test_a_success_resets_the_failure_count(services: Services) -> None:
+def test_ipv6_sources_are_keyed_by_their_64(services: Services) -> None:
+    h = holder(services)
+    for i in range(5):
+        verify(
+            services,
+            h,
+            "ZZZZ-ZZZZ-ZZZZ",
+            NOW + timedelta(seconds=i),
+            client_ip=f"2001:db8:1:2::{i}",
+        )
+    with pytest.raises(TooManyAttempts):
+        verify(
+            services, h, h.codes[0], NOW + timedelta(seconds=9), client_ip="2001:db8:1:2:ffff::1"
+        )
+    assert verify(services, h, h.codes[0], NOW + timedelta(seconds=10), client_ip="2001:db8:1:3::1")
+
+
+def test_twenty_failures_an_hour_across_sources_throttle_the_user_announced_once(
+    services: Services,
+) -> None:
+    h = holder(services)
+    for i in range(20):  # 4 from each of 5 sources: no source is throttled on its own
+        ip = f"192.0.2.{i % 5 + 1}"
+        verify(services, h, "ZZZZ-ZZZZ-ZZZZ", NOW + timedelta(minutes=2 * i), client_ip=ip)
+    [started] = events(services, h.org_id, types.LOCKOUT_STARTED)
+    assert started.details == {
+        "factor": "backup_codes",
+        "failures": 20,
+        "until": "2026-11-28T13:00:00.000Z",
+    }
+    at = NOW + timedelta(minutes=41)
+    with pytest.raises(TooManyAttempts) as throttled:
+        verify(services, h, h.codes[0], at, client_ip="192.0.2.200")  # a fresh source too
+    assert throttled.value.retry_after == 19 * 60  # the rest of the hour
+    assert row_of(services, h.user_id, h.codes[0]).spent_at is None
+    # the hour over, the right code works, the end is audited, nothing is announced again
+    assert verify(services, h, h.codes[0], NOW + timedelta(minutes=61), client_ip="192.0.2.200")
+    assert len(events(services, h.org_id, types.LOCKOUT_STARTED)) == 1
+    assert [e.details for e in events(services, h.org_id, types.LOCKOUT_ENDED)] == [
+        {"factor": "backup_codes"}
+    ]
+
+
+def _hundred_failures(services: Services, h: Holder) -> None:
+    """100 failures over 5 hours, 20 an hour from 5 sources (as slow as the limits allow)."""
+    for i in range(100):
+        at = NOW + timedelta(hours=i // 20, minutes=2 * (i % 20))
+        verify(services, h, "ZZZZ-ZZZZ-ZZZZ", at, client_ip=f"192.0.2.{i % 5 + 1}")
+
+
+def test_a_hundred_consecutive_failures_lock_until_a_new_set(services: Services) -> None:
+    h = holder(services)
+    _hundred_failures(services, h)
+    [permanent] = events(services, h.org_id, types.LOCKOUT_PERMANENT)
+    assert permanent.details == {"factor": "backup_codes", "failures": 100}
+    assert len(events(services, h.org_id, types.LOCKOUT_STARTED)) == 5  # once each hour
+    much_later = NOW + timedelta(days=3)  # the passing of a window resets nothing
+    with pytest.raises(BackupCodesLocked) as locked:
+        verify(services, h, h.codes[0], much_later, client_ip="192.0.2.99")
+    assert locked.value.status == 429 and "retry_after" not in locked.value.extra
+    with services.unit_of_work() as session:
+        shown = limits.status(session, load_user(services, h.user_id), much_later, services.limits)
+    assert shown["backup_codes_locked"] is True and shown["totp_locked"] is False
+    # a new set (the regeneration pipeline) ends the lock
+    reg_id = queue_rotation(services, h, much_later)
+    assert process(services, reg_id, much_later) == "ready"
+    fresh = sheet_codes(services, reg_id)
+    assert verify(services, h, fresh[0], much_later + timedelta(seconds=1)).accepted
+
+
+def test_the_window_passing_does_not_reset_the_consecutive_count_a_success_does(
+    services: Services,
+) -> None:
+    h = holder(services)
+    for i in range(99):
+        at = NOW + timedelta(hours=i // 20, minutes=2 * (i % 20))
+        verify(services, h, "ZZZZ-ZZZZ-ZZZZ", at, client_ip=f"192.0.2.{i % 5 + 1}")
+    later = NOW + timedelta(days=1)
+    assert verify(services, h, h.codes[0], later).accepted  # resets the count to 0
+    for i in range(99):
+        at = later + timedelta(hours=1 + i // 20, minutes=2 * (i % 20))
+        verify(services, h, "ZZZZ-ZZZZ-ZZZZ", at, client_ip=f"192.0.2.{i % 5 + 1}")
+    assert events(services, h.org_id, types.LOCKOUT_PERMANENT) == []
+    assert verify(services, h, h.codes[1], later + timedelta(days=1)).accepted
+
+
+@pytest.mark.parametrize("how", ["unlock", "reset"])
+def test_an_unlock_or_a_reset_clears_the_lock(services: Services, how: str) -> None:
+    h = holder(services)
+    _hundred_failures(services, h)
+    with services.unit_of_work() as session:
+        if how == "unlock":
+            admin.unlock(session, h.org_id, h.external_id, ADMIN)
+        else:
+            admin.reset_mfa(session, h.org_id, h.external_id, ADMIN)
+    assert failures(services, h) == 0
+    if how == "unlock":
+        [cleared] = events(services, h.org_id, types.LOCKOUT_CLEARED)
+        assert cleared.details == {"factors": ["backup_codes"]}
+        assert verify(services, h, h.codes[0], NOW + timedelta(days=1)).accepted
+    else:
+        with pytest.raises(MfaNotEnrolled):  # not BackupCodesLocked: the lock is gone
+            verify(services, h, h.codes[0], NOW + timedelta(days=1))
+
+
+def test_a_success_resets_the_count_of_its_source(services: Services) -> None:
     h = holder(services)
     fail(services, h, 4)
     assert verify(services, h, h.codes[0], NOW + timedelta(seconds=30)).accepted
     assert failures(services, h) == 0
     fail(services, h, 4, NOW + timedelta(minutes=1))
-    assert load_user(services, h.user_id).locked_until is None
     assert verify(services, h, h.codes[1], NOW + timedelta(minutes=2)).accepted
+
+
+def test_client_ip_and_user_agent_are_checked_and_recorded(services: Services) -> None:
+    h = holder(services)
+    with pytest.raises(InvalidRequest) as bad_ip:
+        verify(services, h, h.codes[0], client_ip="999.1.1.1")
+    assert bad_ip.value.field == "client_ip"
+    with pytest.raises(InvalidRequest) as bad_agent:
+        verify(services, h, h.codes[0], user_agent="x" * 513)
+    assert bad_agent.value.field == "user_agent"
+    assert verify(services, h, h.codes[0], client_ip="2001:DB8::1", user_agent="Firefox/140")
+    [accepted] = events(services, h.org_id, types.CODE_ACCEPTED)
+    assert accepted.details["client_ip"] == "2001:db8::1"
+    assert accepted.details["user_agent"] == "Firefox/140"

@@ -1,5 +1,6 @@
-"""Sign-in races against PostgreSQL: one code spent once, a regeneration never
-leaving two sets usable, a lockout that holds across processes."""
+"""Sign-in races against PostgreSQL: one code spent once (and the double submits not
+counted as failures), a regeneration never leaving two sets usable, attempt
+limits that hold across processes."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from domain import audit_types as types
 from domain.codes import CodeHasher
 from domain.db import make_engine
 from domain.errors import TooManyAttempts
+from domain.models import AuthFailure
 from domain.services import Services
 from domain.settings import Settings
 from domain.signin import VerifyResult, verify_backup_code
@@ -25,7 +27,6 @@ from tests.integration.codes_fixtures import (
     fail,
     holder,
     load_regeneration,
-    load_user,
     process,
     queue_rotation,
     row_of,
@@ -42,13 +43,16 @@ RACERS = 50
 @pytest.fixture
 def wide(pg_settings: Settings) -> Iterator[Services]:
     """Services whose pool lets every racer hold its own connection at once."""
-    built = Services.build(pg_settings, make_engine(pg_settings.database_url, pool_size=RACERS + 2))
+    wide_settings = pg_settings.with_overrides(verify_slots=RACERS)  # no racer waits a slot
+    built = Services.build(
+        wide_settings, make_engine(pg_settings.database_url, pool_size=RACERS + 2)
+    )
     yield built
     built.close()
 
 
 def attempt(
-    svc: Services, h: Holder, code: str, at: datetime = NOW
+    svc: Services, h: Holder, code: str, at: datetime = NOW, client_ip: str | None = None
 ) -> Callable[[threading.Barrier], VerifyResult | TooManyAttempts]:
     """A racer: its own unit of work, connected before the barrier, then one attempt."""
 
@@ -57,11 +61,19 @@ def attempt(
             with svc.unit_of_work() as session:
                 session.execute(text("SELECT 1"))  # the connection is taken before the start
                 barrier.wait()
-                return verify_backup_code(session, svc, h.org_id, h.external_id, code, at, CTX)
+                return verify_backup_code(
+                    session, svc, h.org_id, h.external_id, code, at, CTX, client_ip=client_ip
+                )
         except TooManyAttempts as locked:
             return locked
 
     return job
+
+
+def failures(svc: Services, h: Holder) -> int:
+    with svc.unit_of_work() as session:
+        query = select(func.count()).select_from(AuthFailure)
+        return int(session.execute(query.where(AuthFailure.user_id == h.user_id)).scalar_one())
 
 
 @pytest.mark.parametrize("round_", range(20))
@@ -73,6 +85,11 @@ def test_fifty_concurrent_attempts_with_one_code_accept_exactly_one(
     accepted = [r for r in results if isinstance(r, VerifyResult) and r.accepted]
     assert len(accepted) == 1, f"round {round_}: {len(accepted)} accepted"
     assert accepted[0].remaining == 4
+    # the other 49 are double submits of a code of the current set: answered, not
+    # refused as throttled, and not one counted as a failure
+    answered = [r for r in results if isinstance(r, VerifyResult)]
+    assert len(answered) == RACERS and not any(r.mistyped for r in answered)
+    assert failures(wide, h) == 0
     assert len(events(wide, h.org_id, types.CODE_ACCEPTED)) == 1
     assert row_of(wide, h.user_id, h.codes[0]).spent_at == NOW
 
@@ -188,9 +205,45 @@ def test_concurrent_wrong_attempts_from_two_processes_get_at_most_five_verdicts(
         assert len(judged) == 5 and len(locked) == 15
         assert not any(r.accepted for r in judged)
         assert all(r.retry_after > 0 for r in locked)
-        assert len(events(engines[0], h.org_id, types.LOCKOUT_STARTED)) == 1
+        # one source throttled for this user: not a lockout of the user
+        assert events(engines[0], h.org_id, types.LOCKOUT_STARTED) == []
         assert len(events(engines[0], h.org_id, types.SIGNIN_REFUSED)) == 15
-        assert load_user(engines[1], h.user_id).locked_until == NOW + timedelta(minutes=15)
+        assert failures(engines[1], h) == 5
+        # another source is not affected
+        assert verify(engines[1], h, h.codes[0], NOW + timedelta(seconds=1), client_ip=OTHER)
+    finally:
+        for svc in engines:
+            svc.close()
+
+
+OTHER = "203.0.113.50"
+
+
+def test_concurrent_wrong_attempts_from_many_sources_stop_at_the_users_twenty(
+    pg_settings: Settings,
+) -> None:
+    """30 simultaneous wrong attempts, 3 from each of 10 sources (none throttled on its
+    own), from two engines: 20 are judged, the user is throttled and that is announced
+    once; the rest are refused."""
+    engines = [
+        Services.build(pg_settings, make_engine(pg_settings.database_url, pool_size=17))
+        for _ in range(2)
+    ]
+    try:
+        h = holder(engines[0])
+        jobs = [
+            attempt(engines[i % 2], h, "ZZZZ-ZZZZ-ZZZZ", client_ip=f"192.0.2.{i % 10 + 1}")
+            for i in range(30)
+        ]
+        results = run_together(jobs)
+        judged = [r for r in results if isinstance(r, VerifyResult)]
+        throttled = [r for r in results if isinstance(r, TooManyAttempts)]
+        assert (len(judged), len(throttled)) == (20, 10)
+        assert len(events(engines[0], h.org_id, types.LOCKOUT_STARTED)) == 1
+        assert failures(engines[1], h) == 20
+        with pytest.raises(TooManyAttempts) as later:
+            verify(engines[1], h, h.codes[0], NOW + timedelta(minutes=30), client_ip=OTHER)
+        assert later.value.retry_after == 30 * 60
     finally:
         for svc in engines:
             svc.close()

@@ -61,6 +61,17 @@ def test_normalise_rejects_what_cannot_be_a_code(bad: str) -> None:
     assert normalise(bad) is None
 
 
+@pytest.mark.parametrize(
+    "folded",
+    # U+017F (long s) upper-cases to S, U+0131 (dotless i) to I, U+212A (Kelvin) lower-
+    # cases to k: none of them is a symbol of a code, whatever Unicode folds them to.
+    ["\u017fBCD-1234-WXYZ", "\u0131BCD-1234-WXYZ", "ABCD-1234-WXY\u017f", "\u212aBCD-1234-WXYZ"],
+)
+def test_normalise_refuses_non_ascii_before_case_folding(folded: str) -> None:
+    assert folded.upper().isascii() or folded[0] == "\u212a"  # the trap is real
+    assert normalise(folded) is None
+
+
 def test_plain_code_repr_never_shows_the_code() -> None:
     code = generate_codes(1)[0]
     assert code.value not in repr(code)

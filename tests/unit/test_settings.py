@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import base64
 import stat
+import time
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 
-from domain.errors import ConfigurationError
+from domain.errors import Busy, ConfigurationError
 from domain.settings import Settings
+from domain.slots import VerificationSlots
 
 
 def test_nothing_set_runs_embedded_under_var_with_key_files_0600(tmp_path: Path) -> None:
@@ -174,3 +176,27 @@ def test_purge_retentions_have_defaults_and_outlast_what_reads_them(tmp_path: Pa
         Settings.from_env(env={**base, "MFA_REGENERATION_RETENTION_SECONDS": "86400"}, dotenv=None)
     with pytest.raises(ConfigurationError, match="MFA_PURGE_INTERVAL_SECONDS"):
         Settings.from_env(env={**base, "MFA_PURGE_INTERVAL_SECONDS": "0"}, dotenv=None)
+
+
+def test_verification_slots_and_their_wait_are_configurable(tmp_path: Path) -> None:
+    default = Settings.from_env(env={"MFA_VAR_DIR": str(tmp_path / "var")}, dotenv=None)
+    assert (default.verify_slots, default.verify_slot_wait_ms) == (4, 2000)
+    env = {
+        "MFA_VAR_DIR": str(tmp_path / "var"),
+        "MFA_VERIFY_SLOTS": "1",
+        "MFA_VERIFY_SLOT_WAIT_MS": "50",
+    }
+    chosen = Settings.from_env(env=env, dotenv=None)
+    assert (chosen.verify_slots, chosen.verify_slot_wait_ms) == (1, 50)
+
+
+def test_a_verification_waits_for_a_free_slot_then_is_busy() -> None:
+    slots = VerificationSlots(1, 0.05)
+    with slots.held():
+        started = time.monotonic()
+        with pytest.raises(Busy) as busy, slots.held():
+            pass
+        assert time.monotonic() - started >= 0.05
+    assert (busy.value.status, busy.value.slug, busy.value.retry_after) == (503, "busy", 1)
+    with slots.held():  # released: free again
+        pass
