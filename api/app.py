@@ -17,8 +17,8 @@ from falcon.inspect import inspect_routes
 from api import errors, metrics
 from api.middleware import RequestContext
 from api.resources import admin, audit, health, me, openapi, regenerations, signin
-from domain.services import Services
-from domain.settings import Settings
+from infra.services import Services
+from infra.settings import Settings
 
 if TYPE_CHECKING:
     from workers.publish import Publisher

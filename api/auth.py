@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from domain import throttles, tokens
 from domain.errors import Forbidden, TooManyAttempts, Unauthenticated
-from domain.services import Services
+from infra.services import Services
 
 
 @dataclass(frozen=True)

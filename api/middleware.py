@@ -22,10 +22,11 @@ import falcon
 
 from api.auth import authenticate, require_role
 from api.errors import refuse_as_throttled
-from domain import audit, logs, throttles
-from domain import audit_types as types
+from domain import audit, throttles
+from domain.audit import types
 from domain.errors import Forbidden
-from domain.services import Services
+from infra import logs
+from infra.services import Services
 
 MAX_BODY_BYTES = 64 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")

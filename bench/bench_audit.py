@@ -24,14 +24,14 @@ from sqlalchemy import insert, update
 
 from bench.common import fresh_postgres, markdown_table
 from domain import audit
-from domain import audit_types as types
-from domain.audit_checkpoint import checkpoint_org
-from domain.audit_query import Filters, ndjson_chunks, stream_events
-from domain.audit_verify import verify_chain
-from domain.db import make_engine, make_session_factory, unit_of_work
-from domain.migrate import upgrade
+from domain.audit import types
+from domain.audit.checkpoints import checkpoint_org
+from domain.audit.query import Filters, ndjson_chunks, stream_events
+from domain.audit.verify import verify_chain
 from domain.models import AuditEvent, AuditHead, new_id
-from domain.settings import Settings
+from infra.db import make_engine, make_session_factory, unit_of_work
+from infra.migrate import upgrade
+from infra.settings import Settings
 
 POSTGRES_URL = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -51,8 +51,8 @@ from bench.common import (
     settings_from,
 )
 from domain import audit, tokens
-from domain.db import make_engine
-from domain.services import Services
+from infra.db import make_engine
+from infra.services import Services
 
 CLIENTS = int(os.environ.get("BENCH_INTAKE_CLIENTS", "8"))
 REQUESTS = int(os.environ.get("BENCH_INTAKE_REQUESTS", "1600"))

@@ -36,9 +36,9 @@ from bench.common import (
     settings_from,
 )
 from domain import audit, tokens
-from domain import audit_types as types
+from domain.audit import types
 from domain.models import AuditEvent
-from domain.services import Services
+from infra.services import Services
 
 SAMPLES = int(os.environ.get("BENCH_LATENCY_SAMPLES", "30"))
 WARMUP = 3

@@ -40,7 +40,7 @@ from bench.common import (
     settings_from,
 )
 from domain.models import Regeneration
-from domain.services import Services
+from infra.services import Services
 from workers.app import make_celery
 from workers.publish import Publisher
 

@@ -30,9 +30,9 @@ from domain import accounts, audit, signin
 from domain import totp as otp
 from domain.codes import CodeHasher, generate_codes
 from domain.limits import Limits
-from domain.migrate import upgrade
-from domain.services import Services
-from domain.settings import Settings
+from infra.migrate import upgrade
+from infra.services import Services
+from infra.settings import Settings
 
 SIZES = (1, 5, 20)
 REPEAT = 21

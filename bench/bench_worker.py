@@ -43,8 +43,8 @@ from bench.common import (
 from domain import accounts
 from domain.codes import generate_codes, new_set_id
 from domain.models import BackupCode, Regeneration, new_id
-from domain.services import Services
-from domain.sheets import SheetContent, render_pdf
+from domain.sheets.render import SheetContent, render_pdf
+from infra.services import Services
 from workers.app import make_celery
 from workers.tasks import register_tasks
 

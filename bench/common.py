@@ -23,10 +23,10 @@ from sqlalchemy.orm import Session
 from domain import accounts, audit, regeneration
 from domain import totp as otp
 from domain.codes import PlainCode, generate_codes, new_set_id
-from domain.migrate import upgrade
 from domain.models import BackupCode, TotpEnrollment, User
-from domain.services import Services
-from domain.settings import Settings
+from infra.migrate import upgrade
+from infra.services import Services
+from infra.settings import Settings
 from workers.app import make_celery
 
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain import audit
-from domain import audit_types as types
+from domain.audit import types
 from domain.errors import Conflict, InvalidRequest, NotFound
 from domain.models import Organization, User
 

@@ -9,9 +9,8 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from domain import accounts, audit, limits, policy, sheet_store, tokens
-from domain import audit_types as types
-from domain.db import utcnow
+from domain import accounts, audit, limits, policy, tokens
+from domain.audit import types
 from domain.errors import InvalidRequest, MfaNotEnrolled, NotFound
 from domain.models import (
     BackupCode,
@@ -21,7 +20,9 @@ from domain.models import (
     TotpEnrollment,
     User,
 )
-from domain.services import Services
+from domain.sheets import store as sheet_store
+from infra.db import utcnow
+from infra.services import Services
 
 POLICY_KEYS = ("backup_codes_enabled", "code_count")
 LOW_WATERMARK = 2

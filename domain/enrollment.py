@@ -6,7 +6,7 @@ allows backup codes, it queues the first set through the regeneration pipeline
 
 A wrong code must be counted and audited although the request fails: it is
 raised as `InvalidTotp().committed()`, which the unit of work commits before
-raising (domain.db.unit_of_work). Other audited refusals work the same way.
+raising (infra.db.unit_of_work). Other audited refusals work the same way.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from domain import accounts, audit, limits, regeneration
-from domain import audit_types as types
 from domain import totp as otp
-from domain.db import utcnow
+from domain.audit import types
 from domain.errors import (
     AlreadyEnrolled,
     DomainError,
@@ -29,7 +28,8 @@ from domain.errors import (
     TotpLocked,
 )
 from domain.models import Regeneration, TotpEnrollment, User
-from domain.services import Services
+from infra.db import utcnow
+from infra.services import Services
 
 
 def _refuse(session: Session, user: User, error: DomainError, ctx: audit.Context) -> DomainError:

@@ -30,7 +30,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from domain import audit
-from domain import audit_types as types
+from domain.audit import types
 from domain.errors import BackupCodesLocked, InvalidRequest, TooManyAttempts, TotpLocked
 from domain.models import AttemptLimit, AuthFailure, User
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from domain import audit
-from domain import audit_types as types
+from domain.audit import types
 from domain.errors import InvalidRequest
 from domain.models import Organization
 

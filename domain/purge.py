@@ -1,6 +1,6 @@
 """The purge: delete rows nothing reads any more, so tables stop growing.
 
-What goes, each after its retention (domain.settings):
+What goes, each after its retention (infra.settings):
 - outbox rows already published (a pending row is never purged: it is work);
 - regenerations finished (retrieved, expired, failed), with whatever sheet is left
   (none should be), except the one that issued a user's newest set: GET /v1/me/mfa
@@ -23,8 +23,8 @@ from sqlalchemy import delete, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
 from domain.models import AuthFailure, BackupCode, OutboxMessage, Regeneration, Sheet
-from domain.services import Services
-from domain.settings import Settings
+from infra.services import Services
+from infra.settings import Settings
 
 BATCH = 1000  # rows a statement
 MAX_BATCHES = 100  # per kind and run: a backlog is worked off over several runs

@@ -33,7 +33,7 @@ from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from domain import accounts, audit, limits
-from domain import audit_types as types
+from domain.audit import types
 from domain.codes import normalise
 from domain.errors import (
     BackupCodesDisabled,
@@ -44,7 +44,7 @@ from domain.errors import (
     TooManyAttempts,
 )
 from domain.models import BackupCode, TotpEnrollment, User
-from domain.services import Services
+from infra.services import Services
 
 LOW_WATERMARK = 2  # `low` when this many or fewer codes remain
 

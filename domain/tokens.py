@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from domain import accounts, audit
-from domain import audit_types as types
+from domain.audit import types
 from domain.errors import InvalidRequest, NotFound
 from domain.models import ApiToken
 

@@ -20,9 +20,9 @@ from celery import Celery
 from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, make_url, text
 
-from domain.migrate import upgrade
-from domain.services import Services
-from domain.settings import Settings
+from infra.migrate import upgrade
+from infra.services import Services
+from infra.settings import Settings
 
 POSTGRES_URL = os.environ.get(
     "MFA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

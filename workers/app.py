@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from celery import Celery
 from kombu import Exchange, Queue
 
-from domain.settings import Settings
+from infra.settings import Settings
 from workers import folder_broker
 
 TASK_PROCESS = "regeneration.process"
@@ -137,7 +137,7 @@ def make_celery(settings: Settings) -> Celery:
             "audit.*": {"queue": maintenance, "routing_key": maintenance},
         },
         task_create_missing_queues=False,
-        # Our logging (domain.logs) stays in charge of the root logger.
+        # Our logging (infra.logs) stays in charge of the root logger.
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
         beat_schedule_filename=str(settings.var_dir / "celerybeat-schedule"),

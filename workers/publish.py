@@ -24,8 +24,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from domain import outbox
-from domain.db import utcnow
-from domain.services import Services
+from infra.db import utcnow
+from infra.services import Services
 from workers.app import queue_for
 
 log = logging.getLogger(__name__)

@@ -16,10 +16,11 @@ from datetime import timedelta
 from celery import Celery, Task
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from domain import logs, purge, regeneration, throttles
-from domain.audit_checkpoint import moved_heads, sign_if_moved
-from domain.db import utcnow
-from domain.services import Services
+from domain import purge, regeneration, throttles
+from domain.audit.checkpoints import moved_heads, sign_if_moved
+from infra import logs
+from infra.db import utcnow
+from infra.services import Services
 from workers.app import (
     TASK_CHECKPOINT,
     TASK_EXPIRE_SHEETS,
@@ -53,7 +54,7 @@ class RegisteredTasks:
 
 @contextmanager
 def _task_id(task: Task) -> Iterator[None]:
-    """Puts the task id on every log line the task writes (domain.logs)."""
+    """Puts the task id on every log line the task writes (infra.logs)."""
     token = logs.task_id_var.set(getattr(task.request, "id", None))
     try:
         yield

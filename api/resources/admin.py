@@ -7,7 +7,7 @@ import falcon
 from api.bodies import read_object
 from api.resources.signin import possible_user_id
 from domain import admin
-from domain.services import Services
+from infra.services import Services
 
 
 class Policy:

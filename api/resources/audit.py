@@ -10,9 +10,9 @@ from typing import Any
 
 import falcon
 
-from domain import audit_types as types
 from domain import throttles
-from domain.audit_query import (
+from domain.audit import types
+from domain.audit.query import (
     Filters,
     count,
     csv_chunks,
@@ -25,9 +25,9 @@ from domain.audit_query import (
     record_review,
     stream_events,
 )
-from domain.audit_verify import verify_chain
+from domain.audit.verify import verify_chain
 from domain.errors import Forbidden
-from domain.services import Services
+from infra.services import Services
 
 NDJSON = "application/x-ndjson"
 CSV = "text/csv"

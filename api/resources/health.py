@@ -11,7 +11,7 @@ import falcon
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from domain.services import Services
+from infra.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import falcon
 
 from api.bodies import read_object
 from domain import accounts, admin, enrollment, regeneration
-from domain.db import utcnow
-from domain.services import Services
+from infra.db import utcnow
+from infra.services import Services
 
 
 class MfaStatus:

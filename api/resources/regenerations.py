@@ -6,9 +6,9 @@ import falcon
 
 from api.bodies import read_object
 from domain import accounts, regeneration
-from domain.db import utcnow
-from domain.services import Services
-from domain.sheets import sheet_filename
+from domain.sheets.render import sheet_filename
+from infra.db import utcnow
+from infra.services import Services
 
 PDF = "application/pdf"
 TEXT = "text/plain"

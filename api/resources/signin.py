@@ -6,9 +6,9 @@ import falcon
 
 from api.bodies import read_object
 from domain import signin
-from domain.db import utcnow
 from domain.errors import NotFound
-from domain.services import Services
+from infra.db import utcnow
+from infra.services import Services
 
 MAX_USER_ID = 128  # users.external_id is a VARCHAR(128)
 

@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.resources.openapi import document
-from domain.migrate import upgrade
+from infra.migrate import upgrade
 from tests.conftest import make_settings
 from tests.integration.api_helpers import ApiWorld, api_world
 

@@ -33,9 +33,9 @@ from sqlalchemy import create_engine, inspect, text
 
 from cli.main import cli
 from domain import regeneration
-from domain.db import utcnow
-from domain.logs import JsonFormatter
-from domain.settings import Settings
+from infra.db import utcnow
+from infra.logs import JsonFormatter
+from infra.settings import Settings
 from tests.conftest import TEST_SECRET_KEY, fresh_postgres_database, make_settings
 from tests.integration.api_helpers import ApiWorld, api_world
 from workers.app import regeneration_queue

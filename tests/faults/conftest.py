@@ -31,15 +31,15 @@ from kombu.connection import Connection
 from sqlalchemy import select
 
 from domain import accounts, audit, enrollment, policy, regeneration
-from domain import audit_types as types
-from domain.audit_checkpoint import checkpoint_org
-from domain.audit_verify import verify_chain
+from domain.audit import types
+from domain.audit.checkpoints import checkpoint_org
+from domain.audit.verify import verify_chain
 from domain.codes import normalise
-from domain.db import utcnow
 from domain.models import AuditEvent, BackupCode, Regeneration, User
-from domain.services import Services
-from domain.settings import Settings
 from domain.totp import code_for_step, step_at
+from infra.db import utcnow
+from infra.services import Services
+from infra.settings import Settings
 from tests.conftest import FAST_ARGON2, TEST_SECRET_KEY, unique
 from workers.app import maintenance_queue, regeneration_queue
 from workers.runtime import make_publisher

@@ -20,8 +20,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from domain import audit_types as types
 from domain import totp as otp
+from domain.audit import types
 from domain.models import Regeneration
 from tests.faults.conftest import (
     Stack,

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from domain.models import OutboxMessage, Regeneration
-from domain.services import Services
+from infra.services import Services
 from tests.faults.conftest import (
     Member,
     Stack,

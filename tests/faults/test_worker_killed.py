@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import select
 
 from domain.models import Regeneration
-from domain.services import Services
+from infra.services import Services
 from tests.faults.conftest import (
     Stack,
     WorkerProcess,

@@ -17,8 +17,8 @@ from falcon import testing
 
 from api.app import create_app
 from domain import accounts, audit, tokens
-from domain.services import Services
-from domain.settings import Settings
+from infra.services import Services
+from infra.settings import Settings
 from tests.conftest import delete_broker_queues, unique
 from workers.app import make_celery
 from workers.publish import Publisher

@@ -20,8 +20,8 @@ from domain import accounts, audit, policy, regeneration, signin
 from domain import totp as otp
 from domain.codes import CodeHasher, PlainCode, generate_codes, new_set_id
 from domain.models import AuditEvent, BackupCode, Regeneration, Sheet, TotpEnrollment, User
-from domain.services import Services
-from domain.settings import Settings
+from infra.services import Services
+from infra.settings import Settings
 from tests.conftest import unique
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

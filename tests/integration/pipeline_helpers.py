@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 
 from domain import accounts, audit, enrollment, policy, regeneration
 from domain.models import AuditEvent, Regeneration, Sheet, User
-from domain.services import Services
 from domain.totp import code_for_step, step_at
+from infra.services import Services
 from tests.conftest import unique
 
 NOW = datetime(2026, 11, 28, 12, 0, 10, tzinfo=UTC)

@@ -10,8 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from domain import accounts, admin, audit, limits, tokens
-from domain import audit_types as types
-from domain.db import utcnow
+from domain.audit import types
 from domain.errors import (
     BackupCodesDisabled,
     InvalidRequest,
@@ -21,7 +20,8 @@ from domain.errors import (
 )
 from domain.models import AttemptLimit, AuthFailure, BackupCode, Sheet, TotpEnrollment
 from domain.regeneration import retrieve_sheet
-from domain.services import Services
+from infra.db import utcnow
+from infra.services import Services
 from tests.integration.codes_fixtures import (
     ADMIN,
     NOW,

@@ -19,9 +19,9 @@ from falcon import testing
 from sqlalchemy import select
 
 from api.app import create_app
-from domain.migrate import upgrade
 from domain.models import AuditEvent
-from domain.services import Services
+from infra.migrate import upgrade
+from infra.services import Services
 from tests.conftest import make_settings, pg_amqp_settings
 from tests.integration.api_helpers import ApiWorld, api_world
 from workers.app import make_celery

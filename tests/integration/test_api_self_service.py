@@ -23,10 +23,10 @@ from pypdf import PdfReader
 from sqlalchemy import select, update
 
 from domain import accounts, audit, limits, regeneration
-from domain import audit_types as types
-from domain.db import utcnow
-from domain.migrate import upgrade
+from domain.audit import types
 from domain.models import AuditEvent, Regeneration, Sheet
+from infra.db import utcnow
+from infra.migrate import upgrade
 from tests.conftest import make_settings, pg_amqp_settings
 from tests.integration.api_helpers import ApiWorld, api_world
 

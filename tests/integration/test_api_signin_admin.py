@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import select
 
 from domain import accounts, audit, limits, outbox
-from domain import audit_types as types
-from domain.db import utcnow
+from domain.audit import types
 from domain.models import OutboxMessage
 from domain.slots import VerificationSlots
+from infra.db import utcnow
 from tests.conftest import pg_amqp_settings, unique
 from tests.integration.api_helpers import ApiWorld, api_world
 from tests.integration.codes_fixtures import CountingHasher

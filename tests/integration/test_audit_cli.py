@@ -21,11 +21,11 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sqlalchemy import select
 
 from cli.main import cli
-from domain import accounts, audit, checkpoint_file
-from domain import audit_types as types
-from domain.audit_checkpoint import as_record, checkpoint_org, message
+from domain import accounts, audit
+from domain.audit import checkpoint_file, types
+from domain.audit.checkpoints import as_record, checkpoint_org, message
 from domain.models import AuditCheckpoint, AuditEvent
-from domain.services import Services
+from infra.services import Services
 from tests.conftest import unique
 
 CLI_MAIN = "from cli.main import main; main()"

@@ -29,12 +29,12 @@ from pypdf import PdfReader
 from sqlalchemy import update
 
 from domain import accounts, audit, limits, tokens
-from domain import audit_types as T
-from domain.audit_query import last_seq
+from domain.audit import types as T
+from domain.audit.query import last_seq
 from domain.codes import ALPHABET
-from domain.db import utcnow
-from domain.migrate import upgrade
 from domain.models import AttemptLimit, Regeneration
+from infra.db import utcnow
+from infra.migrate import upgrade
 from tests.conftest import make_settings, pg_amqp_settings
 from tests.integration.api_helpers import ApiWorld, api_world
 from workers.app import TASK_EXPIRE_SHEETS

@@ -10,11 +10,11 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
 from domain import accounts, audit
-from domain import audit_types as types
-from domain.audit_verify import verify_chain
-from domain.db import make_engine, make_session_factory, unit_of_work
+from domain.audit import types
+from domain.audit.verify import verify_chain
 from domain.models import AuditEvent
-from domain.services import Services
+from infra.db import make_engine, make_session_factory, unit_of_work
+from infra.services import Services
 from tests.conftest import unique
 
 PROCESSES = 4

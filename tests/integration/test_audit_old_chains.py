@@ -20,10 +20,10 @@ from alembic import command
 from sqlalchemy import create_engine, text
 
 from domain import audit
-from domain import audit_types as types
-from domain.audit_verify import verify_chain
-from domain.migrate import alembic_config, upgrade
-from domain.services import Services
+from domain.audit import types
+from domain.audit.verify import verify_chain
+from infra.migrate import alembic_config, upgrade
+from infra.services import Services
 from tests.conftest import fresh_postgres_database, make_settings, owner_url
 
 GENESIS = "0" * 64

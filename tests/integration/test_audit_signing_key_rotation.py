@@ -19,13 +19,13 @@ from cryptography.hazmat.primitives.serialization import (
 
 from cli.main import cli
 from domain import accounts, audit
-from domain.audit_checkpoint import checkpoint_org
-from domain.audit_verify import verify_chain
-from domain.db import utcnow
+from domain.audit.checkpoints import checkpoint_org
+from domain.audit.verify import verify_chain
 from domain.errors import ConfigurationError
-from domain.migrate import upgrade
-from domain.services import Services
-from domain.settings import Settings
+from infra.db import utcnow
+from infra.migrate import upgrade
+from infra.services import Services
+from infra.settings import Settings
 from tests.conftest import make_settings, unique
 
 

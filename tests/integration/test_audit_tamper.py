@@ -24,12 +24,12 @@ from sqlalchemy import Connection, create_engine, delete, select, text, update
 
 from cli.main import cli
 from domain import accounts, audit
-from domain import audit_types as types
-from domain.audit_checkpoint import checkpoint_org
-from domain.audit_verify import Verification, verify_chain
-from domain.checkpoint_file import path_for as checkpoint_file_path
+from domain.audit import types
+from domain.audit.checkpoint_file import path_for as checkpoint_file_path
+from domain.audit.checkpoints import checkpoint_org
+from domain.audit.verify import Verification, verify_chain
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
-from domain.services import Services
+from infra.services import Services
 from tests.conftest import owner_url, unique
 
 N = 30

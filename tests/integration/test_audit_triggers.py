@@ -14,10 +14,10 @@ from sqlalchemy import Connection, create_engine, select, text
 from sqlalchemy.exc import DBAPIError
 
 from domain import accounts, audit
-from domain.audit_checkpoint import checkpoint_org
-from domain.migrate import upgrade
+from domain.audit.checkpoints import checkpoint_org
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
-from domain.services import Services
+from infra.migrate import upgrade
+from infra.services import Services
 from tests.conftest import owner_url, unique
 
 

@@ -11,11 +11,11 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from cli.main import cli
-from domain import audit_types as types
 from domain import tokens
+from domain.audit import types
 from domain.models import ApiToken, AuditEvent
-from domain.services import Services
-from domain.settings import Settings
+from infra.services import Services
+from infra.settings import Settings
 from tests.conftest import FAST_ARGON2, TEST_SECRET_KEY
 
 
@@ -199,6 +199,6 @@ def test_a_ttl_out_of_range_or_malformed_is_a_usage_error(env: dict[str, str], t
     "ttl, seconds", [("60", 60), ("60s", 60), ("2h", 7200), ("365d", 365 * 86400)]
 )
 def test_ttl_units(env: dict[str, str], ttl: str, seconds: int) -> None:
-    from cli.admin_commands import parse_ttl
+    from cli.admin import parse_ttl
 
     assert parse_ttl(ttl) == timedelta(seconds=seconds)

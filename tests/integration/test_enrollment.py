@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 from sqlalchemy import func, select
 
-from domain import audit_types as types
 from domain import enrollment, outbox, regeneration
+from domain.audit import types
 from domain.errors import (
     AlreadyEnrolled,
     InvalidRequest,
@@ -19,7 +19,7 @@ from domain.errors import (
     TooManyAttempts,
 )
 from domain.models import AuthFailure, OutboxMessage, Regeneration, TotpEnrollment
-from domain.services import Services
+from infra.services import Services
 from tests.integration.pipeline_helpers import (
     CTX,
     NOW,

@@ -12,9 +12,9 @@ from sqlalchemy import select
 from domain import accounts, audit
 from domain.crypto import SecretBox, SecretBoxError
 from domain.key_rotation import rotate_all
-from domain.migrate import upgrade
 from domain.models import Regeneration, Sheet, TotpEnrollment
-from domain.services import Services
+from infra.migrate import upgrade
+from infra.services import Services
 from tests.conftest import make_settings
 
 

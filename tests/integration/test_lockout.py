@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import select
 
 from domain import accounts, audit, limits
-from domain import audit_types as types
+from domain.audit import types
 from domain.errors import InvalidRequest, TooManyAttempts, TotpLocked
 from domain.models import AuditEvent
-from domain.services import Services
+from infra.services import Services
 from tests.conftest import unique
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 
 from domain import audit, throttles, tokens
-from domain import audit_types as types
-from domain.services import Services
-from domain.settings import Settings
+from domain.audit import types
+from infra.services import Services
+from infra.settings import Settings
 from tests.conftest import FAST_ARGON2, pg_amqp_settings
 from tests.integration.codes_fixtures import Holder, events, holder, row_of
 

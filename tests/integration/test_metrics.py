@@ -13,8 +13,8 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from domain import metrics as domain_metrics
-from domain.migrate import upgrade
+from infra import metrics as domain_metrics
+from infra.migrate import upgrade
 from tests.conftest import make_settings
 from tests.integration.api_helpers import api_world
 
@@ -122,8 +122,8 @@ def test_events_of_a_savepoint_count_once_at_the_outer_commit_and_never_if_rolle
     from prometheus_client import REGISTRY
 
     from domain import accounts, audit
-    from domain import audit_types as types
-    from domain.services import Services
+    from domain.audit import types
+    from infra.services import Services
 
     settings = make_settings(tmp_path)
     upgrade(settings.database_url)

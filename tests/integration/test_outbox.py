@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import select
 
 from domain import outbox
-from domain.db import utcnow
 from domain.models import OutboxMessage
-from domain.services import Services
+from infra.db import utcnow
+from infra.services import Services
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -16,11 +16,11 @@ from celery import Celery
 from sqlalchemy import select
 
 from domain import regeneration
-from domain.db import utcnow
-from domain.migrate import upgrade
 from domain.models import OutboxMessage, Regeneration
-from domain.services import Services
-from domain.settings import Settings
+from infra.db import utcnow
+from infra.migrate import upgrade
+from infra.services import Services
+from infra.settings import Settings
 from tests.conftest import make_settings
 from tests.integration import pipeline_helpers as h
 from workers import publish

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import func, select
 
 from domain import purge
-from domain.audit_verify import verify_chain
+from domain.audit.verify import verify_chain
 from domain.models import AuditEvent, AuthFailure, OutboxMessage, Regeneration, Sheet
-from domain.services import Services
+from infra.services import Services
 from tests.integration.pipeline_helpers import (
     NOW,
     Person,

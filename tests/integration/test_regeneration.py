@@ -13,7 +13,7 @@ from pypdf import PdfReader
 from sqlalchemy import delete, select, text
 
 from domain import accounts, audit, limits, outbox, policy, regeneration
-from domain import audit_types as types
+from domain.audit import types
 from domain.codes import normalise
 from domain.errors import (
     BackupCodesDisabled,
@@ -30,8 +30,8 @@ from domain.errors import (
     TooManyAttempts,
 )
 from domain.models import AuthFailure, BackupCode, OutboxMessage, Regeneration, TotpEnrollment
-from domain.services import Services
 from domain.totp import Verdict, judge
+from infra.services import Services
 from tests.integration.pipeline_helpers import (
     CTX,
     NOW,

@@ -23,7 +23,7 @@ from falcon import testing
 from sqlalchemy import func, select
 
 from domain import audit, throttles, tokens
-from domain import audit_types as types
+from domain.audit import types
 from domain.models import AuditEvent
 from tests.conftest import fresh_postgres_database, make_settings, pg_amqp_settings
 from tests.integration.api_helpers import ApiWorld, api_world
@@ -38,7 +38,7 @@ def world(
 ) -> Iterator[ApiWorld]:
     tmp = tmp_path_factory.mktemp(f"throttles-{request.param}")
     if request.param == "sqlite":
-        from domain.migrate import upgrade
+        from infra.migrate import upgrade
 
         settings = make_settings(tmp)
         upgrade(settings.database_url)
@@ -290,7 +290,7 @@ def test_throttle_counts_live_in_the_database_and_restart_each_minute(
 ) -> None:
     """Another engine on the database sees the same count (processes share it too:
     test_lockout_two_processes); a new window starts from one."""
-    from domain.services import Services
+    from infra.services import Services
 
     other = Services.build(world.settings)
     try:

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from domain import admin, audit, regeneration
-from domain import audit_types as types
+from domain.audit import types
 from domain.errors import SheetExpired
 from domain.models import BackupCode, Sheet
-from domain.services import Services
+from infra.services import Services
 from tests.integration.pipeline_helpers import (
     NOW,
     Person,

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from domain import admin, limits
-from domain import audit_types as types
+from domain.audit import types
 from domain.codes import CodeHasher
 from domain.errors import (
     BackupCodesDisabled,
@@ -21,7 +21,7 @@ from domain.errors import (
     TooManyAttempts,
 )
 from domain.models import AuthFailure, BackupCode
-from domain.services import Services
+from infra.services import Services
 from tests.integration.codes_fixtures import (
     ADMIN,
     NOW,

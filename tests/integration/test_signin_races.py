@@ -11,14 +11,14 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import func, select, text
 
-from domain import audit_types as types
+from domain.audit import types
 from domain.codes import CodeHasher
-from domain.db import make_engine
 from domain.errors import TooManyAttempts
 from domain.models import AuthFailure
-from domain.services import Services
-from domain.settings import Settings
 from domain.signin import VerifyResult, verify_backup_code
+from infra.db import make_engine
+from infra.services import Services
+from infra.settings import Settings
 from tests.integration.codes_fixtures import (
     CTX,
     NOW,

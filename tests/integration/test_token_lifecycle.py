@@ -13,7 +13,7 @@ from falcon import testing
 from sqlalchemy import select
 
 from domain import audit, tokens
-from domain import audit_types as types
+from domain.audit import types
 from domain.models import ApiToken, AuditEvent
 from tests.conftest import fresh_postgres_database, make_settings, pg_amqp_settings
 from tests.integration.api_helpers import ApiWorld, api_world
@@ -27,7 +27,7 @@ def world(
 ) -> Iterator[ApiWorld]:
     tmp = tmp_path_factory.mktemp(f"tokens-{request.param}")
     if request.param == "sqlite":
-        from domain.migrate import upgrade
+        from infra.migrate import upgrade
 
         settings = make_settings(tmp)
         upgrade(settings.database_url)

@@ -7,10 +7,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain import accounts, audit
-from domain import audit_types as types
+from domain.audit import types
 from domain.errors import BackupCodesDisabled, DomainError
 from domain.models import AuditEvent
-from domain.services import Services
+from infra.services import Services
 from tests.conftest import unique
 
 

@@ -27,11 +27,9 @@ from celery import Celery, signals
 from celery.contrib.testing.worker import start_worker
 from sqlalchemy import func, select, update
 
-from domain import audit_types as types
-from domain.audit_verify import verify_chain
+from domain.audit import types
+from domain.audit.verify import verify_chain
 from domain.codes import LOCATOR_LENGTH, normalise
-from domain.db import utcnow
-from domain.migrate import upgrade
 from domain.models import (
     AuditCheckpoint,
     AuditEvent,
@@ -41,8 +39,10 @@ from domain.models import (
     Regeneration,
     Sheet,
 )
-from domain.services import Services
-from domain.settings import Settings
+from infra.db import utcnow
+from infra.migrate import upgrade
+from infra.services import Services
+from infra.settings import Settings
 from tests.conftest import delete_broker_queues, fresh_postgres_database, make_settings
 from tests.integration import pipeline_helpers as h
 from workers.app import (

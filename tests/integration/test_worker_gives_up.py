@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from domain import audit_types as types
-from domain.migrate import upgrade
+from domain.audit import types
 from domain.models import AuditEvent, Regeneration
+from infra.migrate import upgrade
 from tests.conftest import make_settings
 from tests.integration.api_helpers import api_world
 from workers import tasks

@@ -16,7 +16,7 @@ import yaml
 from falcon import inspect, testing
 
 from api.app import create_app
-from domain.services import Services
+from infra.services import Services
 from tests.conftest import make_settings
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "api" / "openapi.yaml"

@@ -321,7 +321,7 @@ def test_no_password_is_written_into_the_compose_file() -> None:
 
 def test_app_environment_names_are_read_by_settings() -> None:
     """A typo (MFA_SECRET_KEYFILE) would silently fall back to a default: catch it here."""
-    known = set(re.findall(r"MFA_[A-Z0-9_]+", (ROOT / "domain" / "settings.py").read_text()))
+    known = set(re.findall(r"MFA_[A-Z0-9_]+", (ROOT / "infra" / "settings.py").read_text()))
     # Read by a library itself, not by Settings.
     third_party = {"PROMETHEUS_MULTIPROC_DIR"}
     for name, svc in app_services(load_compose()).items():
@@ -340,7 +340,7 @@ def test_app_environment_configures_settings(tmp_path: Path) -> None:
     """The compose environment, with the secret files in place, gives a non-embedded Settings."""
     from cryptography.fernet import Fernet
 
-    from domain.settings import Settings
+    from infra.settings import Settings
 
     fernet = Fernet.generate_key().decode()
     signing = base64.b64encode(os.urandom(32)).decode()
@@ -571,7 +571,7 @@ def test_gunicorn_master_serves_the_api_metrics_and_forgets_dead_workers() -> No
 
 
 def test_run_serves_its_api_with_the_buffering_worker_class() -> None:
-    from cli import process_commands as pc
+    from cli import processes as pc
 
     argv = pc.gunicorn_argv("127.0.0.1", 8000, 2, {}, ROOT, pc.RUN_WORKER_CLASS)
     assert argv[argv.index("--worker-class") + 1] == "api.waitress_worker.WaitressWorker"

@@ -169,7 +169,7 @@ def test_the_checker_allows_what_the_rules_allow(tmp_path: Path) -> None:
             "api/__init__.py": "from . import app\nfrom domain import errors\n",
             "workers/t.py": "from domain import regeneration\nfrom workers.app import x\n",
             "cli/main.py": "from cli import common\nimport workers.tasks\nimport api.app\n",
-            "domain/m.py": "from . import errors\nfrom domain.db import utcnow\n",
+            "domain/m.py": "from . import errors\nfrom infra.db import utcnow\n",
         },
     )
     assert violations(all_imports(root)) == []
@@ -180,8 +180,8 @@ def test_an_app_with_a_v1_resource_without_roles_does_not_start(tmp_path: Path) 
     import pytest
 
     from api import app as app_module
-    from domain.migrate import upgrade
-    from domain.services import Services
+    from infra.migrate import upgrade
+    from infra.services import Services
     from tests.conftest import make_settings
     from workers.app import make_celery
     from workers.publish import Publisher

@@ -9,8 +9,8 @@ import pytest
 from cryptography.fernet import Fernet
 
 from domain.errors import Busy, ConfigurationError
-from domain.settings import Settings
 from domain.slots import VerificationSlots
+from infra.settings import Settings
 
 
 def test_nothing_set_runs_embedded_under_var_with_key_files_0600(tmp_path: Path) -> None:

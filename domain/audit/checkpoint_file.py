@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from domain.settings import Settings
+from infra.settings import Settings
 
 log = logging.getLogger("mfa.audit.checkpoint")
 

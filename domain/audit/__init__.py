@@ -17,10 +17,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from domain import audit_types as types
-from domain import metrics, throttles
+from domain import throttles
+from domain.audit import types
 from domain.errors import DomainError
 from domain.models import AuditEvent, AuditHead, new_id
+from infra import metrics
 
 GENESIS_HASH = "0" * 64
 

@@ -21,9 +21,9 @@ import click
 
 from cli.common import handle_errors
 from cli.supervise import ChildSpec, Supervisor
-from domain import logs
-from domain.migrate import upgrade_settings
-from domain.settings import Settings
+from infra import logs
+from infra.migrate import upgrade_settings
+from infra.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ user's row lock, judging the TOTP for the moment the request was accepted.
 
 Refusals that must stay on record although the request fails (an audited
 refusal, a counted failure) are raised as `error.committed()`: the unit of work
-commits them first, then raises (domain.db.unit_of_work).
+commits them first, then raises (infra.db.unit_of_work).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from domain import accounts, audit, limits, outbox, sheet_store
-from domain import audit_types as types
+from domain import accounts, audit, limits, outbox
 from domain import totp as otp
+from domain.audit import types
 from domain.errors import (
     BackupCodesDisabled,
     DomainError,
@@ -37,7 +37,8 @@ from domain.errors import (
     TotpLocked,
 )
 from domain.models import Organization, Regeneration, TotpEnrollment, User, new_id
-from domain.services import Services
+from domain.sheets import store as sheet_store
+from infra.services import Services
 
 FINISHED = frozenset({"ready", "failed", "retrieved", "expired"})
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
@@ -257,7 +258,7 @@ def retrieve_sheet(
     now: datetime,
     ctx: audit.Context,
 ) -> tuple[bytes, Regeneration]:
-    """The sheet ("pdf" or "text"), exactly once; see domain.sheet_store."""
+    """The sheet ("pdf" or "text"), exactly once; see domain.sheets.store."""
     return sheet_store.retrieve_sheet(session, services.box, user, regeneration_id, kind, now, ctx)
 
 

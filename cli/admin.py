@@ -10,12 +10,11 @@ from sqlalchemy import select
 
 from cli.common import handle_errors, load_services
 from domain import accounts, audit, tokens
-from domain import audit_types as types
-from domain.audit import format_ts
+from domain.audit import format_ts, types
 from domain.key_rotation import rotate_all
-from domain.migrate import upgrade_settings
 from domain.models import Organization
-from domain.settings import Settings
+from infra.migrate import upgrade_settings
+from infra.settings import Settings
 
 
 @click.group()

@@ -15,10 +15,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from domain import checkpoint_file
-from domain.audit import format_ts
+from domain.audit import checkpoint_file, format_ts
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
-from domain.settings import Settings
+from infra.settings import Settings
 
 Problem = tuple[int, str] | None
 BATCH = 1000

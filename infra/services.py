@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain import metrics
 from domain.codes import CodeHasher
 from domain.crypto import SecretBox
-from domain.db import make_engine, make_session_factory, unit_of_work
 from domain.limits import Limits
-from domain.settings import Settings
 from domain.slots import VerificationSlots
+from infra import metrics
+from infra.db import make_engine, make_session_factory, unit_of_work
+from infra.settings import Settings
 
 
 @dataclass

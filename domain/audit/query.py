@@ -25,9 +25,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from domain import audit
 from domain.audit import format_ts
-from domain.db import unit_of_work
 from domain.errors import InvalidRequest
 from domain.models import AuditEvent
+from infra.db import unit_of_work
 
 _log = logging.getLogger(__name__)
 DEFAULT_LIMIT = 100

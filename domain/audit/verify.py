@@ -30,11 +30,11 @@ from typing import Any, cast
 from sqlalchemy import Row, and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from domain import audit_checkpoint_checks as checks
 from domain.audit import GENESIS_HASH, chain_hash, format_ts
-from domain.audit_checkpoint import VerificationKeys, signature_valid, verification_keys
+from domain.audit import checkpoint_checks as checks
+from domain.audit.checkpoints import VerificationKeys, signature_valid, verification_keys
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
-from domain.settings import Settings
+from infra.settings import Settings
 
 BATCH = 1000
 _EVENTS = AuditEvent.__table__

@@ -22,7 +22,7 @@ from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from domain import audit
-from domain import audit_types as types
+from domain.audit import types
 from domain.codes import generate_codes, new_set_id
 from domain.crypto import SecretBox
 from domain.errors import (
@@ -35,8 +35,8 @@ from domain.errors import (
     SheetGone,
 )
 from domain.models import BackupCode, Organization, Regeneration, Sheet, User
-from domain.services import Services
-from domain.sheets import SheetContent, render_pdf, render_text
+from domain.sheets.render import SheetContent, render_pdf, render_text
+from infra.services import Services
 
 KINDS = ("pdf", "text")
 UNSEEN_EXPIRY = SheetExpired.slug  # why an expiry deactivated a set (audit details)

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, m
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
-from domain import audit_types as types
+from domain.audit import types
 
 _PENDING = "metrics_pending_events"
 

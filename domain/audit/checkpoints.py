@@ -27,10 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from domain import checkpoint_file
-from domain.audit import format_ts
+from domain.audit import checkpoint_file, format_ts
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
-from domain.settings import Settings
+from infra.settings import Settings
 
 
 def _private_key(settings: Settings) -> Ed25519PrivateKey:

@@ -20,8 +20,8 @@ from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
 import migrations
-from domain.db import make_engine
-from domain.settings import Settings
+from infra.db import make_engine
+from infra.settings import Settings
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 

@@ -15,14 +15,14 @@ from sqlalchemy.orm import Session
 
 from cli.common import EXIT_ERROR, handle_errors, load_services
 from domain import audit as audit_log
-from domain import audit_types as types
-from domain.audit_checkpoint import (
+from domain.audit import types
+from domain.audit.checkpoints import (
     checkpoint_org,
     public_key_pem,
     public_key_raw,
     write_checkpoints,
 )
-from domain.audit_query import (
+from domain.audit.query import (
     Filters,
     count,
     csv_chunks,
@@ -32,10 +32,10 @@ from domain.audit_query import (
     record_review,
     stream_events,
 )
-from domain.audit_verify import verify_chain
+from domain.audit.verify import verify_chain
 from domain.errors import InvalidRequest, NotFound
 from domain.models import AuditEvent, AuditHead, Organization
-from domain.settings import Settings
+from infra.settings import Settings
 
 
 @click.group()
