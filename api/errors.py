@@ -15,7 +15,8 @@ from falcon.util.misc import code_to_http_status
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from domain.errors import DomainError, TooManyAttempts, Unauthenticated
+from api import representations
+from domain.errors import DomainError, RegenerationPending, TooManyAttempts, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,8 @@ def handle_domain_error(
         resp.set_header("Retry-After", str(ex.extra.get("retry_after", 1)))
     if isinstance(ex, Unauthenticated):
         resp.set_header("WWW-Authenticate", "Bearer")
-    if isinstance(ex.extra.get("location"), str):  # regeneration-pending names the one
-        resp.location = str(ex.extra["location"])
+    if isinstance(ex, RegenerationPending):  # names the pending one
+        resp.location = representations.regeneration_path(ex.regeneration_id)
 
 
 def refuse_as_throttled(resp: falcon.Response, retry_after: int) -> None:

@@ -23,7 +23,7 @@ import falcon
 from api.auth import authenticate, require_role
 from api.errors import refuse_as_throttled
 from domain import audit, throttles
-from domain.audit import types
+from domain.audit.types import EventType, Outcome
 from domain.errors import Forbidden
 from infra import logs
 from infra.services import Services
@@ -117,8 +117,8 @@ class RequestContext:
                     audit.append(
                         session,
                         principal.org_id,
-                        types.ACCESS_DENIED,
-                        types.DENIED,
+                        EventType.ACCESS_DENIED,
+                        Outcome.DENIED,
                         req.context.audit,
                         details={"route": req.uri_template, "method": req.method, "reason": "role"},
                     )

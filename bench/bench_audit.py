@@ -24,9 +24,10 @@ from sqlalchemy import insert, update
 
 from bench.common import fresh_postgres, markdown_table
 from domain import audit
-from domain.audit import types
 from domain.audit.checkpoints import checkpoint_org
-from domain.audit.query import Filters, ndjson_chunks, stream_events
+from domain.audit.export import ndjson_chunks, stream_events
+from domain.audit.query import Filters
+from domain.audit.types import EventType, Outcome
 from domain.audit.verify import verify_chain
 from domain.models import AuditEvent, AuditHead, new_id
 from infra.db import make_engine, make_session_factory, unit_of_work
@@ -76,8 +77,8 @@ def _plain_row(org_id: str, seq: int) -> dict[str, Any]:
         "org_id": org_id,
         "seq": seq,
         "occurred_at": datetime.now(UTC),
-        "type": types.CODE_ACCEPTED,
-        "outcome": types.SUCCESS,
+        "type": EventType.CODE_ACCEPTED,
+        "outcome": Outcome.SUCCESS,
         "actor_principal_id": CTX.principal_id,
         "actor_role": CTX.role,
         "actor_token_id": CTX.token_id,
@@ -103,8 +104,8 @@ def _appends_per_second(sessions: Any, chained: bool, n: int) -> float:
                 audit.append(
                     session,
                     org,
-                    types.CODE_ACCEPTED,
-                    types.SUCCESS,
+                    EventType.CODE_ACCEPTED,
+                    Outcome.SUCCESS,
                     CTX,
                     user_id="alice",
                     details={"remaining": 4},
@@ -122,7 +123,7 @@ def _build_chain(sessions: Any, org: str, n: int) -> None:
     for seq in range(1, n + 1):
         row = _plain_row(org, seq)
         row["occurred_at"] = start + timedelta(milliseconds=seq)
-        row["type"] = types.CODE_ACCEPTED if seq % 3 else types.REGENERATION_REQUESTED
+        row["type"] = EventType.CODE_ACCEPTED if seq % 3 else EventType.REGENERATION_REQUESTED
         row["details"] = {"remaining": seq % 5, "n": seq}
         row["prev_hash"] = prev
         row["hash"] = prev = audit.chain_hash(AuditEvent(**row), prev)

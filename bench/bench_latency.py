@@ -36,7 +36,7 @@ from bench.common import (
     settings_from,
 )
 from domain import audit, tokens
-from domain.audit import types
+from domain.audit.types import EventType
 from domain.models import AuditEvent
 from infra.services import Services
 
@@ -52,12 +52,14 @@ def _worker_ms(services: Services, regeneration_id: str) -> float:
     with services.unit_of_work() as session:
         rows = session.execute(
             select(AuditEvent.type, AuditEvent.occurred_at).where(
-                AuditEvent.type.in_((types.REGENERATION_STARTED, types.REGENERATION_SUCCEEDED)),
+                AuditEvent.type.in_(
+                    (EventType.REGENERATION_STARTED, EventType.REGENERATION_SUCCEEDED)
+                ),
                 AuditEvent.details["regeneration_id"].as_string() == regeneration_id,
             )
         ).all()
     at = {kind: moment for kind, moment in rows}
-    span = at[types.REGENERATION_SUCCEEDED] - at[types.REGENERATION_STARTED]
+    span = at[EventType.REGENERATION_SUCCEEDED] - at[EventType.REGENERATION_STARTED]
     return span.total_seconds() * 1000
 
 

@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from cli.common import handle_errors, load_services
 from domain import accounts, audit, tokens
-from domain.audit import format_ts, types
+from domain.audit.types import EventType, Outcome
+from domain.clock import rfc3339_micros
 from domain.key_rotation import rotate_all
 from domain.models import Organization
 from infra.migrate import upgrade_settings
@@ -110,7 +111,7 @@ def token_issue(org_id: str, principal_id: str, role: str, ttl: str | None) -> N
             token_id, expires_at = row.id, row.expires_at
     finally:
         services.close()
-    expiry = f"expires {format_ts(expires_at)}" if expires_at else "does not expire"
+    expiry = f"expires {rfc3339_micros(expires_at)}" if expires_at else "does not expire"
     click.echo(
         f"token {token_id} for {principal_id} ({role}) in {org_id}, {expiry}; shown once:",
         err=True,
@@ -122,7 +123,7 @@ _COLUMNS = ("TOKEN_ID", "PRINCIPAL", "ROLE", "KIND", "CREATED", "EXPIRES", "LAST
 
 
 def _when(moment: datetime | None, empty: str) -> str:
-    return format_ts(moment) if moment is not None else empty
+    return rfc3339_micros(moment) if moment is not None else empty
 
 
 @token.command("list")
@@ -199,8 +200,8 @@ def keys_rotate() -> None:
                 audit.append(
                     session,
                     org_id,
-                    types.SECRETS_REKEYED,
-                    types.SUCCESS,
+                    EventType.SECRETS_REKEYED,
+                    Outcome.SUCCESS,
                     audit.CLI,
                     details={"keys_configured": len(services.settings.secret_keys)},
                 )

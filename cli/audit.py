@@ -15,23 +15,15 @@ from sqlalchemy.orm import Session
 
 from cli.common import EXIT_ERROR, handle_errors, load_services
 from domain import audit as audit_log
-from domain.audit import types
 from domain.audit.checkpoints import (
     checkpoint_org,
     public_key_pem,
     public_key_raw,
     write_checkpoints,
 )
-from domain.audit.query import (
-    Filters,
-    count,
-    csv_chunks,
-    last_seq,
-    ndjson_chunks,
-    parse_filters,
-    record_review,
-    stream_events,
-)
+from domain.audit.export import csv_chunks, ndjson_chunks, stream_events
+from domain.audit.query import Filters, count, last_seq, parse_filters, record_review
+from domain.audit.types import EventType, Outcome
 from domain.audit.verify import verify_chain
 from domain.errors import InvalidRequest, NotFound
 from domain.models import AuditEvent, AuditHead, Organization
@@ -92,8 +84,8 @@ def verify(org_id: str | None, expect: str | None) -> None:
                 record_review(
                     session,
                     org,
-                    types.AUDIT_VERIFIED,
-                    types.SUCCESS if result.ok else types.FAILURE,
+                    EventType.AUDIT_VERIFIED,
+                    Outcome.SUCCESS if result.ok else Outcome.FAILURE,
                     audit_log.CLI,
                     {
                         "ok": result.ok,
@@ -186,8 +178,8 @@ def export(
             record_review(
                 session,
                 org_id,
-                types.AUDIT_EXPORTED,
-                types.SUCCESS,
+                EventType.AUDIT_EXPORTED,
+                Outcome.SUCCESS,
                 audit_log.CLI,
                 {"filters": filters.summary(), "count": total, "format": fmt, "via": "cli"},
             )

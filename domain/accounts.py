@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain import audit
-from domain.audit import types
+from domain.audit.types import EventType, Outcome
 from domain.errors import Conflict, InvalidRequest, NotFound
 from domain.models import Organization, User
 
@@ -37,8 +37,8 @@ def create_org(session: Session, org_id: str, ctx: audit.Context) -> Organizatio
     audit.append(
         session,
         org_id,
-        types.ORG_CREATED,
-        types.SUCCESS,
+        EventType.ORG_CREATED,
+        Outcome.SUCCESS,
         ctx,
         details={"backup_codes_enabled": True, "code_count": 5},
     )
@@ -67,7 +67,7 @@ def create_user(
     user = User(org_id=org_id, external_id=external_id, email=email)
     session.add(user)
     session.flush()
-    audit.append(session, org_id, types.USER_CREATED, types.SUCCESS, ctx, user_id=external_id)
+    audit.append(session, org_id, EventType.USER_CREATED, Outcome.SUCCESS, ctx, user_id=external_id)
     return user
 
 

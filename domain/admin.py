@@ -3,14 +3,14 @@ resetting a user's MFA; and the user's own MFA status (GET /v1/me/mfa)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from domain import accounts, audit, limits, policy, tokens
-from domain.audit import types
+from domain.audit.types import EventType, Outcome
+from domain.clock import rfc3339_millis, utcnow
 from domain.errors import InvalidRequest, MfaNotEnrolled, NotFound
 from domain.models import (
     BackupCode,
@@ -21,7 +21,6 @@ from domain.models import (
     User,
 )
 from domain.sheets import store as sheet_store
-from infra.db import utcnow
 from infra.services import Services
 
 POLICY_KEYS = ("backup_codes_enabled", "code_count")
@@ -33,12 +32,6 @@ _UNFINISHED = ("queued", "processing", "ready")
 
 def _rowcount(result: Any) -> int:
     return int(cast(CursorResult[Any], result).rowcount)
-
-
-def _ts(moment: datetime) -> str:
-    """RFC 3339, UTC, milliseconds: 2026-11-28T09:14:03.120Z."""
-    utc = moment.astimezone(UTC)
-    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
 
 
 # --- policy -----------------------------------------------------------------------
@@ -98,8 +91,8 @@ def revoke_codes(session: Session, org_id: str, user_external_id: str, ctx: audi
     audit.append(
         session,
         org_id,
-        types.CODES_REVOKED,
-        types.SUCCESS,
+        EventType.CODES_REVOKED,
+        Outcome.SUCCESS,
         ctx,
         user_id=user.external_id,
         details={"count": usable},
@@ -139,8 +132,8 @@ def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.C
         audit.append(
             session,
             org_id,
-            types.REGENERATION_FAILED,
-            types.FAILURE,
+            EventType.REGENERATION_FAILED,
+            Outcome.FAILURE,
             ctx,
             user_id=user.external_id,
             details={
@@ -155,8 +148,8 @@ def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.C
     audit.append(
         session,
         org_id,
-        types.MFA_RESET,
-        types.SUCCESS,
+        EventType.MFA_RESET,
+        Outcome.SUCCESS,
         ctx,
         user_id=user.external_id,
         details={
@@ -176,8 +169,8 @@ def unlock(session: Session, org_id: str, user_external_id: str, ctx: audit.Cont
     audit.append(
         session,
         org_id,
-        types.LOCKOUT_CLEARED,
-        types.SUCCESS,
+        EventType.LOCKOUT_CLEARED,
+        Outcome.SUCCESS,
         ctx,
         user_id=user.external_id,
         details={"factors": cleared},
@@ -221,8 +214,8 @@ def _current_set(session: Session, user: User) -> dict[str, Any] | None:
         "remaining": remaining,
         "total": len(current),
         "low": remaining <= LOW_WATERMARK,
-        "generated_at": _ts(min(c.created_at for c in current)),
-        "last_used_at": _ts(max(spent)) if spent else None,
+        "generated_at": rfc3339_millis(min(c.created_at for c in current)),
+        "last_used_at": rfc3339_millis(max(spent)) if spent else None,
     }
 
 

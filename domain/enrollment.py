@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from domain import accounts, audit, limits, regeneration
 from domain import totp as otp
-from domain.audit import types
+from domain.audit.types import EventType, Outcome
+from domain.clock import utcnow
 from domain.errors import (
     AlreadyEnrolled,
     DomainError,
@@ -28,14 +29,13 @@ from domain.errors import (
     TotpLocked,
 )
 from domain.models import Regeneration, TotpEnrollment, User
-from infra.db import utcnow
 from infra.services import Services
 
 
 def _refuse(session: Session, user: User, error: DomainError, ctx: audit.Context) -> DomainError:
-    outcome = types.FAILURE if isinstance(error, InvalidTotp | InvalidRequest) else types.DENIED
+    outcome = Outcome.FAILURE if isinstance(error, InvalidTotp | InvalidRequest) else Outcome.DENIED
     return audit.refusal(
-        session, user.org_id, user.external_id, types.ENROLLMENT_FAILED, error, ctx, outcome
+        session, user.org_id, user.external_id, EventType.ENROLLMENT_FAILED, error, ctx, outcome
     )
 
 
@@ -61,8 +61,8 @@ def start_enrollment(
     audit.append(
         session,
         user.org_id,
-        types.ENROLLMENT_STARTED,
-        types.SUCCESS,
+        EventType.ENROLLMENT_STARTED,
+        Outcome.SUCCESS,
         ctx,
         user_id=user.external_id,
         details={"restarted": restarted},
@@ -105,8 +105,8 @@ def confirm_enrollment(
         audit.append(
             session,
             user.org_id,
-            types.TOTP_REJECTED,
-            types.FAILURE,
+            EventType.TOTP_REJECTED,
+            Outcome.FAILURE,
             ctx,
             user_id=user.external_id,
             details={"during": "enrollment"},
@@ -119,8 +119,8 @@ def confirm_enrollment(
     audit.append(
         session,
         user.org_id,
-        types.ENROLLMENT_CONFIRMED,
-        types.SUCCESS,
+        EventType.ENROLLMENT_CONFIRMED,
+        Outcome.SUCCESS,
         ctx,
         user_id=user.external_id,
     )

@@ -92,9 +92,11 @@ class TotpLocked(DomainError):
 class RegenerationPending(DomainError):
     slug, status, title = "regeneration-pending", 409, "A regeneration is already in progress"
 
-    def __init__(self, location: str) -> None:
-        super().__init__("Wait for the pending regeneration to finish", location=location)
-        self.location = location
+    def __init__(self, regeneration_id: str) -> None:
+        super().__init__(
+            "Wait for the pending regeneration to finish", regeneration_id=regeneration_id
+        )
+        self.regeneration_id = regeneration_id
 
 
 class Busy(DomainError):

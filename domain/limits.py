@@ -30,7 +30,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from domain import audit
-from domain.audit import types
+from domain.audit.types import EventType, Outcome
 from domain.errors import BackupCodesLocked, InvalidRequest, TooManyAttempts, TotpLocked
 from domain.models import AttemptLimit, AuthFailure, User
 
@@ -225,8 +225,8 @@ def end_expired(
     audit.append(
         session,
         user.org_id,
-        types.LOCKOUT_ENDED,
-        types.SUCCESS,
+        EventType.LOCKOUT_ENDED,
+        Outcome.SUCCESS,
         ctx,
         user_id=user.external_id,
         details={"factor": factor},
@@ -263,8 +263,8 @@ def record_failure(
         audit.append(
             session,
             user.org_id,
-            types.LOCKOUT_STARTED,
-            types.DENIED,
+            EventType.LOCKOUT_STARTED,
+            Outcome.DENIED,
             ctx,
             user_id=user.external_id,
             details={
@@ -278,8 +278,8 @@ def record_failure(
         audit.append(
             session,
             user.org_id,
-            types.LOCKOUT_PERMANENT,
-            types.DENIED,
+            EventType.LOCKOUT_PERMANENT,
+            Outcome.DENIED,
             ctx,
             user_id=user.external_id,
             details={"factor": factor, "failures": state.consecutive_failures},
@@ -383,8 +383,8 @@ def note_mistyped(
     audit.append(
         session,
         user.org_id,
-        types.CODE_REJECTED,
-        types.FAILURE,
+        EventType.CODE_REJECTED,
+        Outcome.FAILURE,
         ctx,
         user_id=user.external_id,
         details={**details, "reason": "mistyped", "count": int(count.scalar_one())},

@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from domain.clock import utcnow
 from domain.models import OutboxMessage
-from infra.db import utcnow
 
 TASK_PROCESS_REGENERATION = "regeneration.process"  # args {"regeneration_id": str}
 

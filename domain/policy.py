@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from domain import audit
-from domain.audit import types
+from domain.audit.types import EventType, Outcome
 from domain.errors import InvalidRequest
 from domain.models import Organization
 
@@ -28,6 +28,11 @@ def set_policy(
     org.code_count = code_count
     new = {"backup_codes_enabled": enabled, "code_count": code_count}
     audit.append(
-        session, org.id, types.POLICY_CHANGED, types.SUCCESS, ctx, details={"old": old, "new": new}
+        session,
+        org.id,
+        EventType.POLICY_CHANGED,
+        Outcome.SUCCESS,
+        ctx,
+        details={"old": old, "new": new},
     )
     return org

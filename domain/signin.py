@@ -33,7 +33,7 @@ from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from domain import accounts, audit, limits
-from domain.audit import types
+from domain.audit.types import EventType, Outcome
 from domain.codes import normalise
 from domain.errors import (
     BackupCodesDisabled,
@@ -120,8 +120,8 @@ def verify_backup_code(
         audit.append(
             session,
             user.org_id,
-            types.CODE_ACCEPTED,
-            types.SUCCESS,
+            EventType.CODE_ACCEPTED,
+            Outcome.SUCCESS,
             ctx,
             user_id=user.external_id,
             details={"remaining": remaining, "set_id": row.set_id, **visitor},
@@ -132,8 +132,8 @@ def verify_backup_code(
         audit.append(
             session,
             user.org_id,
-            types.CODE_REJECTED,
-            types.FAILURE,
+            EventType.CODE_REJECTED,
+            Outcome.FAILURE,
             ctx,
             user_id=user.external_id,
             details={"remaining": remaining, "reason": "spent", **visitor},
@@ -142,8 +142,8 @@ def verify_backup_code(
         audit.append(
             session,
             user.org_id,
-            types.CODE_REJECTED,
-            types.FAILURE,
+            EventType.CODE_REJECTED,
+            Outcome.FAILURE,
             ctx,
             user_id=user.external_id,
             details={"remaining": remaining, **visitor},
@@ -177,7 +177,9 @@ def _check_allowed(
 
 def _refuse(session: Session, user: User, error: DomainError, ctx: audit.Context) -> DomainError:
     """The refusal is audited and committed although the request fails."""
-    return audit.refusal(session, user.org_id, user.external_id, types.SIGNIN_REFUSED, error, ctx)
+    return audit.refusal(
+        session, user.org_id, user.external_id, EventType.SIGNIN_REFUSED, error, ctx
+    )
 
 
 def _candidate_row(session: Session, user: User, candidate: str) -> BackupCode | None:

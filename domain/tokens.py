@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from domain import accounts, audit
-from domain.audit import types
+from domain.audit.types import EventType, Outcome
 from domain.errors import InvalidRequest, NotFound
 from domain.models import ApiToken
 
@@ -73,8 +73,8 @@ def issue(
     audit.append(
         session,
         org_id,
-        types.TOKEN_ISSUED,
-        types.SUCCESS,
+        EventType.TOKEN_ISSUED,
+        Outcome.SUCCESS,
         ctx,
         user_id=principal_id if role == "user" else None,
         details={
@@ -109,8 +109,8 @@ def _revoked_event(session: Session, row: ApiToken, ctx: audit.Context, reason: 
     audit.append(
         session,
         row.org_id,
-        types.TOKEN_REVOKED,
-        types.SUCCESS,
+        EventType.TOKEN_REVOKED,
+        Outcome.SUCCESS,
         ctx,
         user_id=row.principal_id if row.role == "user" else None,
         details={

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, m
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
-from domain.audit import types
+from domain.audit.types import EventType
 
 _PENDING = "metrics_pending_events"
 
@@ -49,19 +49,19 @@ def note_event(session: Session, type_: str, outcome: str, details: dict[str, An
 
 def _count(type_: str, outcome: str, details: dict[str, Any]) -> None:
     AUDIT_EVENTS.labels(type_, outcome).inc()
-    if type_ == types.REGENERATION_STARTED and "queued_seconds" in details:
+    if type_ == EventType.REGENERATION_STARTED and "queued_seconds" in details:
         QUEUE_LATENCY.observe(float(details["queued_seconds"]))
-    elif type_ == types.REGENERATION_SUCCEEDED:
+    elif type_ == EventType.REGENERATION_SUCCEEDED:
         REGENERATIONS.labels("ready").inc()
-    elif type_ == types.REGENERATION_FAILED:
+    elif type_ == EventType.REGENERATION_FAILED:
         REGENERATIONS.labels(str(details.get("reason") or "unknown")).inc()
-    elif type_ == types.LOCKOUT_STARTED:
+    elif type_ == EventType.LOCKOUT_STARTED:
         LOCKOUTS.inc()
-    elif type_ == types.SHEET_EXPIRED:
+    elif type_ == EventType.SHEET_EXPIRED:
         SHEETS_EXPIRED.inc()
-    elif type_ == types.CODE_ACCEPTED:
+    elif type_ == EventType.CODE_ACCEPTED:
         CODES_VERIFIED.labels("accepted").inc()
-    elif type_ == types.CODE_REJECTED:
+    elif type_ == EventType.CODE_REJECTED:
         CODES_VERIFIED.labels("rejected").inc()
 
 

@@ -11,20 +11,18 @@ from typing import Any
 import falcon
 
 from domain import throttles
-from domain.audit import types
+from domain.audit.export import csv_chunks, ndjson_chunks, stream_events
 from domain.audit.query import (
     Filters,
     count,
-    csv_chunks,
     event_to_dict,
     last_seq,
-    ndjson_chunks,
     page,
     parse_filters,
     parse_page,
     record_review,
-    stream_events,
 )
+from domain.audit.types import EventType, Outcome
 from domain.audit.verify import verify_chain
 from domain.errors import Forbidden
 from infra.services import Services
@@ -45,7 +43,7 @@ def _auditor(req: falcon.Request, services: Services, attempted: str) -> Any:
                 session,
                 principal.org_id,
                 attempted,
-                types.DENIED,
+                Outcome.DENIED,
                 req.context.audit,
                 {"reason": "role", "path": req.path},
             )
@@ -60,7 +58,7 @@ class AuditEvents:
         self.services = services
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        org_id = _auditor(req, self.services, types.AUDIT_READ).org_id
+        org_id = _auditor(req, self.services, EventType.AUDIT_READ).org_id
         filters = parse_filters(req.params)
         pagination = parse_page(req.params)  # validated for every format
         wanted = req.client_prefers(list(_FORMATS)) or "application/json"
@@ -71,8 +69,8 @@ class AuditEvents:
                 record_review(
                     session,
                     org_id,
-                    types.AUDIT_READ,
-                    types.SUCCESS,
+                    EventType.AUDIT_READ,
+                    Outcome.SUCCESS,
                     req.context.audit,
                     {
                         "filters": filters.summary(),
@@ -95,8 +93,8 @@ class AuditEvents:
             record_review(
                 session,
                 org_id,
-                types.AUDIT_EXPORTED,
-                types.SUCCESS,
+                EventType.AUDIT_EXPORTED,
+                Outcome.SUCCESS,
                 req.context.audit,
                 {
                     "filters": filters.summary(),
@@ -118,14 +116,14 @@ class AuditVerification:
         self.services = services
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        org_id = _auditor(req, self.services, types.AUDIT_VERIFIED).org_id
+        org_id = _auditor(req, self.services, EventType.AUDIT_VERIFIED).org_id
         with self.services.unit_of_work() as session:
             result = verify_chain(session, org_id, self.services.settings)
             record_review(
                 session,
                 org_id,
-                types.AUDIT_VERIFIED,
-                types.SUCCESS if result.ok else types.FAILURE,
+                EventType.AUDIT_VERIFIED,
+                Outcome.SUCCESS if result.ok else Outcome.FAILURE,
                 req.context.audit,
                 {
                     "ok": result.ok,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import falcon
 
+from api import representations
 from api.bodies import read_object
-from domain import accounts, admin, enrollment, regeneration
+from domain import accounts, admin, enrollment
 from infra.db import utcnow
 from infra.services import Services
 
@@ -57,7 +58,7 @@ class EnrollmentConfirmation:
             reg = enrollment.confirm_enrollment(
                 session, self.services, user, body["totp"], utcnow(), req.context.audit
             )
-            first = None if reg is None else regeneration.to_dict(reg)
+            first = None if reg is None else representations.regeneration(reg)
         resp.status = falcon.HTTP_201
         resp.cache_control = ["no-store"]
         resp.media = {"enrolled": True, "regeneration": first}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import falcon
 
+from api import representations
 from api.bodies import read_object
 from domain import accounts, regeneration
 from domain.sheets.render import sheet_filename
@@ -30,7 +31,7 @@ class Regenerations:
             outcome = regeneration.request_regeneration(
                 session, self.services, user, body["totp"], key, utcnow(), req.context.audit
             )
-            answer = regeneration.to_dict(outcome.regeneration)
+            answer = representations.regeneration(outcome.regeneration)
         # The outbox row is published by the after-commit hook (workers.publish).
         resp.status = falcon.HTTP_202
         resp.location = answer["links"]["self"]
@@ -49,7 +50,7 @@ class RegenerationItem:
         with self.services.unit_of_work() as session:
             user = accounts.get_user(session, p.org_id, p.principal_id)
             reg = regeneration.get_regeneration(session, user, regeneration_id)
-            resp.media = regeneration.to_dict(reg)
+            resp.media = representations.regeneration(reg)
         resp.cache_control = ["no-store"]
 
 

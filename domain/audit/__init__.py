@@ -8,8 +8,6 @@ transaction, so they commit or roll back with the change they record.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,12 +16,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain import throttles
-from domain.audit import types
+from domain.audit.chain import GENESIS_HASH as GENESIS_HASH
+from domain.audit.chain import canonical as canonical
+from domain.audit.chain import chain_hash as chain_hash
+from domain.audit.types import EventType, Outcome
 from domain.errors import DomainError
 from domain.models import AuditEvent, AuditHead, new_id
 from infra import metrics
-
-GENESIS_HASH = "0" * 64
 
 # Detail names that would mean a secret slipped in: refused outright.
 _FORBIDDEN_DETAIL_WORDS = frozenset(
@@ -64,39 +63,6 @@ SYSTEM = Context(principal_id="system", role="system")
 CLI = Context(principal_id="cli", role="operator")
 
 
-def format_ts(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def canonical(event: AuditEvent) -> bytes:
-    body = {
-        "org_id": event.org_id,
-        "seq": event.seq,
-        "id": event.id,
-        "occurred_at": format_ts(event.occurred_at),
-        "type": event.type,
-        "outcome": event.outcome,
-        "actor": {
-            "principal_id": event.actor_principal_id,
-            "role": event.actor_role,
-            "token_id": event.actor_token_id,
-        },
-        "user_id": event.user_id,
-        "request_id": event.request_id,
-        "source_ip": event.source_ip,
-        "user_agent": event.user_agent,
-        "details": event.details or {},
-    }
-    # Only when set: events written before the field existed keep their hashes.
-    if event.server_request_id is not None:
-        body["server_request_id"] = event.server_request_id
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def chain_hash(event: AuditEvent, prev_hash: str) -> str:
-    return hashlib.sha256(canonical(event) + prev_hash.encode()).hexdigest()
-
-
 def _check_details(details: dict[str, Any]) -> None:
     """Refuse a detail whose name says it holds a secret (`code`, `new_totp`...).
     Names are judged by their last word, so `code_count` or `token_id` pass."""
@@ -125,9 +91,9 @@ def append(
     details: dict[str, Any] | None = None,
     at: datetime | None = None,
 ) -> AuditEvent:
-    if type not in types.ALL:
+    if type not in set(EventType):
         raise ValueError(f"unknown audit event type {type!r}")
-    if outcome not in types.OUTCOMES:
+    if outcome not in set(Outcome):
         raise ValueError(f"unknown outcome {outcome!r}")
     details = dict(details or {})
     _check_details(details)
@@ -173,7 +139,7 @@ def refusal(
     type: str,
     error: DomainError,
     ctx: Context,
-    outcome: str = types.DENIED,
+    outcome: str = Outcome.DENIED,
 ) -> DomainError:
     """Record a refused request and mark the error committed, so that the record
     survives the request's failure: `raise audit.refusal(...)`.

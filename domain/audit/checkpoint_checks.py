@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from domain.audit import checkpoint_file, format_ts
+from domain.audit import checkpoint_file
+from domain.clock import rfc3339_micros
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
 from infra.settings import Settings
 
@@ -110,7 +111,7 @@ def _same(cp: AuditCheckpoint, line: dict[str, Any]) -> bool:
         cp.hash == line["hash"]
         and cp.key_id == line["key_id"]
         and cp.signature == line["signature"]
-        and format_ts(cp.signed_at) == line["signed_at"]
+        and rfc3339_micros(cp.signed_at) == line["signed_at"]
     )
 
 

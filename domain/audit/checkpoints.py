@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from domain.audit import checkpoint_file, format_ts
+from domain.audit import checkpoint_file
+from domain.clock import rfc3339_micros
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
 from infra.settings import Settings
 
@@ -81,7 +82,7 @@ def public_key_pem(settings: Settings) -> str:
 
 def message(org_id: str, seq: int, hash: str, signed_at: datetime) -> bytes:
     """The signed bytes: canonical JSON, so any verifier can rebuild them."""
-    body = {"org_id": org_id, "seq": seq, "hash": hash, "signed_at": format_ts(signed_at)}
+    body = {"org_id": org_id, "seq": seq, "hash": hash, "signed_at": rfc3339_micros(signed_at)}
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -125,7 +126,7 @@ def as_record(checkpoint: AuditCheckpoint) -> dict[str, Any]:
         "org_id": checkpoint.org_id,
         "seq": checkpoint.seq,
         "hash": checkpoint.hash,
-        "signed_at": format_ts(checkpoint.signed_at),
+        "signed_at": rfc3339_micros(checkpoint.signed_at),
         "key_id": checkpoint.key_id,
         "signature": checkpoint.signature,
     }

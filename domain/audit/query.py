@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import csv
-import io
-import json
 import logging
 import re
 from collections.abc import Iterator, Mapping
@@ -21,18 +18,16 @@ from typing import Any
 
 from sqlalchemy import Row, Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from domain import audit
-from domain.audit import format_ts
+from domain.clock import rfc3339_micros
 from domain.errors import InvalidRequest
 from domain.models import AuditEvent
-from infra.db import unit_of_work
 
 _log = logging.getLogger(__name__)
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-CHUNK_BYTES = 64 * 1024
 _EVENTS = AuditEvent.__table__
 _TYPE = re.compile(r"^[a-z0-9_.]{0,64}\*?$")
 _ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, as ids and request ids are
@@ -61,9 +56,9 @@ class Filters:
         if self.types or self.prefixes:
             out["type"] = [*self.types, *(p + "*" for p in self.prefixes)]
         if self.since is not None:
-            out["since"] = format_ts(self.since)
+            out["since"] = rfc3339_micros(self.since)
         if self.until is not None:
-            out["until"] = format_ts(self.until)
+            out["until"] = rfc3339_micros(self.until)
         if self.request_id is not None:
             out["request_id"] = self.request_id
         return out
@@ -186,7 +181,7 @@ def parse_page(params: Params) -> Page:
 # -- querying ----------------------------------------------------------------------
 
 
-def _where(query: Select[Any], org_id: str, filters: Filters) -> Select[Any]:
+def where_filters(query: Select[Any], org_id: str, filters: Filters) -> Select[Any]:
     c = _EVENTS.c
     query = query.where(c.org_id == org_id)
     if filters.user_id is not None:
@@ -216,7 +211,7 @@ def page(
     session: Session, org_id: str, filters: Filters, page: Page
 ) -> tuple[list[Row[Any]], str | None]:
     """One page, oldest first, and the cursor of the next (None on the last page)."""
-    query = _where(select(_EVENTS), org_id, filters).where(_EVENTS.c.seq > page.after_seq)
+    query = where_filters(select(_EVENTS), org_id, filters).where(_EVENTS.c.seq > page.after_seq)
     rows = list(session.execute(query.order_by(_EVENTS.c.seq).limit(page.limit + 1)).all())
     if len(rows) > page.limit:
         return rows[: page.limit], encode_cursor(rows[page.limit - 1].seq)
@@ -224,7 +219,7 @@ def page(
 
 
 def count(session: Session, org_id: str, filters: Filters) -> int:
-    query = _where(select(func.count()).select_from(_EVENTS), org_id, filters)
+    query = where_filters(select(func.count()).select_from(_EVENTS), org_id, filters)
     return int(session.execute(query).scalar_one())
 
 
@@ -239,29 +234,9 @@ def iter_events(
 ) -> Iterator[Row[Any]]:
     """Every matching event, oldest first, read a batch at a time."""
     after = 0
-    base = _where(select(_EVENTS), org_id, filters).order_by(_EVENTS.c.seq).limit(batch)
+    base = where_filters(select(_EVENTS), org_id, filters).order_by(_EVENTS.c.seq).limit(batch)
     while True:
         rows = session.execute(base.where(_EVENTS.c.seq > after)).all()
-        yield from rows
-        if len(rows) < batch:
-            return
-        after = rows[-1].seq
-
-
-def stream_events(
-    sessions: sessionmaker[Session], org_id: str, filters: Filters, batch: int = 1000
-) -> Iterator[Row[Any]]:
-    """Like iter_events, but each batch in its own short transaction.
-
-    For exports that take as long as the reader: no transaction (on SQLite, no
-    write lock) is held while a slow client reads. Pin filters.max_seq first;
-    events are append-only, so the pinned selection cannot change between batches.
-    """
-    after = 0
-    base = _where(select(_EVENTS), org_id, filters).order_by(_EVENTS.c.seq).limit(batch)
-    while True:
-        with unit_of_work(sessions) as session:
-            rows = session.execute(base.where(_EVENTS.c.seq > after)).all()
         yield from rows
         if len(rows) < batch:
             return
@@ -273,7 +248,7 @@ def event_to_dict(ev: AuditEvent | Row[Any]) -> dict[str, Any]:
     return {
         "seq": ev.seq,
         "id": ev.id,
-        "occurred_at": format_ts(ev.occurred_at),
+        "occurred_at": rfc3339_micros(ev.occurred_at),
         "type": ev.type,
         "outcome": ev.outcome,
         "actor": {
@@ -318,74 +293,3 @@ def record_review(
 
 
 # -- exports -----------------------------------------------------------------------
-
-
-def _chunked(pieces: Iterator[str]) -> Iterator[bytes]:
-    buffer: list[str] = []
-    size = 0
-    for piece in pieces:
-        buffer.append(piece)
-        size += len(piece)
-        if size >= CHUNK_BYTES:
-            yield "".join(buffer).encode()
-            buffer, size = [], 0
-    if buffer:
-        yield "".join(buffer).encode()
-
-
-def ndjson_chunks(events: Iterator[AuditEvent | Row[Any]]) -> Iterator[bytes]:
-    """One AuditEvent JSON object a line, in bytes chunks of about 64 KiB."""
-    return _chunked(
-        json.dumps(event_to_dict(ev), separators=(",", ":"), ensure_ascii=False) + "\n"
-        for ev in events
-    )
-
-
-CSV_COLUMNS = (
-    "seq",
-    "id",
-    "occurred_at",
-    "type",
-    "outcome",
-    "actor_principal_id",
-    "actor_role",
-    "actor_token_id",
-    "user_id",
-    "request_id",
-    "server_request_id",
-    "source_ip",
-    "user_agent",
-    "details",
-    "prev_hash",
-    "hash",
-)
-
-
-def _csv_cell(value: object) -> str:
-    text = "" if value is None else str(value)
-    # A cell a spreadsheet would run as a formula (OWASP CSV injection): user agents and
-    # ids come from callers. NDJSON is the byte-exact export; CSV is for reading.
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + text
-    return text
-
-
-def _csv_lines(events: Iterator[AuditEvent | Row[Any]]) -> Iterator[str]:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    for ev in events:
-        d = event_to_dict(ev)
-        actor = d.pop("actor")
-        d.update({f"actor_{k}": v for k, v in actor.items()})
-        d["details"] = json.dumps(d["details"], sort_keys=True, ensure_ascii=False)
-        writer.writerow([_csv_cell(d[name]) for name in CSV_COLUMNS])
-        yield out.getvalue()
-        out.seek(0)
-        out.truncate()
-    yield out.getvalue()
-
-
-def csv_chunks(events: Iterator[AuditEvent | Row[Any]]) -> Iterator[bytes]:
-    """A header line, then one event a line (RFC 4180), in bytes chunks of about 64 KiB."""
-    return _chunked(_csv_lines(events))

@@ -30,9 +30,10 @@ from typing import Any, cast
 from sqlalchemy import Row, and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from domain.audit import GENESIS_HASH, chain_hash, format_ts
+from domain.audit import GENESIS_HASH, chain_hash
 from domain.audit import checkpoint_checks as checks
 from domain.audit.checkpoints import VerificationKeys, signature_valid, verification_keys
+from domain.clock import rfc3339_micros
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
 from infra.settings import Settings
 
@@ -77,7 +78,7 @@ def _checkpoint_dict(cp: AuditCheckpoint, verified: bool) -> dict[str, Any]:
     return {
         "seq": cp.seq,
         "hash": cp.hash,
-        "signed_at": format_ts(cp.signed_at),
+        "signed_at": rfc3339_micros(cp.signed_at),
         "key_id": cp.key_id,
         "verified": verified,
     }

@@ -18,12 +18,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
 from domain import audit
-from domain.audit import types
-from domain.codes import generate_codes, new_set_id
+from domain.audit.types import EventType, Outcome
 from domain.crypto import SecretBox
 from domain.errors import (
     DomainError,
@@ -122,8 +121,8 @@ def retrieve_sheet(
     audit.append(
         session,
         reg.org_id,
-        types.SHEET_RETRIEVED,
-        types.SUCCESS,
+        EventType.SHEET_RETRIEVED,
+        Outcome.SUCCESS,
         ctx,
         user_id=user.external_id,
         details={"regeneration_id": reg.id, "format": kind},
@@ -164,8 +163,8 @@ def _refused(
     audit.append(
         session,
         reg.org_id,
-        types.SHEET_RETRIEVAL_REFUSED,
-        types.DENIED,
+        EventType.SHEET_RETRIEVAL_REFUSED,
+        Outcome.DENIED,
         ctx,
         user_id=user.external_id,
         details={"regeneration_id": reg.id, "format": kind, "reason": error.slug},
@@ -194,8 +193,8 @@ def _expire(
     audit.append(
         session,
         reg.org_id,
-        types.SHEET_EXPIRED,
-        types.SUCCESS,
+        EventType.SHEET_EXPIRED,
+        Outcome.SUCCESS,
         ctx,
         user_id=external_id,
         details={"regeneration_id": reg.id},
@@ -216,8 +215,8 @@ def _expire(
         audit.append(
             session,
             reg.org_id,
-            types.CODES_DEACTIVATED,
-            types.SUCCESS,
+            EventType.CODES_DEACTIVATED,
+            Outcome.SUCCESS,
             ctx,
             user_id=external_id,
             details={"regeneration_id": reg.id, "count": deactivated, "reason": UNSEEN_EXPIRY},
@@ -249,49 +248,6 @@ def expire_unfetched(session: Session, user: User, now: datetime, ctx: audit.Con
         .order_by(Regeneration.completed_at)
     ).scalars()
     return sum(1 for reg in list(ready) if _expire(session, reg, ctx, user.external_id, now))
-
-
-def issue_set(
-    session: Session,
-    services: Services,
-    reg: Regeneration,
-    org: Organization,
-    user: User,
-    now: datetime,
-) -> tuple[str, int, Sheet]:
-    """Deactivate every code of the user (spent ones too), insert a new set of
-    argon2id hashes and store its sheet: (set_id, codes deactivated, sheet). The
-    caller's transaction makes it all-or-nothing: never both sets, never neither."""
-    deactivated = rowcount(
-        session.execute(
-            update(BackupCode)
-            .where(BackupCode.user_id == user.id, BackupCode.deactivated_at.is_(None))
-            .values(deactivated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-    )
-    codes = generate_codes(reg.code_count)
-    hashes = services.hasher.hash_all(codes)
-    previous = session.execute(
-        select(func.max(BackupCode.generation)).where(BackupCode.user_id == user.id)
-    ).scalar()
-    set_id = new_set_id()
-    session.add_all(
-        BackupCode(
-            user_id=user.id,
-            set_id=set_id,
-            generation=(previous or 0) + 1,
-            position=code.position,
-            locator=code.locator,
-            hash=hashed,
-            created_at=now,
-        )
-        for code, hashed in zip(codes, hashes, strict=True)
-    )
-    sheet = render_and_store(
-        session, services, reg, org, user, set_id, [c.display for c in codes], now
-    )
-    return set_id, deactivated, sheet
 
 
 def render_and_store(

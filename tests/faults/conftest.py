@@ -31,8 +31,8 @@ from kombu.connection import Connection
 from sqlalchemy import select
 
 from domain import accounts, audit, enrollment, policy, regeneration
-from domain.audit import types
 from domain.audit.checkpoints import checkpoint_org
+from domain.audit.types import EventType
 from domain.audit.verify import verify_chain
 from domain.codes import normalise
 from domain.models import AuditEvent, BackupCode, Regeneration, User
@@ -406,8 +406,8 @@ def assert_chain_ok(svc: Services, org_id: str) -> None:
 
 
 def succeeded_once(svc: Services, org_id: str, ids: Sequence[str]) -> None:
-    succeeded = event_counts(svc, org_id, types.REGENERATION_SUCCEEDED)
-    failed = event_counts(svc, org_id, types.REGENERATION_FAILED)
+    succeeded = event_counts(svc, org_id, EventType.REGENERATION_SUCCEEDED)
+    failed = event_counts(svc, org_id, EventType.REGENERATION_FAILED)
     twice = {rid: n for rid, n in succeeded.items() if n != 1}
     assert not twice, f"succeeded more than once: {twice}"
     assert all(succeeded[rid] == 1 for rid in ids), "a regeneration has no succeeded event"

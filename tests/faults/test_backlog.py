@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import select
 
 from domain import totp as otp
-from domain.audit import types
+from domain.audit.types import EventType
 from domain.models import Regeneration
 from tests.faults.conftest import (
     Stack,
@@ -71,8 +71,8 @@ def test_a_backlog_is_judged_for_when_each_request_was_accepted(stack: Stack) ->
             f"({COUNT / (drained - submitted):.0f}/s incl. worker start)"
         )
         assert Counter(final.values()) == {"ready": COUNT}
-        assert not event_counts(svc, org_id, types.REGENERATION_FAILED)
-        assert not event_counts(svc, org_id, types.TOTP_REJECTED)
+        assert not event_counts(svc, org_id, EventType.REGENERATION_FAILED)
+        assert not event_counts(svc, org_id, EventType.TOTP_REJECTED)
         succeeded_once(svc, org_id, ids)
 
         with svc.unit_of_work() as session:

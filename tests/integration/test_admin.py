@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from domain import accounts, admin, audit, limits, tokens
-from domain.audit import types
+from domain.audit.types import EventType, Outcome
 from domain.errors import (
     BackupCodesDisabled,
     InvalidRequest,
@@ -72,7 +72,7 @@ def test_put_policy_replaces_it_and_audits_old_and_new(services: Services) -> No
         assert admin.put_policy(session, org_id, body, ADMIN) == body
     with services.unit_of_work() as session:
         assert admin.get_policy(session, org_id) == body
-    [changed] = events(services, org_id, types.POLICY_CHANGED)
+    [changed] = events(services, org_id, EventType.POLICY_CHANGED)
     assert changed.details == {
         "old": {"backup_codes_enabled": True, "code_count": 5},
         "new": body,
@@ -119,7 +119,7 @@ def test_put_policy_refuses_a_bad_body_naming_the_field_and_changes_nothing(
     assert refused.value.status == 422
     with services.unit_of_work() as session:
         assert admin.get_policy(session, org_id) == {"backup_codes_enabled": True, "code_count": 5}
-    assert events(services, org_id, types.POLICY_CHANGED) == []
+    assert events(services, org_id, EventType.POLICY_CHANGED) == []
 
 
 def test_put_policy_refuses_a_body_that_is_not_an_object(services: Services) -> None:
@@ -154,9 +154,9 @@ def test_revoke_deactivates_every_active_code_and_audits_how_many_were_usable(
         admin.revoke_codes(session, h.org_id, h.external_id, ADMIN)
     rows = code_rows(services, h.user_id)
     assert len(rows) == 5 and all(r.deactivated_at is not None for r in rows)
-    [revoked] = events(services, h.org_id, types.CODES_REVOKED)
+    [revoked] = events(services, h.org_id, EventType.CODES_REVOKED)
     assert (revoked.outcome, revoked.details, revoked.user_id) == (
-        types.SUCCESS,
+        Outcome.SUCCESS,
         {"count": 4},
         h.external_id,
     )
@@ -201,7 +201,7 @@ def test_reset_removes_enrollment_and_codes_clears_the_lockout_and_is_audited(
     assert count(services, TotpEnrollment, h.user_id) == 0
     assert count(services, AuthFailure, h.user_id) == 0
     assert count(services, AttemptLimit, h.user_id) == 0  # throttles and locks cleared
-    [reset] = events(services, h.org_id, types.MFA_RESET)
+    [reset] = events(services, h.org_id, EventType.MFA_RESET)
     assert reset.details == {
         "was_enrolled": True,
         "codes_removed": 5,
@@ -209,7 +209,7 @@ def test_reset_removes_enrollment_and_codes_clears_the_lockout_and_is_audited(
         "tokens_revoked": 1,
     }
     assert reset.actor_principal_id == "root"
-    [revoked] = events(services, h.org_id, types.TOKEN_REVOKED)
+    [revoked] = events(services, h.org_id, EventType.TOKEN_REVOKED)
     assert (revoked.actor_principal_id, revoked.user_id) == ("root", h.external_id)
     assert status(services, h) == {
         "enrolled": False,
@@ -242,7 +242,7 @@ def test_reset_fails_unfinished_regenerations_and_deletes_their_sheets(
         assert reg.completed_at is not None
     with services.unit_of_work() as session:
         assert session.get(Sheet, ready) is None
-    failed = events(services, h.org_id, types.REGENERATION_FAILED)
+    failed = events(services, h.org_id, EventType.REGENERATION_FAILED)
     assert [e.details["regeneration_id"] for e in failed] == [ready, queued]
     assert [e.details["sheet_deleted"] for e in failed] == [True, False]
     # the queued one, delivered now, is left failed; the sheet is not served
@@ -259,7 +259,7 @@ def test_reset_of_a_user_never_enrolled_is_harmless_and_audited(services: Servic
     new_user(services, org_id, "bob")
     with services.unit_of_work() as session:
         admin.reset_mfa(session, org_id, "bob", ADMIN)
-    [reset] = events(services, org_id, types.MFA_RESET)
+    [reset] = events(services, org_id, EventType.MFA_RESET)
     assert reset.details == {
         "was_enrolled": False,
         "codes_removed": 0,
@@ -316,7 +316,7 @@ def test_status_shows_the_limits_as_they_stand(services: Services) -> None:
     with services.unit_of_work() as session:
         admin.unlock(session, h.org_id, h.external_id, ADMIN)
     assert status(services, h)["limits"]["totp_throttled_until"] is None
-    [cleared] = events(services, h.org_id, types.LOCKOUT_CLEARED)
+    [cleared] = events(services, h.org_id, EventType.LOCKOUT_CLEARED)
     assert cleared.details == {"factors": ["totp"]}
 
 

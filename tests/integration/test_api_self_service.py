@@ -23,7 +23,7 @@ from pypdf import PdfReader
 from sqlalchemy import select, update
 
 from domain import accounts, audit, limits, regeneration
-from domain.audit import types
+from domain.audit.types import EventType
 from domain.models import AuditEvent, Regeneration, Sheet
 from infra.db import utcnow
 from infra.migrate import upgrade
@@ -336,7 +336,7 @@ def test_a_second_regeneration_while_one_is_pending_is_409_naming_it(
         assert got.headers["Location"] == first["links"]["self"]
     auditor = idle_world.token(org, "security", "auditor")
     refused = idle_world.call(
-        "GET", "/v1/audit/events", auditor, params={"type": types.REGENERATION_REFUSED}
+        "GET", "/v1/audit/events", auditor, params={"type": EventType.REGENERATION_REFUSED}
     ).json["events"]
     assert [e["details"]["reason"] for e in refused] == ["regeneration-pending"] * 2
 
@@ -621,10 +621,10 @@ def test_request_id_follows_a_regeneration_into_the_workers_events(world: ApiWor
     ).json["events"]
     kinds = {e["type"] for e in found}
     assert {
-        types.REGENERATION_REQUESTED,  # at intake
-        types.REGENERATION_STARTED,  # the worker's, on the request's behalf
-        types.SHEET_RENDERED,
-        types.REGENERATION_SUCCEEDED,
+        EventType.REGENERATION_REQUESTED,  # at intake
+        EventType.REGENERATION_STARTED,  # the worker's, on the request's behalf
+        EventType.SHEET_RENDERED,
+        EventType.REGENERATION_SUCCEEDED,
     } <= kinds, kinds
     assert all(e["request_id"] == "regen-trace-1" for e in found)
 
@@ -671,7 +671,7 @@ def test_revocation_deletes_an_unfetched_sheet_whose_fetch_is_then_410(world: Ap
         assert session.get(Sheet, rid) is None
     assert world.await_status(token, rid)["status"] == "expired"
     problem(world.call("GET", f"{REGENERATIONS}/{rid}/sheet", token), 410, "sheet-expired")
-    [expired] = _events(world, org, types.SHEET_EXPIRED)
+    [expired] = _events(world, org, EventType.SHEET_EXPIRED)
     assert (expired.details, expired.actor_principal_id) == ({"regeneration_id": rid}, "admin-1")
     assert verify(world, org, "alice", codes[0])["accepted"] is False
     body = status(world, token)
@@ -688,7 +688,7 @@ def test_a_set_whose_sheet_expired_unfetched_is_deactivated_until_a_regeneration
     body = status(world, token)
     assert (body["backup_codes"], body["last_set_expired_unseen"]) == (None, True)
     assert verify(world, org, "alice", codes[0])["accepted"] is False
-    [deactivated] = _events(world, org, types.CODES_DEACTIVATED)
+    [deactivated] = _events(world, org, EventType.CODES_DEACTIVATED)
     assert deactivated.details == {"regeneration_id": rid, "count": 5, "reason": "sheet-expired"}
     # A regeneration gives working codes again and clears the flag.
     again = regenerate(world, token, world.totp(org, offset_steps=1)).json["id"]
@@ -709,7 +709,7 @@ def test_a_set_whose_sheet_was_fetched_stays_active_past_the_deadline(world: Api
     body = status(world, token)
     assert body["last_set_expired_unseen"] is False
     assert body["backup_codes"]["remaining"] == 5
-    assert _events(world, org, types.CODES_DEACTIVATED) == []
+    assert _events(world, org, EventType.CODES_DEACTIVATED) == []
     assert verify(world, org, "alice", codes[0])["accepted"] is True
 
 

@@ -22,8 +22,9 @@ from sqlalchemy import select
 
 from cli.main import cli
 from domain import accounts, audit
-from domain.audit import checkpoint_file, types
+from domain.audit import checkpoint_file
 from domain.audit.checkpoints import as_record, checkpoint_org, message
+from domain.audit.types import EventType, Outcome
 from domain.models import AuditCheckpoint, AuditEvent
 from infra.services import Services
 from tests.conftest import unique
@@ -61,13 +62,13 @@ def test_export_ndjson_is_the_whole_chain_oldest_first_and_is_audited(services: 
     assert code == 0, err
     events = [json.loads(line) for line in out.splitlines()]
     assert [e["seq"] for e in events] == [1, 2, 3, 4]
-    assert events[0]["type"] == types.ORG_CREATED and events[1]["user_id"] == "user-0"
+    assert events[0]["type"] == EventType.ORG_CREATED and events[1]["user_id"] == "user-0"
     assert events[1]["prev_hash"] == events[0]["hash"]
     assert "exporting" not in err  # no progress bar: stderr is not a terminal here
     with services.unit_of_work() as session:
         exported = session.execute(
             select(AuditEvent).where(
-                AuditEvent.org_id == org, AuditEvent.type == types.AUDIT_EXPORTED
+                AuditEvent.org_id == org, AuditEvent.type == EventType.AUDIT_EXPORTED
             )
         ).scalar_one()
         assert exported.seq == 5
@@ -88,7 +89,7 @@ def test_export_csv_with_filters_to_a_file(services: Services, tmp_path: Path) -
     assert "3 events written" in err
     rows = list(csv.DictReader(io.StringIO(target.read_text())))
     assert [r["user_id"] for r in rows] == ["user-0", "user-1", "user-2"]
-    assert {r["type"] for r in rows} == {types.USER_CREATED}
+    assert {r["type"] for r in rows} == {EventType.USER_CREATED}
     assert json.loads(rows[0]["details"]) == {}
 
 
@@ -127,7 +128,7 @@ def test_checkpoint_without_org_signs_every_moved_head(services: Services) -> No
     code, out, _ = invoke(services, "audit", "checkpoint")
     assert code == 0 and out.strip() == "2 checkpoints written"
     with services.unit_of_work() as session:
-        audit.append(session, a, types.AUDIT_READ, types.SUCCESS, audit.CLI)
+        audit.append(session, a, EventType.AUDIT_READ, Outcome.SUCCESS, audit.CLI)
     code, out, _ = invoke(services, "audit", "checkpoint")
     assert out.strip() == "1 checkpoints written"
     with services.unit_of_work() as session:

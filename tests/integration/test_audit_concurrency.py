@@ -10,7 +10,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
 from domain import accounts, audit
-from domain.audit import types
+from domain.audit.types import EventType, Outcome
 from domain.audit.verify import verify_chain
 from domain.models import AuditEvent
 from infra.db import make_engine, make_session_factory, unit_of_work
@@ -32,8 +32,8 @@ def _append_many(url: str, org: str, worker: int, start: object) -> None:
                 audit.append(
                     session,
                     org,
-                    types.AUDIT_READ,
-                    types.SUCCESS,
+                    EventType.AUDIT_READ,
+                    Outcome.SUCCESS,
                     audit.Context(principal_id=f"worker-{worker}", role="auditor"),
                     details={"worker": worker, "i": i},
                 )
@@ -73,7 +73,7 @@ def test_processes_appending_to_one_org_make_one_gapless_chain(
         workers = (
             session.execute(
                 select(AuditEvent.actor_principal_id).where(
-                    AuditEvent.org_id == org, AuditEvent.type == types.AUDIT_READ
+                    AuditEvent.org_id == org, AuditEvent.type == EventType.AUDIT_READ
                 )
             )
             .scalars()
@@ -91,10 +91,10 @@ def test_an_open_append_in_one_org_does_not_hold_up_another(pg_services: Service
         accounts.create_org(session, busy, audit.CLI)
         accounts.create_org(session, free, audit.CLI)
     with pg_services.unit_of_work() as holder:
-        audit.append(holder, busy, types.AUDIT_READ, types.SUCCESS, audit.CLI)  # head locked
+        audit.append(holder, busy, EventType.AUDIT_READ, Outcome.SUCCESS, audit.CLI)  # head locked
         with pg_services.unit_of_work() as other:
             other.execute(text("SET LOCAL lock_timeout = '2s'"))
-            event = audit.append(other, free, types.AUDIT_READ, types.SUCCESS, audit.CLI)
+            event = audit.append(other, free, EventType.AUDIT_READ, Outcome.SUCCESS, audit.CLI)
             assert event.seq == 2
         with pg_services.unit_of_work() as blocked:
             blocked.execute(text("SET LOCAL lock_timeout = '200ms'"))
@@ -102,8 +102,8 @@ def test_an_open_append_in_one_org_does_not_hold_up_another(pg_services: Service
                 audit.append(
                     blocked,
                     busy,
-                    types.AUDIT_READ,
-                    types.SUCCESS,
+                    EventType.AUDIT_READ,
+                    Outcome.SUCCESS,
                     audit.CLI,
                     at=datetime.now(UTC),
                 )

@@ -20,7 +20,7 @@ from alembic import command
 from sqlalchemy import create_engine, text
 
 from domain import audit
-from domain.audit import types
+from domain.audit.types import EventType, Outcome
 from domain.audit.verify import verify_chain
 from infra.migrate import alembic_config, upgrade
 from infra.services import Services
@@ -96,8 +96,8 @@ def test_an_old_chain_verifies_after_the_upgrade_and_grows_with_server_ids(
                     "org_id": "acme",
                     "seq": seq,
                     "occurred_at": datetime.now(UTC),
-                    "type": types.TOKEN_ISSUED,
-                    "outcome": types.SUCCESS,
+                    "type": EventType.TOKEN_ISSUED,
+                    "outcome": Outcome.SUCCESS,
                     "actor_principal_id": "cli",
                     "actor_role": "operator",
                     "actor_token_id": None,
@@ -130,7 +130,7 @@ def test_an_old_chain_verifies_after_the_upgrade_and_grows_with_server_ids(
     try:
         ctx = audit.Context(principal_id="cli", role="operator", server_request_id="srv-new-1")
         with services.unit_of_work() as session:
-            appended = audit.append(session, "acme", types.TOKEN_ISSUED, types.SUCCESS, ctx)
+            appended = audit.append(session, "acme", EventType.TOKEN_ISSUED, Outcome.SUCCESS, ctx)
             assert appended.seq == old_events + 1
             assert appended.prev_hash == prev
             assert b'"server_request_id":"srv-new-1"' in audit.canonical(appended)

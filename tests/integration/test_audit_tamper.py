@@ -24,9 +24,9 @@ from sqlalchemy import Connection, create_engine, delete, select, text, update
 
 from cli.main import cli
 from domain import accounts, audit
-from domain.audit import types
 from domain.audit.checkpoint_file import path_for as checkpoint_file_path
 from domain.audit.checkpoints import checkpoint_org
+from domain.audit.types import EventType, Outcome
 from domain.audit.verify import Verification, verify_chain
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
 from infra.services import Services
@@ -75,8 +75,8 @@ def build_chain(services: Services, checkpoints_at: tuple[int, ...] = ()) -> str
             audit.append(
                 session,
                 org,
-                types.REGENERATION_REQUESTED if seq % 2 else types.CODE_REJECTED,
-                types.SUCCESS if seq % 2 else types.FAILURE,
+                EventType.REGENERATION_REQUESTED if seq % 2 else EventType.CODE_REJECTED,
+                Outcome.SUCCESS if seq % 2 else Outcome.FAILURE,
                 ctx,
                 user_id=f"user-{seq % 4}",
                 details={"n": seq, "remaining": seq % 5},
@@ -251,7 +251,7 @@ def test_an_inserted_event_with_a_valid_hash_is_named(svc: Services) -> None:
             before,
             id="00000000-0000-4000-8000-00000000f0f0",
             seq=12,
-            type=types.CODES_REVOKED,
+            type=EventType.CODES_REVOKED,
             details={"forged": True},
             prev_hash=before.hash,
         )
@@ -409,10 +409,10 @@ def test_verify_over_every_organization_fails_if_one_fails(
     with services.unit_of_work() as session:
         recorded = session.execute(
             select(AuditEvent.outcome, AuditEvent.details).where(
-                AuditEvent.org_id == good, AuditEvent.type == types.AUDIT_VERIFIED
+                AuditEvent.org_id == good, AuditEvent.type == EventType.AUDIT_VERIFIED
             )
         ).one()
-    assert recorded.outcome == types.SUCCESS
+    assert recorded.outcome == Outcome.SUCCESS
     assert recorded.details["ok"] is True and recorded.details["events_checked"] == N
 
 

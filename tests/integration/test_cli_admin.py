@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from cli.main import cli
 from domain import tokens
-from domain.audit import types
+from domain.audit.types import EventType
 from domain.models import ApiToken, AuditEvent
 from infra.services import Services
 from infra.settings import Settings
@@ -116,7 +116,7 @@ def test_keys_rotate_reports_the_count_and_is_on_every_chain(env: dict[str, str]
     try:
         with services.unit_of_work() as session:
             rekeyed = session.scalars(
-                select(AuditEvent).where(AuditEvent.type == types.SECRETS_REKEYED)
+                select(AuditEvent).where(AuditEvent.type == EventType.SECRETS_REKEYED)
             ).all()
             assert sorted(e.org_id for e in rekeyed) == ["acme", "globex"]
             assert {e.actor_role for e in rekeyed} == {"operator"}
@@ -150,7 +150,7 @@ def test_token_ttl_list_and_revoke(env: dict[str, str]) -> None:
             assert tokens.authenticate(session, forever).expires_at is None  # type: ignore[union-attr]
             [issued] = session.scalars(
                 select(AuditEvent).where(
-                    AuditEvent.type == types.TOKEN_ISSUED, AuditEvent.user_id == "alice"
+                    AuditEvent.type == EventType.TOKEN_ISSUED, AuditEvent.user_id == "alice"
                 )
             ).all()
             assert issued.details["ttl_seconds"] == 900
@@ -162,7 +162,7 @@ def test_token_ttl_list_and_revoke(env: dict[str, str]) -> None:
             assert tokens.authenticate(session, forever) is None  # revoked at once
             assert tokens.authenticate(session, short) is not None
             [revoked] = session.scalars(
-                select(AuditEvent).where(AuditEvent.type == types.TOKEN_REVOKED)
+                select(AuditEvent).where(AuditEvent.type == EventType.TOKEN_REVOKED)
             ).all()
             assert revoked.details["revoked_token_id"] == forever_id
             assert (revoked.actor_principal_id, revoked.actor_role) == ("cli", "operator")

@@ -9,8 +9,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 from sqlalchemy import func, select
 
-from domain import enrollment, outbox, regeneration
-from domain.audit import types
+from api import representations
+from domain import enrollment, outbox
+from domain.audit.types import EventType, Outcome
 from domain.errors import (
     AlreadyEnrolled,
     InvalidRequest,
@@ -90,7 +91,7 @@ def test_start_returns_a_secret_and_an_otpauth_uri_for_the_account(svc: Services
     assert unquote(parts.path) == f"/{svc.settings.totp_issuer}:alice@example.org"
     query = parse_qs(parts.query)
     assert query["secret"] == [secret] and query["issuer"] == [svc.settings.totp_issuer]
-    started = events(svc, org_id, types.ENROLLMENT_STARTED)
+    started = events(svc, org_id, EventType.ENROLLMENT_STARTED)
     assert len(started) == 1 and started[0].user_id == "alice"
     assert secret not in json.dumps(started[0].details)
 
@@ -130,7 +131,7 @@ def test_confirming_with_a_valid_code_enrolls_and_queues_the_first_set(svc: Serv
         ).scalar_one()
         assert message.task == outbox.TASK_PROCESS_REGENERATION
     kinds = [e.type for e in events(svc, person.org_id)]
-    assert kinds[-2:] == [types.ENROLLMENT_CONFIRMED, types.REGENERATION_REQUESTED]
+    assert kinds[-2:] == [EventType.ENROLLMENT_CONFIRMED, EventType.REGENERATION_REQUESTED]
 
     assert process(svc, reg_id, NOW + timedelta(seconds=2)) == "ready"
     sheet = stored_sheet(svc, reg_id)
@@ -140,8 +141,8 @@ def test_confirming_with_a_valid_code_enrolls_and_queues_the_first_set(svc: Serv
 def test_confirming_when_backup_codes_are_off_enrolls_without_a_set(svc: Services) -> None:
     person, reg_id = enrolled(svc, enabled=False)
     assert reg_id is None
-    assert types.REGENERATION_REQUESTED not in [e.type for e in events(svc, person.org_id)]
-    assert types.ENROLLMENT_CONFIRMED in [e.type for e in events(svc, person.org_id)]
+    assert EventType.REGENERATION_REQUESTED not in [e.type for e in events(svc, person.org_id)]
+    assert EventType.ENROLLMENT_CONFIRMED in [e.type for e in events(svc, person.org_id)]
 
 
 def test_a_wrong_code_is_refused_counted_and_audited(svc: Services) -> None:
@@ -150,8 +151,10 @@ def test_a_wrong_code_is_refused_counted_and_audited(svc: Services) -> None:
     with pytest.raises(InvalidTotp):
         _confirm(svc, person, wrong)
     assert _failures(svc, person.org_id) == 1
-    failed = events(svc, person.org_id, types.ENROLLMENT_FAILED)
-    assert [(e.outcome, e.details) for e in failed] == [(types.FAILURE, {"reason": "invalid-totp"})]
+    failed = events(svc, person.org_id, EventType.ENROLLMENT_FAILED)
+    assert [(e.outcome, e.details) for e in failed] == [
+        (Outcome.FAILURE, {"reason": "invalid-totp"})
+    ]
     with svc.unit_of_work() as session:
         stored = session.get(TotpEnrollment, user(session, person.org_id).id)
         assert stored is not None and stored.confirmed_at is None
@@ -166,7 +169,7 @@ def test_five_wrong_codes_lock_even_the_right_one_out(svc: Services) -> None:
     with pytest.raises(TooManyAttempts) as info:
         _confirm(svc, person, person.code(NOW), NOW + timedelta(seconds=6))
     assert 0 < info.value.retry_after <= svc.settings.lockout_window_seconds
-    refusals = events(svc, person.org_id, types.ENROLLMENT_FAILED)
+    refusals = events(svc, person.org_id, EventType.ENROLLMENT_FAILED)
     assert refusals[-1].details == {"reason": "too-many-attempts"}
 
 
@@ -187,7 +190,7 @@ def test_confirming_without_a_pending_enrollment_is_refused(svc: Services) -> No
     person, _ = enrolled(svc)
     with pytest.raises(NoPendingEnrollment):
         _confirm(svc, person, person.code(NOW + timedelta(minutes=1)), NOW + timedelta(minutes=1))
-    assert [e.details for e in events(svc, person.org_id, types.ENROLLMENT_FAILED)] == [
+    assert [e.details for e in events(svc, person.org_id, EventType.ENROLLMENT_FAILED)] == [
         {"reason": "no-pending-enrollment"}
     ]
 
@@ -196,7 +199,7 @@ def test_starting_again_once_enrolled_is_refused_and_audited(svc: Services) -> N
     person, _ = enrolled(svc)
     with pytest.raises(AlreadyEnrolled):
         start(svc, person.org_id)
-    assert [e.details for e in events(svc, person.org_id, types.ENROLLMENT_FAILED)] == [
+    assert [e.details for e in events(svc, person.org_id, EventType.ENROLLMENT_FAILED)] == [
         {"reason": "already-enrolled"}
     ]
 
@@ -209,4 +212,4 @@ def test_the_step_that_confirmed_enrollment_cannot_request_a_regeneration(svc: S
     later = NOW + timedelta(seconds=60)
     fresh = request(svc, person, later)
     assert process(svc, fresh.regeneration.id, later) == "ready"
-    assert regeneration.to_dict(load(svc, fresh.regeneration.id))["status"] == "ready"
+    assert representations.regeneration(load(svc, fresh.regeneration.id))["status"] == "ready"

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from domain import accounts, audit, limits
-from domain.audit import types
+from domain.audit.types import EventType
 from domain.errors import InvalidRequest, TooManyAttempts, TotpLocked
 from domain.models import AuditEvent
 from infra.services import Services
@@ -53,7 +53,7 @@ def test_fifth_totp_failure_within_the_window_throttles_and_is_audited(services:
     with pytest.raises(TooManyAttempts) as info:
         _check(services, org_id, NOW + timedelta(minutes=5))
     assert info.value.retry_after == 10 * 60  # the rest of the window begun at NOW
-    assert _types(services, org_id).count(types.LOCKOUT_STARTED) == 1
+    assert _types(services, org_id).count(EventType.LOCKOUT_STARTED) == 1
 
 
 def test_failures_spread_beyond_the_window_do_not_throttle(services: Services) -> None:
@@ -69,7 +69,7 @@ def test_a_throttle_ends_when_the_window_passes_and_the_end_is_audited(services:
         _fail(services, org_id, NOW + timedelta(seconds=i))
     later = NOW + timedelta(minutes=16)
     _check(services, org_id, later)
-    assert _types(services, org_id)[-1] == types.LOCKOUT_ENDED
+    assert _types(services, org_id)[-1] == EventType.LOCKOUT_ENDED
     # a new window: four more failures do not throttle again
     for i in range(4):
         _fail(services, org_id, later + timedelta(seconds=i))
@@ -82,7 +82,7 @@ def test_a_hundred_consecutive_totp_failures_lock_until_an_unlock(services: Serv
         _fail(services, org_id, NOW + timedelta(minutes=15 * (i // 5), seconds=i % 5))
     with pytest.raises(TotpLocked):
         _check(services, org_id, NOW + timedelta(days=30))
-    assert _types(services, org_id).count(types.LOCKOUT_PERMANENT) == 1
+    assert _types(services, org_id).count(EventType.LOCKOUT_PERMANENT) == 1
     with services.unit_of_work() as session:
         user = accounts.lock_user(session, accounts.get_user(session, org_id, "alice"))
         assert limits.clear(session, user) == [limits.TOTP]

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from domain import audit, throttles, tokens
-from domain.audit import types
+from domain.audit.types import EventType
 from infra.services import Services
 from infra.settings import Settings
 from tests.conftest import FAST_ARGON2, pg_amqp_settings
@@ -211,8 +211,8 @@ def test_failures_alternating_between_processes_throttle_the_source_on_both(
         assert right.status == 429, (api.name, right.body)
         assert int(right.headers["retry-after"]) > 0
     assert row_of(pair.services, h.user_id, h.codes[0]).spent_at is None
-    assert events(pair.services, h.org_id, types.LOCKOUT_STARTED) == []  # a source only
-    assert len(events(pair.services, h.org_id, types.CODE_REJECTED)) == 5
+    assert events(pair.services, h.org_id, EventType.LOCKOUT_STARTED) == []  # a source only
+    assert len(events(pair.services, h.org_id, EventType.CODE_REJECTED)) == 5
     # the user's own visitor address, on either process, is not throttled
     for i, api in enumerate((pair.a, pair.b)):
         mine = _verify(api, token, h, h.codes[i], client_ip="203.0.113.44")
@@ -304,4 +304,4 @@ def test_the_hourly_budget_across_sources_is_shared_by_both_processes(pair: Pair
         assert fresh.status == 429, (api.name, fresh.body)
         assert fresh.body["type"] == "/problems/too-many-attempts"
         assert 0 < int(fresh.headers["retry-after"]) <= 3600
-    assert len(events(pair.services, h.org_id, types.LOCKOUT_STARTED)) == 1
+    assert len(events(pair.services, h.org_id, EventType.LOCKOUT_STARTED)) == 1

@@ -12,8 +12,9 @@ import pytest
 from pypdf import PdfReader
 from sqlalchemy import delete, select, text
 
+from api import representations
 from domain import accounts, audit, limits, outbox, policy, regeneration
-from domain.audit import types
+from domain.audit.types import EventType, Outcome
 from domain.codes import normalise
 from domain.errors import (
     BackupCodesDisabled,
@@ -120,7 +121,7 @@ def test_a_regeneration_deactivates_every_earlier_code_spent_or_not(svc: Service
     new = [r for r in rows if r.generation == 2]
     assert len(old) == 5 and all(r.deactivated_at == T for r in old)
     assert len(new) == 5 and all(r.deactivated_at is None for r in new)
-    assert [e.details for e in events(svc, person.org_id, types.CODES_DEACTIVATED)] == [
+    assert [e.details for e in events(svc, person.org_id, EventType.CODES_DEACTIVATED)] == [
         {"count": 5, "regeneration_id": reg_id}
     ]
 
@@ -132,7 +133,7 @@ def test_a_time_step_is_accepted_only_once_and_a_replay_is_a_failure(svc: Servic
     second = request(svc, person, T + timedelta(seconds=1)).regeneration.id  # same step
     assert process(svc, second, T + timedelta(seconds=1)) == "failed"
     assert load(svc, second).failure == "totp-replayed"
-    replays = events(svc, person.org_id, types.TOTP_REPLAYED)
+    replays = events(svc, person.org_id, EventType.TOTP_REPLAYED)
     assert [e.details for e in replays] == [{"regeneration_id": second}]
     with svc.unit_of_work() as session:
         owner = user(session, person.org_id).id
@@ -159,14 +160,14 @@ def test_processing_twice_changes_nothing(svc: Services) -> None:
         [(c.id, c.hash, c.deactivated_at) for c in _codes(svc, person)],
         len(events(svc, person.org_id)),
         stored_sheet(svc, reg_id),
-        regeneration.to_dict(load(svc, reg_id)),
+        representations.regeneration(load(svc, reg_id)),
     )
     assert process(svc, reg_id, T + timedelta(minutes=1)) == "ready"
     after = (
         [(c.id, c.hash, c.deactivated_at) for c in _codes(svc, person)],
         len(events(svc, person.org_id)),
         stored_sheet(svc, reg_id),
-        regeneration.to_dict(load(svc, reg_id)),
+        representations.regeneration(load(svc, reg_id)),
     )
     assert after == before
     retrieve(svc, person, reg_id, "text", T)
@@ -192,7 +193,7 @@ def test_backup_codes_turned_off_before_processing_fail_the_request(svc: Service
     # the first set is left as it was, and no sheet was made
     assert {c.generation for c in _codes(svc, person) if c.deactivated_at is None} == {1}
     assert stored_sheet(svc, reg_id) is None
-    failed = events(svc, person.org_id, types.REGENERATION_FAILED)
+    failed = events(svc, person.org_id, EventType.REGENERATION_FAILED)
     assert [e.details for e in failed] == [
         {"regeneration_id": reg_id, "reason": "backup-codes-disabled"}
     ]
@@ -221,7 +222,7 @@ def test_a_wrong_code_fails_is_counted_and_wiped(svc: Services) -> None:
             select(AuthFailure.kind).where(AuthFailure.user_id == user(session, person.org_id).id)
         ).scalars()
         assert list(kinds) == ["totp"]
-    assert len(events(svc, person.org_id, types.TOTP_REJECTED)) == 1
+    assert len(events(svc, person.org_id, EventType.TOTP_REJECTED)) == 1
 
 
 def test_a_request_queued_before_a_throttle_is_judged_on_its_own_merits(svc: Services) -> None:
@@ -235,7 +236,7 @@ def test_a_request_queued_before_a_throttle_is_judged_on_its_own_merits(svc: Ser
             limits.record_failure(
                 session, locked, limits.TOTP, None, T + timedelta(seconds=i), CTX, svc.limits
             )
-    assert len(events(svc, person.org_id, types.LOCKOUT_STARTED)) == 1
+    assert len(events(svc, person.org_id, EventType.LOCKOUT_STARTED)) == 1
     assert process(svc, good, T + timedelta(seconds=10)) == "ready"
     assert load(svc, good).totp_ciphertext is None
     # the success resets the TOTP window; an intake after it is not throttled
@@ -286,17 +287,17 @@ def test_audit_events_record_the_pipeline_without_secrets(svc: Services) -> None
     trail = events(svc, person.org_id)
     kinds = [e.type for e in trail]
     for expected in (
-        types.REGENERATION_REQUESTED,
-        types.REGENERATION_STARTED,
-        types.CODES_DEACTIVATED,
-        types.SHEET_RENDERED,
-        types.REGENERATION_SUCCEEDED,
-        types.SHEET_RETRIEVED,
-        types.TOTP_REJECTED,
-        types.REGENERATION_FAILED,
+        EventType.REGENERATION_REQUESTED,
+        EventType.REGENERATION_STARTED,
+        EventType.CODES_DEACTIVATED,
+        EventType.SHEET_RENDERED,
+        EventType.REGENERATION_SUCCEEDED,
+        EventType.SHEET_RETRIEVED,
+        EventType.TOTP_REJECTED,
+        EventType.REGENERATION_FAILED,
     ):
         assert expected in kinds
-    succeeded = [e for e in trail if e.type == types.REGENERATION_SUCCEEDED][-1]
+    succeeded = [e for e in trail if e.type == EventType.REGENERATION_SUCCEEDED][-1]
     assert succeeded.details == {
         "regeneration_id": reg_id,
         "set_id": load(svc, reg_id).set_id,
@@ -322,7 +323,7 @@ def test_mark_started_moves_queued_to_processing_once(svc: Services) -> None:
         assert not regeneration.mark_started(session, reg_id, T + timedelta(seconds=2))
     reg = load(svc, reg_id)
     assert (reg.status, reg.started_at) == ("processing", T + timedelta(seconds=1))
-    assert len(events(svc, person.org_id, types.REGENERATION_STARTED)) == 1
+    assert len(events(svc, person.org_id, EventType.REGENERATION_STARTED)) == 1
     assert process(svc, reg_id, T + timedelta(seconds=3)) == "ready"
     assert load(svc, reg_id).started_at == T + timedelta(seconds=1)
 
@@ -339,7 +340,7 @@ def test_a_request_is_queued_with_its_outbox_row_and_event(svc: Services) -> Non
         noted = list(session.info[outbox.OUTBOX_IDS])
     reg = outcome.regeneration
     assert outcome.created
-    body = regeneration.to_dict(reg)
+    body = representations.regeneration(reg)
     assert (body["status"], body["reason"], body["code_count"]) == ("queued", "regeneration", 5)
     assert (reg.accepted_at, reg.dispatched_at, reg.actor["request_id"]) == (T, T, "req-1")
     with svc.unit_of_work() as session:
@@ -350,7 +351,7 @@ def test_a_request_is_queued_with_its_outbox_row_and_event(svc: Services) -> Non
             {"regeneration_id": reg.id},
             None,
         )
-    requested = events(svc, person.org_id, types.REGENERATION_REQUESTED)[-1]
+    requested = events(svc, person.org_id, EventType.REGENERATION_REQUESTED)[-1]
     assert requested.details == {
         "regeneration_id": reg.id,
         "reason": "regeneration",
@@ -370,7 +371,7 @@ def test_a_malformed_totp_is_refused_and_only_the_refusal_is_written(
     after = events(svc, person.org_id)
     assert len(after) == len(before) + 1
     # The user's wrong input: a failure, as a wrong TOTP is (a policy refusal is denied).
-    assert (after[-1].type, after[-1].outcome) == (types.REGENERATION_REFUSED, types.FAILURE)
+    assert (after[-1].type, after[-1].outcome) == (EventType.REGENERATION_REFUSED, Outcome.FAILURE)
     assert after[-1].details == {"reason": "invalid-request"}
     with svc.unit_of_work() as session:
         owner = user(session, person.org_id)
@@ -382,7 +383,7 @@ def _refusal(svc: Services, person: Person, error: type[DomainError]) -> DomainE
     with pytest.raises(error) as info:
         request(svc, person, T)
     last = events(svc, person.org_id)[-1]
-    assert (last.type, last.outcome) == (types.REGENERATION_REFUSED, types.DENIED)
+    assert (last.type, last.outcome) == (EventType.REGENERATION_REFUSED, Outcome.DENIED)
     assert last.details == {"reason": error.slug}
     return info.value
 
@@ -444,7 +445,7 @@ def test_a_replay_loop_queues_a_bounded_number_of_regenerations(svc: Services) -
         assert process(svc, reg_id, at) == "failed"
         assert load(svc, reg_id).failure == "totp-replayed"
     assert (queued, throttled) == (5, 15)
-    assert len(events(svc, person.org_id, types.LOCKOUT_STARTED)) == 1
+    assert len(events(svc, person.org_id, EventType.LOCKOUT_STARTED)) == 1
 
 
 def test_same_idempotency_key_and_body_answer_the_same_regeneration(svc: Services) -> None:
@@ -459,7 +460,9 @@ def test_same_idempotency_key_and_body_answer_the_same_regeneration(svc: Service
     assert later.regeneration.id == first.regeneration.id and later.regeneration.status == "ready"
     stored = load(svc, first.regeneration.id).body_fingerprint
     assert stored is not None and code not in stored
-    assert len(events(svc, person.org_id, types.REGENERATION_REQUESTED)) == 2  # enrollment + one
+    assert (
+        len(events(svc, person.org_id, EventType.REGENERATION_REQUESTED)) == 2
+    )  # enrollment + one
 
 
 def test_same_idempotency_key_with_another_body_is_refused(svc: Services) -> None:
@@ -538,13 +541,13 @@ def test_the_sheet_is_served_once_then_gone(svc: Services) -> None:
     assert stored_sheet(svc, reg_id) is None
     reg = load(svc, reg_id)
     assert (reg.status, reg.retrieved_at) == ("retrieved", T)
-    assert [e.details for e in events(svc, person.org_id, types.SHEET_RETRIEVED)] == [
+    assert [e.details for e in events(svc, person.org_id, EventType.SHEET_RETRIEVED)] == [
         {"regeneration_id": reg_id, "format": "text"}
     ]
-    refused = events(svc, person.org_id, types.SHEET_RETRIEVAL_REFUSED)
+    refused = events(svc, person.org_id, EventType.SHEET_RETRIEVAL_REFUSED)
     assert [(e.outcome, e.details["reason"]) for e in refused] == [
-        (types.DENIED, "sheet-gone"),
-        (types.DENIED, "sheet-gone"),
+        (Outcome.DENIED, "sheet-gone"),
+        (Outcome.DENIED, "sheet-gone"),
     ]
 
 
@@ -567,7 +570,7 @@ def test_a_sheet_not_ready_or_failed_is_refused_and_audited(svc: Services) -> No
     assert info.value.retry_after == 1
     with pytest.raises(InvalidRequest):
         retrieve(svc, person, queued, "docx", T)
-    refused = events(svc, person.org_id, types.SHEET_RETRIEVAL_REFUSED)
+    refused = events(svc, person.org_id, EventType.SHEET_RETRIEVAL_REFUSED)
     assert [e.details["reason"] for e in refused] == ["regeneration-failed", "not-ready"]
 
 
@@ -585,7 +588,7 @@ def test_expiry_purges_unfetched_sheets(svc: Services) -> None:
     assert stored_sheet(svc, reg_id) is None and load(svc, reg_id).status == "expired"
     with svc.unit_of_work() as session:
         regeneration.expire_sheets(session, expires + timedelta(hours=1))
-    expired = [e.details for e in events(svc, person.org_id, types.SHEET_EXPIRED)]
+    expired = [e.details for e in events(svc, person.org_id, EventType.SHEET_EXPIRED)]
     assert expired.count({"regeneration_id": reg_id}) == 1  # (the first set's expired too)
     with pytest.raises(SheetExpired):
         retrieve(svc, person, reg_id, "pdf", expires)
@@ -598,7 +601,7 @@ def test_a_sheet_past_its_expiry_is_refused_and_purged_on_retrieval(svc: Service
     with pytest.raises(SheetExpired):
         retrieve(svc, person, reg_id, "text", expires)
     assert stored_sheet(svc, reg_id) is None and load(svc, reg_id).status == "expired"
-    assert len(events(svc, person.org_id, types.SHEET_EXPIRED)) == 1
+    assert len(events(svc, person.org_id, EventType.SHEET_EXPIRED)) == 1
 
 
 # --- PostgreSQL: two simultaneous retrievals ------------------------------------

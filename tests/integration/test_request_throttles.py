@@ -23,7 +23,7 @@ from falcon import testing
 from sqlalchemy import func, select
 
 from domain import audit, throttles, tokens
-from domain.audit import types
+from domain.audit.types import EventType
 from domain.models import AuditEvent
 from tests.conftest import fresh_postgres_database, make_settings, pg_amqp_settings
 from tests.integration.api_helpers import ApiWorld, api_world
@@ -231,7 +231,7 @@ def test_two_requests_with_one_request_id_have_their_own_server_request_ids(
         return list(got.json["events"])
 
     both = find(rid)
-    assert [e["type"] for e in both] == [types.ENROLLMENT_STARTED] * 2
+    assert [e["type"] for e in both] == [EventType.ENROLLMENT_STARTED] * 2
     assert {e["request_id"] for e in both} == {rid}
     server_ids = [e["server_request_id"] for e in both]
     assert len(set(server_ids)) == 2 and all(server_ids)
@@ -279,7 +279,7 @@ def test_a_user_agent_is_stored_as_it_was_sent(world: ApiWorld, sent: bytes, sto
     with world.services.unit_of_work() as session:
         agents = session.scalars(
             select(AuditEvent.user_agent).where(
-                AuditEvent.org_id == org, AuditEvent.type == types.ENROLLMENT_STARTED
+                AuditEvent.org_id == org, AuditEvent.type == EventType.ENROLLMENT_STARTED
             )
         ).all()
     assert agents == [stored]

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from domain import admin, audit, regeneration
-from domain.audit import types
+from domain.audit.types import EventType, Outcome
 from domain.errors import SheetExpired
 from domain.models import BackupCode, Sheet
 from infra.services import Services
@@ -58,7 +58,7 @@ def _set_rows(svc: Services, set_id: str | None) -> list[BackupCode]:
 
 def _expiry_deactivations(svc: Services, person: Person) -> list[Any]:
     """The deactivation events an expiry wrote (a regeneration writes its own)."""
-    found = events(svc, person.org_id, types.CODES_DEACTIVATED)
+    found = events(svc, person.org_id, EventType.CODES_DEACTIVATED)
     return [e for e in found if e.details.get("reason") == "sheet-expired"]
 
 
@@ -80,7 +80,7 @@ def test_an_unfetched_sheet_that_expires_deactivates_its_set_and_the_status_says
     body = _status(svc, person)
     assert (body["backup_codes"], body["last_set_expired_unseen"]) == (None, True)
     [deactivated] = _expiry_deactivations(svc, person)
-    assert (deactivated.outcome, deactivated.actor_role) == (types.SUCCESS, "system")
+    assert (deactivated.outcome, deactivated.actor_role) == (Outcome.SUCCESS, "system")
     assert deactivated.details == {
         "regeneration_id": reg_id,
         "count": 5,
@@ -89,7 +89,7 @@ def test_an_unfetched_sheet_that_expires_deactivates_its_set_and_the_status_says
     # The expiry and the deactivation are one step, written together, once.
     _expire(svc, reg.expires_at + timedelta(hours=1))
     assert len(_expiry_deactivations(svc, person)) == 1
-    assert len(events(svc, person.org_id, types.SHEET_EXPIRED)) == 1
+    assert len(events(svc, person.org_id, EventType.SHEET_EXPIRED)) == 1
 
 
 def test_a_retrieval_that_finds_the_sheet_expired_deactivates_the_set_too(svc: Services) -> None:
@@ -142,9 +142,9 @@ def test_revocation_deletes_an_unfetched_sheet_and_ends_its_regeneration_expired
     assert load(svc, reg_id).status == "expired"
     with pytest.raises(SheetExpired):
         retrieve(svc, person, reg_id, "text", T)
-    [expired] = events(svc, person.org_id, types.SHEET_EXPIRED)
+    [expired] = events(svc, person.org_id, EventType.SHEET_EXPIRED)
     assert (expired.details, expired.actor_principal_id) == ({"regeneration_id": reg_id}, "root")
-    [revoked] = events(svc, person.org_id, types.CODES_REVOKED)
+    [revoked] = events(svc, person.org_id, EventType.CODES_REVOKED)
     assert revoked.details == {"count": 5}
     assert revoked.seq < expired.seq
     # The codes were revoked, not deactivated by the expiry: one event says so, not two.
@@ -160,5 +160,5 @@ def test_revocation_leaves_a_fetched_sheets_regeneration_retrieved(svc: Services
     with svc.unit_of_work() as session:
         admin.revoke_codes(session, person.org_id, person.external_id, ADMIN)
     assert load(svc, reg_id).status == "retrieved"
-    assert events(svc, person.org_id, types.SHEET_EXPIRED) == []
+    assert events(svc, person.org_id, EventType.SHEET_EXPIRED) == []
     assert _status(svc, person)["last_set_expired_unseen"] is False

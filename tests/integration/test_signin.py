@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from domain import admin, limits
-from domain.audit import types
+from domain.audit.types import EventType, Outcome
 from domain.codes import CodeHasher
 from domain.errors import (
     BackupCodesDisabled,
@@ -66,7 +66,7 @@ def test_a_right_code_is_accepted_once_and_refused_the_second_time(services: Ser
     assert row_of(services, h.user_id, h.codes[0]).spent_at == NOW
     # a spent code of the current set (a double submit, a retry) is not a failure
     assert failures(services, h) == 0
-    [rejected] = events(services, h.org_id, types.CODE_REJECTED)
+    [rejected] = events(services, h.org_id, EventType.CODE_REJECTED)
     assert rejected.details == {"remaining": 4, "reason": "spent"}
 
 
@@ -108,8 +108,8 @@ def test_a_wrong_code_is_refused_counted_and_audited_without_the_code(services: 
     result = verify(services, h, wrong)
     assert result.as_dict() == {"accepted": False, "mistyped": False, "remaining": 5, "low": False}
     assert failures(services, h) == 1
-    [rejected] = events(services, h.org_id, types.CODE_REJECTED)
-    assert rejected.outcome == types.FAILURE
+    [rejected] = events(services, h.org_id, EventType.CODE_REJECTED)
+    assert rejected.outcome == Outcome.FAILURE
     assert rejected.details == {"remaining": 5}
     assert rejected.user_id == h.external_id and rejected.actor_role == "service"
     for event in events(services, h.org_id):
@@ -120,8 +120,8 @@ def test_a_wrong_code_is_refused_counted_and_audited_without_the_code(services: 
 def test_acceptance_is_audited_with_remaining_and_set_id_only(services: Services) -> None:
     h = holder(services)
     verify(services, h, h.codes[2])
-    [accepted] = events(services, h.org_id, types.CODE_ACCEPTED)
-    assert accepted.outcome == types.SUCCESS
+    [accepted] = events(services, h.org_id, EventType.CODE_ACCEPTED)
+    assert accepted.outcome == Outcome.SUCCESS
     assert accepted.details == {"remaining": 4, "set_id": h.set_id}
     assert accepted.request_id == "req-signin"
 
@@ -181,7 +181,7 @@ def test_an_input_that_cannot_be_a_code_is_mistyped_costs_no_hash_and_is_no_fail
     assert result.as_dict() == {"accepted": False, "mistyped": True, "remaining": 5, "low": False}
     assert hasher.verifications == 0
     assert failures(services, h, kind="backup_code") == 0
-    [rejected] = events(services, h.org_id, types.CODE_REJECTED)
+    [rejected] = events(services, h.org_id, EventType.CODE_REJECTED)
     assert rejected.details == {"reason": "mistyped", "count": 1}
 
 
@@ -211,7 +211,7 @@ def test_mistyped_inputs_have_a_budget_of_their_own_audited_once_a_minute(
     assert hasher.verifications == 1
     batches = [
         e.details
-        for e in events(services, h.org_id, types.CODE_REJECTED)
+        for e in events(services, h.org_id, EventType.CODE_REJECTED)
         if e.details.get("reason") == "mistyped"
     ]
     # seconds 0..29 from 127.0.0.1: one event at 0 (count 1); the next would come a
@@ -225,7 +225,7 @@ def test_mistyped_inputs_have_a_budget_of_their_own_audited_once_a_minute(
     assert verify(services, h, "nope", NOW + timedelta(seconds=92), client_ip="192.0.2.7").mistyped
     # at 61 and 62 s the last event (31 s) is under a minute old; at 92 s it is not:
     # one event counting the three since
-    later = [e.details for e in events(services, h.org_id, types.CODE_REJECTED)]
+    later = [e.details for e in events(services, h.org_id, EventType.CODE_REJECTED)]
     assert later[-1] == {"reason": "mistyped", "count": 3, "client_ip": "192.0.2.7"}
     assert len(later) == 3
     assert failures(services, h, kind="backup_code") == 0
@@ -281,8 +281,11 @@ def test_policy_off_refuses_and_the_audited_refusal_is_committed(services: Servi
     h = holder(services, enabled=False)
     with pytest.raises(BackupCodesDisabled):
         verify(services, h, h.codes[0])
-    [refused] = events(services, h.org_id, types.SIGNIN_REFUSED)
-    assert (refused.outcome, refused.details) == (types.DENIED, {"reason": "backup-codes-disabled"})
+    [refused] = events(services, h.org_id, EventType.SIGNIN_REFUSED)
+    assert (refused.outcome, refused.details) == (
+        Outcome.DENIED,
+        {"reason": "backup-codes-disabled"},
+    )
     assert row_of(services, h.user_id, h.codes[0]).spent_at is None
 
 
@@ -297,7 +300,7 @@ def test_a_user_not_enrolled_is_refused_and_the_refusal_is_committed(
         h = Holder(org_id, "alice", new_user(services, org_id), "", ("ABCD-EFGH-JKMN",))
     with pytest.raises(MfaNotEnrolled):
         verify(services, h, h.codes[0])
-    [refused] = events(services, h.org_id, types.SIGNIN_REFUSED)
+    [refused] = events(services, h.org_id, EventType.SIGNIN_REFUSED)
     assert refused.details == {"reason": "mfa-not-enrolled"}
 
 
@@ -317,8 +320,8 @@ def test_five_failures_from_one_source_throttle_that_source_only(services: Servi
     assert failures(services, h) == 5  # a refused attempt is not counted again
     # another source, and the user's TOTP, are unaffected; no lockout of the user
     assert verify(services, h, h.codes[0], NOW + timedelta(minutes=14, seconds=6), client_ip=B)
-    assert events(services, h.org_id, types.LOCKOUT_STARTED) == []
-    refused = events(services, h.org_id, types.SIGNIN_REFUSED)
+    assert events(services, h.org_id, EventType.LOCKOUT_STARTED) == []
+    refused = events(services, h.org_id, EventType.SIGNIN_REFUSED)
     assert [e.details for e in refused] == [{"reason": "too-many-attempts"}]  # committed
     with services.unit_of_work() as session:
         assert limits.status(session, load_user(services, h.user_id), NOW, services.limits) == {
@@ -354,7 +357,7 @@ def test_twenty_failures_an_hour_across_sources_throttle_the_user_announced_once
     for i in range(20):  # 4 from each of 5 sources: no source is throttled on its own
         ip = f"192.0.2.{i % 5 + 1}"
         verify(services, h, "ZZZZ-ZZZZ-ZZZZ", NOW + timedelta(minutes=2 * i), client_ip=ip)
-    [started] = events(services, h.org_id, types.LOCKOUT_STARTED)
+    [started] = events(services, h.org_id, EventType.LOCKOUT_STARTED)
     assert started.details == {
         "factor": "backup_codes",
         "failures": 20,
@@ -367,8 +370,8 @@ def test_twenty_failures_an_hour_across_sources_throttle_the_user_announced_once
     assert row_of(services, h.user_id, h.codes[0]).spent_at is None
     # the hour over, the right code works, the end is audited, nothing is announced again
     assert verify(services, h, h.codes[0], NOW + timedelta(minutes=61), client_ip="192.0.2.200")
-    assert len(events(services, h.org_id, types.LOCKOUT_STARTED)) == 1
-    assert [e.details for e in events(services, h.org_id, types.LOCKOUT_ENDED)] == [
+    assert len(events(services, h.org_id, EventType.LOCKOUT_STARTED)) == 1
+    assert [e.details for e in events(services, h.org_id, EventType.LOCKOUT_ENDED)] == [
         {"factor": "backup_codes"}
     ]
 
@@ -383,9 +386,9 @@ def _hundred_failures(services: Services, h: Holder) -> None:
 def test_a_hundred_consecutive_failures_lock_until_a_new_set(services: Services) -> None:
     h = holder(services)
     _hundred_failures(services, h)
-    [permanent] = events(services, h.org_id, types.LOCKOUT_PERMANENT)
+    [permanent] = events(services, h.org_id, EventType.LOCKOUT_PERMANENT)
     assert permanent.details == {"factor": "backup_codes", "failures": 100}
-    assert len(events(services, h.org_id, types.LOCKOUT_STARTED)) == 5  # once each hour
+    assert len(events(services, h.org_id, EventType.LOCKOUT_STARTED)) == 5  # once each hour
     much_later = NOW + timedelta(days=3)  # the passing of a window resets nothing
     with pytest.raises(BackupCodesLocked) as locked:
         verify(services, h, h.codes[0], much_later, client_ip="192.0.2.99")
@@ -412,7 +415,7 @@ def test_the_window_passing_does_not_reset_the_consecutive_count_a_success_does(
     for i in range(99):
         at = later + timedelta(hours=1 + i // 20, minutes=2 * (i % 20))
         verify(services, h, "ZZZZ-ZZZZ-ZZZZ", at, client_ip=f"192.0.2.{i % 5 + 1}")
-    assert events(services, h.org_id, types.LOCKOUT_PERMANENT) == []
+    assert events(services, h.org_id, EventType.LOCKOUT_PERMANENT) == []
     assert verify(services, h, h.codes[1], later + timedelta(days=1)).accepted
 
 
@@ -427,7 +430,7 @@ def test_an_unlock_or_a_reset_clears_the_lock(services: Services, how: str) -> N
             admin.reset_mfa(session, h.org_id, h.external_id, ADMIN)
     assert failures(services, h) == 0
     if how == "unlock":
-        [cleared] = events(services, h.org_id, types.LOCKOUT_CLEARED)
+        [cleared] = events(services, h.org_id, EventType.LOCKOUT_CLEARED)
         assert cleared.details == {"factors": ["backup_codes"]}
         assert verify(services, h, h.codes[0], NOW + timedelta(days=1)).accepted
     else:
@@ -453,6 +456,6 @@ def test_client_ip_and_user_agent_are_checked_and_recorded(services: Services) -
         verify(services, h, h.codes[0], user_agent="x" * 513)
     assert bad_agent.value.field == "user_agent"
     assert verify(services, h, h.codes[0], client_ip="2001:DB8::1", user_agent="Firefox/140")
-    [accepted] = events(services, h.org_id, types.CODE_ACCEPTED)
+    [accepted] = events(services, h.org_id, EventType.CODE_ACCEPTED)
     assert accepted.details["client_ip"] == "2001:db8::1"
     assert accepted.details["user_agent"] == "Firefox/140"

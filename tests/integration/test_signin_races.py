@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import func, select, text
 
-from domain.audit import types
+from domain.audit.types import EventType
 from domain.codes import CodeHasher
 from domain.errors import TooManyAttempts
 from domain.models import AuthFailure
@@ -90,7 +90,7 @@ def test_fifty_concurrent_attempts_with_one_code_accept_exactly_one(
     answered = [r for r in results if isinstance(r, VerifyResult)]
     assert len(answered) == RACERS and not any(r.mistyped for r in answered)
     assert failures(wide, h) == 0
-    assert len(events(wide, h.org_id, types.CODE_ACCEPTED)) == 1
+    assert len(events(wide, h.org_id, EventType.CODE_ACCEPTED)) == 1
     assert row_of(wide, h.user_id, h.codes[0]).spent_at == NOW
 
 
@@ -114,8 +114,8 @@ def test_a_regeneration_racing_sign_ins_never_leaves_old_and_new_both_usable(
     # Both transactions append to the organization's chain while holding its head
     # lock until they commit, so the chain's order is the commit order.
     kinds = [e.type for e in events(wide, h.org_id)]
-    rotated_at = kinds.index(types.CODES_DEACTIVATED)
-    accepted_at = [i for i, k in enumerate(kinds) if k == types.CODE_ACCEPTED]
+    rotated_at = kinds.index(EventType.CODES_DEACTIVATED)
+    accepted_at = [i for i, k in enumerate(kinds) if k == EventType.CODE_ACCEPTED]
     assert len(accepted_at) == len(accepted)
     assert all(i < rotated_at for i in accepted_at), "an old code was accepted after the rotation"
 
@@ -206,8 +206,8 @@ def test_concurrent_wrong_attempts_from_two_processes_get_at_most_five_verdicts(
         assert not any(r.accepted for r in judged)
         assert all(r.retry_after > 0 for r in locked)
         # one source throttled for this user: not a lockout of the user
-        assert events(engines[0], h.org_id, types.LOCKOUT_STARTED) == []
-        assert len(events(engines[0], h.org_id, types.SIGNIN_REFUSED)) == 15
+        assert events(engines[0], h.org_id, EventType.LOCKOUT_STARTED) == []
+        assert len(events(engines[0], h.org_id, EventType.SIGNIN_REFUSED)) == 15
         assert failures(engines[1], h) == 5
         # another source is not affected
         assert verify(engines[1], h, h.codes[0], NOW + timedelta(seconds=1), client_ip=OTHER)
@@ -239,7 +239,7 @@ def test_concurrent_wrong_attempts_from_many_sources_stop_at_the_users_twenty(
         judged = [r for r in results if isinstance(r, VerifyResult)]
         throttled = [r for r in results if isinstance(r, TooManyAttempts)]
         assert (len(judged), len(throttled)) == (20, 10)
-        assert len(events(engines[0], h.org_id, types.LOCKOUT_STARTED)) == 1
+        assert len(events(engines[0], h.org_id, EventType.LOCKOUT_STARTED)) == 1
         assert failures(engines[1], h) == 20
         with pytest.raises(TooManyAttempts) as later:
             verify(engines[1], h, h.codes[0], NOW + timedelta(minutes=30), client_ip=OTHER)

@@ -13,7 +13,7 @@ from falcon import testing
 from sqlalchemy import select
 
 from domain import audit, tokens
-from domain.audit import types
+from domain.audit.types import EventType
 from domain.models import ApiToken, AuditEvent
 from tests.conftest import fresh_postgres_database, make_settings, pg_amqp_settings
 from tests.integration.api_helpers import ApiWorld, api_world
@@ -90,13 +90,13 @@ def test_a_revoked_token_is_401_from_the_next_request_on(world: ApiWorld) -> Non
     with world.services.unit_of_work() as session:
         tokens.revoke(session, token_id, audit.CLI)
     assert_unauthenticated(world.call("GET", "/v1/me/mfa", tok))
-    [revoked] = events_of(world, org, types.TOKEN_REVOKED)
+    [revoked] = events_of(world, org, EventType.TOKEN_REVOKED)
     assert revoked.details["revoked_token_id"] == token_id
     assert (revoked.actor_principal_id, revoked.actor_role) == ("cli", "operator")
     # Revoking again changes nothing and appends nothing.
     with world.services.unit_of_work() as session:
         tokens.revoke(session, token_id, audit.CLI)
-    assert len(events_of(world, org, types.TOKEN_REVOKED)) == 1
+    assert len(events_of(world, org, EventType.TOKEN_REVOKED)) == 1
 
 
 def test_a_stolen_token_cannot_enroll_after_the_help_desk_resets_mfa(world: ApiWorld) -> None:
@@ -123,13 +123,13 @@ def test_a_stolen_token_cannot_enroll_after_the_help_desk_resets_mfa(world: ApiW
     confirmed = world.call("POST", f"{ENROLL}/confirm", fresh, json={"totp": totp})
     assert confirmed.status_code == 201, confirmed.text
 
-    revoked = events_of(world, org, types.TOKEN_REVOKED)
+    revoked = events_of(world, org, EventType.TOKEN_REVOKED)
     assert {e.details["revoked_token_id"] for e in revoked} == victim_token_ids
     assert {(e.actor_principal_id, e.actor_role, e.user_id) for e in revoked} == {
         ("helpdesk", "admin", "victim")
     }
     assert {e.details["reason"] for e in revoked} == {"mfa.reset"}
-    [reset_event] = events_of(world, org, types.MFA_RESET)
+    [reset_event] = events_of(world, org, EventType.MFA_RESET)
     assert reset_event.details["tokens_revoked"] == len(victim_token_ids)
     # Other principals' tokens are untouched.
     assert world.call("GET", "/v1/org/policy", admin).status_code == 200

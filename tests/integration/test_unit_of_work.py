@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain import accounts, audit
-from domain.audit import types
+from domain.audit.types import EventType, Outcome
 from domain.errors import BackupCodesDisabled, DomainError
 from domain.models import AuditEvent
 from infra.services import Services
@@ -33,7 +33,7 @@ def _refusals(svc: Services, org_id: str) -> int:
         return len(
             session.execute(
                 select(AuditEvent).where(
-                    AuditEvent.org_id == org_id, AuditEvent.type == types.REGENERATION_REFUSED
+                    AuditEvent.org_id == org_id, AuditEvent.type == EventType.REGENERATION_REFUSED
                 )
             ).all()
         )
@@ -43,8 +43,8 @@ def _append_refusal(session: Session, org_id: str) -> None:
     audit.append(
         session,
         org_id,
-        types.REGENERATION_REFUSED,
-        types.DENIED,
+        EventType.REGENERATION_REFUSED,
+        Outcome.DENIED,
         audit.SYSTEM,
         details={"reason": "backup-codes-disabled"},
     )

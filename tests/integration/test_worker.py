@@ -27,7 +27,7 @@ from celery import Celery, signals
 from celery.contrib.testing.worker import start_worker
 from sqlalchemy import func, select, update
 
-from domain.audit import types
+from domain.audit.types import EventType
 from domain.audit.verify import verify_chain
 from domain.codes import LOCATOR_LENGTH, normalise
 from domain.models import (
@@ -329,7 +329,7 @@ class TestOnPostgresAndRabbitMQ:
         assert stack.run(TASK_EXPIRE_SHEETS) == 1
         assert h.load(stack.api, regeneration_id).status == "expired"
         assert h.stored_sheet(stack.api, regeneration_id) is None
-        assert len(h.events(stack.api, person.org_id, types.SHEET_EXPIRED)) == 1
+        assert len(h.events(stack.api, person.org_id, EventType.SHEET_EXPIRED)) == 1
         assert stack.run(TASK_EXPIRE_SHEETS) == 0
 
     def test_checkpoint_signs_every_chain_head_that_moved(self, stack: Stack) -> None:

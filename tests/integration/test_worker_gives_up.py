@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from domain.audit import types
+from domain.audit.types import EventType
 from domain.models import AuditEvent, Regeneration
 from infra.migrate import upgrade
 from tests.conftest import make_settings
@@ -44,7 +44,7 @@ def test_a_request_that_fails_every_time_is_failed_after_the_retries(
             assert reg is not None and reg.totp_ciphertext is None
             failed = session.scalars(
                 select(AuditEvent).where(
-                    AuditEvent.org_id == org, AuditEvent.type == types.REGENERATION_FAILED
+                    AuditEvent.org_id == org, AuditEvent.type == EventType.REGENERATION_FAILED
                 )
             ).all()
         assert [e.details.get("reason") for e in failed] == ["processing-failed"]
