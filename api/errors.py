@@ -30,7 +30,7 @@ _FALCON_SLUGS = {
     405: "method-not-allowed",
     406: "not-acceptable",
     411: "invalid-request",
-    413: "invalid-request",
+    413: "payload-too-large",
     415: "unsupported-media-type",
     422: "invalid-request",
     429: "too-many-attempts",

@@ -154,7 +154,7 @@ ERRORS: list[tuple[str, Case, int, str]] = [
         "oversize",
         lambda w, p: w.call("POST", REGENERATIONS, p.user, body=b" " * (LIMIT + 1), headers=JSON),
         413,
-        "invalid-request",
+        "payload-too-large",
     ),
     (
         "domain conflict",
@@ -299,14 +299,14 @@ def test_a_declared_length_over_64_kib_is_refused_unread(world: ApiWorld, people
         {**JSON, "Authorization": f"Bearer {people.user}"},
         content_length=str(10**9),
     )
-    assert_problem(got, 413, "invalid-request")
+    assert_problem(got, 413, "payload-too-large")
 
 
 def test_a_chunked_body_over_64_kib_is_refused(world: ApiWorld, people: People) -> None:
     body = padded(b'{"totp": "123456"}', LIMIT + 1)
     headers = {**JSON, "Authorization": f"Bearer {people.user}"}
     got = wsgi_call(world, "POST", REGENERATIONS, body, headers, chunked=True)
-    assert_problem(got, 413, "invalid-request")
+    assert_problem(got, 413, "payload-too-large")
 
 
 def test_a_chunked_body_within_the_limit_is_read(world: ApiWorld, people: People) -> None:

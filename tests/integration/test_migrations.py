@@ -14,7 +14,7 @@ from domain.models import Base
 from infra.db import make_engine
 from infra.migrate import alembic_config, current_heads, upgrade
 from infra.settings import Settings
-from tests.conftest import fresh_postgres_database
+from tests.conftest import fresh_postgres_database, owner_url
 
 
 def _drift(url: str) -> list[object]:
@@ -105,9 +105,10 @@ def test_the_attempt_limits_revision_keeps_every_user_and_enrollment_on_sqlite(
 
 @pytest.mark.postgres
 def test_the_attempt_limits_revision_round_trips_on_postgres() -> None:
-    with fresh_postgres_database("mfa_migrate") as url:
+    with fresh_postgres_database("mfa_migrate") as app_url:
+        url = owner_url(app_url)  # migrations run as the owner; the service's role owns nothing
         command.downgrade(alembic_config(url), "0002")
         _seed_at_0002(url)
-        upgrade(url)
+        upgrade(url, app_url=app_url)
         assert _counts(url) == {"users": 1, "totp_enrollments": 1, "auth_failures": 1}
         assert _drift(url) == []

@@ -2,13 +2,16 @@
 failure counters go after their retention, in bounded batches; everything newer,
 everything still needed and the whole audit trail stay. SQLite and PostgreSQL.
 
-PostgreSQL's database is shared by the session's tests, so counts there are at
-least this test's rows; each test checks the state of its own rows exactly.
+On PostgreSQL each test has a database of its own: the purge works on every row of
+a database, and a bounded run over the session's shared one could stop before it
+reached this test's rows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -17,6 +20,7 @@ from domain import purge
 from domain.audit.verify import verify_chain
 from domain.models import AuditEvent, AuthFailure, OutboxMessage, Regeneration, Sheet
 from infra.services import Services
+from tests.conftest import fresh_postgres_database, make_settings
 from tests.integration.pipeline_helpers import (
     NOW,
     Person,
@@ -34,10 +38,16 @@ DAY = timedelta(days=1)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def svc(request: pytest.FixtureRequest) -> Services:
-    name = "services" if request.param == "sqlite" else "pg_services"
-    result: Services = request.getfixturevalue(name)
-    return result
+def svc(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Services]:
+    if request.param == "sqlite":
+        yield request.getfixturevalue("services")
+        return
+    with fresh_postgres_database("mfa_purge") as url:
+        built = Services.build(make_settings(tmp_path, MFA_DATABASE_URL=url))
+        try:
+            yield built
+        finally:
+            built.close()
 
 
 def _exists(svc: Services, model: type[object], key: object) -> bool:
