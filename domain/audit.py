@@ -64,7 +64,21 @@ CLI = Context(principal_id="cli", role="operator")
 
 
 def format_ts(moment: datetime) -> str:
+    """The chain's own form (microseconds), hashed: it never changes, old chains
+    verify against it. What the API shows is format_ms."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def format_ms(moment: datetime) -> str:
+    """RFC 3339, UTC, milliseconds: how the API shows the trail's times."""
+    utc = moment.astimezone(UTC)
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+
+
+def whole_millis(moment: datetime) -> datetime:
+    """Events and checkpoints are timed to the millisecond, the API's precision, so
+    the time an export shows is the time that was hashed."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def canonical(event: AuditEvent) -> bytes:
@@ -142,7 +156,7 @@ def append(
         id=new_id(),
         org_id=org_id,
         seq=head.seq + 1,
-        occurred_at=at or datetime.now(UTC),
+        occurred_at=whole_millis(at or datetime.now(UTC)),
         type=type,
         outcome=outcome,
         actor_principal_id=ctx.principal_id,

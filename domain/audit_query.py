@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain import audit
-from domain.audit import format_ts
+from domain.audit import format_ms, format_ts
 from domain.db import unit_of_work
 from domain.errors import InvalidRequest
 from domain.models import AuditEvent
@@ -273,7 +273,7 @@ def event_to_dict(ev: AuditEvent | Row[Any]) -> dict[str, Any]:
     return {
         "seq": ev.seq,
         "id": ev.id,
-        "occurred_at": format_ts(ev.occurred_at),
+        "occurred_at": format_ms(ev.occurred_at),
         "type": ev.type,
         "outcome": ev.outcome,
         "actor": {

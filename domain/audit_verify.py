@@ -31,7 +31,7 @@ from sqlalchemy import Row, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from domain import audit_checkpoint_checks as checks
-from domain.audit import GENESIS_HASH, chain_hash, format_ts
+from domain.audit import GENESIS_HASH, chain_hash, format_ms
 from domain.audit_checkpoint import VerificationKeys, signature_valid, verification_keys
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
 from domain.settings import Settings
@@ -77,7 +77,7 @@ def _checkpoint_dict(cp: AuditCheckpoint, verified: bool) -> dict[str, Any]:
     return {
         "seq": cp.seq,
         "hash": cp.hash,
-        "signed_at": format_ts(cp.signed_at),
+        "signed_at": format_ms(cp.signed_at),
         "key_id": cp.key_id,
         "verified": verified,
     }

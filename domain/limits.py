@@ -350,24 +350,23 @@ def note_mistyped(
     rules: Limits,
     details: dict[str, Any],
 ) -> None:
-    """Count a mistyped input against its own budget (TooManyAttempts beyond it) and
-    audit the batch once a minute per source, with how many came since the last one."""
-    wait = _sliding_wait(
-        session,
-        user,
-        KIND_MISTYPED,
-        source,
-        now,
-        rules.mistyped_threshold,
-        timedelta(seconds=rules.mistyped_window_seconds),
+    """Count a mistyped input against its own budget, per source across the users of
+    the organization (a scatter of random inputs over many users spends one budget:
+    TooManyAttempts beyond it), and audit the batch once a minute per source, with
+    how many came since the last one."""
+    in_org = AuthFailure.user_id.in_(select(User.id).where(User.org_id == user.org_id))
+    mine = (in_org, AuthFailure.kind == KIND_MISTYPED, AuthFailure.source == source)
+    window = timedelta(seconds=rules.mistyped_window_seconds)
+    recent = list(
+        session.execute(
+            select(AuthFailure.occurred_at)
+            .where(*mine, AuthFailure.occurred_at > now - window)
+            .order_by(AuthFailure.occurred_at.desc())
+            .limit(rules.mistyped_threshold)
+        ).scalars()
     )
-    if wait is not None:
-        raise TooManyAttempts(wait)
-    mine = (
-        AuthFailure.user_id == user.id,
-        AuthFailure.kind == KIND_MISTYPED,
-        AuthFailure.source == source,
-    )
+    if len(recent) >= rules.mistyped_threshold:
+        raise TooManyAttempts(_seconds_until(recent[-1] + window, now))
     last_audited = session.execute(
         select(func.max(AuthFailure.occurred_at)).where(*mine, AuthFailure.audited.is_(True))
     ).scalar_one()

@@ -213,6 +213,7 @@ def test_reset_removes_enrollment_and_codes_clears_the_lockout_and_is_audited(
     assert (revoked.actor_principal_id, revoked.user_id) == ("root", h.external_id)
     assert status(services, h) == {
         "enrolled": False,
+        "enrolled_at": None,
         "backup_codes_enabled": True,
         "backup_codes": None,
         "last_set_expired_unseen": False,
@@ -276,6 +277,7 @@ def test_status_of_an_enrolled_user_with_a_fresh_set(services: Services) -> None
     body = status(services, h)
     assert body == {
         "enrolled": True,
+        "enrolled_at": "2026-11-28T12:00:00.000Z",
         "backup_codes_enabled": True,
         "backup_codes": {
             "set_id": h.set_id,
