@@ -184,8 +184,10 @@ def mfa_status(session: Session, services: Services, user: User) -> dict[str, An
     """GET /v1/me/mfa: enrollment, policy and the current set (null when no active code)."""
     org = accounts.get_org(session, user.org_id)
     enrollment = session.get(TotpEnrollment, user.id, populate_existing=True)
+    confirmed_at = None if enrollment is None else enrollment.confirmed_at
     return {
-        "enrolled": enrollment is not None and enrollment.confirmed_at is not None,
+        "enrolled": confirmed_at is not None,
+        "enrolled_at": None if confirmed_at is None else rfc3339_millis(confirmed_at),
         "backup_codes_enabled": org.backup_codes_enabled,
         "backup_codes": _current_set(session, user),
         "last_set_expired_unseen": _last_set_expired_unseen(session, user),

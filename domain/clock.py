@@ -23,3 +23,9 @@ def rfc3339_millis(moment: datetime) -> str:
 def rfc3339_micros(moment: datetime) -> str:
     """2026-11-28T09:14:03.120456Z: the audit chain's form, hashed, never to change."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def whole_millis(moment: datetime) -> datetime:
+    """Events and checkpoints are timed to the millisecond, the API's precision, so
+    the time an export shows is the time that was hashed."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from domain import audit
 from domain.audit.types import EventType, Outcome
+from domain.clock import rfc3339_millis
 from domain.errors import BackupCodesLocked, InvalidRequest, TooManyAttempts, TotpLocked
 from domain.models import AttemptLimit, AuthFailure, User
 
@@ -194,7 +195,7 @@ def status(session: Session, user: User, now: datetime, rules: Limits) -> dict[s
     backup = standing(session, user, BACKUP_CODES)
     end = _window_end(totp, TOTP, rules)
     return {
-        "totp_throttled_until": format_until(end) if end is not None and end > now else None,
+        "totp_throttled_until": rfc3339_millis(end) if end is not None and end > now else None,
         "totp_locked": totp is not None and totp.locked_at is not None,
         "backup_codes_locked": backup is not None and backup.locked_at is not None,
     }
@@ -270,7 +271,7 @@ def record_failure(
             details={
                 "factor": factor,
                 "failures": state.window_failures,
-                "until": format_until(state.window_started_at + length),
+                "until": rfc3339_millis(state.window_started_at + length),
             },
         )
     if state.consecutive_failures >= rules.consecutive_cap and state.locked_at is None:
@@ -284,12 +285,6 @@ def record_failure(
             user_id=user.external_id,
             details={"factor": factor, "failures": state.consecutive_failures},
         )
-
-
-def format_until(moment: datetime) -> str:
-    """RFC 3339, UTC, milliseconds (API.md's timestamps)."""
-    utc = moment.astimezone(UTC)
-    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
 
 
 def record_success(
@@ -350,24 +345,23 @@ def note_mistyped(
     rules: Limits,
     details: dict[str, Any],
 ) -> None:
-    """Count a mistyped input against its own budget (TooManyAttempts beyond it) and
-    audit the batch once a minute per source, with how many came since the last one."""
-    wait = _sliding_wait(
-        session,
-        user,
-        KIND_MISTYPED,
-        source,
-        now,
-        rules.mistyped_threshold,
-        timedelta(seconds=rules.mistyped_window_seconds),
+    """Count a mistyped input against its own budget, per source across the users of
+    the organization (a scatter of random inputs over many users spends one budget:
+    TooManyAttempts beyond it), and audit the batch once a minute per source, with
+    how many came since the last one."""
+    in_org = AuthFailure.user_id.in_(select(User.id).where(User.org_id == user.org_id))
+    mine = (in_org, AuthFailure.kind == KIND_MISTYPED, AuthFailure.source == source)
+    window = timedelta(seconds=rules.mistyped_window_seconds)
+    recent = list(
+        session.execute(
+            select(AuthFailure.occurred_at)
+            .where(*mine, AuthFailure.occurred_at > now - window)
+            .order_by(AuthFailure.occurred_at.desc())
+            .limit(rules.mistyped_threshold)
+        ).scalars()
     )
-    if wait is not None:
-        raise TooManyAttempts(wait)
-    mine = (
-        AuthFailure.user_id == user.id,
-        AuthFailure.kind == KIND_MISTYPED,
-        AuthFailure.source == source,
-    )
+    if len(recent) >= rules.mistyped_threshold:
+        raise TooManyAttempts(_seconds_until(recent[-1] + window, now))
     last_audited = session.execute(
         select(func.max(AuthFailure.occurred_at)).where(*mine, AuthFailure.audited.is_(True))
     ).scalar_one()

@@ -20,6 +20,7 @@ from domain.audit.chain import GENESIS_HASH as GENESIS_HASH
 from domain.audit.chain import canonical as canonical
 from domain.audit.chain import chain_hash as chain_hash
 from domain.audit.types import EventType, Outcome
+from domain.clock import whole_millis
 from domain.errors import DomainError
 from domain.models import AuditEvent, AuditHead, new_id
 from infra import metrics
@@ -109,7 +110,7 @@ def append(
         id=new_id(),
         org_id=org_id,
         seq=head.seq + 1,
-        occurred_at=at or datetime.now(UTC),
+        occurred_at=whole_millis(at or datetime.now(UTC)),
         type=type,
         outcome=outcome,
         actor_principal_id=ctx.principal_id,

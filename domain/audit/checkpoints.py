@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from domain.audit import checkpoint_file
-from domain.clock import rfc3339_micros
+from domain.clock import rfc3339_micros, whole_millis
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
 from infra.settings import Settings
 
@@ -109,7 +109,7 @@ def _sign(session: Session, settings: Settings, head: AuditHead, now: datetime) 
         org_id=head.org_id,
         seq=head.seq,
         hash=head.hash,
-        signed_at=now,
+        signed_at=whole_millis(now),
         key_id=key_id(private.public_key()),
         signature=base64.b64encode(signature).decode(),
     )

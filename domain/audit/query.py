@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from domain import audit
-from domain.clock import rfc3339_micros
+from domain.clock import rfc3339_micros, rfc3339_millis
 from domain.errors import InvalidRequest
 from domain.models import AuditEvent
 
@@ -248,7 +248,7 @@ def event_to_dict(ev: AuditEvent | Row[Any]) -> dict[str, Any]:
     return {
         "seq": ev.seq,
         "id": ev.id,
-        "occurred_at": rfc3339_micros(ev.occurred_at),
+        "occurred_at": rfc3339_millis(ev.occurred_at),
         "type": ev.type,
         "outcome": ev.outcome,
         "actor": {

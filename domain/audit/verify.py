@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from domain.audit import GENESIS_HASH, chain_hash
 from domain.audit import checkpoint_checks as checks
 from domain.audit.checkpoints import VerificationKeys, signature_valid, verification_keys
-from domain.clock import rfc3339_micros
+from domain.clock import rfc3339_millis
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
 from infra.settings import Settings
 
@@ -78,7 +78,7 @@ def _checkpoint_dict(cp: AuditCheckpoint, verified: bool) -> dict[str, Any]:
     return {
         "seq": cp.seq,
         "hash": cp.hash,
-        "signed_at": rfc3339_micros(cp.signed_at),
+        "signed_at": rfc3339_millis(cp.signed_at),
         "key_id": cp.key_id,
         "verified": verified,
     }

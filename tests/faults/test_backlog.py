@@ -59,7 +59,8 @@ def test_a_backlog_is_judged_for_when_each_request_was_accepted(stack: Stack) ->
         submitted = time.monotonic()
 
         # All of it waits in RabbitMQ, none of it touched.
-        await_true(lambda: stack.queue_state() == (COUNT, 0), 10, f"{COUNT} messages queued")
+        # The last publishes may still be on their way on a busy machine.
+        await_true(lambda: stack.queue_state() == (COUNT, 0), 60, f"{COUNT} messages queued")
         assert set(statuses(svc, ids).values()) == {"queued"}
 
         stack.worker(concurrency=2, clock_offset=CLOCK_OFFSET)

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from domain import accounts, admin, audit, limits, tokens
 from domain.audit.types import EventType, Outcome
+from domain.clock import rfc3339_millis
 from domain.errors import (
     BackupCodesDisabled,
     InvalidRequest,
@@ -213,6 +214,7 @@ def test_reset_removes_enrollment_and_codes_clears_the_lockout_and_is_audited(
     assert (revoked.actor_principal_id, revoked.user_id) == ("root", h.external_id)
     assert status(services, h) == {
         "enrolled": False,
+        "enrolled_at": None,
         "backup_codes_enabled": True,
         "backup_codes": None,
         "last_set_expired_unseen": False,
@@ -276,6 +278,7 @@ def test_status_of_an_enrolled_user_with_a_fresh_set(services: Services) -> None
     body = status(services, h)
     assert body == {
         "enrolled": True,
+        "enrolled_at": "2026-11-28T12:00:00.000Z",
         "backup_codes_enabled": True,
         "backup_codes": {
             "set_id": h.set_id,
@@ -311,7 +314,7 @@ def test_status_shows_the_limits_as_they_stand(services: Services) -> None:
                 services.limits,
             )
     shown = status(services, h)["limits"]
-    assert shown["totp_throttled_until"] == limits.format_until(start + timedelta(minutes=15))
+    assert shown["totp_throttled_until"] == rfc3339_millis(start + timedelta(minutes=15))
     assert (shown["totp_locked"], shown["backup_codes_locked"]) == (False, False)
     with services.unit_of_work() as session:
         admin.unlock(session, h.org_id, h.external_id, ADMIN)

@@ -6,11 +6,13 @@ The real app on embedded SQLite, without a worker (nothing here needs one).
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from falcon import testing
 from sqlalchemy import select
 
 from api.app import create_app
+from domain.audit.checkpoints import checkpoint_org
 from domain.models import AuditEvent
 from infra.migrate import upgrade
 from infra.services import Services
@@ -447,3 +450,20 @@ def test_a_user_agent_with_control_characters_is_stored_printable(
                 )
             ).all()
         assert agents == ["evilagent[31m"]
+
+
+MILLIS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def test_the_trail_answers_timestamps_with_milliseconds(world: ApiWorld, people: People) -> None:
+    """Every timestamp of the API is RFC 3339 UTC with milliseconds, the trail's too."""
+    with world.services.unit_of_work() as session:
+        checkpoint_org(session, world.services.settings, people.org, datetime.now(UTC))
+    events = world.call("GET", "/v1/audit/events", people.auditor).json["events"]
+    assert events and all(MILLIS.match(e["occurred_at"]) for e in events), events[0]
+    export = world.call(
+        "GET", "/v1/audit/events", people.auditor, headers={"Accept": "application/x-ndjson"}
+    )
+    assert all(MILLIS.match(json.loads(line)["occurred_at"]) for line in export.text.splitlines())
+    checkpoint = world.call("GET", "/v1/audit/verification", people.auditor).json["checkpoint"]
+    assert MILLIS.match(checkpoint["signed_at"]), checkpoint

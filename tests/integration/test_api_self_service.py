@@ -142,6 +142,7 @@ def test_status_before_enrollment_has_no_codes(world: ApiWorld) -> None:
     assert got.status_code == 200
     assert got.json == {
         "enrolled": False,
+        "enrolled_at": None,
         "backup_codes_enabled": True,
         "backup_codes": None,
         "last_set_expired_unseen": False,
@@ -254,7 +255,9 @@ def test_disabled_organization_enrolls_without_codes_and_refuses_regeneration(
     org = world.org(enabled=False)
     token, confirmed = world.enroll(org)
     assert confirmed == {"enrolled": True, "regeneration": None}
-    assert status(world, token) == {
+    body = status(world, token)
+    assert TIMESTAMP.match(body.pop("enrolled_at"))
+    assert body == {
         "enrolled": True,
         "backup_codes_enabled": False,
         "backup_codes": None,

@@ -122,7 +122,7 @@ def test_events_of_a_savepoint_count_once_at_the_outer_commit_and_never_if_rolle
     from prometheus_client import REGISTRY
 
     from domain import accounts, audit
-    from domain.audit import types
+    from domain.audit.types import EventType
     from infra.services import Services
 
     settings = make_settings(tmp_path)
@@ -130,8 +130,8 @@ def test_events_of_a_savepoint_count_once_at_the_outer_commit_and_never_if_rolle
     services = Services.build(settings)
     org = "metrics-savepoints"
     name = "mfa_audit_events_total"
-    kept = {"type": types.AUDIT_VERIFIED, "outcome": "success"}
-    lost = {"type": types.AUDIT_READ, "outcome": "success"}
+    kept = {"type": EventType.AUDIT_VERIFIED, "outcome": "success"}
+    lost = {"type": EventType.AUDIT_READ, "outcome": "success"}
     before = {
         k: REGISTRY.get_sample_value(name, v) or 0.0 for k, v in (("kept", kept), ("lost", lost))
     }
@@ -140,12 +140,12 @@ def test_events_of_a_savepoint_count_once_at_the_outer_commit_and_never_if_rolle
             accounts.create_org(session, org, audit.CLI)
         with services.unit_of_work() as session:
             with session.begin_nested():
-                audit.append(session, org, types.AUDIT_VERIFIED, "success", audit.CLI)
+                audit.append(session, org, EventType.AUDIT_VERIFIED, "success", audit.CLI)
             # Released, not committed: nothing counted yet.
             assert (REGISTRY.get_sample_value(name, kept) or 0.0) == before["kept"]
             try:
                 with session.begin_nested():
-                    audit.append(session, org, types.AUDIT_READ, "success", audit.CLI)
+                    audit.append(session, org, EventType.AUDIT_READ, "success", audit.CLI)
                     raise RuntimeError("roll this savepoint back")
             except RuntimeError:
                 pass

@@ -459,3 +459,27 @@ def test_client_ip_and_user_agent_are_checked_and_recorded(services: Services) -
     [accepted] = events(services, h.org_id, EventType.CODE_ACCEPTED)
     assert accepted.details["client_ip"] == "2001:db8::1"
     assert accepted.details["user_agent"] == "Firefox/140"
+
+
+def test_the_mistyped_budget_is_per_source_across_the_users_it_names(
+    services: Services,
+) -> None:
+    """A scatter of random inputs from one source over many users spends one budget:
+    30 in 15 minutes per source, whichever users they name."""
+    first = holder(services)
+    others = [holder(services, org_id=first.org_id, external_id=f"u{n}") for n in range(2)]
+    targets = [first, *others]
+    for i in range(30):
+        assert verify(services, targets[i % 3], "nope", NOW + timedelta(seconds=i)).mistyped
+    with pytest.raises(TooManyAttempts):
+        verify(services, others[0], "nope", NOW + timedelta(seconds=30))
+    # another source is untouched, and the throttle is the mistyped budget's alone
+    assert verify(services, others[1], "nope", NOW + timedelta(seconds=31), client_ip="192.0.2.9")
+    assert verify(services, first, first.codes[0], NOW + timedelta(seconds=32)).accepted
+    batches = [
+        e.details
+        for e in events(services, first.org_id, EventType.CODE_REJECTED)
+        if e.details.get("reason") == "mistyped"
+    ]
+    # audited once per source per minute, whichever user: one event for 127.0.0.1
+    assert [b.get("client_ip") for b in batches] == [None, "192.0.2.9"]

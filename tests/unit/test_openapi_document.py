@@ -636,15 +636,22 @@ VALID = [
         "MfaStatus",
         {
             "enrolled": False,
+            "enrolled_at": None,
             "backup_codes_enabled": True,
             "backup_codes": None,
             "last_set_expired_unseen": False,
+            "limits": {
+                "totp_throttled_until": None,
+                "totp_locked": False,
+                "backup_codes_locked": False,
+            },
         },
     ),
     (
         "MfaStatus",
         {
             "enrolled": True,
+            "enrolled_at": "2026-11-28T09:00:00.000Z",
             "backup_codes_enabled": True,
             "backup_codes": {
                 "set_id": "K7Q2",
@@ -666,6 +673,7 @@ VALID = [
         "MfaStatus",
         {
             "enrolled": True,
+            "enrolled_at": "2026-11-28T09:00:00.000Z",
             "backup_codes_enabled": True,
             "backup_codes": None,
             "last_set_expired_unseen": True,
@@ -709,6 +717,7 @@ VALID = [
             "events_checked": 0,
             "head": None,
             "first_bad_seq": None,
+            "reason": None,
             "checkpoint": None,
             "unsigned_events": 0,
         },
@@ -724,7 +733,7 @@ VALID = [
             "checkpoint": {
                 "seq": 40,
                 "hash": "ab" * 32,
-                "signed_at": "2026-12-02T01:00:00.000000Z",
+                "signed_at": "2026-12-02T01:00:00.000Z",
                 "key_id": "0123456789abcdef",
                 "verified": True,
             },
