@@ -22,13 +22,21 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
-from domain.models import AuthFailure, BackupCode, OutboxMessage, Regeneration, Sheet
+from domain.models import (
+    AuthFailure,
+    BackupCode,
+    OutboxMessage,
+    Regeneration,
+    RegenerationStatus,
+    Sheet,
+)
 from infra.services import Services
 from infra.settings import Settings
 
 BATCH = 1000  # rows a statement
 MAX_BATCHES = 100  # per kind and run: a backlog is worked off over several runs
-PURGEABLE = ("retrieved", "expired", "failed")  # "ready" still has a sheet to fetch
+# Finished and without a sheet to fetch (a READY one still has its sheet).
+PURGEABLE = (RegenerationStatus.RETRIEVED, RegenerationStatus.EXPIRED, RegenerationStatus.FAILED)
 
 Purger = Callable[[Session, datetime, int], int]
 

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from domain import audit
@@ -33,13 +32,21 @@ from domain.errors import (
     SheetExpired,
     SheetGone,
 )
-from domain.models import BackupCode, Organization, Regeneration, Sheet, User
+from domain.models import (
+    IN_PROGRESS,
+    BackupCode,
+    Organization,
+    Regeneration,
+    RegenerationStatus,
+    Sheet,
+    User,
+)
 from domain.sheets.render import SheetContent, render_pdf, render_text
+from domain.sql import rowcount
 from infra.services import Services
 
 KINDS = ("pdf", "text")
 UNSEEN_EXPIRY = SheetExpired.slug  # why an expiry deactivated a set (audit details)
-IN_PROGRESS = frozenset({"queued", "processing"})
 
 
 def owned_regeneration(session: Session, user: User, regeneration_id: str) -> Regeneration:
@@ -79,11 +86,6 @@ def store_sheet(
     return sheet
 
 
-def rowcount(result: Any) -> int:
-    """Rows an UPDATE or DELETE changed (session.execute is typed as a plain Result)."""
-    return int(cast(CursorResult[Any], result).rowcount)
-
-
 def retrieve_sheet(
     session: Session,
     box: SecretBox,
@@ -101,10 +103,10 @@ def retrieve_sheet(
             update(Regeneration)
             .where(
                 Regeneration.id == reg.id,
-                Regeneration.status == "ready",
+                Regeneration.status == RegenerationStatus.READY,
                 Regeneration.expires_at > now,
             )
-            .values(status="retrieved", retrieved_at=now)
+            .values(status=RegenerationStatus.RETRIEVED, retrieved_at=now)
             .execution_options(synchronize_session=False)
         )
     )
@@ -113,7 +115,7 @@ def retrieve_sheet(
         raise _refuse_retrieval(session, user, reg, kind, now, ctx)
     sheet = session.get(Sheet, reg.id, populate_existing=True)
     if sheet is None:  # cannot happen while status and sheet change together
-        reg.status = "expired"
+        reg.status = RegenerationStatus.EXPIRED
         raise _refused(session, user, reg, kind, ctx, SheetExpired())
     body = box.decrypt(sheet.pdf_ciphertext if kind == "pdf" else sheet.text_ciphertext)
     session.delete(sheet)
@@ -141,12 +143,12 @@ def _refuse_retrieval(
     error: DomainError
     if reg.status in IN_PROGRESS:
         error = NotReady(retry_after=1)
-    elif reg.status == "failed":
+    elif reg.status == RegenerationStatus.FAILED:
         error = RegenerationFailed(f"The regeneration failed: {reg.failure}", failure=reg.failure)
-    elif reg.status == "retrieved":
+    elif reg.status == RegenerationStatus.RETRIEVED:
         error = SheetGone()
     else:  # expired, or ready but past expires_at: expire it now
-        if reg.status == "ready":
+        if reg.status == RegenerationStatus.READY:
             _expire(session, reg, ctx, user.external_id, now)  # noticed by this request
         error = SheetExpired()
     return _refused(session, user, reg, kind, ctx, error)
@@ -181,15 +183,15 @@ def _expire(
     changed = rowcount(
         session.execute(
             update(Regeneration)
-            .where(Regeneration.id == reg.id, Regeneration.status == "ready")
-            .values(status="expired")
+            .where(Regeneration.id == reg.id, Regeneration.status == RegenerationStatus.READY)
+            .values(status=RegenerationStatus.EXPIRED)
             .execution_options(synchronize_session=False)
         )
     )
     if changed != 1:
         return False
     session.execute(delete(Sheet).where(Sheet.regeneration_id == reg.id))
-    reg.status = "expired"
+    reg.status = RegenerationStatus.EXPIRED
     audit.append(
         session,
         reg.org_id,
@@ -230,7 +232,7 @@ def expire_sheets(session: Session, now: datetime, limit: int = 500) -> int:
     rows = session.execute(
         select(Regeneration, User.external_id)
         .join(User, User.id == Regeneration.user_id)
-        .where(Regeneration.status == "ready", Regeneration.expires_at <= now)
+        .where(Regeneration.status == RegenerationStatus.READY, Regeneration.expires_at <= now)
         .order_by(Regeneration.expires_at)
         .limit(limit)
     ).all()
@@ -244,7 +246,7 @@ def expire_unfetched(session: Session, user: User, now: datetime, ctx: audit.Con
     nobody may receive a sheet of dead codes); the caller holds the user's lock."""
     ready = session.execute(
         select(Regeneration)
-        .where(Regeneration.user_id == user.id, Regeneration.status == "ready")
+        .where(Regeneration.user_id == user.id, Regeneration.status == RegenerationStatus.READY)
         .order_by(Regeneration.completed_at)
     ).scalars()
     return sum(1 for reg in list(ready) if _expire(session, reg, ctx, user.external_id, now))
