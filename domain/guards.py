@@ -1,8 +1,9 @@
 """May this user use backup codes now, and the one way a use case refuses on record.
 
-Regeneration intake, sign-in and enrollment each refuse with their own event type
-(regeneration.refused, signin.refused, enrollment.failed); the worker asks the same
-question of a queued regeneration and fails it instead of refusing.
+Regeneration intake, sign-in, enrollment and the sheet's retrieval each refuse with
+their own event type (EventType.REGENERATION_REFUSED, SIGNIN_REFUSED, ENROLLMENT_FAILED,
+SHEET_RETRIEVAL_REFUSED); the worker asks the same question of a queued regeneration
+and fails it instead of refusing.
 """
 
 from __future__ import annotations
@@ -32,14 +33,22 @@ LIMIT_REFUSALS = (TooManyAttempts, BackupCodesLocked, TotpLocked)
 
 
 def refuse(
-    session: Session, user: User, event_type: EventType, error: DomainError, ctx: audit.Context
+    session: Session,
+    user: User,
+    event_type: EventType,
+    error: DomainError,
+    ctx: audit.Context,
+    **details: object,
 ) -> DomainError:
-    """Record the refusal as `event_type` and return the error, committed so the record
-    survives the request's failure: `raise guards.refuse(...)`. A wrong input is the
-    user's failure; a refusal by policy or state is a denial."""
+    """Record the refusal as `event_type` (with `details` and the error's slug as
+    `reason`) and return the error, committed so the record survives the request's
+    failure: `raise guards.refuse(...)`. A wrong input is the user's failure; a refusal
+    by policy or state is a denial."""
     mistaken = isinstance(error, InvalidRequest | InvalidTotp)
     outcome = Outcome.FAILURE if mistaken else Outcome.DENIED
-    return audit.refusal(session, user.org_id, user.external_id, event_type, error, ctx, outcome)
+    return audit.refusal(
+        session, user.org_id, user.external_id, event_type, error, ctx, outcome, details
+    )
 
 
 @contextmanager

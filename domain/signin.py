@@ -117,19 +117,10 @@ def verify_backup_code(
             user_id=user.external_id,
             details={"remaining": remaining, "set_id": row.set_id, **visitor},
         )
-    elif matches:
-        # A code of the current set, already spent (a double submit, a retry after a
-        # timeout): refused, but nobody guessed anything, so it is not a failure.
-        audit.append(
-            session,
-            user.org_id,
-            EventType.CODE_REJECTED,
-            Outcome.FAILURE,
-            ctx,
-            user_id=user.external_id,
-            details={"remaining": remaining, "reason": "spent", **visitor},
-        )
     else:
+        # A match here is a code of the current set, already spent (a double submit, a
+        # retry after a timeout): refused, but nobody guessed anything, so not a failure.
+        spent = {"reason": "spent"} if matches else {}
         audit.append(
             session,
             user.org_id,
@@ -137,9 +128,10 @@ def verify_backup_code(
             Outcome.FAILURE,
             ctx,
             user_id=user.external_id,
-            details={"remaining": remaining, **visitor},
+            details={"remaining": remaining, **spent, **visitor},
         )
-        limits.record_failure(session, user, limits.BACKUP_CODES, source, now, ctx, rules)
+        if not matches:
+            limits.record_failure(session, user, limits.BACKUP_CODES, source, now, ctx, rules)
     return VerifyResult(accepted=accepted, remaining=remaining, low=remaining <= LOW_WATERMARK)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain import accounts, audit, guards, limits
@@ -25,20 +25,15 @@ from domain.models import (
     User,
 )
 from domain.regeneration import code_sets
-from domain.sql import rowcount
+from domain.sheets import store as sheet_store
 from infra.services import Services
 
 MISSING = "missing"  # process_regeneration's answer for an id that no longer exists
 
 
 def mark_started(session: Session, regeneration_id: str, now: datetime) -> bool:
-    changed = session.execute(
-        update(Regeneration)
-        .where(Regeneration.id == regeneration_id, Regeneration.status == RegenerationStatus.QUEUED)
-        .values(status=RegenerationStatus.PROCESSING, started_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if rowcount(changed) != 1:
+    queued, processing = RegenerationStatus.QUEUED, RegenerationStatus.PROCESSING
+    if not sheet_store.change_status(session, regeneration_id, queued, processing, started_at=now):
         return False
     reg = session.get(Regeneration, regeneration_id, populate_existing=True)
     user = session.get(User, reg.user_id) if reg is not None else None

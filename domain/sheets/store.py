@@ -17,10 +17,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.orm import Session
 
-from domain import audit
+from domain import audit, guards
 from domain.audit.types import EventType, Outcome
 from domain.crypto import SecretBox
 from domain.errors import (
@@ -86,6 +86,26 @@ def store_sheet(
     return sheet
 
 
+def change_status(
+    session: Session,
+    regeneration_id: str,
+    old: RegenerationStatus,
+    new: RegenerationStatus,
+    *conditions: ColumnElement[bool],
+    **values: object,
+) -> bool:
+    """Move a regeneration from `old` to `new` (and set `values`) only while it still is
+    `old`: True for the one caller whose UPDATE changed the row, so of a retrieval, a
+    sweep and a redelivery racing for it exactly one goes on."""
+    changed = session.execute(
+        update(Regeneration)
+        .where(Regeneration.id == regeneration_id, Regeneration.status == old, *conditions)
+        .values(status=new, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(changed) == 1
+
+
 def retrieve_sheet(
     session: Session,
     box: SecretBox,
@@ -98,20 +118,16 @@ def retrieve_sheet(
     if kind not in KINDS:
         raise InvalidRequest("the sheet comes as pdf or text", field="kind")
     reg = owned_regeneration(session, user, regeneration_id)
-    claimed = rowcount(
-        session.execute(
-            update(Regeneration)
-            .where(
-                Regeneration.id == reg.id,
-                Regeneration.status == RegenerationStatus.READY,
-                Regeneration.expires_at > now,
-            )
-            .values(status=RegenerationStatus.RETRIEVED, retrieved_at=now)
-            .execution_options(synchronize_session=False)
-        )
+    claimed = change_status(
+        session,
+        reg.id,
+        RegenerationStatus.READY,
+        RegenerationStatus.RETRIEVED,
+        Regeneration.expires_at > now,
+        retrieved_at=now,
     )
     reg = owned_regeneration(session, user, regeneration_id)  # what the claim left
-    if claimed != 1:
+    if not claimed:
         raise _refuse_retrieval(session, user, reg, kind, now, ctx)
     sheet = session.get(Sheet, reg.id, populate_existing=True)
     if sheet is None:  # cannot happen while status and sheet change together
@@ -162,16 +178,15 @@ def _refused(
     ctx: audit.Context,
     error: DomainError,
 ) -> DomainError:
-    audit.append(
+    return guards.refuse(
         session,
-        reg.org_id,
+        user,
         EventType.SHEET_RETRIEVAL_REFUSED,
-        Outcome.DENIED,
+        error,
         ctx,
-        user_id=user.external_id,
-        details={"regeneration_id": reg.id, "format": kind, "reason": error.slug},
+        regeneration_id=reg.id,
+        format=kind,
     )
-    return error.committed()
 
 
 def _expire(
@@ -180,15 +195,7 @@ def _expire(
     """ready -> expired, the sheet deleted and the set it printed deactivated: nobody
     saw those codes, so none of them may sign in. False when someone else got there
     first (a retrieval, another sweep)."""
-    changed = rowcount(
-        session.execute(
-            update(Regeneration)
-            .where(Regeneration.id == reg.id, Regeneration.status == RegenerationStatus.READY)
-            .values(status=RegenerationStatus.EXPIRED)
-            .execution_options(synchronize_session=False)
-        )
-    )
-    if changed != 1:
+    if not change_status(session, reg.id, RegenerationStatus.READY, RegenerationStatus.EXPIRED):
         return False
     session.execute(delete(Sheet).where(Sheet.regeneration_id == reg.id))
     reg.status = RegenerationStatus.EXPIRED
