@@ -3,35 +3,34 @@ resetting a user's MFA; and the user's own MFA status (GET /v1/me/mfa)."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from domain import accounts, audit, limits, policy, tokens
 from domain.audit.types import EventType, Outcome
 from domain.clock import rfc3339_millis, utcnow
+from domain.codes import LOW_WATERMARK
 from domain.errors import InvalidRequest, MfaNotEnrolled, NotFound
 from domain.models import (
+    IN_PROGRESS,
     BackupCode,
     Organization,
     Regeneration,
+    RegenerationStatus,
     Sheet,
     TotpEnrollment,
     User,
 )
 from domain.sheets import store as sheet_store
+from domain.sql import rowcount
 from infra.services import Services
 
 POLICY_KEYS = ("backup_codes_enabled", "code_count")
-LOW_WATERMARK = 2
 # A reset fails every regeneration whose sheet could still be fetched or made:
 # its codes are gone, so the sheet would print dead codes.
-_UNFINISHED = ("queued", "processing", "ready")
-
-
-def _rowcount(result: Any) -> int:
-    return int(cast(CursorResult[Any], result).rowcount)
+_UNFINISHED = IN_PROGRESS | {RegenerationStatus.READY}
 
 
 # --- policy -----------------------------------------------------------------------
@@ -109,9 +108,9 @@ def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.C
     # has not started (it finds its regeneration failed and leaves it).
     user = accounts.lock_user(session, accounts.get_user(session, org_id, user_external_id))
     now = utcnow()
-    removed = _rowcount(session.execute(delete(BackupCode).where(BackupCode.user_id == user.id)))
+    removed = rowcount(session.execute(delete(BackupCode).where(BackupCode.user_id == user.id)))
     was_enrolled = (
-        _rowcount(session.execute(delete(TotpEnrollment).where(TotpEnrollment.user_id == user.id)))
+        rowcount(session.execute(delete(TotpEnrollment).where(TotpEnrollment.user_id == user.id)))
         > 0
     )
 
@@ -125,7 +124,7 @@ def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.C
     )
     for reg in pending:
         had_sheet = session.execute(delete(Sheet).where(Sheet.regeneration_id == reg.id))
-        reg.status = "failed"
+        reg.status = RegenerationStatus.FAILED
         reg.failure = MfaNotEnrolled.slug
         reg.completed_at = now
         reg.totp_ciphertext = None
@@ -139,7 +138,7 @@ def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.C
             details={
                 "regeneration_id": reg.id,
                 "reason": MfaNotEnrolled.slug,
-                "sheet_deleted": _rowcount(had_sheet) > 0,
+                "sheet_deleted": rowcount(had_sheet) > 0,
             },
         )
 
@@ -238,7 +237,7 @@ def _last_set_expired_unseen(session: Session, user: User) -> bool:
         .where(Regeneration.user_id == user.id, Regeneration.set_id == newest)
         .limit(1)
     ).scalar_one_or_none()
-    return status == "expired"
+    return status == RegenerationStatus.EXPIRED
 
 
 def _count_codes(session: Session, user: User, *, unspent_only: bool) -> int:

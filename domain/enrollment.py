@@ -15,28 +15,20 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from domain import accounts, audit, limits, regeneration
+from domain import accounts, audit, guards, limits, regeneration
 from domain import totp as otp
 from domain.audit.types import EventType, Outcome
 from domain.clock import utcnow
 from domain.errors import (
     AlreadyEnrolled,
-    DomainError,
     InvalidRequest,
     InvalidTotp,
     NoPendingEnrollment,
-    TooManyAttempts,
-    TotpLocked,
 )
-from domain.models import Regeneration, TotpEnrollment, User
+from domain.models import Regeneration, RegenerationReason, TotpEnrollment, User
 from infra.services import Services
 
-
-def _refuse(session: Session, user: User, error: DomainError, ctx: audit.Context) -> DomainError:
-    outcome = Outcome.FAILURE if isinstance(error, InvalidTotp | InvalidRequest) else Outcome.DENIED
-    return audit.refusal(
-        session, user.org_id, user.external_id, EventType.ENROLLMENT_FAILED, error, ctx, outcome
-    )
+_REFUSED = EventType.ENROLLMENT_FAILED
 
 
 def start_enrollment(
@@ -46,7 +38,7 @@ def start_enrollment(
     user = accounts.lock_user(session, user)
     enrollment = session.get(TotpEnrollment, user.id, populate_existing=True)
     if enrollment is not None and enrollment.confirmed_at is not None:
-        raise _refuse(session, user, AlreadyEnrolled(), ctx)
+        raise guards.refuse(session, user, _REFUSED, AlreadyEnrolled(), ctx)
     secret = otp.new_secret()
     ciphertext = services.box.encrypt_text(secret)
     restarted = enrollment is not None
@@ -84,15 +76,11 @@ def confirm_enrollment(
     user = accounts.lock_user(session, user)
     if not otp.is_well_formed(totp):
         malformed = InvalidRequest("totp must be a string of exactly 6 digits", field="totp")
-        raise _refuse(session, user, malformed, ctx)
+        raise guards.refuse(session, user, _REFUSED, malformed, ctx)
     enrollment = session.get(TotpEnrollment, user.id, populate_existing=True)
     if enrollment is None or enrollment.confirmed_at is not None:
-        raise _refuse(session, user, NoPendingEnrollment(), ctx)
-    try:
-        limits.end_expired(session, user, limits.TOTP, now, ctx, services.limits)
-        limits.check_totp(session, user, now, services.limits)
-    except (TooManyAttempts, TotpLocked) as refused:
-        raise _refuse(session, user, refused, ctx) from None
+        raise guards.refuse(session, user, _REFUSED, NoPendingEnrollment(), ctx)
+    guards.require_totp_open(session, user, _REFUSED, now, ctx, services.limits)
     judgement = otp.judge(
         services.box.decrypt_text(enrollment.secret_ciphertext),
         totp,
@@ -111,7 +99,7 @@ def confirm_enrollment(
             user_id=user.external_id,
             details={"during": "enrollment"},
         )
-        raise _refuse(session, user, InvalidTotp(), ctx)
+        raise guards.refuse(session, user, _REFUSED, InvalidTotp(), ctx)
     enrollment.confirmed_at = now
     enrollment.last_accepted_step = judgement.step
     enrollment.drift = judgement.drift
@@ -127,4 +115,6 @@ def confirm_enrollment(
     org = accounts.get_org(session, user.org_id)
     if not org.backup_codes_enabled:
         return None
-    return regeneration.queue_regeneration(session, user, org, "enrollment", None, now, ctx)
+    return regeneration.queue_regeneration(
+        session, user, org, RegenerationReason.ENROLLMENT, None, now, ctx
+    )

@@ -6,10 +6,10 @@ from sqlalchemy.orm import Session
 
 from domain import audit
 from domain.audit.types import EventType, Outcome
+from domain.codes import MAX_CODES as MAX_CODES
+from domain.codes import MIN_CODES as MIN_CODES
 from domain.errors import InvalidRequest
 from domain.models import Organization
-
-MIN_CODES, MAX_CODES = 1, 20
 
 
 def set_policy(

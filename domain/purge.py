@@ -19,33 +19,53 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import ColumnElement, delete, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
-from domain.models import AuthFailure, BackupCode, OutboxMessage, Regeneration, Sheet
+from domain.models import (
+    AuthFailure,
+    BackupCode,
+    OutboxMessage,
+    Regeneration,
+    RegenerationStatus,
+    Sheet,
+)
 from infra.services import Services
 from infra.settings import Settings
 
 BATCH = 1000  # rows a statement
 MAX_BATCHES = 100  # per kind and run: a backlog is worked off over several runs
-PURGEABLE = ("retrieved", "expired", "failed")  # "ready" still has a sheet to fetch
+# Finished and without a sheet to fetch (a READY one still has its sheet).
+PURGEABLE = (RegenerationStatus.RETRIEVED, RegenerationStatus.EXPIRED, RegenerationStatus.FAILED)
 
 Purger = Callable[[Session, datetime, int], int]
 
 
 def purge_published_outbox(session: Session, before: datetime, batch: int = BATCH) -> int:
     """Delete up to `batch` outbox rows published before `before`."""
+    published = (OutboxMessage.published_at.is_not(None), OutboxMessage.published_at < before)
+    return _delete_oldest(session, OutboxMessage, published, batch)
+
+
+def _delete_oldest(
+    session: Session,
+    model: type[OutboxMessage] | type[AuthFailure],
+    conditions: tuple[ColumnElement[bool], ...],
+    batch: int,
+) -> int:
+    """Delete up to `batch` rows of `model` that meet `conditions`, lowest ids first,
+    passing over rows another transaction holds."""
     ids = list(
         session.execute(
-            select(OutboxMessage.id)
-            .where(OutboxMessage.published_at.is_not(None), OutboxMessage.published_at < before)
-            .order_by(OutboxMessage.id)
+            select(model.id)
+            .where(*conditions)
+            .order_by(model.id)
             .limit(batch)
             .with_for_update(skip_locked=True)
         ).scalars()
     )
     if ids:
-        session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(ids)))
+        session.execute(delete(model).where(model.id.in_(ids)))
     return len(ids)
 
 
@@ -106,18 +126,7 @@ def auth_failure_cutoff(settings: Settings, now: datetime) -> datetime:
 
 def purge_auth_failures(session: Session, before: datetime, batch: int = BATCH) -> int:
     """Delete up to `batch` failure rows that occurred before `before` (age alone)."""
-    ids = list(
-        session.execute(
-            select(AuthFailure.id)
-            .where(AuthFailure.occurred_at < before)
-            .order_by(AuthFailure.id)
-            .limit(batch)
-            .with_for_update(skip_locked=True)
-        ).scalars()
-    )
-    if ids:
-        session.execute(delete(AuthFailure).where(AuthFailure.id.in_(ids)))
-    return len(ids)
+    return _delete_oldest(session, AuthFailure, (AuthFailure.occurred_at < before,), batch)
 
 
 # --- the run ----------------------------------------------------------------------------

@@ -27,26 +27,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from domain import accounts, audit, limits
+from domain import accounts, audit, guards, limits
 from domain.audit.types import EventType, Outcome
-from domain.codes import normalise
+from domain.codes import LOW_WATERMARK, normalise
 from domain.errors import (
-    BackupCodesDisabled,
-    BackupCodesLocked,
-    DomainError,
-    MfaNotEnrolled,
     NotFound,
-    TooManyAttempts,
 )
-from domain.models import BackupCode, TotpEnrollment, User
+from domain.models import BackupCode, User
+from domain.sql import rowcount
 from infra.services import Services
 
-LOW_WATERMARK = 2  # `low` when this many or fewer codes remain
+_REFUSED = EventType.SIGNIN_REFUSED
 
 
 @dataclass(frozen=True)
@@ -103,11 +98,7 @@ def verify_backup_code(
             matches = services.hasher.verify_nothing(candidate)
 
     user = accounts.lock_user(session, user)  # see the module docstring for why here
-    try:
-        limits.end_expired(session, user, limits.BACKUP_CODES, now, ctx, rules)
-        limits.check_backup_codes(session, user, source, now, rules)
-    except (TooManyAttempts, BackupCodesLocked) as refused:
-        raise _refuse(session, user, refused, ctx) from None
+    guards.require_backup_codes_open(session, user, source, _REFUSED, now, ctx, rules)
 
     accepted = row is not None and matches and row.spent_at is None and _spend(session, row, now)
     remaining = _remaining(session, user)
@@ -126,19 +117,10 @@ def verify_backup_code(
             user_id=user.external_id,
             details={"remaining": remaining, "set_id": row.set_id, **visitor},
         )
-    elif matches:
-        # A code of the current set, already spent (a double submit, a retry after a
-        # timeout): refused, but nobody guessed anything, so it is not a failure.
-        audit.append(
-            session,
-            user.org_id,
-            EventType.CODE_REJECTED,
-            Outcome.FAILURE,
-            ctx,
-            user_id=user.external_id,
-            details={"remaining": remaining, "reason": "spent", **visitor},
-        )
     else:
+        # A match here is a code of the current set, already spent (a double submit, a
+        # retry after a timeout): refused, but nobody guessed anything, so not a failure.
+        spent = {"reason": "spent"} if matches else {}
         audit.append(
             session,
             user.org_id,
@@ -146,9 +128,10 @@ def verify_backup_code(
             Outcome.FAILURE,
             ctx,
             user_id=user.external_id,
-            details={"remaining": remaining, **visitor},
+            details={"remaining": remaining, **spent, **visitor},
         )
-        limits.record_failure(session, user, limits.BACKUP_CODES, source, now, ctx, rules)
+        if not matches:
+            limits.record_failure(session, user, limits.BACKUP_CODES, source, now, ctx, rules)
     return VerifyResult(accepted=accepted, remaining=remaining, low=remaining <= LOW_WATERMARK)
 
 
@@ -163,23 +146,9 @@ def _check_allowed(
     """Refusals that need no verification: policy off, not enrolled, throttled or
     locked (an early, unlocked read; the limits are read again under the lock
     before anything counts)."""
-    org = accounts.get_org(session, user.org_id)
-    if not org.backup_codes_enabled:
-        raise _refuse(session, user, BackupCodesDisabled(), ctx)
-    enrollment = session.get(TotpEnrollment, user.id)
-    if enrollment is None or enrollment.confirmed_at is None:
-        raise _refuse(session, user, MfaNotEnrolled(), ctx)
-    try:
+    guards.require_usable(session, user, _REFUSED, ctx)
+    with guards.refusing(session, user, _REFUSED, ctx):
         limits.check_backup_codes(session, user, source, now, rules)
-    except (TooManyAttempts, BackupCodesLocked) as refused:
-        raise _refuse(session, user, refused, ctx) from None
-
-
-def _refuse(session: Session, user: User, error: DomainError, ctx: audit.Context) -> DomainError:
-    """The refusal is audited and committed although the request fails."""
-    return audit.refusal(
-        session, user.org_id, user.external_id, EventType.SIGNIN_REFUSED, error, ctx
-    )
 
 
 def _candidate_row(session: Session, user: User, candidate: str) -> BackupCode | None:
@@ -214,7 +183,7 @@ def _spend(session: Session, row: BackupCode, now: datetime) -> bool:
         .values(spent_at=now)
         .execution_options(synchronize_session=False)
     )
-    return cast(CursorResult[Any], changed).rowcount == 1
+    return rowcount(changed) == 1
 
 
 def _remaining(session: Session, user: User) -> int:

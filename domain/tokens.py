@@ -19,10 +19,11 @@ from sqlalchemy.orm import Session
 from domain import accounts, audit
 from domain.audit.types import EventType, Outcome
 from domain.errors import InvalidRequest, NotFound
-from domain.models import ApiToken
+from domain.models import ApiToken, Role, TokenKind
 
-ROLES = ("user", "service", "admin", "auditor")
-KINDS = ("token", "session")
+# Plain strings (the values), for messages and the CLI's choices.
+ROLES = tuple(role.value for role in Role)
+KINDS = tuple(kind.value for kind in TokenKind)
 PREFIX = "mfa_"
 MIN_TTL = timedelta(seconds=60)
 MAX_TTL = timedelta(days=365)
@@ -40,7 +41,7 @@ def issue(
     ctx: audit.Context,
     *,
     ttl: timedelta | None = None,
-    kind: str = "token",
+    kind: str = TokenKind.BEARER,
     now: datetime | None = None,
 ) -> tuple[ApiToken, str]:
     """Returns the stored row and the token in clear, which is never stored.
@@ -53,7 +54,7 @@ def issue(
     if ttl is not None and not MIN_TTL <= ttl <= MAX_TTL:
         raise InvalidRequest("ttl must be 60 seconds to 365 days", field="ttl")
     accounts.get_org(session, org_id)
-    if role == "user":
+    if role == Role.USER:
         accounts.get_user(session, org_id, principal_id)
     if not principal_id or len(principal_id) > 128:
         raise InvalidRequest("principal id must be 1 to 128 characters", field="principal_id")
@@ -76,7 +77,7 @@ def issue(
         EventType.TOKEN_ISSUED,
         Outcome.SUCCESS,
         ctx,
-        user_id=principal_id if role == "user" else None,
+        user_id=principal_id if role == Role.USER else None,
         details={
             "issued_token_id": row.id,
             "role": role,
@@ -112,7 +113,7 @@ def _revoked_event(session: Session, row: ApiToken, ctx: audit.Context, reason: 
         EventType.TOKEN_REVOKED,
         Outcome.SUCCESS,
         ctx,
-        user_id=row.principal_id if row.role == "user" else None,
+        user_id=row.principal_id if row.role == Role.USER else None,
         details={
             "revoked_token_id": row.id,
             "role": row.role,
@@ -156,7 +157,7 @@ def revoke_all_of_user(
             select(ApiToken)
             .where(
                 ApiToken.org_id == org_id,
-                ApiToken.role == "user",
+                ApiToken.role == Role.USER,
                 ApiToken.principal_id == user_external_id,
                 ApiToken.revoked_at.is_(None),
             )

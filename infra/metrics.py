@@ -17,6 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from domain.audit.types import EventType
+from domain.models import RegenerationStatus
 
 _PENDING = "metrics_pending_events"
 
@@ -52,7 +53,7 @@ def _count(type_: str, outcome: str, details: dict[str, Any]) -> None:
     if type_ == EventType.REGENERATION_STARTED and "queued_seconds" in details:
         QUEUE_LATENCY.observe(float(details["queued_seconds"]))
     elif type_ == EventType.REGENERATION_SUCCEEDED:
-        REGENERATIONS.labels("ready").inc()
+        REGENERATIONS.labels(RegenerationStatus.READY).inc()
     elif type_ == EventType.REGENERATION_FAILED:
         REGENERATIONS.labels(str(details.get("reason") or "unknown")).inc()
     elif type_ == EventType.LOCKOUT_STARTED:

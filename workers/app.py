@@ -13,10 +13,11 @@ from urllib.parse import urlsplit
 from celery import Celery
 from kombu import Exchange, Queue
 
+from domain.outbox import TASK_PROCESS_REGENERATION
 from infra.settings import Settings
 from workers import folder_broker
 
-TASK_PROCESS = "regeneration.process"
+TASK_PROCESS = TASK_PROCESS_REGENERATION  # named by the domain, which writes it to the outbox
 TASK_REPUBLISH_STALE = "maintenance.republish_stale"
 TASK_EXPIRE_SHEETS = "maintenance.expire_sheets"
 TASK_CHECKPOINT = "audit.checkpoint"

@@ -141,13 +141,16 @@ def refusal(
     error: DomainError,
     ctx: Context,
     outcome: str = Outcome.DENIED,
+    details: dict[str, Any] | None = None,
 ) -> DomainError:
-    """Record a refused request and mark the error committed, so that the record
-    survives the request's failure: `raise audit.refusal(...)`.
+    """Record a refused request (its details and the error's slug as `reason`) and mark
+    the error committed, so that the record survives the request's failure:
+    `raise audit.refusal(...)` (use cases call it through domain.guards.refuse).
 
     A 401/403/404 refusal of a (token, source) over its minute's refusals raises
     429 instead, before the chain head's lock is taken (domain.throttles)."""
     if error.status in (401, 403, 404):
         throttles.refusal_gate(session, ctx.token_id, ctx.source_ip)
-    append(session, org_id, type, outcome, ctx, user_id=user_id, details={"reason": error.slug})
+    details = {**(details or {}), "reason": error.slug}
+    append(session, org_id, type, outcome, ctx, user_id=user_id, details=details)
     return error.committed()

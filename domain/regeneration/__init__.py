@@ -11,6 +11,7 @@ made by a worker, swept by the beat.
 This face names what the API, the workers and the CLI call.
 """
 
+from domain.models import FINISHED
 from domain.regeneration.intake import (
     RequestOutcome,
     get_regeneration,
@@ -20,7 +21,6 @@ from domain.regeneration.intake import (
 )
 from domain.regeneration.sweep import expire_sheets, stale_regenerations
 from domain.regeneration.worker import (
-    FINISHED,
     MISSING,
     PROCESSING_FAILED,
     abandon,

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 
 from domain.codes import generate_codes, new_set_id
 from domain.models import BackupCode, Organization, Regeneration, Sheet, User
-from domain.sheets.store import render_and_store, rowcount
+from domain.sheets.store import render_and_store
+from domain.sql import rowcount
 from infra.services import Services
 
 

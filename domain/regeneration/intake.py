@@ -10,20 +10,23 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from domain import accounts, audit, limits, outbox
+from domain import accounts, audit, guards, outbox
 from domain import totp as otp
 from domain.audit.types import EventType, Outcome
 from domain.errors import (
-    BackupCodesDisabled,
-    DomainError,
     IdempotencyKeyReused,
     InvalidRequest,
-    MfaNotEnrolled,
     RegenerationPending,
-    TooManyAttempts,
-    TotpLocked,
 )
-from domain.models import Organization, Regeneration, TotpEnrollment, User, new_id
+from domain.models import (
+    IN_PROGRESS,
+    Organization,
+    Regeneration,
+    RegenerationReason,
+    RegenerationStatus,
+    User,
+    new_id,
+)
 from domain.regeneration.idempotency import (
     IDEMPOTENCY_WINDOW,
     body_fingerprint,
@@ -40,12 +43,7 @@ class RequestOutcome:
     created: bool
 
 
-def _refuse(session: Session, user: User, error: DomainError, ctx: audit.Context) -> DomainError:
-    # A wrong input is the user's failure; a refusal by policy or state is a denial.
-    outcome = Outcome.FAILURE if isinstance(error, InvalidRequest) else Outcome.DENIED
-    return audit.refusal(
-        session, user.org_id, user.external_id, EventType.REGENERATION_REFUSED, error, ctx, outcome
-    )
+_REFUSED = EventType.REGENERATION_REFUSED
 
 
 def queue_regeneration(
@@ -66,7 +64,7 @@ def queue_regeneration(
         org_id=user.org_id,
         user_id=user.id,
         reason=reason,
-        status="queued",
+        status=RegenerationStatus.QUEUED,
         code_count=org.code_count,
         accepted_at=now,
         totp_ciphertext=totp_ciphertext,
@@ -105,18 +103,9 @@ def request_regeneration(
     user = accounts.lock_user(session, user)  # serialises requests with the same key
     if not isinstance(totp, str) or not otp.is_well_formed(totp):
         malformed = InvalidRequest("totp must be a string of exactly 6 digits", field="totp")
-        raise _refuse(session, user, malformed, ctx)
-    org = accounts.get_org(session, user.org_id)
-    if not org.backup_codes_enabled:
-        raise _refuse(session, user, BackupCodesDisabled(), ctx)
-    enrollment = session.get(TotpEnrollment, user.id)
-    if enrollment is None or enrollment.confirmed_at is None:
-        raise _refuse(session, user, MfaNotEnrolled(), ctx)
-    try:
-        limits.end_expired(session, user, limits.TOTP, now, ctx, services.limits)
-        limits.check_totp(session, user, now, services.limits)
-    except (TooManyAttempts, TotpLocked) as refused:
-        raise _refuse(session, user, refused, ctx) from None
+        raise guards.refuse(session, user, _REFUSED, malformed, ctx)
+    org = guards.require_usable(session, user, _REFUSED, ctx)
+    guards.require_totp_open(session, user, _REFUSED, now, ctx, services.limits)
 
     keys = services.settings.secret_keys
     if idempotency_key is not None:
@@ -128,7 +117,7 @@ def request_regeneration(
         if earlier is not None and earlier.created_at > now - IDEMPOTENCY_WINDOW:
             if same_body(earlier.body_fingerprint, keys, totp):
                 return RequestOutcome(earlier, created=False)
-            raise _refuse(session, user, IdempotencyKeyReused(), ctx)
+            raise guards.refuse(session, user, _REFUSED, IdempotencyKeyReused(), ctx)
         if earlier is not None:  # older than the window: the key is free again
             # A statement, not the ORM: the purge may have deleted that row meanwhile
             # (domain.purge), and an UPDATE of nothing is then just right.
@@ -141,13 +130,13 @@ def request_regeneration(
 
     pending = _pending(session, user)
     if pending is not None:  # one at a time: a user cannot flood the shared queue
-        raise _refuse(session, user, RegenerationPending(pending.id), ctx)
+        raise guards.refuse(session, user, _REFUSED, RegenerationPending(pending.id), ctx)
 
     reg = queue_regeneration(
         session,
         user,
         org,
-        "regeneration",
+        RegenerationReason.REGENERATION,
         services.box.encrypt_text(totp),
         now,
         ctx,
@@ -163,7 +152,7 @@ def _pending(session: Session, user: User) -> Regeneration | None:
             select(Regeneration)
             .where(
                 Regeneration.user_id == user.id,
-                Regeneration.status.in_(sheet_store.IN_PROGRESS),
+                Regeneration.status.in_(IN_PROGRESS),
             )
             .order_by(Regeneration.created_at)
             .limit(1)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from domain.models import Regeneration
+from domain.models import IN_PROGRESS, Regeneration
 from domain.sheets import store as sheet_store
 
 
@@ -23,7 +23,7 @@ def stale_regenerations(
     ids = list(
         session.execute(
             select(Regeneration.id)
-            .where(Regeneration.status.in_(sheet_store.IN_PROGRESS), stale)
+            .where(Regeneration.status.in_(IN_PROGRESS), stale)
             .order_by(Regeneration.dispatched_at)
             .limit(limit)
             .with_for_update(skip_locked=True)

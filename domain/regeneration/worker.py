@@ -6,35 +6,34 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from domain import accounts, audit, limits
+from domain import accounts, audit, guards, limits
 from domain import totp as otp
 from domain.audit.types import EventType, Outcome
 from domain.errors import (
     BackupCodesDisabled,
     MfaNotEnrolled,
 )
-from domain.models import Organization, Regeneration, TotpEnrollment, User
+from domain.models import (
+    FINISHED,
+    Organization,
+    Regeneration,
+    RegenerationReason,
+    RegenerationStatus,
+    User,
+)
 from domain.regeneration import code_sets
 from domain.sheets import store as sheet_store
 from infra.services import Services
-
-FINISHED = frozenset({"ready", "failed", "retrieved", "expired"})
-
 
 MISSING = "missing"  # process_regeneration's answer for an id that no longer exists
 
 
 def mark_started(session: Session, regeneration_id: str, now: datetime) -> bool:
-    changed = session.execute(
-        update(Regeneration)
-        .where(Regeneration.id == regeneration_id, Regeneration.status == "queued")
-        .values(status="processing", started_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if sheet_store.rowcount(changed) != 1:
+    queued, processing = RegenerationStatus.QUEUED, RegenerationStatus.PROCESSING
+    if not sheet_store.change_status(session, regeneration_id, queued, processing, started_at=now):
         return False
     reg = session.get(Regeneration, regeneration_id, populate_existing=True)
     user = session.get(User, reg.user_id) if reg is not None else None
@@ -101,12 +100,11 @@ def _judge(
 ) -> str | None:
     """The failure slug, or None when the codes may be issued."""
     submitted, reg.totp_ciphertext = reg.totp_ciphertext, None  # wiped, whatever happens
-    if not org.backup_codes_enabled:
-        return BackupCodesDisabled.slug
-    enrollment = session.get(TotpEnrollment, user.id, populate_existing=True)
-    if enrollment is None or enrollment.confirmed_at is None:
-        return MfaNotEnrolled.slug
-    if reg.reason != "regeneration":
+    try:
+        enrollment = guards.confirmed_enrollment(session, user, org)
+    except (BackupCodesDisabled, MfaNotEnrolled) as refused:
+        return refused.slug
+    if reg.reason != RegenerationReason.REGENERATION:
         return None  # enrollment: the TOTP was judged when the enrollment was confirmed
     # Judged on its own merits: intake checked the TOTP limits at accepted_at, and a
     # throttle or lock that began since (an attacker's failures) does not fail it.
@@ -161,7 +159,7 @@ def _fail(
     now: datetime,
     ctx: audit.Context,
 ) -> None:
-    reg.status = "failed"
+    reg.status = RegenerationStatus.FAILED
     reg.failure = failure
     reg.completed_at = now
     _event(session, reg, user, EventType.REGENERATION_FAILED, Outcome.FAILURE, ctx, reason=failure)
@@ -184,7 +182,7 @@ def _issue(
         _event(
             session, reg, user, EventType.CODES_DEACTIVATED, Outcome.SUCCESS, ctx, count=deactivated
         )
-    reg.status = "ready"
+    reg.status = RegenerationStatus.READY
     reg.set_id = set_id
     reg.completed_at = now
     reg.expires_at = sheet.expires_at

@@ -17,7 +17,8 @@ from reportlab.lib.pagesizes import A4, LETTER
 from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen.canvas import Canvas
 
-MAX_CODES = 20
+from domain.codes import MAX_CODES, MIN_CODES
+
 ONE_COLUMN_MAX = 10
 PAGE_SIZES: dict[str, tuple[float, float]] = {"A4": A4, "Letter": LETTER}
 
@@ -65,8 +66,10 @@ class SheetContent:
     codes: tuple[str, ...] = field(repr=False)
 
     def __post_init__(self) -> None:
-        if not 1 <= len(self.codes) <= MAX_CODES:
-            raise ValueError(f"a sheet holds 1 to {MAX_CODES} codes, not {len(self.codes)}")
+        if not MIN_CODES <= len(self.codes) <= MAX_CODES:
+            raise ValueError(
+                f"a sheet holds {MIN_CODES} to {MAX_CODES} codes, not {len(self.codes)}"
+            )
         if self.generated_at.utcoffset() != timedelta(0):
             raise ValueError("generated_at must be timezone-aware and in UTC")
 

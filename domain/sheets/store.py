@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.orm import Session
 
-from domain import audit
+from domain import audit, guards
 from domain.audit.types import EventType, Outcome
 from domain.crypto import SecretBox
 from domain.errors import (
@@ -33,13 +32,21 @@ from domain.errors import (
     SheetExpired,
     SheetGone,
 )
-from domain.models import BackupCode, Organization, Regeneration, Sheet, User
+from domain.models import (
+    IN_PROGRESS,
+    BackupCode,
+    Organization,
+    Regeneration,
+    RegenerationStatus,
+    Sheet,
+    User,
+)
 from domain.sheets.render import SheetContent, render_pdf, render_text
+from domain.sql import rowcount
 from infra.services import Services
 
 KINDS = ("pdf", "text")
 UNSEEN_EXPIRY = SheetExpired.slug  # why an expiry deactivated a set (audit details)
-IN_PROGRESS = frozenset({"queued", "processing"})
 
 
 def owned_regeneration(session: Session, user: User, regeneration_id: str) -> Regeneration:
@@ -79,9 +86,24 @@ def store_sheet(
     return sheet
 
 
-def rowcount(result: Any) -> int:
-    """Rows an UPDATE or DELETE changed (session.execute is typed as a plain Result)."""
-    return int(cast(CursorResult[Any], result).rowcount)
+def change_status(
+    session: Session,
+    regeneration_id: str,
+    old: RegenerationStatus,
+    new: RegenerationStatus,
+    *conditions: ColumnElement[bool],
+    **values: object,
+) -> bool:
+    """Move a regeneration from `old` to `new` (and set `values`) only while it still is
+    `old`: True for the one caller whose UPDATE changed the row, so of a retrieval, a
+    sweep and a redelivery racing for it exactly one goes on."""
+    changed = session.execute(
+        update(Regeneration)
+        .where(Regeneration.id == regeneration_id, Regeneration.status == old, *conditions)
+        .values(status=new, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(changed) == 1
 
 
 def retrieve_sheet(
@@ -96,24 +118,20 @@ def retrieve_sheet(
     if kind not in KINDS:
         raise InvalidRequest("the sheet comes as pdf or text", field="kind")
     reg = owned_regeneration(session, user, regeneration_id)
-    claimed = rowcount(
-        session.execute(
-            update(Regeneration)
-            .where(
-                Regeneration.id == reg.id,
-                Regeneration.status == "ready",
-                Regeneration.expires_at > now,
-            )
-            .values(status="retrieved", retrieved_at=now)
-            .execution_options(synchronize_session=False)
-        )
+    claimed = change_status(
+        session,
+        reg.id,
+        RegenerationStatus.READY,
+        RegenerationStatus.RETRIEVED,
+        Regeneration.expires_at > now,
+        retrieved_at=now,
     )
     reg = owned_regeneration(session, user, regeneration_id)  # what the claim left
-    if claimed != 1:
+    if not claimed:
         raise _refuse_retrieval(session, user, reg, kind, now, ctx)
     sheet = session.get(Sheet, reg.id, populate_existing=True)
     if sheet is None:  # cannot happen while status and sheet change together
-        reg.status = "expired"
+        reg.status = RegenerationStatus.EXPIRED
         raise _refused(session, user, reg, kind, ctx, SheetExpired())
     body = box.decrypt(sheet.pdf_ciphertext if kind == "pdf" else sheet.text_ciphertext)
     session.delete(sheet)
@@ -141,12 +159,12 @@ def _refuse_retrieval(
     error: DomainError
     if reg.status in IN_PROGRESS:
         error = NotReady(retry_after=1)
-    elif reg.status == "failed":
+    elif reg.status == RegenerationStatus.FAILED:
         error = RegenerationFailed(f"The regeneration failed: {reg.failure}", failure=reg.failure)
-    elif reg.status == "retrieved":
+    elif reg.status == RegenerationStatus.RETRIEVED:
         error = SheetGone()
     else:  # expired, or ready but past expires_at: expire it now
-        if reg.status == "ready":
+        if reg.status == RegenerationStatus.READY:
             _expire(session, reg, ctx, user.external_id, now)  # noticed by this request
         error = SheetExpired()
     return _refused(session, user, reg, kind, ctx, error)
@@ -160,16 +178,15 @@ def _refused(
     ctx: audit.Context,
     error: DomainError,
 ) -> DomainError:
-    audit.append(
+    return guards.refuse(
         session,
-        reg.org_id,
+        user,
         EventType.SHEET_RETRIEVAL_REFUSED,
-        Outcome.DENIED,
+        error,
         ctx,
-        user_id=user.external_id,
-        details={"regeneration_id": reg.id, "format": kind, "reason": error.slug},
+        regeneration_id=reg.id,
+        format=kind,
     )
-    return error.committed()
 
 
 def _expire(
@@ -178,18 +195,10 @@ def _expire(
     """ready -> expired, the sheet deleted and the set it printed deactivated: nobody
     saw those codes, so none of them may sign in. False when someone else got there
     first (a retrieval, another sweep)."""
-    changed = rowcount(
-        session.execute(
-            update(Regeneration)
-            .where(Regeneration.id == reg.id, Regeneration.status == "ready")
-            .values(status="expired")
-            .execution_options(synchronize_session=False)
-        )
-    )
-    if changed != 1:
+    if not change_status(session, reg.id, RegenerationStatus.READY, RegenerationStatus.EXPIRED):
         return False
     session.execute(delete(Sheet).where(Sheet.regeneration_id == reg.id))
-    reg.status = "expired"
+    reg.status = RegenerationStatus.EXPIRED
     audit.append(
         session,
         reg.org_id,
@@ -230,7 +239,7 @@ def expire_sheets(session: Session, now: datetime, limit: int = 500) -> int:
     rows = session.execute(
         select(Regeneration, User.external_id)
         .join(User, User.id == Regeneration.user_id)
-        .where(Regeneration.status == "ready", Regeneration.expires_at <= now)
+        .where(Regeneration.status == RegenerationStatus.READY, Regeneration.expires_at <= now)
         .order_by(Regeneration.expires_at)
         .limit(limit)
     ).all()
@@ -244,7 +253,7 @@ def expire_unfetched(session: Session, user: User, now: datetime, ctx: audit.Con
     nobody may receive a sheet of dead codes); the caller holds the user's lock."""
     ready = session.execute(
         select(Regeneration)
-        .where(Regeneration.user_id == user.id, Regeneration.status == "ready")
+        .where(Regeneration.user_id == user.id, Regeneration.status == RegenerationStatus.READY)
         .order_by(Regeneration.completed_at)
     ).scalars()
     return sum(1 for reg in list(ready) if _expire(session, reg, ctx, user.external_id, now))
