@@ -92,6 +92,8 @@ class RequestContext:
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
     ) -> None:
+        if getattr(resource, "no_store", False):
+            resp.cache_control = ["no-store"]
         roles = getattr(resource, "roles", None)
         if roles is None:
             return  # an unauthenticated resource: health, readiness, the document, metrics

@@ -10,6 +10,8 @@ from typing import Any
 
 import falcon
 
+from api import representations
+from api.resources.base import Resource
 from domain import throttles
 from domain.audit.export import csv_chunks, ndjson_chunks, stream_events
 from domain.audit.query import (
@@ -51,18 +53,14 @@ def _auditor(req: falcon.Request, services: Services, attempted: str) -> Any:
     return principal
 
 
-class AuditEvents:
+class AuditEvents(Resource):
     roles = ()  # any token; a refused reader is recorded (_auditor)
-
-    def __init__(self, services: Services) -> None:
-        self.services = services
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         org_id = _auditor(req, self.services, EventType.AUDIT_READ).org_id
         filters = parse_filters(req.params)
         pagination = parse_page(req.params)  # validated for every format
         wanted = req.client_prefers(list(_FORMATS)) or "application/json"
-        resp.cache_control = ["no-store"]
         if wanted == "application/json":
             with self.services.unit_of_work() as session:
                 rows, next_cursor = page(session, org_id, filters, pagination)
@@ -109,11 +107,8 @@ class AuditEvents:
         resp.stream = ndjson_chunks(rows) if fmt == NDJSON else csv_chunks(rows)
 
 
-class AuditVerification:
+class AuditVerification(Resource):
     roles = ()  # any token; a refused reader is recorded (_auditor)
-
-    def __init__(self, services: Services) -> None:
-        self.services = services
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         org_id = _auditor(req, self.services, EventType.AUDIT_VERIFIED).org_id
@@ -131,8 +126,7 @@ class AuditVerification:
                     "first_bad_seq": result.first_bad_seq,
                 },
             )
-        resp.cache_control = ["no-store"]
-        resp.media = result.as_dict()
+        resp.media = representations.audit_verification(result)
 
 
 def register(app: falcon.App[falcon.Request, falcon.Response], services: Services) -> None:
