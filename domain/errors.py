@@ -139,3 +139,14 @@ class SheetExpired(DomainError):
 
 class Conflict(DomainError):
     slug, title = "conflict", "Conflict"
+
+
+# The refusals a (token, source)'s minute budget counts (domain.throttles), as the API
+# counts its 401, 403 and 404 answers; tests/unit/test_problem_statuses.py keeps this
+# list and api/errors.py's statuses together.
+BUDGETED_REFUSALS: tuple[type[DomainError], ...] = (
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    BackupCodesDisabled,
+)

@@ -20,7 +20,7 @@ from domain.audit.chain import GENESIS_HASH as GENESIS_HASH
 from domain.audit.chain import canonical as canonical
 from domain.audit.chain import chain_hash as chain_hash
 from domain.audit.types import EventType, Outcome
-from domain.errors import DomainError, Forbidden, NotFound, Unauthenticated
+from domain.errors import BUDGETED_REFUSALS, DomainError
 from domain.models import AuditEvent, AuditHead, new_id
 from infra import metrics
 
@@ -144,10 +144,10 @@ def refusal(
     """Record a refused request and mark the error committed, so that the record
     survives the request's failure: `raise audit.refusal(...)`.
 
-    An unauthenticated, forbidden or not-found refusal of a (token, source) over its
-    minute's refusals raises 429 instead, before the chain head's lock is taken
-    (domain.throttles)."""
-    if isinstance(error, Unauthenticated | Forbidden | NotFound):
+    A refusal the API answers 401, 403 or 404 (errors.BUDGETED_REFUSALS), of a (token,
+    source) over its minute's refusals, raises 429 instead, before the chain head's
+    lock is taken (domain.throttles)."""
+    if isinstance(error, BUDGETED_REFUSALS):
         throttles.refusal_gate(session, ctx.token_id, ctx.source_ip)
     append(session, org_id, type, outcome, ctx, user_id=user_id, details={"reason": error.slug})
     return error.committed()

@@ -29,3 +29,9 @@ def test_the_table_names_no_slug_the_domain_does_not_raise() -> None:
 
 def test_domain_errors_carry_no_http_status() -> None:
     assert [c.__name__ for c in _subclasses(errors.DomainError) if hasattr(c, "status")] == []
+
+
+def test_the_refusals_the_budget_counts_are_the_401_403_and_404_answers() -> None:
+    counted = {c.slug for c in errors.BUDGETED_REFUSALS}
+    answered = {slug for slug, status in STATUS_OF_SLUG.items() if status in (401, 403, 404)}
+    assert counted == answered
