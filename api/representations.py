@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Row
+
 from domain.admin import CodeSet, MfaStatus
+from domain.audit.query import event_to_dict
 from domain.audit.verify import Verification
 from domain.clock import rfc3339_millis
 from domain.limits import Standing
-from domain.models import Regeneration
+from domain.models import AuditEvent, Regeneration
 from domain.policy import Policy
 from domain.signin import VerifyResult
 
@@ -97,3 +101,18 @@ def audit_verification(result: Verification) -> dict[str, Any]:
         "checkpoint": result.checkpoint,
         "unsigned_events": result.unsigned_events,
     }
+
+
+def enrollment(secret: str, otpauth_uri: str) -> dict[str, Any]:
+    """The answer to POST /v1/me/mfa/enrollment: the secret, shown this once."""
+    return {"secret": secret, "otpauth_uri": otpauth_uri}
+
+
+def enrollment_confirmed(first: Regeneration | None) -> dict[str, Any]:
+    """The answer to a confirmed enrollment, with the first set's regeneration, if any."""
+    return {"enrolled": True, "regeneration": None if first is None else regeneration(first)}
+
+
+def audit_page(rows: Iterable[AuditEvent | Row[Any]], next_cursor: str | None) -> dict[str, Any]:
+    """A page of GET /v1/audit/events: each event as the export writes it."""
+    return {"events": [event_to_dict(r) for r in rows], "next": next_cursor}

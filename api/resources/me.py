@@ -31,7 +31,7 @@ class Enrollment(Resource):
                 session, self.services, self.user(session, req), req.context.audit
             )
         resp.status = falcon.HTTP_201
-        resp.media = {"secret": secret, "otpauth_uri": uri}
+        resp.media = representations.enrollment(secret, uri)
 
 
 class EnrollmentConfirmation(Resource):
@@ -48,9 +48,8 @@ class EnrollmentConfirmation(Resource):
                 utcnow(),
                 req.context.audit,
             )
-            first = None if reg is None else representations.regeneration(reg)
+            resp.media = representations.enrollment_confirmed(reg)
         resp.status = falcon.HTTP_201
-        resp.media = {"enrolled": True, "regeneration": first}
 
 
 def register(app: falcon.App[falcon.Request, falcon.Response], services: Services) -> None:
