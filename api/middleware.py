@@ -92,6 +92,9 @@ class RequestContext:
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
     ) -> None:
+        # Falcon's own OPTIONS answer (the allowed methods) was never marked no-store.
+        if getattr(resource, "no_store", False) and req.method != "OPTIONS":
+            resp.cache_control = ["no-store"]
         roles = getattr(resource, "roles", None)
         if roles is None:
             return  # an unauthenticated resource: health, readiness, the document, metrics

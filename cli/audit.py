@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, closing
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -15,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from cli.common import EXIT_ERROR, handle_errors, load_services
 from domain import audit as audit_log
+from domain.audit import review
 from domain.audit.checkpoints import (
     checkpoint_org,
     public_key_pem,
@@ -22,9 +22,7 @@ from domain.audit.checkpoints import (
     write_checkpoints,
 )
 from domain.audit.export import csv_chunks, ndjson_chunks, stream_events
-from domain.audit.query import Filters, count, last_seq, parse_filters, record_review
-from domain.audit.types import EventType, Outcome
-from domain.audit.verify import verify_chain
+from domain.audit.query import Filters, parse_filters
 from domain.errors import InvalidRequest, NotFound
 from domain.models import AuditEvent, AuditHead, Organization
 from infra.settings import Settings
@@ -80,18 +78,8 @@ def verify(org_id: str | None, expect: str | None) -> None:
         broken = 0
         for org in orgs:
             with services.unit_of_work() as session:
-                result = verify_chain(session, org, services.settings, expect=expected)
-                record_review(
-                    session,
-                    org,
-                    EventType.AUDIT_VERIFIED,
-                    Outcome.SUCCESS if result.ok else Outcome.FAILURE,
-                    audit_log.CLI,
-                    {
-                        "ok": result.ok,
-                        "events_checked": result.events_checked,
-                        "first_bad_seq": result.first_bad_seq,
-                    },
+                result = review.verify_recorded(
+                    session, org, services.settings, audit_log.CLI, expect=expected
                 )
             if result.ok:
                 head = result.head["seq"] if result.head else 0
@@ -172,16 +160,8 @@ def export(
     with closing(load_services()) as services:
         with services.unit_of_work() as session:
             _require_org(session, org_id)
-            # Pinned to the chain as it is now; the export event itself comes after it.
-            filters = replace(filters, max_seq=last_seq(session, org_id))
-            total = count(session, org_id, filters)
-            record_review(
-                session,
-                org_id,
-                EventType.AUDIT_EXPORTED,
-                Outcome.SUCCESS,
-                audit_log.CLI,
-                {"filters": filters.summary(), "count": total, "format": fmt, "via": "cli"},
+            filters, total = review.start_export(
+                session, org_id, filters, fmt, "cli", audit_log.CLI
             )
         with ExitStack() as stack:
             out: IO[bytes] = (

@@ -3,16 +3,17 @@ resetting a user's MFA; and the user's own MFA status (GET /v1/me/mfa)."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from domain import accounts, audit, limits, policy, tokens
 from domain.audit.types import EventType, Outcome
-from domain.clock import rfc3339_millis, utcnow
+from domain.clock import utcnow
 from domain.codes import LOW_WATERMARK
-from domain.errors import InvalidRequest, MfaNotEnrolled, NotFound
+from domain.errors import MfaNotEnrolled, NotFound
 from domain.models import (
     IN_PROGRESS,
     BackupCode,
@@ -27,7 +28,6 @@ from domain.sheets import store as sheet_store
 from domain.sql import rowcount
 from infra.services import Services
 
-POLICY_KEYS = ("backup_codes_enabled", "code_count")
 # A reset fails every regeneration whose sheet could still be fetched or made:
 # its codes are gone, so the sheet would print dead codes.
 _UNFINISHED = IN_PROGRESS | {RegenerationStatus.READY}
@@ -36,26 +36,14 @@ _UNFINISHED = IN_PROGRESS | {RegenerationStatus.READY}
 # --- policy -----------------------------------------------------------------------
 
 
-def _policy_dict(org: Organization) -> dict[str, Any]:
-    return {"backup_codes_enabled": org.backup_codes_enabled, "code_count": org.code_count}
-
-
-def get_policy(session: Session, org_id: str) -> dict[str, Any]:
-    return _policy_dict(accounts.get_org(session, org_id))
+def get_policy(session: Session, org_id: str) -> policy.Policy:
+    return policy.Policy.of(accounts.get_org(session, org_id))
 
 
 def put_policy(
-    session: Session, org_id: str, body: dict[str, Any], ctx: audit.Context
-) -> dict[str, Any]:
-    """Replace the policy: both keys required, no others; audited with old and new."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("the policy is a JSON object", field="body")
-    for key in sorted(body):
-        if key not in POLICY_KEYS:
-            raise InvalidRequest(f"unknown field {key[:64]!r}", field=str(key)[:64])
-    for key in POLICY_KEYS:
-        if key not in body:
-            raise InvalidRequest(f"{key} is required", field=key)
+    session: Session, org_id: str, enabled: bool, code_count: int, ctx: audit.Context
+) -> policy.Policy:
+    """Replace the policy, both values; audited with old and new."""
     # Row lock: concurrent PUTs are serialised, so each audits the old value it replaced.
     org = session.execute(
         select(Organization)
@@ -65,9 +53,9 @@ def put_policy(
     ).scalar_one_or_none()
     if org is None:
         raise NotFound(f"no organization {org_id!r}")
-    policy.set_policy(session, org, body["backup_codes_enabled"], body["code_count"], ctx)
+    policy.set_policy(session, org, enabled, code_count, ctx)
     session.flush()
-    return _policy_dict(org)
+    return policy.Policy.of(org)
 
 
 # --- a user's codes and enrollment --------------------------------------------------
@@ -179,22 +167,45 @@ def unlock(session: Session, org_id: str, user_external_id: str, ctx: audit.Cont
 # --- the user's own view -----------------------------------------------------------
 
 
-def mfa_status(session: Session, services: Services, user: User) -> dict[str, Any]:
-    """GET /v1/me/mfa: enrollment, policy and the current set (null when no active code)."""
+@dataclass(frozen=True)
+class CodeSet:
+    """The user's current set of codes: how many are left, when it was made and used."""
+
+    set_id: str
+    remaining: int
+    total: int
+    low: bool
+    generated_at: datetime
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True)
+class MfaStatus:
+    """GET /v1/me/mfa: enrollment, policy, the current set (None when no active code)."""
+
+    enrolled: bool
+    enrolled_at: datetime | None
+    backup_codes_enabled: bool
+    backup_codes: CodeSet | None
+    last_set_expired_unseen: bool
+    limits: limits.Standing
+
+
+def mfa_status(session: Session, services: Services, user: User) -> MfaStatus:
     org = accounts.get_org(session, user.org_id)
     enrollment = session.get(TotpEnrollment, user.id, populate_existing=True)
     confirmed_at = None if enrollment is None else enrollment.confirmed_at
-    return {
-        "enrolled": confirmed_at is not None,
-        "enrolled_at": None if confirmed_at is None else rfc3339_millis(confirmed_at),
-        "backup_codes_enabled": org.backup_codes_enabled,
-        "backup_codes": _current_set(session, user),
-        "last_set_expired_unseen": _last_set_expired_unseen(session, user),
-        "limits": limits.status(session, user, utcnow(), services.limits),
-    }
+    return MfaStatus(
+        enrolled=confirmed_at is not None,
+        enrolled_at=confirmed_at,
+        backup_codes_enabled=org.backup_codes_enabled,
+        backup_codes=_current_set(session, user),
+        last_set_expired_unseen=_last_set_expired_unseen(session, user),
+        limits=limits.status(session, user, utcnow(), services.limits),
+    )
 
 
-def _current_set(session: Session, user: User) -> dict[str, Any] | None:
+def _current_set(session: Session, user: User) -> CodeSet | None:
     active = list(
         session.execute(
             select(BackupCode)
@@ -210,14 +221,14 @@ def _current_set(session: Session, user: User) -> dict[str, Any] | None:
     current = [c for c in active if c.set_id == newest.set_id]
     remaining = sum(1 for c in current if c.spent_at is None)
     spent = [c.spent_at for c in current if c.spent_at is not None]
-    return {
-        "set_id": newest.set_id,
-        "remaining": remaining,
-        "total": len(current),
-        "low": remaining <= LOW_WATERMARK,
-        "generated_at": rfc3339_millis(min(c.created_at for c in current)),
-        "last_used_at": rfc3339_millis(max(spent)) if spent else None,
-    }
+    return CodeSet(
+        set_id=newest.set_id,
+        remaining=remaining,
+        total=len(current),
+        low=remaining <= LOW_WATERMARK,
+        generated_at=min(c.created_at for c in current),
+        last_used_at=max(spent) if spent else None,
+    )
 
 
 def _last_set_expired_unseen(session: Session, user: User) -> bool:

@@ -67,12 +67,12 @@ class Limits:
 # --- sources -------------------------------------------------------------------------
 
 
-def parse_client_ip(value: object) -> str | None:
+def parse_client_ip(value: str | None) -> str | None:
     """The verify body's client_ip, checked and canonical: an IPv4 or IPv6 address
     (no zone; an IPv4-mapped one as IPv4), or absent."""
     if value is None:
         return None
-    raw = str(value).strip()
+    raw = value.strip()
     try:
         if len(raw) > 64 or "%" in raw:  # a zone names the front end's interface, not a visitor
             raise ValueError(raw)
@@ -85,8 +85,8 @@ def parse_client_ip(value: object) -> str | None:
     return str(address)
 
 
-def check_user_agent(value: object) -> str | None:
-    if value is not None and (not isinstance(value, str) or len(value) > MAX_USER_AGENT):
+def check_user_agent(value: str | None) -> str | None:
+    if value is not None and len(value) > MAX_USER_AGENT:
         raise InvalidRequest(
             f"user_agent must be a string of at most {MAX_USER_AGENT} characters",
             field="user_agent",
@@ -189,16 +189,24 @@ def check_totp(session: Session, user: User, now: datetime, rules: Limits) -> No
         raise TooManyAttempts(_seconds_until(end, now))
 
 
-def status(session: Session, user: User, now: datetime, rules: Limits) -> dict[str, Any]:
-    """MfaStatus.limits."""
+@dataclass(frozen=True)
+class Standing:
+    """Where the user stands with both factors (MfaStatus.limits)."""
+
+    totp_throttled_until: datetime | None
+    totp_locked: bool
+    backup_codes_locked: bool
+
+
+def status(session: Session, user: User, now: datetime, rules: Limits) -> Standing:
     totp = standing(session, user, TOTP)
     backup = standing(session, user, BACKUP_CODES)
     end = _window_end(totp, TOTP, rules)
-    return {
-        "totp_throttled_until": rfc3339_millis(end) if end is not None and end > now else None,
-        "totp_locked": totp is not None and totp.locked_at is not None,
-        "backup_codes_locked": backup is not None and backup.locked_at is not None,
-    }
+    return Standing(
+        totp_throttled_until=end if end is not None and end > now else None,
+        totp_locked=totp is not None and totp.locked_at is not None,
+        backup_codes_locked=backup is not None and backup.locked_at is not None,
+    )
 
 
 # --- writing (under the user's lock) ---------------------------------------------------

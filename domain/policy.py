@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy.orm import Session
 
 from domain import audit
@@ -12,15 +14,22 @@ from domain.errors import InvalidRequest
 from domain.models import Organization
 
 
+@dataclass(frozen=True)
+class Policy:
+    """An organization's policy as the API shows it."""
+
+    backup_codes_enabled: bool
+    code_count: int
+
+    @classmethod
+    def of(cls, org: Organization) -> Policy:
+        return cls(org.backup_codes_enabled, org.code_count)
+
+
 def set_policy(
-    session: Session, org: Organization, enabled: object, code_count: object, ctx: audit.Context
+    session: Session, org: Organization, enabled: bool, code_count: int, ctx: audit.Context
 ) -> Organization:
-    if not isinstance(enabled, bool):
-        raise InvalidRequest(
-            "backup_codes_enabled must be true or false", field="backup_codes_enabled"
-        )
-    if isinstance(code_count, bool) or not isinstance(code_count, int):
-        raise InvalidRequest("code_count must be a whole number", field="code_count")
+    """Replace the policy (its shape was checked at the edge; its range is a rule)."""
     if not MIN_CODES <= code_count <= MAX_CODES:
         raise InvalidRequest(f"code_count must be {MIN_CODES} to {MAX_CODES}", field="code_count")
     old = {"backup_codes_enabled": org.backup_codes_enabled, "code_count": org.code_count}

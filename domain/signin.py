@@ -51,26 +51,18 @@ class VerifyResult:
     low: bool
     mistyped: bool = False
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "accepted": self.accepted,
-            "mistyped": self.mistyped,
-            "remaining": self.remaining,
-            "low": self.low,
-        }
-
 
 def verify_backup_code(
     session: Session,
     services: Services,
     org_id: str,
     user_external_id: str,
-    code: object,
+    code: str,
     now: datetime,
     ctx: audit.Context,
     *,
-    client_ip: object = None,
-    user_agent: object = None,
+    client_ip: str | None = None,
+    user_agent: str | None = None,
 ) -> VerifyResult:
     """`client_ip` and `user_agent`: what the front end saw of its visitor; the
     source of the per-source budget, recorded in the events' details."""
@@ -84,7 +76,7 @@ def verify_backup_code(
         raise NotFound("no such user")
     _check_allowed(session, user, source, now, ctx, rules)
 
-    candidate = normalise(code) if isinstance(code, str) else None
+    candidate = normalise(code)
     if candidate is None:
         limits.note_mistyped(session, user, source, now, ctx, rules, visitor)
         remaining = _remaining(session, user)

@@ -5,25 +5,17 @@ Reading, exporting and verifying are audited themselves, in the same chain.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import falcon
 
+from api import representations
+from api.resources.base import Resource
 from domain import throttles
+from domain.audit import review
 from domain.audit.export import csv_chunks, ndjson_chunks, stream_events
-from domain.audit.query import (
-    Filters,
-    count,
-    event_to_dict,
-    last_seq,
-    page,
-    parse_filters,
-    parse_page,
-    record_review,
-)
+from domain.audit.query import Filters, parse_filters, parse_page, record_review
 from domain.audit.types import EventType, Outcome
-from domain.audit.verify import verify_chain
 from domain.errors import Forbidden
 from infra.services import Services
 
@@ -51,57 +43,30 @@ def _auditor(req: falcon.Request, services: Services, attempted: str) -> Any:
     return principal
 
 
-class AuditEvents:
+class AuditEvents(Resource):
     roles = ()  # any token; a refused reader is recorded (_auditor)
-
-    def __init__(self, services: Services) -> None:
-        self.services = services
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         org_id = _auditor(req, self.services, EventType.AUDIT_READ).org_id
         filters = parse_filters(req.params)
         pagination = parse_page(req.params)  # validated for every format
         wanted = req.client_prefers(list(_FORMATS)) or "application/json"
-        resp.cache_control = ["no-store"]
         if wanted == "application/json":
             with self.services.unit_of_work() as session:
-                rows, next_cursor = page(session, org_id, filters, pagination)
-                record_review(
-                    session,
-                    org_id,
-                    EventType.AUDIT_READ,
-                    Outcome.SUCCESS,
-                    req.context.audit,
-                    {
-                        "filters": filters.summary(),
-                        "returned": len(rows),
-                        "next_page": bool(next_cursor),
-                    },
+                rows, next_cursor = review.read_page(
+                    session, org_id, filters, pagination, req.context.audit
                 )
-                resp.media = {"events": [event_to_dict(r) for r in rows], "next": next_cursor}
+                resp.media = representations.audit_page(rows, next_cursor)
             return
         self._export(req, resp, org_id, filters, wanted)
 
     def _export(
         self, req: falcon.Request, resp: falcon.Response, org_id: str, filters: Filters, fmt: str
     ) -> None:
-        # Recorded before the first byte goes out, so an interrupted export is on file too;
-        # the selection is pinned to the chain as it is now (the export event comes after).
+        kind = "ndjson" if fmt == NDJSON else "csv"
         with self.services.unit_of_work() as session:
-            pinned = replace(filters, max_seq=last_seq(session, org_id))
-            total = count(session, org_id, pinned)
-            record_review(
-                session,
-                org_id,
-                EventType.AUDIT_EXPORTED,
-                Outcome.SUCCESS,
-                req.context.audit,
-                {
-                    "filters": filters.summary(),
-                    "count": total,
-                    "format": "ndjson" if fmt == NDJSON else "csv",
-                    "via": "api",
-                },
+            pinned, _ = review.start_export(
+                session, org_id, filters, kind, "api", req.context.audit
             )
         # Each batch opens its own short transaction: a slow reader holds no lock.
         rows = stream_events(self.services.sessions, org_id, pinned)
@@ -109,30 +74,16 @@ class AuditEvents:
         resp.stream = ndjson_chunks(rows) if fmt == NDJSON else csv_chunks(rows)
 
 
-class AuditVerification:
+class AuditVerification(Resource):
     roles = ()  # any token; a refused reader is recorded (_auditor)
-
-    def __init__(self, services: Services) -> None:
-        self.services = services
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         org_id = _auditor(req, self.services, EventType.AUDIT_VERIFIED).org_id
         with self.services.unit_of_work() as session:
-            result = verify_chain(session, org_id, self.services.settings)
-            record_review(
-                session,
-                org_id,
-                EventType.AUDIT_VERIFIED,
-                Outcome.SUCCESS if result.ok else Outcome.FAILURE,
-                req.context.audit,
-                {
-                    "ok": result.ok,
-                    "events_checked": result.events_checked,
-                    "first_bad_seq": result.first_bad_seq,
-                },
+            result = review.verify_recorded(
+                session, org_id, self.services.settings, req.context.audit
             )
-        resp.cache_control = ["no-store"]
-        resp.media = result.as_dict()
+        resp.media = representations.audit_verification(result)
 
 
 def register(app: falcon.App[falcon.Request, falcon.Response], services: Services) -> None:

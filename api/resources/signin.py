@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import falcon
 
-from api.bodies import read_object
+from api import representations
+from api.bodies import Verification, present, read_body
+from api.resources.base import Resource
 from domain import signin
 from domain.errors import NotFound
 from infra.db import utcnow
@@ -22,16 +24,11 @@ def possible_user_id(user_id: str) -> str:
     return user_id
 
 
-class BackupCodeVerification:
+class BackupCodeVerification(Resource):
     roles = ("service",)
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
     def on_post(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
-        body = read_object(
-            req, {"code": str, "client_ip": str, "user_agent": str}, required=("code",)
-        )
+        body = read_body(req, Verification)
         user_id = possible_user_id(user_id)
         p = req.context.principal
         with self.services.unit_of_work() as session:
@@ -40,14 +37,13 @@ class BackupCodeVerification:
                 self.services,
                 p.org_id,
                 user_id,
-                body["code"],
+                body.code,
                 utcnow(),
                 req.context.audit,
-                client_ip=body.get("client_ip"),
-                user_agent=body.get("user_agent"),
+                client_ip=present(body.client_ip),
+                user_agent=present(body.user_agent),
             )
-        resp.cache_control = ["no-store"]
-        resp.media = result.as_dict()
+        resp.media = representations.verification(result)
 
 
 def register(app: falcon.App[falcon.Request, falcon.Response], services: Services) -> None:

@@ -21,7 +21,7 @@ from domain.audit.chain import canonical as canonical
 from domain.audit.chain import chain_hash as chain_hash
 from domain.audit.types import EventType, Outcome
 from domain.clock import whole_millis
-from domain.errors import DomainError
+from domain.errors import BUDGETED_REFUSALS, DomainError
 from domain.models import AuditEvent, AuditHead, new_id
 from infra import metrics
 
@@ -147,9 +147,10 @@ def refusal(
     the error committed, so that the record survives the request's failure:
     `raise audit.refusal(...)` (use cases call it through domain.guards.refuse).
 
-    A 401/403/404 refusal of a (token, source) over its minute's refusals raises
-    429 instead, before the chain head's lock is taken (domain.throttles)."""
-    if error.status in (401, 403, 404):
+    A refusal the API answers 401, 403 or 404 (errors.BUDGETED_REFUSALS), of a (token,
+    source) over its minute's refusals, raises 429 instead, before the chain head's
+    lock is taken (domain.throttles)."""
+    if isinstance(error, BUDGETED_REFUSALS):
         throttles.refusal_gate(session, ctx.token_id, ctx.source_ip)
     details = {**(details or {}), "reason": error.slug}
     append(session, org_id, type, outcome, ctx, user_id=user_id, details=details)

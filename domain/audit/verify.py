@@ -52,18 +52,6 @@ class Verification:
     # Events after the last checkpoint: not yet signed.
     unsigned_events: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
-        """The body of GET /v1/audit/verification (API.md), plus `reason` in words."""
-        return {
-            "ok": self.ok,
-            "events_checked": self.events_checked,
-            "head": self.head,
-            "first_bad_seq": self.first_bad_seq,
-            "reason": self.reason,
-            "checkpoint": self.checkpoint,
-            "unsigned_events": self.unsigned_events,
-        }
-
 
 class _Bad(Exception):
     """The first bad event was found; the walk stops there."""

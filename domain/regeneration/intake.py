@@ -94,14 +94,14 @@ def request_regeneration(
     session: Session,
     services: Services,
     user: User,
-    totp: object,
+    totp: str,
     idempotency_key: str | None,
     now: datetime,
     ctx: audit.Context,
 ) -> RequestOutcome:
     check_idempotency_key(idempotency_key)
     user = accounts.lock_user(session, user)  # serialises requests with the same key
-    if not isinstance(totp, str) or not otp.is_well_formed(totp):
+    if not otp.is_well_formed(totp):
         malformed = InvalidRequest("totp must be a string of exactly 6 digits", field="totp")
         raise guards.refuse(session, user, _REFUSED, malformed, ctx)
     org = guards.require_usable(session, user, _REFUSED, ctx)

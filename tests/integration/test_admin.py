@@ -1,4 +1,5 @@
-"""Administration (domain.admin): policy, revocation, MFA reset; and GET /v1/me/mfa."""
+"""Administration (domain.admin): policy, revocation, MFA reset; and GET /v1/me/mfa
+(its JSON as api.representations renders it; a policy body typed as api.bodies does)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from api import bodies, representations
+from api.bodies import typed
+from api.errors import status_of
 from domain import accounts, admin, audit, limits, tokens
 from domain.audit.types import EventType, Outcome
 from domain.clock import rfc3339_millis
@@ -44,8 +48,25 @@ RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
 def status(svc: Services, h: Holder) -> dict[str, Any]:
+    """GET /v1/me/mfa's JSON: the domain's status as the API renders it."""
     with svc.unit_of_work() as session:
-        return admin.mfa_status(session, svc, accounts.get_user(session, h.org_id, h.external_id))
+        shown = admin.mfa_status(session, svc, accounts.get_user(session, h.org_id, h.external_id))
+    return representations.mfa_status(shown)
+
+
+def policy_of(svc: Services, org_id: str) -> dict[str, Any]:
+    with svc.unit_of_work() as session:
+        return representations.policy(admin.get_policy(session, org_id))
+
+
+def put_policy(svc: Services, org_id: str, body: object) -> dict[str, Any]:
+    """PUT /v1/org/policy's path: the body typed at the edge, then the use case."""
+    policy = typed(body, bodies.Policy)
+    with svc.unit_of_work() as session:
+        changed = admin.put_policy(
+            session, org_id, policy.backup_codes_enabled, policy.code_count, ADMIN
+        )
+        return representations.policy(changed)
 
 
 def count(svc: Services, model: type[Any], user_id: str) -> int:
@@ -62,17 +83,14 @@ def count(svc: Services, model: type[Any], user_id: str) -> int:
 
 def test_a_new_organization_has_the_default_policy(services: Services) -> None:
     org_id = new_org(services)
-    with services.unit_of_work() as session:
-        assert admin.get_policy(session, org_id) == {"backup_codes_enabled": True, "code_count": 5}
+    assert policy_of(services, org_id) == {"backup_codes_enabled": True, "code_count": 5}
 
 
 def test_put_policy_replaces_it_and_audits_old_and_new(services: Services) -> None:
     org_id = new_org(services)
     body = {"backup_codes_enabled": False, "code_count": 12}
-    with services.unit_of_work() as session:
-        assert admin.put_policy(session, org_id, body, ADMIN) == body
-    with services.unit_of_work() as session:
-        assert admin.get_policy(session, org_id) == body
+    assert put_policy(services, org_id, body) == body
+    assert policy_of(services, org_id) == body
     [changed] = events(services, org_id, EventType.POLICY_CHANGED)
     assert changed.details == {
         "old": {"backup_codes_enabled": True, "code_count": 5},
@@ -114,19 +132,18 @@ def test_put_policy_refuses_a_bad_body_naming_the_field_and_changes_nothing(
     services: Services, body: dict[str, Any], field: str
 ) -> None:
     org_id = new_org(services)
-    with pytest.raises(InvalidRequest) as refused, services.unit_of_work() as session:
-        admin.put_policy(session, org_id, body, ADMIN)
+    with pytest.raises(InvalidRequest) as refused:
+        put_policy(services, org_id, body)
     assert refused.value.field == field
-    assert refused.value.status == 422
-    with services.unit_of_work() as session:
-        assert admin.get_policy(session, org_id) == {"backup_codes_enabled": True, "code_count": 5}
+    assert status_of(refused.value) == 422
+    assert policy_of(services, org_id) == {"backup_codes_enabled": True, "code_count": 5}
     assert events(services, org_id, EventType.POLICY_CHANGED) == []
 
 
 def test_put_policy_refuses_a_body_that_is_not_an_object(services: Services) -> None:
     org_id = new_org(services)
-    with pytest.raises(InvalidRequest) as refused, services.unit_of_work() as session:
-        admin.put_policy(session, org_id, [True, 5], ADMIN)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest) as refused:
+        put_policy(services, org_id, [True, 5])
     assert refused.value.field == "body"
 
 
@@ -134,12 +151,10 @@ def test_turning_backup_codes_off_refuses_sign_in_and_on_again_allows_it(
     services: Services,
 ) -> None:
     h = holder(services)
-    with services.unit_of_work() as session:
-        admin.put_policy(session, h.org_id, {"backup_codes_enabled": False, "code_count": 5}, ADMIN)
+    put_policy(services, h.org_id, {"backup_codes_enabled": False, "code_count": 5})
     with pytest.raises(BackupCodesDisabled):
         verify(services, h, h.codes[0])
-    with services.unit_of_work() as session:
-        admin.put_policy(session, h.org_id, {"backup_codes_enabled": True, "code_count": 5}, ADMIN)
+    put_policy(services, h.org_id, {"backup_codes_enabled": True, "code_count": 5})
     assert verify(services, h, h.codes[0]).accepted
 
 

@@ -174,6 +174,33 @@ def test_the_61st_audited_403_is_429_and_never_reaches_the_chain(
     assert world.call("GET", path, user, remote_addr="203.0.113.10").status_code == 403
 
 
+def test_the_61st_backup_codes_disabled_is_429_before_its_refusal_is_recorded(
+    world: ApiWorld,
+) -> None:
+    """A refusal the domain records (backup-codes-disabled, a 403) is gated like the
+    middleware's own 403s: past the budget nothing more reaches the chain."""
+    org = world.org(enabled=False)
+    world.user(org)
+    user = issue(world, org, "alice", "user")
+    regenerations = "/v1/me/backup-codes/regenerations"
+
+    def run(source: str) -> tuple[list[str], testing.Result, int, int]:
+        before = event_count(world, org)
+        answers = [
+            world.call("POST", regenerations, user, json={"totp": "123456"}, remote_addr=source)
+            for _ in range(throttles.REFUSALS_PER_MINUTE)
+        ]
+        middle = event_count(world, org)
+        last = world.call("POST", regenerations, user, json={"totp": "123456"}, remote_addr=source)
+        assert middle - before == throttles.REFUSALS_PER_MINUTE  # one refusal event each
+        return [a.json["type"] for a in answers], last, middle, event_count(world, org)
+
+    types, last, middle, after = in_one_window(run)
+    assert types == ["/problems/backup-codes-disabled"] * throttles.REFUSALS_PER_MINUTE
+    assert_throttled(last)
+    assert after == middle
+
+
 def test_a_throttled_service_token_still_gets_the_200_of_verify(world: ApiWorld) -> None:
     org = world.org()
     world.enroll(org, "alice")

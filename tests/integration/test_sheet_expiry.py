@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from api import representations
 from domain import admin, audit, regeneration
 from domain.audit.types import EventType, Outcome
 from domain.errors import SheetExpired
@@ -47,7 +48,8 @@ def _ready(svc: Services, at: datetime = T) -> tuple[Person, str]:
 
 def _status(svc: Services, person: Person) -> dict[str, Any]:
     with svc.unit_of_work() as session:
-        return admin.mfa_status(session, svc, user(session, person.org_id, person.external_id))
+        shown = admin.mfa_status(session, svc, user(session, person.org_id, person.external_id))
+    return representations.mfa_status(shown)
 
 
 def _set_rows(svc: Services, set_id: str | None) -> list[BackupCode]:

@@ -9,6 +9,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
+from api import representations
+from api.errors import status_of
 from domain import admin, limits
 from domain.audit.types import EventType, Outcome
 from domain.codes import CodeHasher
@@ -61,8 +63,18 @@ def test_a_right_code_is_accepted_once_and_refused_the_second_time(services: Ser
     h = holder(services)
     first = verify(services, h, h.codes[0])
     second = verify(services, h, h.codes[0], NOW + timedelta(seconds=1))
-    assert first.as_dict() == {"accepted": True, "mistyped": False, "remaining": 4, "low": False}
-    assert second.as_dict() == {"accepted": False, "mistyped": False, "remaining": 4, "low": False}
+    assert representations.verification(first) == {
+        "accepted": True,
+        "mistyped": False,
+        "remaining": 4,
+        "low": False,
+    }
+    assert representations.verification(second) == {
+        "accepted": False,
+        "mistyped": False,
+        "remaining": 4,
+        "low": False,
+    }
     assert row_of(services, h.user_id, h.codes[0]).spent_at == NOW
     # a spent code of the current set (a double submit, a retry) is not a failure
     assert failures(services, h) == 0
@@ -106,7 +118,12 @@ def test_a_wrong_code_is_refused_counted_and_audited_without_the_code(services: 
     # a real code's locator with a wrong secret: the row is found, the hash says no
     wrong = h.codes[0][:5] + ("A" if h.codes[0][5] != "A" else "B") + h.codes[0][6:]
     result = verify(services, h, wrong)
-    assert result.as_dict() == {"accepted": False, "mistyped": False, "remaining": 5, "low": False}
+    assert representations.verification(result) == {
+        "accepted": False,
+        "mistyped": False,
+        "remaining": 5,
+        "low": False,
+    }
     assert failures(services, h) == 1
     [rejected] = events(services, h.org_id, EventType.CODE_REJECTED)
     assert rejected.outcome == Outcome.FAILURE
@@ -131,7 +148,12 @@ def test_a_deactivated_code_is_refused(services: Services) -> None:
     with services.unit_of_work() as session:
         admin.revoke_codes(session, h.org_id, h.external_id, ADMIN)
     result = verify(services, h, h.codes[0])
-    assert result.as_dict() == {"accepted": False, "mistyped": False, "remaining": 0, "low": True}
+    assert representations.verification(result) == {
+        "accepted": False,
+        "mistyped": False,
+        "remaining": 0,
+        "low": True,
+    }
     assert row_of(services, h.user_id, h.codes[0]).spent_at is None
 
 
@@ -143,7 +165,7 @@ def test_a_code_of_an_older_set_is_refused_once_a_new_set_replaced_it(services: 
         )
     _, fresh = insert_codes(services, h.user_id, 5)
     assert not verify(services, h, h.codes[0]).accepted
-    assert verify(services, h, fresh[0].display).as_dict() == {
+    assert representations.verification(verify(services, h, fresh[0].display)) == {
         "accepted": True,
         "mistyped": False,
         "remaining": 4,
@@ -178,7 +200,12 @@ def test_an_input_that_cannot_be_a_code_is_mistyped_costs_no_hash_and_is_no_fail
     h = holder(services)
     hasher = counting(services)
     result = verify(services, h, raw)
-    assert result.as_dict() == {"accepted": False, "mistyped": True, "remaining": 5, "low": False}
+    assert representations.verification(result) == {
+        "accepted": False,
+        "mistyped": True,
+        "remaining": 5,
+        "low": False,
+    }
     assert hasher.verifications == 0
     assert failures(services, h, kind="backup_code") == 0
     [rejected] = events(services, h.org_id, EventType.CODE_REJECTED)
@@ -324,7 +351,8 @@ def test_five_failures_from_one_source_throttle_that_source_only(services: Servi
     refused = events(services, h.org_id, EventType.SIGNIN_REFUSED)
     assert [e.details for e in refused] == [{"reason": "too-many-attempts"}]  # committed
     with services.unit_of_work() as session:
-        assert limits.status(session, load_user(services, h.user_id), NOW, services.limits) == {
+        standing = limits.status(session, load_user(services, h.user_id), NOW, services.limits)
+        assert representations.limits(standing) == {
             "totp_throttled_until": None,
             "totp_locked": False,
             "backup_codes_locked": False,
@@ -392,10 +420,11 @@ def test_a_hundred_consecutive_failures_lock_until_a_new_set(services: Services)
     much_later = NOW + timedelta(days=3)  # the passing of a window resets nothing
     with pytest.raises(BackupCodesLocked) as locked:
         verify(services, h, h.codes[0], much_later, client_ip="192.0.2.99")
-    assert locked.value.status == 429 and "retry_after" not in locked.value.extra
+    assert status_of(locked.value) == 429 and "retry_after" not in locked.value.extra
+    assert locked.value.retry_after is None
     with services.unit_of_work() as session:
         shown = limits.status(session, load_user(services, h.user_id), much_later, services.limits)
-    assert shown["backup_codes_locked"] is True and shown["totp_locked"] is False
+    assert shown.backup_codes_locked is True and shown.totp_locked is False
     # a new set (the regeneration pipeline) ends the lock
     reg_id = queue_rotation(services, h, much_later)
     assert process(services, reg_id, much_later) == "ready"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
+from api.errors import status_of
 from domain.errors import Busy, ConfigurationError
 from domain.slots import VerificationSlots
 from infra.settings import Settings
@@ -197,6 +198,6 @@ def test_a_verification_waits_for_a_free_slot_then_is_busy() -> None:
         with pytest.raises(Busy) as busy, slots.held():
             pass
         assert time.monotonic() - started >= 0.05
-    assert (busy.value.status, busy.value.slug, busy.value.retry_after) == (503, "busy", 1)
+    assert (status_of(busy.value), busy.value.slug, busy.value.retry_after) == (503, "busy", 1)
     with slots.held():  # released: free again
         pass
