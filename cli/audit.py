@@ -73,16 +73,16 @@ def verify(org_id: str | None, expect: str | None) -> None:
     if expected is not None and org_id is None:
         raise click.UsageError("--expect needs --org")
     with closing(load_services()) as services:
-        with services.unit_of_work() as session:
+        with services.unit_of_work() as uow:
             if org_id is not None:
-                _require_org(session, org_id)
-            orgs = [org_id] if org_id is not None else _known_orgs(session)
+                _require_org(uow.session, org_id)
+            orgs = [org_id] if org_id is not None else _known_orgs(uow.session)
         broken = 0
         for org in orgs:
-            with services.unit_of_work() as session:
-                result = verify_chain(session, org, services.settings, expect=expected)
+            with services.unit_of_work() as uow:
+                result = verify_chain(uow.session, org, services.settings, expect=expected)
                 record_review(
-                    session,
+                    uow,
                     org,
                     EventType.AUDIT_VERIFIED,
                     Outcome.SUCCESS if result.ok else Outcome.FAILURE,
@@ -170,13 +170,13 @@ def export(
     """Write the organization's events, oldest first, to standard output (or --output)."""
     filters = _filters(since, until, type_, user_id, request_id)
     with closing(load_services()) as services:
-        with services.unit_of_work() as session:
-            _require_org(session, org_id)
+        with services.unit_of_work() as uow:
+            _require_org(uow.session, org_id)
             # Pinned to the chain as it is now; the export event itself comes after it.
-            filters = replace(filters, max_seq=last_seq(session, org_id))
-            total = count(session, org_id, filters)
+            filters = replace(filters, max_seq=last_seq(uow.session, org_id))
+            total = count(uow.session, org_id, filters)
             record_review(
-                session,
+                uow,
                 org_id,
                 EventType.AUDIT_EXPORTED,
                 Outcome.SUCCESS,
@@ -187,7 +187,9 @@ def export(
             out: IO[bytes] = (
                 stack.enter_context(open(output, "wb")) if output else sys.stdout.buffer
             )
-            rows = _with_progress(stream_events(services.sessions, org_id, filters), total, stack)
+            rows = _with_progress(
+                stream_events(services.unit_of_work, org_id, filters), total, stack
+            )
             chunks = ndjson_chunks(rows) if fmt == "ndjson" else csv_chunks(rows)
             for chunk in chunks:
                 out.write(chunk)
@@ -203,13 +205,13 @@ def checkpoint(org_id: str | None) -> None:
     """Sign the head of every chain that moved since its last checkpoint."""
     with closing(load_services()) as services:
         now = datetime.now(UTC)
-        with services.unit_of_work() as session:
+        with services.unit_of_work() as uow:
             if org_id is None:
-                written = write_checkpoints(session, services.settings, now)
+                written = write_checkpoints(uow, services.settings, now)
                 click.echo(f"{written} checkpoints written")
                 return
-            _require_org(session, org_id)
-            cp = checkpoint_org(session, services.settings, org_id, now)
+            _require_org(uow.session, org_id)
+            cp = checkpoint_org(uow, services.settings, org_id, now)
             if cp is None:
                 click.echo(f"{org_id}: nothing to sign (empty chain)")
             else:

@@ -20,8 +20,9 @@ from domain.models import (
     TotpEnrollment,
     User,
 )
+from domain.ports import Services
 from domain.sheets import store as sheet_store
-from infra.services import Services
+from domain.uow import UnitOfWork
 
 POLICY_KEYS = ("backup_codes_enabled", "code_count")
 LOW_WATERMARK = 2
@@ -46,9 +47,10 @@ def get_policy(session: Session, org_id: str) -> dict[str, Any]:
 
 
 def put_policy(
-    session: Session, org_id: str, body: dict[str, Any], ctx: audit.Context
+    uow: UnitOfWork, org_id: str, body: dict[str, Any], ctx: audit.Context
 ) -> dict[str, Any]:
     """Replace the policy: both keys required, no others; audited with old and new."""
+    session = uow.session
     if not isinstance(body, dict):
         raise InvalidRequest("the policy is a JSON object", field="body")
     for key in sorted(body):
@@ -66,7 +68,7 @@ def put_policy(
     ).scalar_one_or_none()
     if org is None:
         raise NotFound(f"no organization {org_id!r}")
-    policy.set_policy(session, org, body["backup_codes_enabled"], body["code_count"], ctx)
+    policy.set_policy(uow, org, body["backup_codes_enabled"], body["code_count"], ctx)
     session.flush()
     return _policy_dict(org)
 
@@ -74,12 +76,13 @@ def put_policy(
 # --- a user's codes and enrollment --------------------------------------------------
 
 
-def revoke_codes(session: Session, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
+def revoke_codes(uow: UnitOfWork, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
     """Deactivate every active code of the user (spent ones too, as a regeneration
     does); the audited count is of the codes that could still have been used. A
     sheet not yet retrieved is deleted (its regeneration ends expired): it would
     hand the user dead codes."""
-    user = accounts.lock_user(session, accounts.get_user(session, org_id, user_external_id))
+    session = uow.session
+    user = uow.lock_user(accounts.get_user(session, org_id, user_external_id))
     now = utcnow()
     usable = _count_codes(session, user, unspent_only=True)
     session.execute(
@@ -89,7 +92,7 @@ def revoke_codes(session: Session, org_id: str, user_external_id: str, ctx: audi
         .execution_options(synchronize_session=False)
     )
     audit.append(
-        session,
+        uow,
         org_id,
         EventType.CODES_REVOKED,
         Outcome.SUCCESS,
@@ -97,17 +100,18 @@ def revoke_codes(session: Session, org_id: str, user_external_id: str, ctx: audi
         user_id=user.external_id,
         details={"count": usable},
     )
-    sheet_store.expire_unfetched(session, user, now, ctx)
+    sheet_store.expire_unfetched(uow, user, now, ctx)
 
 
-def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
+def reset_mfa(uow: UnitOfWork, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
     """Remove the enrollment and every code (the user enrolls again), fail the
     unfinished regenerations and delete their sheets, clear throttles and locks, and
     revoke every token and session of the user: a stolen token must not enroll the
     attacker's authenticator once the help desk has reset the victim."""
+    session = uow.session
     # Under the user's lock a worker is either done (its set is removed here) or
     # has not started (it finds its regeneration failed and leaves it).
-    user = accounts.lock_user(session, accounts.get_user(session, org_id, user_external_id))
+    user = uow.lock_user(accounts.get_user(session, org_id, user_external_id))
     now = utcnow()
     removed = _rowcount(session.execute(delete(BackupCode).where(BackupCode.user_id == user.id)))
     was_enrolled = (
@@ -130,7 +134,7 @@ def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.C
         reg.completed_at = now
         reg.totp_ciphertext = None
         audit.append(
-            session,
+            uow,
             org_id,
             EventType.REGENERATION_FAILED,
             Outcome.FAILURE,
@@ -144,9 +148,9 @@ def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.C
         )
 
     limits.clear(session, user)
-    revoked = tokens.revoke_all_of_user(session, org_id, user.external_id, ctx, "mfa.reset")
+    revoked = tokens.revoke_all_of_user(uow, org_id, user.external_id, ctx, "mfa.reset")
     audit.append(
-        session,
+        uow,
         org_id,
         EventType.MFA_RESET,
         Outcome.SUCCESS,
@@ -162,12 +166,13 @@ def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.C
     session.flush()
 
 
-def unlock(session: Session, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
+def unlock(uow: UnitOfWork, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
     """The help desk: clear the throttles and locks of both factors, nothing else."""
-    user = accounts.lock_user(session, accounts.get_user(session, org_id, user_external_id))
+    session = uow.session
+    user = uow.lock_user(accounts.get_user(session, org_id, user_external_id))
     cleared = limits.clear(session, user)
     audit.append(
-        session,
+        uow,
         org_id,
         EventType.LOCKOUT_CLEARED,
         Outcome.SUCCESS,

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
-
 from domain import audit
 from domain.audit.types import EventType, Outcome
 from domain.errors import InvalidRequest
 from domain.models import Organization
+from domain.uow import UnitOfWork
 
 MIN_CODES, MAX_CODES = 1, 20
 
 
 def set_policy(
-    session: Session, org: Organization, enabled: object, code_count: object, ctx: audit.Context
+    uow: UnitOfWork, org: Organization, enabled: object, code_count: object, ctx: audit.Context
 ) -> Organization:
     if not isinstance(enabled, bool):
         raise InvalidRequest(
@@ -28,7 +27,7 @@ def set_policy(
     org.code_count = code_count
     new = {"backup_codes_enabled": enabled, "code_count": code_count}
     audit.append(
-        session,
+        uow,
         org.id,
         EventType.POLICY_CHANGED,
         Outcome.SUCCESS,

@@ -44,7 +44,8 @@ from domain.errors import (
     TooManyAttempts,
 )
 from domain.models import BackupCode, TotpEnrollment, User
-from infra.services import Services
+from domain.ports import Services
+from domain.uow import UnitOfWork
 
 LOW_WATERMARK = 2  # `low` when this many or fewer codes remain
 
@@ -66,7 +67,7 @@ class VerifyResult:
 
 
 def verify_backup_code(
-    session: Session,
+    uow: UnitOfWork,
     services: Services,
     org_id: str,
     user_external_id: str,
@@ -79,6 +80,7 @@ def verify_backup_code(
 ) -> VerifyResult:
     """`client_ip` and `user_agent`: what the front end saw of its visitor; the
     source of the per-source budget, recorded in the events' details."""
+    session = uow.session
     visitor_ip = limits.parse_client_ip(client_ip)
     visitor_agent = limits.check_user_agent(user_agent)
     visitor = {k: v for k, v in (("client_ip", visitor_ip), ("user_agent", visitor_agent)) if v}
@@ -87,11 +89,11 @@ def verify_backup_code(
     user = accounts.find_user(session, org_id, user_external_id)
     if user is None:
         raise NotFound("no such user")
-    _check_allowed(session, user, source, now, ctx, rules)
+    _check_allowed(uow, user, source, now, ctx, rules)
 
     candidate = normalise(code) if isinstance(code, str) else None
     if candidate is None:
-        limits.note_mistyped(session, user, source, now, ctx, rules, visitor)
+        limits.note_mistyped(uow, user, source, now, ctx, rules, visitor)
         remaining = _remaining(session, user)
         return VerifyResult(False, remaining, remaining <= LOW_WATERMARK, mistyped=True)
 
@@ -102,12 +104,12 @@ def verify_backup_code(
         else:
             matches = services.hasher.verify_nothing(candidate)
 
-    user = accounts.lock_user(session, user)  # see the module docstring for why here
+    user = uow.lock_user(user)  # see the module docstring for why here
     try:
-        limits.end_expired(session, user, limits.BACKUP_CODES, now, ctx, rules)
+        limits.end_expired(uow, user, limits.BACKUP_CODES, now, ctx, rules)
         limits.check_backup_codes(session, user, source, now, rules)
     except (TooManyAttempts, BackupCodesLocked) as refused:
-        raise _refuse(session, user, refused, ctx) from None
+        raise _refuse(uow, user, refused, ctx) from None
 
     accepted = row is not None and matches and row.spent_at is None and _spend(session, row, now)
     remaining = _remaining(session, user)
@@ -118,7 +120,7 @@ def verify_backup_code(
             # never verify again; live codes move over at their next regeneration).
             row.hash = services.hasher.hash(candidate)
         audit.append(
-            session,
+            uow,
             user.org_id,
             EventType.CODE_ACCEPTED,
             Outcome.SUCCESS,
@@ -130,7 +132,7 @@ def verify_backup_code(
         # A code of the current set, already spent (a double submit, a retry after a
         # timeout): refused, but nobody guessed anything, so it is not a failure.
         audit.append(
-            session,
+            uow,
             user.org_id,
             EventType.CODE_REJECTED,
             Outcome.FAILURE,
@@ -140,7 +142,7 @@ def verify_backup_code(
         )
     else:
         audit.append(
-            session,
+            uow,
             user.org_id,
             EventType.CODE_REJECTED,
             Outcome.FAILURE,
@@ -148,12 +150,12 @@ def verify_backup_code(
             user_id=user.external_id,
             details={"remaining": remaining, **visitor},
         )
-        limits.record_failure(session, user, limits.BACKUP_CODES, source, now, ctx, rules)
+        limits.record_failure(uow, user, limits.BACKUP_CODES, source, now, ctx, rules)
     return VerifyResult(accepted=accepted, remaining=remaining, low=remaining <= LOW_WATERMARK)
 
 
 def _check_allowed(
-    session: Session,
+    uow: UnitOfWork,
     user: User,
     source: str,
     now: datetime,
@@ -163,23 +165,22 @@ def _check_allowed(
     """Refusals that need no verification: policy off, not enrolled, throttled or
     locked (an early, unlocked read; the limits are read again under the lock
     before anything counts)."""
+    session = uow.session
     org = accounts.get_org(session, user.org_id)
     if not org.backup_codes_enabled:
-        raise _refuse(session, user, BackupCodesDisabled(), ctx)
+        raise _refuse(uow, user, BackupCodesDisabled(), ctx)
     enrollment = session.get(TotpEnrollment, user.id)
     if enrollment is None or enrollment.confirmed_at is None:
-        raise _refuse(session, user, MfaNotEnrolled(), ctx)
+        raise _refuse(uow, user, MfaNotEnrolled(), ctx)
     try:
         limits.check_backup_codes(session, user, source, now, rules)
     except (TooManyAttempts, BackupCodesLocked) as refused:
-        raise _refuse(session, user, refused, ctx) from None
+        raise _refuse(uow, user, refused, ctx) from None
 
 
-def _refuse(session: Session, user: User, error: DomainError, ctx: audit.Context) -> DomainError:
+def _refuse(uow: UnitOfWork, user: User, error: DomainError, ctx: audit.Context) -> DomainError:
     """The refusal is audited and committed although the request fails."""
-    return audit.refusal(
-        session, user.org_id, user.external_id, EventType.SIGNIN_REFUSED, error, ctx
-    )
+    return audit.refusal(uow, user.org_id, user.external_id, EventType.SIGNIN_REFUSED, error, ctx)
 
 
 def _candidate_row(session: Session, user: User, candidate: str) -> BackupCode | None:

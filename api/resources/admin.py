@@ -17,8 +17,8 @@ class Policy:
         self.services = services
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        with self.services.unit_of_work() as session:
-            resp.media = admin.get_policy(session, req.context.principal.org_id)
+        with self.services.unit_of_work() as uow:
+            resp.media = admin.get_policy(uow.session, req.context.principal.org_id)
 
     def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_object(
@@ -26,9 +26,9 @@ class Policy:
             {"backup_codes_enabled": bool, "code_count": int},
             required=("backup_codes_enabled", "code_count"),
         )
-        with self.services.unit_of_work() as session:
+        with self.services.unit_of_work() as uow:
             resp.media = admin.put_policy(
-                session, req.context.principal.org_id, body, req.context.audit
+                uow, req.context.principal.org_id, body, req.context.audit
             )
 
 
@@ -41,8 +41,8 @@ class Revocation:
     def on_post(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
         read_object(req, {}, allow_empty=True)
         user_id = possible_user_id(user_id)
-        with self.services.unit_of_work() as session:
-            admin.revoke_codes(session, req.context.principal.org_id, user_id, req.context.audit)
+        with self.services.unit_of_work() as uow:
+            admin.revoke_codes(uow, req.context.principal.org_id, user_id, req.context.audit)
         resp.status = falcon.HTTP_204
 
 
@@ -54,8 +54,8 @@ class UserMfa:
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
         user_id = possible_user_id(user_id)
-        with self.services.unit_of_work() as session:
-            admin.reset_mfa(session, req.context.principal.org_id, user_id, req.context.audit)
+        with self.services.unit_of_work() as uow:
+            admin.reset_mfa(uow, req.context.principal.org_id, user_id, req.context.audit)
         resp.status = falcon.HTTP_204
 
 
@@ -68,8 +68,8 @@ class MfaUnlock:
     def on_post(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
         read_object(req, {}, allow_empty=True)
         user_id = possible_user_id(user_id)
-        with self.services.unit_of_work() as session:
-            admin.unlock(session, req.context.principal.org_id, user_id, req.context.audit)
+        with self.services.unit_of_work() as uow:
+            admin.unlock(uow, req.context.principal.org_id, user_id, req.context.audit)
         resp.status = falcon.HTTP_204
 
 

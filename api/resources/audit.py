@@ -36,18 +36,18 @@ def _auditor(req: falcon.Request, services: Services, attempted: str) -> Any:
     """The principal, if it is an auditor; otherwise the refusal is recorded, then raised."""
     principal = req.context.principal
     if principal.role != "auditor":
-        with services.unit_of_work() as session:
+        with services.unit_of_work() as uow:
             # Past the minute's refusals of this token and source: 429, the chain untouched.
-            throttles.refusal_gate(session, principal.token_id, req.context.audit.source_ip)
+            throttles.refusal_gate(uow.session, principal.token_id, req.context.audit.source_ip)
             record_review(
-                session,
+                uow,
                 principal.org_id,
                 attempted,
                 Outcome.DENIED,
                 req.context.audit,
                 {"reason": "role", "path": req.path},
             )
-            raise Forbidden("only an auditor token may read the audit trail").committed()
+            raise uow.commit_refusal(Forbidden("only an auditor token may read the audit trail"))
     return principal
 
 
@@ -64,10 +64,10 @@ class AuditEvents:
         wanted = req.client_prefers(list(_FORMATS)) or "application/json"
         resp.cache_control = ["no-store"]
         if wanted == "application/json":
-            with self.services.unit_of_work() as session:
-                rows, next_cursor = page(session, org_id, filters, pagination)
+            with self.services.unit_of_work() as uow:
+                rows, next_cursor = page(uow.session, org_id, filters, pagination)
                 record_review(
-                    session,
+                    uow,
                     org_id,
                     EventType.AUDIT_READ,
                     Outcome.SUCCESS,
@@ -87,11 +87,11 @@ class AuditEvents:
     ) -> None:
         # Recorded before the first byte goes out, so an interrupted export is on file too;
         # the selection is pinned to the chain as it is now (the export event comes after).
-        with self.services.unit_of_work() as session:
-            pinned = replace(filters, max_seq=last_seq(session, org_id))
-            total = count(session, org_id, pinned)
+        with self.services.unit_of_work() as uow:
+            pinned = replace(filters, max_seq=last_seq(uow.session, org_id))
+            total = count(uow.session, org_id, pinned)
             record_review(
-                session,
+                uow,
                 org_id,
                 EventType.AUDIT_EXPORTED,
                 Outcome.SUCCESS,
@@ -104,7 +104,7 @@ class AuditEvents:
                 },
             )
         # Each batch opens its own short transaction: a slow reader holds no lock.
-        rows = stream_events(self.services.sessions, org_id, pinned)
+        rows = stream_events(self.services.unit_of_work, org_id, pinned)
         resp.content_type = fmt + ("; charset=utf-8" if fmt == CSV else "")
         resp.stream = ndjson_chunks(rows) if fmt == NDJSON else csv_chunks(rows)
 
@@ -117,10 +117,10 @@ class AuditVerification:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         org_id = _auditor(req, self.services, EventType.AUDIT_VERIFIED).org_id
-        with self.services.unit_of_work() as session:
-            result = verify_chain(session, org_id, self.services.settings)
+        with self.services.unit_of_work() as uow:
+            result = verify_chain(uow.session, org_id, self.services.settings)
             record_review(
-                session,
+                uow,
                 org_id,
                 EventType.AUDIT_VERIFIED,
                 Outcome.SUCCESS if result.ok else Outcome.FAILURE,

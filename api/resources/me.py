@@ -19,9 +19,9 @@ class MfaStatus:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         p = req.context.principal
-        with self.services.unit_of_work() as session:
-            user = accounts.get_user(session, p.org_id, p.principal_id)
-            resp.media = admin.mfa_status(session, self.services, user)
+        with self.services.unit_of_work() as uow:
+            user = accounts.get_user(uow.session, p.org_id, p.principal_id)
+            resp.media = admin.mfa_status(uow.session, self.services, user)
         resp.cache_control = ["no-store"]
 
 
@@ -34,11 +34,9 @@ class Enrollment:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         read_object(req, {}, allow_empty=True)  # no fields; an empty body or {} only
         p = req.context.principal
-        with self.services.unit_of_work() as session:
-            user = accounts.get_user(session, p.org_id, p.principal_id)
-            secret, uri = enrollment.start_enrollment(
-                session, self.services, user, req.context.audit
-            )
+        with self.services.unit_of_work() as uow:
+            user = accounts.get_user(uow.session, p.org_id, p.principal_id)
+            secret, uri = enrollment.start_enrollment(uow, self.services, user, req.context.audit)
         resp.status = falcon.HTTP_201
         resp.cache_control = ["no-store"]
         resp.media = {"secret": secret, "otpauth_uri": uri}
@@ -53,10 +51,10 @@ class EnrollmentConfirmation:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_object(req, {"totp": str}, required=("totp",))
         p = req.context.principal
-        with self.services.unit_of_work() as session:
-            user = accounts.get_user(session, p.org_id, p.principal_id)
+        with self.services.unit_of_work() as uow:
+            user = accounts.get_user(uow.session, p.org_id, p.principal_id)
             reg = enrollment.confirm_enrollment(
-                session, self.services, user, body["totp"], utcnow(), req.context.audit
+                uow, self.services, user, body["totp"], utcnow(), req.context.audit
             )
             first = None if reg is None else representations.regeneration(reg)
         resp.status = falcon.HTTP_201

@@ -25,11 +25,11 @@ class Regenerations:
         body = read_object(req, {"totp": str}, required=("totp",))
         p = req.context.principal
         key = req.get_header("Idempotency-Key")
-        with self.services.unit_of_work() as session:
+        with self.services.unit_of_work() as uow:
             # Locked in the same read: request_regeneration needs the lock anyway.
-            user = accounts.get_user(session, p.org_id, p.principal_id, for_update=True)
+            user = accounts.get_locked_user(uow, p.org_id, p.principal_id)
             outcome = regeneration.request_regeneration(
-                session, self.services, user, body["totp"], key, utcnow(), req.context.audit
+                uow, self.services, user, body["totp"], key, utcnow(), req.context.audit
             )
             answer = representations.regeneration(outcome.regeneration)
         # The outbox row is published by the after-commit hook (workers.publish).
@@ -47,9 +47,9 @@ class RegenerationItem:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, regeneration_id: str) -> None:
         p = req.context.principal
-        with self.services.unit_of_work() as session:
-            user = accounts.get_user(session, p.org_id, p.principal_id)
-            reg = regeneration.get_regeneration(session, user, regeneration_id)
+        with self.services.unit_of_work() as uow:
+            user = accounts.get_user(uow.session, p.org_id, p.principal_id)
+            reg = regeneration.get_regeneration(uow.session, user, regeneration_id)
             resp.media = representations.regeneration(reg)
         resp.cache_control = ["no-store"]
 
@@ -64,10 +64,10 @@ class RegenerationSheet:
         # PDF unless the client prefers the text form (API.md: PDF is the default).
         kind = "text" if req.client_prefers([PDF, TEXT]) == TEXT else "pdf"
         p = req.context.principal
-        with self.services.unit_of_work() as session:
-            user = accounts.get_user(session, p.org_id, p.principal_id)
+        with self.services.unit_of_work() as uow:
+            user = accounts.get_user(uow.session, p.org_id, p.principal_id)
             body, reg = regeneration.retrieve_sheet(
-                session, self.services, user, regeneration_id, kind, utcnow(), req.context.audit
+                uow, self.services, user, regeneration_id, kind, utcnow(), req.context.audit
             )
             generated = reg.completed_at or reg.created_at
         resp.cache_control = ["no-store"]

@@ -22,7 +22,7 @@ from domain.audit.chain import chain_hash as chain_hash
 from domain.audit.types import EventType, Outcome
 from domain.errors import DomainError
 from domain.models import AuditEvent, AuditHead, new_id
-from infra import metrics
+from domain.uow import RecordedEvent, UnitOfWork
 
 # Detail names that would mean a secret slipped in: refused outright.
 _FORBIDDEN_DETAIL_WORDS = frozenset(
@@ -81,7 +81,7 @@ def ensure_head(session: Session, org_id: str) -> None:
 
 
 def append(
-    session: Session,
+    uow: UnitOfWork,
     org_id: str,
     type: str,
     outcome: str,
@@ -97,6 +97,7 @@ def append(
         raise ValueError(f"unknown outcome {outcome!r}")
     details = dict(details or {})
     _check_details(details)
+    session = uow.session
     head = session.execute(
         select(AuditHead).where(AuditHead.org_id == org_id).with_for_update()
     ).scalar_one_or_none()
@@ -128,12 +129,12 @@ def append(
     head.seq = event.seq
     head.hash = event.hash
     session.flush()
-    metrics.note_event(session, type, outcome, details)
+    uow.events.append(RecordedEvent(type, outcome, details))  # counted once committed
     return event
 
 
 def refusal(
-    session: Session,
+    uow: UnitOfWork,
     org_id: str,
     user_id: str,
     type: str,
@@ -141,12 +142,12 @@ def refusal(
     ctx: Context,
     outcome: str = Outcome.DENIED,
 ) -> DomainError:
-    """Record a refused request and mark the error committed, so that the record
-    survives the request's failure: `raise audit.refusal(...)`.
+    """Record a refused request and commit it, so that the record survives the
+    request's failure: `raise audit.refusal(...)` (UnitOfWork.commit_refusal).
 
     A 401/403/404 refusal of a (token, source) over its minute's refusals raises
     429 instead, before the chain head's lock is taken (domain.throttles)."""
     if error.status in (401, 403, 404):
-        throttles.refusal_gate(session, ctx.token_id, ctx.source_ip)
-    append(session, org_id, type, outcome, ctx, user_id=user_id, details={"reason": error.slug})
-    return error.committed()
+        throttles.refusal_gate(uow.session, ctx.token_id, ctx.source_ip)
+    append(uow, org_id, type, outcome, ctx, user_id=user_id, details={"reason": error.slug})
+    return uow.commit_refusal(error)

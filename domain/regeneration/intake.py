@@ -24,6 +24,7 @@ from domain.errors import (
     TotpLocked,
 )
 from domain.models import Organization, Regeneration, TotpEnrollment, User, new_id
+from domain.ports import Services
 from domain.regeneration.idempotency import (
     IDEMPOTENCY_WINDOW,
     body_fingerprint,
@@ -31,7 +32,7 @@ from domain.regeneration.idempotency import (
     same_body,
 )
 from domain.sheets import store as sheet_store
-from infra.services import Services
+from domain.uow import UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -40,16 +41,16 @@ class RequestOutcome:
     created: bool
 
 
-def _refuse(session: Session, user: User, error: DomainError, ctx: audit.Context) -> DomainError:
+def _refuse(uow: UnitOfWork, user: User, error: DomainError, ctx: audit.Context) -> DomainError:
     # A wrong input is the user's failure; a refusal by policy or state is a denial.
     outcome = Outcome.FAILURE if isinstance(error, InvalidRequest) else Outcome.DENIED
     return audit.refusal(
-        session, user.org_id, user.external_id, EventType.REGENERATION_REFUSED, error, ctx, outcome
+        uow, user.org_id, user.external_id, EventType.REGENERATION_REFUSED, error, ctx, outcome
     )
 
 
 def queue_regeneration(
-    session: Session,
+    uow: UnitOfWork,
     user: User,
     org: Organization,
     reason: str,
@@ -61,6 +62,7 @@ def queue_regeneration(
     fingerprint: str | None = None,
 ) -> Regeneration:
     """Insert a queued regeneration, its outbox row and the 'requested' event."""
+    session = uow.session
     reg = Regeneration(
         id=new_id(),
         org_id=user.org_id,
@@ -79,9 +81,9 @@ def queue_regeneration(
     )
     session.add(reg)
     session.flush()
-    outbox.enqueue(session, outbox.TASK_PROCESS_REGENERATION, {"regeneration_id": reg.id})
+    outbox.enqueue(uow, outbox.TASK_PROCESS_REGENERATION, {"regeneration_id": reg.id})
     audit.append(
-        session,
+        uow,
         user.org_id,
         EventType.REGENERATION_REQUESTED,
         Outcome.SUCCESS,
@@ -93,7 +95,7 @@ def queue_regeneration(
 
 
 def request_regeneration(
-    session: Session,
+    uow: UnitOfWork,
     services: Services,
     user: User,
     totp: object,
@@ -101,22 +103,23 @@ def request_regeneration(
     now: datetime,
     ctx: audit.Context,
 ) -> RequestOutcome:
+    session = uow.session
     check_idempotency_key(idempotency_key)
-    user = accounts.lock_user(session, user)  # serialises requests with the same key
+    user = uow.lock_user(user)  # serialises requests with the same key
     if not isinstance(totp, str) or not otp.is_well_formed(totp):
         malformed = InvalidRequest("totp must be a string of exactly 6 digits", field="totp")
-        raise _refuse(session, user, malformed, ctx)
+        raise _refuse(uow, user, malformed, ctx)
     org = accounts.get_org(session, user.org_id)
     if not org.backup_codes_enabled:
-        raise _refuse(session, user, BackupCodesDisabled(), ctx)
+        raise _refuse(uow, user, BackupCodesDisabled(), ctx)
     enrollment = session.get(TotpEnrollment, user.id)
     if enrollment is None or enrollment.confirmed_at is None:
-        raise _refuse(session, user, MfaNotEnrolled(), ctx)
+        raise _refuse(uow, user, MfaNotEnrolled(), ctx)
     try:
-        limits.end_expired(session, user, limits.TOTP, now, ctx, services.limits)
+        limits.end_expired(uow, user, limits.TOTP, now, ctx, services.limits)
         limits.check_totp(session, user, now, services.limits)
     except (TooManyAttempts, TotpLocked) as refused:
-        raise _refuse(session, user, refused, ctx) from None
+        raise _refuse(uow, user, refused, ctx) from None
 
     keys = services.settings.secret_keys
     if idempotency_key is not None:
@@ -128,7 +131,7 @@ def request_regeneration(
         if earlier is not None and earlier.created_at > now - IDEMPOTENCY_WINDOW:
             if same_body(earlier.body_fingerprint, keys, totp):
                 return RequestOutcome(earlier, created=False)
-            raise _refuse(session, user, IdempotencyKeyReused(), ctx)
+            raise _refuse(uow, user, IdempotencyKeyReused(), ctx)
         if earlier is not None:  # older than the window: the key is free again
             # A statement, not the ORM: the purge may have deleted that row meanwhile
             # (domain.purge), and an UPDATE of nothing is then just right.
@@ -141,10 +144,10 @@ def request_regeneration(
 
     pending = _pending(session, user)
     if pending is not None:  # one at a time: a user cannot flood the shared queue
-        raise _refuse(session, user, RegenerationPending(pending.id), ctx)
+        raise _refuse(uow, user, RegenerationPending(pending.id), ctx)
 
     reg = queue_regeneration(
-        session,
+        uow,
         user,
         org,
         "regeneration",
@@ -178,7 +181,7 @@ def get_regeneration(session: Session, user: User, regeneration_id: str) -> Rege
 
 
 def retrieve_sheet(
-    session: Session,
+    uow: UnitOfWork,
     services: Services,
     user: User,
     regeneration_id: str,
@@ -187,4 +190,4 @@ def retrieve_sheet(
     ctx: audit.Context,
 ) -> tuple[bytes, Regeneration]:
     """The sheet ("pdf" or "text"), exactly once; see domain.sheets.store."""
-    return sheet_store.retrieve_sheet(session, services.box, user, regeneration_id, kind, now, ctx)
+    return sheet_store.retrieve_sheet(uow, services.box, user, regeneration_id, kind, now, ctx)
