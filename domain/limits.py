@@ -14,7 +14,7 @@ across processes.
 - Mistyped inputs (cannot be a code): their own sliding budget per source, never
   a failure, audited once a minute per source with a count.
 
-Writers hold the user's row lock (accounts.lock_user). Reads for an early refusal
+Writers hold the user's row lock (UnitOfWork.lock_user). Reads for an early refusal
 need none: the verdict is read again under the lock before anything counts.
 """
 

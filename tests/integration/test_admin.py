@@ -182,7 +182,7 @@ def test_revoke_and_reset_answer_not_found_for_an_unknown_or_foreign_user(
     other_org = new_org(services)
     for org_id, external_id in ((h.org_id, "nobody"), (other_org, h.external_id)):
         with pytest.raises(NotFound), services.unit_of_work() as uow:
-            action(uow.session, org_id, external_id, ADMIN)
+            action(uow, org_id, external_id, ADMIN)
     assert all(r.deactivated_at is None for r in code_rows(services, h.user_id))
     assert count(services, TotpEnrollment, h.user_id) == 1
 
