@@ -115,10 +115,10 @@ class RequestContext:
                 require_role(principal, roles)
             except Forbidden:
                 # A token tried an endpoint its role may not call: worth a line in the trail.
-                with self.services.unit_of_work() as session:
-                    throttles.refusal_gate(session, principal.token_id, source_ip)
+                with self.services.unit_of_work() as uow:
+                    throttles.refusal_gate(uow.session, principal.token_id, source_ip)
                     audit.append(
-                        session,
+                        uow,
                         principal.org_id,
                         EventType.ACCESS_DENIED,
                         Outcome.DENIED,
@@ -147,9 +147,9 @@ class RequestContext:
         if principal is None or resp.status_code not in (403, 404):
             return
         ctx: audit.Context = req.context.audit
-        with self.services.unit_of_work() as session:
+        with self.services.unit_of_work() as uow:
             verdict = throttles.hit(
-                session,
+                uow.session,
                 throttles.refusal_key(principal.token_id, ctx.source_ip),
                 throttles.REFUSALS_PER_MINUTE,
             )

@@ -95,14 +95,14 @@ def _plain_row(org_id: str, seq: int) -> dict[str, Any]:
 def _appends_per_second(sessions: Any, chained: bool, n: int) -> float:
     org = f"bench-{uuid.uuid4().hex[:8]}"
     if chained:
-        with unit_of_work(sessions) as session:
-            audit.ensure_head(session, org)
+        with unit_of_work(sessions) as uow:
+            audit.ensure_head(uow.session, org)
     start = time.perf_counter()
     for seq in range(1, n + 1):
-        with unit_of_work(sessions) as session:
+        with unit_of_work(sessions) as uow:
             if chained:
                 audit.append(
-                    session,
+                    uow,
                     org,
                     EventType.CODE_ACCEPTED,
                     Outcome.SUCCESS,
@@ -111,7 +111,7 @@ def _appends_per_second(sessions: Any, chained: bool, n: int) -> float:
                     details={"remaining": 4},
                 )
             else:
-                session.execute(insert(AuditEvent.__table__), [_plain_row(org, seq)])
+                uow.session.execute(insert(AuditEvent.__table__), [_plain_row(org, seq)])
     return n / (time.perf_counter() - start)
 
 
@@ -129,18 +129,20 @@ def _build_chain(sessions: Any, org: str, n: int) -> None:
         row["hash"] = prev = audit.chain_hash(AuditEvent(**row), prev)
         batch.append(row)
         if len(batch) == 5000 or seq == n:
-            with unit_of_work(sessions) as session:
-                session.execute(insert(AuditEvent.__table__), batch)
+            with unit_of_work(sessions) as uow:
+                uow.session.execute(insert(AuditEvent.__table__), batch)
             batch = []
-    with unit_of_work(sessions) as session:
-        audit.ensure_head(session, org)
-        session.execute(update(AuditHead).where(AuditHead.org_id == org).values(seq=n, hash=prev))
+    with unit_of_work(sessions) as uow:
+        audit.ensure_head(uow.session, org)
+        uow.session.execute(
+            update(AuditHead).where(AuditHead.org_id == org).values(seq=n, hash=prev)
+        )
 
 
 def _verify(sessions: Any, org: str, settings: Settings) -> tuple[float, int]:
     start = time.perf_counter()
-    with unit_of_work(sessions) as session:
-        result = verify_chain(session, org, settings)
+    with unit_of_work(sessions) as uow:
+        result = verify_chain(uow.session, org, settings)
     elapsed = time.perf_counter() - start
     if not result.ok:
         raise RuntimeError(f"benchmark chain does not verify: {result.reason}")
@@ -170,9 +172,9 @@ def run() -> list[dict[str, object]]:
             _build_chain(sessions, small, SMALL_CHAIN)
             _build_chain(sessions, big, CHAIN)
             # Both signed: events older than twice the interval must be (audit_verify).
-            with unit_of_work(sessions) as session:
-                checkpoint_org(session, settings, small, datetime.now(UTC))
-                checkpoint_org(session, settings, big, datetime.now(UTC))
+            with unit_of_work(sessions) as uow:
+                checkpoint_org(uow, settings, small, datetime.now(UTC))
+                checkpoint_org(uow, settings, big, datetime.now(UTC))
             rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             seconds, checked = _verify(sessions, big, settings)
             rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -182,7 +184,9 @@ def run() -> list[dict[str, object]]:
             export_start = time.perf_counter()
             exported = sum(
                 len(chunk)
-                for chunk in ndjson_chunks(stream_events(sessions, big, Filters(max_seq=CHAIN)))
+                for chunk in ndjson_chunks(
+                    stream_events(lambda: unit_of_work(sessions), big, Filters(max_seq=CHAIN))
+                )
             )
             export_seconds = time.perf_counter() - export_start
         finally:

@@ -242,8 +242,8 @@ def _callers(services: Services, people: list[Person]) -> list[Caller]:
     now = datetime.now(UTC)
     callers = []
     for person in people:
-        with services.unit_of_work() as session:
-            _, token = tokens.issue(session, person.org_id, person.external_id, "user", audit.CLI)
+        with services.unit_of_work() as uow:
+            _, token = tokens.issue(uow, person.org_id, person.external_id, "user", audit.CLI)
         callers.append(Caller(token, json.dumps({"totp": person.totp(now)}).encode()))
     return callers
 

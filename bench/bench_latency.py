@@ -49,8 +49,8 @@ MFA_CODES = Path(sys.executable).parent / "mfa-codes"
 
 def _worker_ms(services: Services, regeneration_id: str) -> float:
     """The worker's time for one regeneration: from its started to its succeeded event."""
-    with services.unit_of_work() as session:
-        rows = session.execute(
+    with services.unit_of_work() as uow:
+        rows = uow.session.execute(
             select(AuditEvent.type, AuditEvent.occurred_at).where(
                 AuditEvent.type.in_(
                     (EventType.REGENERATION_STARTED, EventType.REGENERATION_SUCCEEDED)
@@ -78,10 +78,9 @@ def run() -> list[dict[str, object]]:
         )
         try:
             people = enrolled_people(services, 1, SAMPLES + WARMUP, with_codes=True)
-            with services.unit_of_work() as session:
+            with services.unit_of_work() as uow:
                 bearer = [
-                    tokens.issue(session, p.org_id, p.external_id, "user", audit.CLI)[1]
-                    for p in people
+                    tokens.issue(uow, p.org_id, p.external_id, "user", audit.CLI)[1] for p in people
                 ]
             client = testing.TestClient(create_app(settings, services))
             latencies, worker_ms = [], []

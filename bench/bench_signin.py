@@ -64,20 +64,20 @@ def _user_with_codes(services: Services, count: int) -> tuple[str, list[str], st
     codes = generate_codes(count)
     hashes = services.hasher.hash_all(codes)
     now = datetime.now(UTC)
-    with services.unit_of_work() as session:
-        accounts.create_org(session, org_id, audit.CLI)
-        user = accounts.create_user(session, org_id, "alice", None, audit.CLI)
+    with services.unit_of_work() as uow:
+        accounts.create_org(uow, org_id, audit.CLI)
+        user = accounts.create_user(uow, org_id, "alice", None, audit.CLI)
         pairs = list(zip(codes, hashes, strict=True))
-        seed_enrolled(session, services, user, otp.new_secret(), pairs, now)
+        seed_enrolled(uow.session, services, user, otp.new_secret(), pairs, now)
     last = codes[-1].value
     wrong = last[:2] + ("0" if last[2] != "0" else "1") + last[3:]
     return org_id, hashes, wrong
 
 
 def _ours(services: Services, org_id: str, wrong: str) -> None:
-    with services.unit_of_work() as session:
+    with services.unit_of_work() as uow:
         result = signin.verify_backup_code(
-            session, services, org_id, "alice", wrong, datetime.now(UTC), CTX
+            uow, services, org_id, "alice", wrong, datetime.now(UTC), CTX
         )
     assert not result.accepted
 

@@ -85,8 +85,8 @@ def _irreducible(services: Services, user_id: str) -> Callable[[], None]:
             }
             for c, h in zip(codes, hashes, strict=True)
         ]
-        with services.unit_of_work() as session:
-            session.execute(insert(BackupCode), rows)
+        with services.unit_of_work() as uow:
+            uow.session.execute(insert(BackupCode), rows)
 
     return work
 
@@ -131,8 +131,8 @@ def run() -> list[dict[str, object]]:
             total = WARMUP + REPEAT + PROFILE_RUNS
             people = enrolled_people(services, 1, total + 1, with_codes=True)
             scratch = people.pop()
-            with services.unit_of_work() as session:
-                scratch_id = accounts.get_user(session, scratch.org_id, scratch.external_id).id
+            with services.unit_of_work() as uow:
+                scratch_id = accounts.get_user(uow.session, scratch.org_id, scratch.external_id).id
             queued = iter([request_now(services, p) for p in people])
             statuses: list[str] = []
 
@@ -146,13 +146,13 @@ def run() -> list[dict[str, object]]:
             )
             if set(statuses) != {"ready"}:
                 raise RuntimeError(f"regenerations did not all succeed: {sorted(set(statuses))}")
-            with services.unit_of_work() as session:
-                replaced = session.execute(
+            with services.unit_of_work() as uow:
+                replaced = uow.session.execute(
                     select(func.count())
                     .select_from(BackupCode)
                     .where(BackupCode.deactivated_at.is_not(None))
                 ).scalar_one()
-                ready = session.execute(
+                ready = uow.session.execute(
                     select(func.count())
                     .select_from(Regeneration)
                     .where(Regeneration.status == "ready")

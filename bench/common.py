@@ -165,14 +165,14 @@ def enrolled_people(
     now = datetime.now(UTC)
     for o in range(orgs):
         org_id = f"bench-{uuid.uuid4().hex[:8]}-{o}"
-        with services.unit_of_work() as session:
-            accounts.create_org(session, org_id, audit.CLI)
+        with services.unit_of_work() as uow:
+            accounts.create_org(uow, org_id, audit.CLI)
         for u in range(per_org):
             secret = otp.new_secret()
-            with services.unit_of_work() as session:
-                user = accounts.create_user(session, org_id, f"user{u}", None, audit.CLI)
+            with services.unit_of_work() as uow:
+                user = accounts.create_user(uow, org_id, f"user{u}", None, audit.CLI)
                 codes = [(c, PLACEHOLDER_HASH) for c in generate_codes(5)] if with_codes else []
-                seed_enrolled(session, services, user, secret, codes, now)
+                seed_enrolled(uow.session, services, user, secret, codes, now)
             people.append(Person(org_id, f"user{u}", secret))
     return people
 
@@ -212,10 +212,10 @@ PLACEHOLDER_HASH = "$argon2id$v=19$m=19456,t=2,p=1$" + "A" * 22 + "$" + "B" * 43
 def request_now(services: Services, person: Person) -> str:
     """Queue one regeneration with the TOTP of this moment (intake's use case)."""
     now = datetime.now(UTC)
-    with services.unit_of_work() as session:
-        user = accounts.get_user(session, person.org_id, person.external_id)
+    with services.unit_of_work() as uow:
+        user = accounts.get_user(uow.session, person.org_id, person.external_id)
         outcome = regeneration.request_regeneration(
-            session, services, user, person.totp(now), None, now, CTX
+            uow, services, user, person.totp(now), None, now, CTX
         )
         return outcome.regeneration.id
 

@@ -6,14 +6,11 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import click
-from sqlalchemy import select
 
 from cli.common import handle_errors, load_services
 from domain import accounts, audit, tokens
-from domain.audit.types import EventType, Outcome
 from domain.clock import rfc3339_micros
 from domain.key_rotation import rotate_all
-from domain.models import Organization
 from infra.migrate import upgrade_settings
 from infra.settings import Settings
 
@@ -44,8 +41,8 @@ def org() -> None:
 def org_create(org_id: str) -> None:
     """Create ORG with the default policy (backup codes on, 5 codes)."""
     services = load_services()
-    with services.unit_of_work() as session:
-        accounts.create_org(session, org_id, audit.CLI)
+    with services.unit_of_work() as uow:
+        accounts.create_org(uow, org_id, audit.CLI)
     click.echo(f"organization {org_id} created (backup codes on, 5 codes)")
 
 
@@ -62,8 +59,8 @@ def user() -> None:
 def user_create(org_id: str, user_id: str, email: str | None) -> None:
     """Create USER_ID in ORG."""
     services = load_services()
-    with services.unit_of_work() as session:
-        accounts.create_user(session, org_id, user_id, email, audit.CLI)
+    with services.unit_of_work() as uow:
+        accounts.create_user(uow, org_id, user_id, email, audit.CLI)
     click.echo(f"user {user_id} created in {org_id}")
 
 
@@ -104,10 +101,8 @@ def token_issue(org_id: str, principal_id: str, role: str, ttl: str | None) -> N
     lifetime = parse_ttl(ttl)
     services = load_services()
     try:
-        with services.unit_of_work() as session:
-            row, plaintext = tokens.issue(
-                session, org_id, principal_id, role, audit.CLI, ttl=lifetime
-            )
+        with services.unit_of_work() as uow:
+            row, plaintext = tokens.issue(uow, org_id, principal_id, role, audit.CLI, ttl=lifetime)
             token_id, expires_at = row.id, row.expires_at
     finally:
         services.close()
@@ -133,8 +128,8 @@ def token_list(org_id: str) -> None:
     """Every token of ORG, newest first, revoked and expired ones marked; never a token."""
     services = load_services()
     try:
-        with services.unit_of_work() as session:
-            rows = tokens.list_tokens(session, org_id)
+        with services.unit_of_work() as uow:
+            rows = tokens.list_tokens(uow.session, org_id)
     finally:
         services.close()
     now = datetime.now(UTC)
@@ -170,8 +165,8 @@ def token_revoke(token_id: str) -> None:
     """Revoke TOKEN_ID: it answers 401 from the next request on, in every process."""
     services = load_services()
     try:
-        with services.unit_of_work() as session:
-            row = tokens.revoke(session, token_id, audit.CLI)
+        with services.unit_of_work() as uow:
+            row = tokens.revoke(uow, token_id, audit.CLI)
             principal, role, org_id = row.principal_id, row.role, row.org_id
     finally:
         services.close()
@@ -193,18 +188,12 @@ def keys_rotate() -> None:
     """
     services = load_services()
     try:
-        count = rotate_all(services.sessions, services.box)
-        # On every organization's chain: its secrets now depend on the newest key only.
-        with services.unit_of_work() as session:
-            for org_id in session.scalars(select(Organization.id).order_by(Organization.id)):
-                audit.append(
-                    session,
-                    org_id,
-                    EventType.SECRETS_REKEYED,
-                    Outcome.SUCCESS,
-                    audit.CLI,
-                    details={"keys_configured": len(services.settings.secret_keys)},
-                )
+        count = rotate_all(
+            services.unit_of_work,
+            services.box,
+            audit.CLI,
+            keys_configured=len(services.settings.secret_keys),
+        )
     finally:
         services.close()
     click.echo(f"{count} secrets re-encrypted under the newest key")

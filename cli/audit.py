@@ -71,15 +71,15 @@ def verify(org_id: str | None, expect: str | None) -> None:
     if expected is not None and org_id is None:
         raise click.UsageError("--expect needs --org")
     with closing(load_services()) as services:
-        with services.unit_of_work() as session:
+        with services.unit_of_work() as uow:
             if org_id is not None:
-                _require_org(session, org_id)
-            orgs = [org_id] if org_id is not None else _known_orgs(session)
+                _require_org(uow.session, org_id)
+            orgs = [org_id] if org_id is not None else _known_orgs(uow.session)
         broken = 0
         for org in orgs:
-            with services.unit_of_work() as session:
+            with services.unit_of_work() as uow:
                 result = review.verify_recorded(
-                    session, org, services.settings, audit_log.CLI, expect=expected
+                    uow, org, services.settings, audit_log.CLI, expect=expected
                 )
             if result.ok:
                 head = result.head["seq"] if result.head else 0
@@ -158,16 +158,16 @@ def export(
     """Write the organization's events, oldest first, to standard output (or --output)."""
     filters = _filters(since, until, type_, user_id, request_id)
     with closing(load_services()) as services:
-        with services.unit_of_work() as session:
-            _require_org(session, org_id)
-            filters, total = review.start_export(
-                session, org_id, filters, fmt, "cli", audit_log.CLI
-            )
+        with services.unit_of_work() as uow:
+            _require_org(uow.session, org_id)
+            filters, total = review.start_export(uow, org_id, filters, fmt, "cli", audit_log.CLI)
         with ExitStack() as stack:
             out: IO[bytes] = (
                 stack.enter_context(open(output, "wb")) if output else sys.stdout.buffer
             )
-            rows = _with_progress(stream_events(services.sessions, org_id, filters), total, stack)
+            rows = _with_progress(
+                stream_events(services.unit_of_work, org_id, filters), total, stack
+            )
             chunks = ndjson_chunks(rows) if fmt == "ndjson" else csv_chunks(rows)
             for chunk in chunks:
                 out.write(chunk)
@@ -183,13 +183,13 @@ def checkpoint(org_id: str | None) -> None:
     """Sign the head of every chain that moved since its last checkpoint."""
     with closing(load_services()) as services:
         now = datetime.now(UTC)
-        with services.unit_of_work() as session:
+        with services.unit_of_work() as uow:
             if org_id is None:
-                written = write_checkpoints(session, services.settings, now)
+                written = write_checkpoints(uow, services.settings, now)
                 click.echo(f"{written} checkpoints written")
                 return
-            _require_org(session, org_id)
-            cp = checkpoint_org(session, services.settings, org_id, now)
+            _require_org(uow.session, org_id)
+            cp = checkpoint_org(uow, services.settings, org_id, now)
             if cp is None:
                 click.echo(f"{org_id}: nothing to sign (empty chain)")
             else:

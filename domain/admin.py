@@ -24,9 +24,10 @@ from domain.models import (
     TotpEnrollment,
     User,
 )
+from domain.ports import Services
 from domain.sheets import store as sheet_store
 from domain.sql import rowcount
-from infra.services import Services
+from domain.uow import UnitOfWork
 
 # A reset fails every regeneration whose sheet could still be fetched or made:
 # its codes are gone, so the sheet would print dead codes.
@@ -41,9 +42,10 @@ def get_policy(session: Session, org_id: str) -> policy.Policy:
 
 
 def put_policy(
-    session: Session, org_id: str, enabled: bool, code_count: int, ctx: audit.Context
+    uow: UnitOfWork, org_id: str, enabled: bool, code_count: int, ctx: audit.Context
 ) -> policy.Policy:
     """Replace the policy, both values; audited with old and new."""
+    session = uow.session
     # Row lock: concurrent PUTs are serialised, so each audits the old value it replaced.
     org = session.execute(
         select(Organization)
@@ -53,7 +55,7 @@ def put_policy(
     ).scalar_one_or_none()
     if org is None:
         raise NotFound(f"no organization {org_id!r}")
-    policy.set_policy(session, org, enabled, code_count, ctx)
+    policy.set_policy(uow, org, enabled, code_count, ctx)
     session.flush()
     return policy.Policy.of(org)
 
@@ -61,12 +63,13 @@ def put_policy(
 # --- a user's codes and enrollment --------------------------------------------------
 
 
-def revoke_codes(session: Session, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
+def revoke_codes(uow: UnitOfWork, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
     """Deactivate every active code of the user (spent ones too, as a regeneration
     does); the audited count is of the codes that could still have been used. A
     sheet not yet retrieved is deleted (its regeneration ends expired): it would
     hand the user dead codes."""
-    user = accounts.lock_user(session, accounts.get_user(session, org_id, user_external_id))
+    session = uow.session
+    user = uow.lock_user(accounts.get_user(session, org_id, user_external_id))
     now = utcnow()
     usable = _count_codes(session, user, unspent_only=True)
     session.execute(
@@ -76,7 +79,7 @@ def revoke_codes(session: Session, org_id: str, user_external_id: str, ctx: audi
         .execution_options(synchronize_session=False)
     )
     audit.append(
-        session,
+        uow,
         org_id,
         EventType.CODES_REVOKED,
         Outcome.SUCCESS,
@@ -84,17 +87,18 @@ def revoke_codes(session: Session, org_id: str, user_external_id: str, ctx: audi
         user_id=user.external_id,
         details={"count": usable},
     )
-    sheet_store.expire_unfetched(session, user, now, ctx)
+    sheet_store.expire_unfetched(uow, user, now, ctx)
 
 
-def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
+def reset_mfa(uow: UnitOfWork, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
     """Remove the enrollment and every code (the user enrolls again), fail the
     unfinished regenerations and delete their sheets, clear throttles and locks, and
     revoke every token and session of the user: a stolen token must not enroll the
     attacker's authenticator once the help desk has reset the victim."""
+    session = uow.session
     # Under the user's lock a worker is either done (its set is removed here) or
     # has not started (it finds its regeneration failed and leaves it).
-    user = accounts.lock_user(session, accounts.get_user(session, org_id, user_external_id))
+    user = uow.lock_user(accounts.get_user(session, org_id, user_external_id))
     now = utcnow()
     removed = rowcount(session.execute(delete(BackupCode).where(BackupCode.user_id == user.id)))
     was_enrolled = (
@@ -117,7 +121,7 @@ def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.C
         reg.completed_at = now
         reg.totp_ciphertext = None
         audit.append(
-            session,
+            uow,
             org_id,
             EventType.REGENERATION_FAILED,
             Outcome.FAILURE,
@@ -131,9 +135,9 @@ def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.C
         )
 
     limits.clear(session, user)
-    revoked = tokens.revoke_all_of_user(session, org_id, user.external_id, ctx, "mfa.reset")
+    revoked = tokens.revoke_all_of_user(uow, org_id, user.external_id, ctx, "mfa.reset")
     audit.append(
-        session,
+        uow,
         org_id,
         EventType.MFA_RESET,
         Outcome.SUCCESS,
@@ -149,12 +153,13 @@ def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.C
     session.flush()
 
 
-def unlock(session: Session, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
+def unlock(uow: UnitOfWork, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
     """The help desk: clear the throttles and locks of both factors, nothing else."""
-    user = accounts.lock_user(session, accounts.get_user(session, org_id, user_external_id))
+    session = uow.session
+    user = uow.lock_user(accounts.get_user(session, org_id, user_external_id))
     cleared = limits.clear(session, user)
     audit.append(
-        session,
+        uow,
         org_id,
         EventType.LOCKOUT_CLEARED,
         Outcome.SUCCESS,

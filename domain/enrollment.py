@@ -4,16 +4,14 @@ Confirmation judges the code now (the user is present). When the organization
 allows backup codes, it queues the first set through the regeneration pipeline
 (reason "enrollment"; the TOTP was judged here, so none waits in the row).
 
-A wrong code must be counted and audited although the request fails: it is
-raised as `InvalidTotp().committed()`, which the unit of work commits before
-raising (infra.db.unit_of_work). Other audited refusals work the same way.
+A wrong code must be counted and audited although the request fails: the unit
+of work commits it before the error is raised (`uow.commit_refusal`, through
+audit.refusal). Other audited refusals work the same way.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-
-from sqlalchemy.orm import Session
 
 from domain import accounts, audit, guards, limits, regeneration
 from domain import totp as otp
@@ -26,19 +24,21 @@ from domain.errors import (
     NoPendingEnrollment,
 )
 from domain.models import Regeneration, RegenerationReason, TotpEnrollment, User
-from infra.services import Services
+from domain.ports import Services
+from domain.uow import UnitOfWork
 
 _REFUSED = EventType.ENROLLMENT_FAILED
 
 
 def start_enrollment(
-    session: Session, services: Services, user: User, ctx: audit.Context
+    uow: UnitOfWork, services: Services, user: User, ctx: audit.Context
 ) -> tuple[str, str]:
     """(base32 secret, otpauth URI). A pending enrollment is replaced by a new secret."""
-    user = accounts.lock_user(session, user)
+    session = uow.session
+    user = uow.lock_user(user)
     enrollment = session.get(TotpEnrollment, user.id, populate_existing=True)
     if enrollment is not None and enrollment.confirmed_at is not None:
-        raise guards.refuse(session, user, _REFUSED, AlreadyEnrolled(), ctx)
+        raise guards.refuse(uow, user, _REFUSED, AlreadyEnrolled(), ctx)
     secret = otp.new_secret()
     ciphertext = services.box.encrypt_text(secret)
     restarted = enrollment is not None
@@ -51,7 +51,7 @@ def start_enrollment(
         enrollment.created_at = utcnow()
     session.flush()
     audit.append(
-        session,
+        uow,
         user.org_id,
         EventType.ENROLLMENT_STARTED,
         Outcome.SUCCESS,
@@ -64,7 +64,7 @@ def start_enrollment(
 
 
 def confirm_enrollment(
-    session: Session,
+    uow: UnitOfWork,
     services: Services,
     user: User,
     totp: str,
@@ -73,14 +73,15 @@ def confirm_enrollment(
 ) -> Regeneration | None:
     """Confirm with a code valid now; returns the first set's regeneration, or None
     when the organization has backup codes turned off."""
-    user = accounts.lock_user(session, user)
+    session = uow.session
+    user = uow.lock_user(user)
     if not otp.is_well_formed(totp):
         malformed = InvalidRequest("totp must be a string of exactly 6 digits", field="totp")
-        raise guards.refuse(session, user, _REFUSED, malformed, ctx)
+        raise guards.refuse(uow, user, _REFUSED, malformed, ctx)
     enrollment = session.get(TotpEnrollment, user.id, populate_existing=True)
     if enrollment is None or enrollment.confirmed_at is not None:
-        raise guards.refuse(session, user, _REFUSED, NoPendingEnrollment(), ctx)
-    guards.require_totp_open(session, user, _REFUSED, now, ctx, services.limits)
+        raise guards.refuse(uow, user, _REFUSED, NoPendingEnrollment(), ctx)
+    guards.require_totp_open(uow, user, _REFUSED, now, ctx, services.limits)
     judgement = otp.judge(
         services.box.decrypt_text(enrollment.secret_ciphertext),
         totp,
@@ -88,10 +89,10 @@ def confirm_enrollment(
         enrollment.last_accepted_step,
     )
     if judgement.verdict is not otp.Verdict.ACCEPTED:
-        limits.record_failure(session, user, limits.TOTP, None, now, ctx, services.limits)
+        limits.record_failure(uow, user, limits.TOTP, None, now, ctx, services.limits)
         # The same TOTP event the worker writes, so one filter finds every wrong code.
         audit.append(
-            session,
+            uow,
             user.org_id,
             EventType.TOTP_REJECTED,
             Outcome.FAILURE,
@@ -99,13 +100,13 @@ def confirm_enrollment(
             user_id=user.external_id,
             details={"during": "enrollment"},
         )
-        raise guards.refuse(session, user, _REFUSED, InvalidTotp(), ctx)
+        raise guards.refuse(uow, user, _REFUSED, InvalidTotp(), ctx)
     enrollment.confirmed_at = now
     enrollment.last_accepted_step = judgement.step
     enrollment.drift = judgement.drift
     limits.record_success(session, user, limits.TOTP, None, now)
     audit.append(
-        session,
+        uow,
         user.org_id,
         EventType.ENROLLMENT_CONFIRMED,
         Outcome.SUCCESS,
@@ -116,5 +117,5 @@ def confirm_enrollment(
     if not org.backup_codes_enabled:
         return None
     return regeneration.queue_regeneration(
-        session, user, org, RegenerationReason.ENROLLMENT, None, now, ctx
+        uow, user, org, RegenerationReason.ENROLLMENT, None, now, ctx
     )

@@ -8,8 +8,6 @@ Messages never carry a code, a TOTP value, a secret or a token.
 
 from __future__ import annotations
 
-from typing import Self
-
 
 class ConfigurationError(Exception):
     """Settings that cannot work; raised at start-up, never during a request."""
@@ -22,19 +20,11 @@ class DomainError(Exception):
     # not-ready): the API turns them into the body's "field" and Retry-After.
     field: str | None = None
     retry_after: int | None = None
-    # Set by committed(): the unit of work commits what the use case wrote before
-    # the error (an audited refusal, a counted failure) instead of rolling it back.
-    commit_before_raising: bool = False
 
     def __init__(self, detail: str | None = None, **extra: object) -> None:
         super().__init__(detail or self.title)
         self.detail = detail or self.title
         self.extra = extra
-
-    def committed(self) -> Self:
-        """Mark this refusal as one whose audit trail must survive: `raise err.committed()`."""
-        self.commit_before_raising = True
-        return self
 
 
 class InvalidRequest(DomainError):

@@ -27,13 +27,14 @@ from domain.errors import (
     TotpLocked,
 )
 from domain.models import Organization, TotpEnrollment, User
+from domain.uow import UnitOfWork
 
 # What the attempt limits raise: a throttle, or a lock at the consecutive cap.
 LIMIT_REFUSALS = (TooManyAttempts, BackupCodesLocked, TotpLocked)
 
 
 def refuse(
-    session: Session,
+    uow: UnitOfWork,
     user: User,
     event_type: EventType,
     error: DomainError,
@@ -47,19 +48,19 @@ def refuse(
     mistaken = isinstance(error, InvalidRequest | InvalidTotp)
     outcome = Outcome.FAILURE if mistaken else Outcome.DENIED
     return audit.refusal(
-        session, user.org_id, user.external_id, event_type, error, ctx, outcome, details
+        uow, user.org_id, user.external_id, event_type, error, ctx, outcome, details
     )
 
 
 @contextmanager
 def refusing(
-    session: Session, user: User, event_type: EventType, ctx: audit.Context
+    uow: UnitOfWork, user: User, event_type: EventType, ctx: audit.Context
 ) -> Iterator[None]:
     """A throttle or lock raised inside the block becomes a refusal on record."""
     try:
         yield
     except LIMIT_REFUSALS as refused:
-        raise refuse(session, user, event_type, refused, ctx) from None
+        raise refuse(uow, user, event_type, refused, ctx) from None
 
 
 def confirmed_enrollment(session: Session, user: User, org: Organization) -> TotpEnrollment:
@@ -75,20 +76,20 @@ def confirmed_enrollment(session: Session, user: User, org: Organization) -> Tot
 
 
 def require_usable(
-    session: Session, user: User, event_type: EventType, ctx: audit.Context
+    uow: UnitOfWork, user: User, event_type: EventType, ctx: audit.Context
 ) -> Organization:
     """The user's organization, when backup codes are on and the user is enrolled;
     otherwise the refusal, on record."""
-    org = accounts.get_org(session, user.org_id)
+    org = accounts.get_org(uow.session, user.org_id)
     try:
-        confirmed_enrollment(session, user, org)
+        confirmed_enrollment(uow.session, user, org)
     except (BackupCodesDisabled, MfaNotEnrolled) as refused:
-        raise refuse(session, user, event_type, refused, ctx) from None
+        raise refuse(uow, user, event_type, refused, ctx) from None
     return org
 
 
 def require_totp_open(
-    session: Session,
+    uow: UnitOfWork,
     user: User,
     event_type: EventType,
     now: datetime,
@@ -97,13 +98,13 @@ def require_totp_open(
 ) -> None:
     """The TOTP is neither throttled nor locked; a throttle whose window has passed is
     ended first (a write: call it under the user's lock)."""
-    with refusing(session, user, event_type, ctx):
-        limits.end_expired(session, user, limits.TOTP, now, ctx, rules)
-        limits.check_totp(session, user, now, rules)
+    with refusing(uow, user, event_type, ctx):
+        limits.end_expired(uow, user, limits.TOTP, now, ctx, rules)
+        limits.check_totp(uow.session, user, now, rules)
 
 
 def require_backup_codes_open(
-    session: Session,
+    uow: UnitOfWork,
     user: User,
     source: str,
     event_type: EventType,
@@ -113,6 +114,6 @@ def require_backup_codes_open(
 ) -> None:
     """Backup codes are neither throttled (for the user or this source) nor locked; a
     throttle whose window has passed is ended first (under the user's lock)."""
-    with refusing(session, user, event_type, ctx):
-        limits.end_expired(session, user, limits.BACKUP_CODES, now, ctx, rules)
-        limits.check_backup_codes(session, user, source, now, rules)
+    with refusing(uow, user, event_type, ctx):
+        limits.end_expired(uow, user, limits.BACKUP_CODES, now, ctx, rules)
+        limits.check_backup_codes(uow.session, user, source, now, rules)

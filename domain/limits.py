@@ -14,7 +14,7 @@ across processes.
 - Mistyped inputs (cannot be a code): their own sliding budget per source, never
   a failure, audited once a minute per source with a count.
 
-Writers hold the user's row lock (accounts.lock_user). Reads for an early refusal
+Writers hold the user's row lock (UnitOfWork.lock_user). Reads for an early refusal
 need none: the verdict is read again under the lock before anything counts.
 """
 
@@ -34,6 +34,7 @@ from domain.audit.types import EventType, Outcome
 from domain.clock import rfc3339_millis
 from domain.errors import BackupCodesLocked, InvalidRequest, TooManyAttempts, TotpLocked
 from domain.models import AttemptLimit, AuthFailure, User
+from domain.uow import UnitOfWork
 
 BACKUP_CODES, TOTP = "backup_codes", "totp"
 KIND_BACKUP, KIND_TOTP, KIND_MISTYPED = "backup_code", "totp", "mistyped"
@@ -223,16 +224,17 @@ def _state_for_update(session: Session, user: User, factor: str) -> AttemptLimit
 
 
 def end_expired(
-    session: Session, user: User, factor: str, now: datetime, ctx: audit.Context, rules: Limits
+    uow: UnitOfWork, user: User, factor: str, now: datetime, ctx: audit.Context, rules: Limits
 ) -> None:
     """Close a user-wide throttle whose window has passed (audited user.lockout.ended)."""
+    session = uow.session
     state = standing(session, user, factor)
     end = _window_end(state, factor, rules)
     if state is None or end is None or end > now:
         return
     state.window_started_at, state.window_failures = None, 0
     audit.append(
-        session,
+        uow,
         user.org_id,
         EventType.LOCKOUT_ENDED,
         Outcome.SUCCESS,
@@ -243,7 +245,7 @@ def end_expired(
 
 
 def record_failure(
-    session: Session,
+    uow: UnitOfWork,
     user: User,
     factor: str,
     source: str | None,
@@ -253,6 +255,7 @@ def record_failure(
 ) -> None:
     """Count one failure: a row for the sliding windows, the user's window and the
     consecutive count; audits a throttle of the user and the permanent lock."""
+    session = uow.session
     session.execute(
         delete(AuthFailure).where(
             AuthFailure.user_id == user.id, AuthFailure.occurred_at < now - _KEEP_ROWS
@@ -260,7 +263,7 @@ def record_failure(
     )
     kind = KIND_BACKUP if factor == BACKUP_CODES else KIND_TOTP
     session.add(AuthFailure(user_id=user.id, kind=kind, source=source, occurred_at=now))
-    end_expired(session, user, factor, now, ctx, rules)
+    end_expired(uow, user, factor, now, ctx, rules)
     state = _state_for_update(session, user, factor)
     limit, length = rules.factor_window(factor)
     if state.window_started_at is None or state.window_started_at + length <= now:
@@ -270,7 +273,7 @@ def record_failure(
     session.flush()
     if state.window_failures == limit:
         audit.append(
-            session,
+            uow,
             user.org_id,
             EventType.LOCKOUT_STARTED,
             Outcome.DENIED,
@@ -285,7 +288,7 @@ def record_failure(
     if state.consecutive_failures >= rules.consecutive_cap and state.locked_at is None:
         state.locked_at = now
         audit.append(
-            session,
+            uow,
             user.org_id,
             EventType.LOCKOUT_PERMANENT,
             Outcome.DENIED,
@@ -345,7 +348,7 @@ def clear(session: Session, user: User) -> list[str]:
 
 
 def note_mistyped(
-    session: Session,
+    uow: UnitOfWork,
     user: User,
     source: str,
     now: datetime,
@@ -357,6 +360,7 @@ def note_mistyped(
     the organization (a scatter of random inputs over many users spends one budget:
     TooManyAttempts beyond it), and audit the batch once a minute per source, with
     how many came since the last one."""
+    session = uow.session
     in_org = AuthFailure.user_id.in_(select(User.id).where(User.org_id == user.org_id))
     mine = (in_org, AuthFailure.kind == KIND_MISTYPED, AuthFailure.source == source)
     window = timedelta(seconds=rules.mistyped_window_seconds)
@@ -383,7 +387,7 @@ def note_mistyped(
     count = session.execute(select(func.count()).select_from(AuthFailure).where(*since))
     row.audited = True
     audit.append(
-        session,
+        uow,
         user.org_id,
         EventType.CODE_REJECTED,
         Outcome.FAILURE,

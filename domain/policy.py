@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.orm import Session
-
 from domain import audit
 from domain.audit.types import EventType, Outcome
 from domain.codes import MAX_CODES as MAX_CODES
 from domain.codes import MIN_CODES as MIN_CODES
 from domain.errors import InvalidRequest
 from domain.models import Organization
+from domain.uow import UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,7 @@ class Policy:
 
 
 def set_policy(
-    session: Session, org: Organization, enabled: bool, code_count: int, ctx: audit.Context
+    uow: UnitOfWork, org: Organization, enabled: bool, code_count: int, ctx: audit.Context
 ) -> Organization:
     """Replace the policy (its shape was checked at the edge; its range is a rule)."""
     if not MIN_CODES <= code_count <= MAX_CODES:
@@ -37,7 +36,7 @@ def set_policy(
     org.code_count = code_count
     new = {"backup_codes_enabled": enabled, "code_count": code_count}
     audit.append(
-        session,
+        uow,
         org.id,
         EventType.POLICY_CHANGED,
         Outcome.SUCCESS,

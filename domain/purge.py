@@ -30,8 +30,7 @@ from domain.models import (
     RegenerationStatus,
     Sheet,
 )
-from infra.services import Services
-from infra.settings import Settings
+from domain.ports import Maintenance, RetentionSettings
 
 BATCH = 1000  # rows a statement
 MAX_BATCHES = 100  # per kind and run: a backlog is worked off over several runs
@@ -113,7 +112,7 @@ def purge_finished_regenerations(session: Session, before: datetime, batch: int 
 # which is never purged. A row older than the longest window is read by nothing.
 
 
-def auth_failure_cutoff(settings: Settings, now: datetime) -> datetime:
+def auth_failure_cutoff(settings: RetentionSettings, now: datetime) -> datetime:
     """Failure rows older than this are read by no window of domain.limits."""
     keep = max(
         settings.auth_failure_retention_seconds,
@@ -133,7 +132,7 @@ def purge_auth_failures(session: Session, before: datetime, batch: int = BATCH) 
 
 
 def purge(
-    services: Services, now: datetime, *, batch: int = BATCH, max_batches: int = MAX_BATCHES
+    services: Maintenance, now: datetime, *, batch: int = BATCH, max_batches: int = MAX_BATCHES
 ) -> dict[str, int]:
     """One run: every kind in batches of its own transaction until a batch comes back
     short or `max_batches` ran. Rows deleted by kind, and the transactions used."""
@@ -155,8 +154,8 @@ def purge(
     batches = 0
     for name, purge_batch, before in steps:
         for _ in range(max_batches):
-            with services.unit_of_work() as session:
-                deleted = purge_batch(session, before, batch)
+            with services.unit_of_work() as uow:
+                deleted = purge_batch(uow.session, before, batch)
             batches += 1
             counts[name] += deleted
             if deleted < batch:

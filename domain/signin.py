@@ -38,8 +38,9 @@ from domain.errors import (
     NotFound,
 )
 from domain.models import BackupCode, User
+from domain.ports import Services
 from domain.sql import rowcount
-from infra.services import Services
+from domain.uow import UnitOfWork
 
 _REFUSED = EventType.SIGNIN_REFUSED
 
@@ -53,7 +54,7 @@ class VerifyResult:
 
 
 def verify_backup_code(
-    session: Session,
+    uow: UnitOfWork,
     services: Services,
     org_id: str,
     user_external_id: str,
@@ -66,6 +67,7 @@ def verify_backup_code(
 ) -> VerifyResult:
     """`client_ip` and `user_agent`: what the front end saw of its visitor; the
     source of the per-source budget, recorded in the events' details."""
+    session = uow.session
     visitor_ip = limits.parse_client_ip(client_ip)
     visitor_agent = limits.check_user_agent(user_agent)
     visitor = {k: v for k, v in (("client_ip", visitor_ip), ("user_agent", visitor_agent)) if v}
@@ -74,11 +76,11 @@ def verify_backup_code(
     user = accounts.find_user(session, org_id, user_external_id)
     if user is None:
         raise NotFound("no such user")
-    _check_allowed(session, user, source, now, ctx, rules)
+    _check_allowed(uow, user, source, now, ctx, rules)
 
     candidate = normalise(code)
     if candidate is None:
-        limits.note_mistyped(session, user, source, now, ctx, rules, visitor)
+        limits.note_mistyped(uow, user, source, now, ctx, rules, visitor)
         remaining = _remaining(session, user)
         return VerifyResult(False, remaining, remaining <= LOW_WATERMARK, mistyped=True)
 
@@ -89,8 +91,8 @@ def verify_backup_code(
         else:
             matches = services.hasher.verify_nothing(candidate)
 
-    user = accounts.lock_user(session, user)  # see the module docstring for why here
-    guards.require_backup_codes_open(session, user, source, _REFUSED, now, ctx, rules)
+    user = uow.lock_user(user)  # see the module docstring for why here
+    guards.require_backup_codes_open(uow, user, source, _REFUSED, now, ctx, rules)
 
     accepted = row is not None and matches and row.spent_at is None and _spend(session, row, now)
     remaining = _remaining(session, user)
@@ -101,7 +103,7 @@ def verify_backup_code(
             # never verify again; live codes move over at their next regeneration).
             row.hash = services.hasher.hash(candidate)
         audit.append(
-            session,
+            uow,
             user.org_id,
             EventType.CODE_ACCEPTED,
             Outcome.SUCCESS,
@@ -114,7 +116,7 @@ def verify_backup_code(
         # retry after a timeout): refused, but nobody guessed anything, so not a failure.
         spent = {"reason": "spent"} if matches else {}
         audit.append(
-            session,
+            uow,
             user.org_id,
             EventType.CODE_REJECTED,
             Outcome.FAILURE,
@@ -123,12 +125,12 @@ def verify_backup_code(
             details={"remaining": remaining, **spent, **visitor},
         )
         if not matches:
-            limits.record_failure(session, user, limits.BACKUP_CODES, source, now, ctx, rules)
+            limits.record_failure(uow, user, limits.BACKUP_CODES, source, now, ctx, rules)
     return VerifyResult(accepted=accepted, remaining=remaining, low=remaining <= LOW_WATERMARK)
 
 
 def _check_allowed(
-    session: Session,
+    uow: UnitOfWork,
     user: User,
     source: str,
     now: datetime,
@@ -138,8 +140,9 @@ def _check_allowed(
     """Refusals that need no verification: policy off, not enrolled, throttled or
     locked (an early, unlocked read; the limits are read again under the lock
     before anything counts)."""
-    guards.require_usable(session, user, _REFUSED, ctx)
-    with guards.refusing(session, user, _REFUSED, ctx):
+    session = uow.session
+    guards.require_usable(uow, user, _REFUSED, ctx)
+    with guards.refusing(uow, user, _REFUSED, ctx):
         limits.check_backup_codes(session, user, source, now, rules)
 
 

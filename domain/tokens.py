@@ -20,6 +20,7 @@ from domain import accounts, audit
 from domain.audit.types import EventType, Outcome
 from domain.errors import InvalidRequest, NotFound
 from domain.models import ApiToken, Role, TokenKind
+from domain.uow import UnitOfWork
 
 # Plain strings (the values), for messages and the CLI's choices.
 ROLES = tuple(role.value for role in Role)
@@ -34,7 +35,7 @@ def _digest(token: str) -> str:
 
 
 def issue(
-    session: Session,
+    uow: UnitOfWork,
     org_id: str,
     principal_id: str,
     role: str,
@@ -47,6 +48,7 @@ def issue(
     """Returns the stored row and the token in clear, which is never stored.
     Without a ttl the token does not expire; callers bound the ttl they accept
     (the CLI 60 s to 365 d), this refuses only what no caller may ask for."""
+    session = uow.session
     if role not in ROLES:
         raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", field="role")
     if kind not in KINDS:
@@ -72,7 +74,7 @@ def issue(
     session.add(row)
     session.flush()
     audit.append(
-        session,
+        uow,
         org_id,
         EventType.TOKEN_ISSUED,
         Outcome.SUCCESS,
@@ -106,9 +108,9 @@ def authenticate(session: Session, presented: str, now: datetime | None = None) 
     return row
 
 
-def _revoked_event(session: Session, row: ApiToken, ctx: audit.Context, reason: str) -> None:
+def _revoked_event(uow: UnitOfWork, row: ApiToken, ctx: audit.Context, reason: str) -> None:
     audit.append(
-        session,
+        uow,
         row.org_id,
         EventType.TOKEN_REVOKED,
         Outcome.SUCCESS,
@@ -125,7 +127,7 @@ def _revoked_event(session: Session, row: ApiToken, ctx: audit.Context, reason: 
 
 
 def revoke(
-    session: Session,
+    uow: UnitOfWork,
     token_id: str,
     ctx: audit.Context,
     *,
@@ -135,6 +137,7 @@ def revoke(
     """Revoke one token (by whom: ctx), audited; NotFound for an unknown token or one
     of another organization (when org_id is given). Revoking twice changes nothing
     and appends nothing."""
+    session = uow.session
     row = session.execute(
         select(ApiToken).where(ApiToken.id == token_id).with_for_update()
     ).scalar_one_or_none()
@@ -143,14 +146,15 @@ def revoke(
     if row.revoked_at is None:
         row.revoked_at = datetime.now(UTC)
         session.flush()
-        _revoked_event(session, row, ctx, reason)
+        _revoked_event(uow, row, ctx, reason)
     return row
 
 
 def revoke_all_of_user(
-    session: Session, org_id: str, user_external_id: str, ctx: audit.Context, reason: str
+    uow: UnitOfWork, org_id: str, user_external_id: str, ctx: audit.Context, reason: str
 ) -> int:
     """Revoke every live token and session of a user (an MFA reset), one event each."""
+    session = uow.session
     now = datetime.now(UTC)
     rows = list(
         session.execute(
@@ -173,7 +177,7 @@ def revoke_all_of_user(
             .execution_options(synchronize_session="fetch")
         )
     for row in rows:
-        _revoked_event(session, row, ctx, reason)
+        _revoked_event(uow, row, ctx, reason)
     return len(rows)
 
 

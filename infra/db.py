@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain.clock import utcnow as utcnow  # re-exported for callers of infra.db
-from domain.errors import DomainError
+from domain.uow import AfterCommit, UnitOfWork
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -65,26 +65,20 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
+def unit_of_work(
+    factory: sessionmaker[Session], hooks: Sequence[AfterCommit] = ()
+) -> Iterator[UnitOfWork]:
     """One transaction: commits when the block ends, rolls back when it raises.
-
-    Except for a DomainError marked `committed()`: an audited refusal or a counted
-    failure must persist although the request fails, so that transaction is
-    committed first and the error raised afterwards."""
-    session = factory()
-    deferred: DomainError | None = None
+    `hooks` run after the commit with what it produced (domain.uow)."""
+    uow = UnitOfWork(factory(), hooks)
     try:
-        with session.begin():
-            try:
-                yield session
-            except DomainError as exc:
-                if not exc.commit_before_raising:
-                    raise
-                deferred = exc
-        if deferred is not None:
-            raise deferred
+        yield uow
+        uow.commit()
+    except BaseException:
+        uow.rollback()
+        raise
     finally:
-        session.close()
+        uow.session.close()
 
 
 def is_postgres(session: Session) -> bool:

@@ -3,8 +3,9 @@
 Every state change the service makes is an audit event, so counting committed
 events gives regenerations by outcome, lockouts and expired sheets without a
 second bookkeeping path that could drift. Events of a rolled-back transaction
-are not counted. With PROMETHEUS_MULTIPROC_DIR set (gunicorn with several
-workers), prometheus_client aggregates across processes.
+are not counted: the unit of work hands them over only on its outermost commit.
+With PROMETHEUS_MULTIPROC_DIR set (gunicorn with several workers),
+prometheus_client aggregates across processes.
 """
 
 from __future__ import annotations
@@ -13,13 +14,10 @@ import os
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
-from sqlalchemy import event
-from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from domain.audit.types import EventType
 from domain.models import RegenerationStatus
-
-_PENDING = "metrics_pending_events"
+from domain.uow import Committed
 
 AUDIT_EVENTS = Counter(
     "mfa_audit_events", "Audit events committed, by type and outcome", ["type", "outcome"]
@@ -41,13 +39,6 @@ QUEUE_LATENCY = Histogram(
 )
 
 
-def note_event(session: Session, type_: str, outcome: str, details: dict[str, Any]) -> None:
-    """Called by audit.append: remembered, with the (sub)transaction that wrote it,
-    until the outermost transaction commits."""
-    writer = session.get_nested_transaction() or session.get_transaction()
-    session.info.setdefault(_PENDING, []).append((writer, type_, outcome, details))
-
-
 def _count(type_: str, outcome: str, details: dict[str, Any]) -> None:
     AUDIT_EVENTS.labels(type_, outcome).inc()
     if type_ == EventType.REGENERATION_STARTED and "queued_seconds" in details:
@@ -66,34 +57,10 @@ def _count(type_: str, outcome: str, details: dict[str, Any]) -> None:
         CODES_VERIFIED.labels("rejected").inc()
 
 
-def _after_commit(session: Session) -> None:
-    if session.in_nested_transaction():
-        return  # a savepoint released: its events wait for the outer commit
-    for _writer, type_, outcome, details in session.info.pop(_PENDING, ()):
-        _count(type_, outcome, details)
-
-
-def _after_soft_rollback(session: Session, previous: SessionTransaction) -> None:
-    if previous.parent is None:
-        session.info.pop(_PENDING, None)
-        return
-    # A savepoint rolled back: forget only what it (or a savepoint inside it) wrote.
-    kept = [e for e in session.info.get(_PENDING, ()) if not _within(e[0], previous)]
-    session.info[_PENDING] = kept
-
-
-def _within(transaction: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
-    while transaction is not None:
-        if transaction is ancestor:
-            return True
-        transaction = transaction.parent
-    return False
-
-
-def install(sessions: sessionmaker[Session]) -> None:
-    if not event.contains(sessions, "after_commit", _after_commit):
-        event.listen(sessions, "after_commit", _after_commit)
-        event.listen(sessions, "after_soft_rollback", _after_soft_rollback)
+def count_committed(done: Committed) -> None:
+    """The after-commit hook (infra.services): count the events a transaction committed."""
+    for event in done.events:
+        _count(event.type, event.outcome, event.details)
 
 
 def registry() -> CollectorRegistry:

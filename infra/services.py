@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -13,6 +13,7 @@ from domain.codes import CodeHasher
 from domain.crypto import SecretBox
 from domain.limits import Limits
 from domain.slots import VerificationSlots
+from domain.uow import AfterCommit, UnitOfWork
 from infra import metrics
 from infra.db import make_engine, make_session_factory, unit_of_work
 from infra.settings import Settings
@@ -27,12 +28,14 @@ class Services:
     hasher: CodeHasher
     limits: Limits
     slots: VerificationSlots
+    # Run after every outermost commit with what it produced, in order: the metrics
+    # count its events here; a Publisher, once installed, publishes its outbox.
+    after_commit: list[AfterCommit] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine | None = None) -> Services:
         engine = engine or make_engine(settings.database_url)
         sessions = make_session_factory(engine)
-        metrics.install(sessions)
         return cls(
             settings=settings,
             engine=engine,
@@ -53,12 +56,14 @@ class Services:
                 mistyped_window_seconds=settings.mistyped_window_seconds,
             ),
             slots=VerificationSlots(settings.verify_slots, settings.verify_slot_wait_ms / 1000),
+            after_commit=[metrics.count_committed],
         )
 
     @contextmanager
-    def unit_of_work(self) -> Iterator[Session]:
-        with unit_of_work(self.sessions) as session:
-            yield session
+    def unit_of_work(self) -> Iterator[UnitOfWork]:
+        """One transaction (infra.db.unit_of_work) with this root's after-commit hooks."""
+        with unit_of_work(self.sessions, self.after_commit) as uow:
+            yield uow
 
     def close(self) -> None:
         self.engine.dispose()

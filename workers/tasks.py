@@ -80,11 +80,11 @@ def register_tasks(
                 log.warning("regeneration.process: ignored a message without a string id")
                 return "invalid"
             try:
-                with services.unit_of_work() as session:
-                    started = regeneration.mark_started(session, regeneration_id, utcnow())
-                with services.unit_of_work() as session:
+                with services.unit_of_work() as uow:
+                    started = regeneration.mark_started(uow, regeneration_id, utcnow())
+                with services.unit_of_work() as uow:
                     status = regeneration.process_regeneration(
-                        session, services, regeneration_id, utcnow()
+                        uow, services, regeneration_id, utcnow()
                     )
             except OperationalError as exc:
                 retries = int(self.request.retries or 0)
@@ -110,8 +110,8 @@ def register_tasks(
                         countdown=RETRY_BACKOFF_SECONDS * 2**retries, exc=RuntimeError(kind)
                     ) from None
                 log.error("regeneration %s: %s on every try: failed", regeneration_id, kind)
-                with services.unit_of_work() as session:
-                    regeneration.abandon(session, regeneration_id, utcnow())
+                with services.unit_of_work() as uow:
+                    regeneration.abandon(uow, regeneration_id, utcnow())
                 return regeneration.PROCESSING_FAILED
             log.info("regeneration %s: %s", regeneration_id, status, extra={"started": started})
             return status
@@ -121,8 +121,10 @@ def register_tasks(
         with _task_id(self):
             now = utcnow()
             outbox = publisher.flush_pending(now - timedelta(seconds=OUTBOX_GRACE_SECONDS))
-            with services.unit_of_work() as session:
-                stale = regeneration.stale_regenerations(session, now, settings.stale_after_seconds)
+            with services.unit_of_work() as uow:
+                stale = regeneration.stale_regenerations(
+                    uow.session, now, settings.stale_after_seconds
+                )
             sent = 0
             for regeneration_id in stale:
                 try:
@@ -141,26 +143,26 @@ def register_tasks(
     @celery_app.task(name=TASK_EXPIRE_SHEETS, shared=False, bind=True)
     def expire_sheets(self: Task) -> int:
         with _task_id(self):
-            with services.unit_of_work() as session:
-                expired = regeneration.expire_sheets(session, utcnow())
+            with services.unit_of_work() as uow:
+                expired = regeneration.expire_sheets(uow, utcnow())
             if expired:
                 log.info("expired %d unfetched sheets", expired)
             # The same sweep ends the throttle windows of sources not seen again.
-            with services.unit_of_work() as session:
-                throttles.purge(session)
+            with services.unit_of_work() as uow:
+                throttles.purge(uow.session)
             return expired
 
     @celery_app.task(name=TASK_CHECKPOINT, shared=False, bind=True)
     def checkpoint(self: Task) -> int:
         with _task_id(self):
-            with services.unit_of_work() as session:
-                orgs = moved_heads(session)
+            with services.unit_of_work() as uow:
+                orgs = moved_heads(uow.session)
             written = 0
             now = utcnow()
             # One transaction per organization: a head stays locked only while it is signed.
             for org_id in orgs:
-                with services.unit_of_work() as session:
-                    written += sign_if_moved(session, settings, org_id, now) is not None
+                with services.unit_of_work() as uow:
+                    written += sign_if_moved(uow, settings, org_id, now) is not None
             if written:
                 log.info("signed %d audit checkpoints", written)
             return written

@@ -19,15 +19,15 @@ class _AdminResource(Resource):
 
 class OrgPolicy(_AdminResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        with self.services.unit_of_work() as session:
-            org = admin.get_policy(session, req.context.principal.org_id)
+        with self.services.unit_of_work() as uow:
+            org = admin.get_policy(uow.session, req.context.principal.org_id)
             resp.media = representations.policy(org)
 
     def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_body(req, Policy)
-        with self.services.unit_of_work() as session:
+        with self.services.unit_of_work() as uow:
             org = admin.put_policy(
-                session,
+                uow,
                 req.context.principal.org_id,
                 body.backup_codes_enabled,
                 body.code_count,
@@ -40,16 +40,16 @@ class Revocation(_AdminResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
         read_body(req, Empty, allow_empty=True)
         user_id = possible_user_id(user_id)
-        with self.services.unit_of_work() as session:
-            admin.revoke_codes(session, req.context.principal.org_id, user_id, req.context.audit)
+        with self.services.unit_of_work() as uow:
+            admin.revoke_codes(uow, req.context.principal.org_id, user_id, req.context.audit)
         resp.status = falcon.HTTP_204
 
 
 class UserMfa(_AdminResource):
     def on_delete(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
         user_id = possible_user_id(user_id)
-        with self.services.unit_of_work() as session:
-            admin.reset_mfa(session, req.context.principal.org_id, user_id, req.context.audit)
+        with self.services.unit_of_work() as uow:
+            admin.reset_mfa(uow, req.context.principal.org_id, user_id, req.context.audit)
         resp.status = falcon.HTTP_204
 
 
@@ -57,8 +57,8 @@ class MfaUnlock(_AdminResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
         read_body(req, Empty, allow_empty=True)
         user_id = possible_user_id(user_id)
-        with self.services.unit_of_work() as session:
-            admin.unlock(session, req.context.principal.org_id, user_id, req.context.audit)
+        with self.services.unit_of_work() as uow:
+            admin.unlock(uow, req.context.principal.org_id, user_id, req.context.audit)
         resp.status = falcon.HTTP_204
 
 

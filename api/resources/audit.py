@@ -28,18 +28,18 @@ def _auditor(req: falcon.Request, services: Services, attempted: str) -> Any:
     """The principal, if it is an auditor; otherwise the refusal is recorded, then raised."""
     principal = req.context.principal
     if principal.role != "auditor":
-        with services.unit_of_work() as session:
+        with services.unit_of_work() as uow:
             # Past the minute's refusals of this token and source: 429, the chain untouched.
-            throttles.refusal_gate(session, principal.token_id, req.context.audit.source_ip)
+            throttles.refusal_gate(uow.session, principal.token_id, req.context.audit.source_ip)
             record_review(
-                session,
+                uow,
                 principal.org_id,
                 attempted,
                 Outcome.DENIED,
                 req.context.audit,
                 {"reason": "role", "path": req.path},
             )
-            raise Forbidden("only an auditor token may read the audit trail").committed()
+            raise uow.commit_refusal(Forbidden("only an auditor token may read the audit trail"))
     return principal
 
 
@@ -52,9 +52,9 @@ class AuditEvents(Resource):
         pagination = parse_page(req.params)  # validated for every format
         wanted = req.client_prefers(list(_FORMATS)) or "application/json"
         if wanted == "application/json":
-            with self.services.unit_of_work() as session:
+            with self.services.unit_of_work() as uow:
                 rows, next_cursor = review.read_page(
-                    session, org_id, filters, pagination, req.context.audit
+                    uow, org_id, filters, pagination, req.context.audit
                 )
                 resp.media = representations.audit_page(rows, next_cursor)
             return
@@ -64,12 +64,10 @@ class AuditEvents(Resource):
         self, req: falcon.Request, resp: falcon.Response, org_id: str, filters: Filters, fmt: str
     ) -> None:
         kind = "ndjson" if fmt == NDJSON else "csv"
-        with self.services.unit_of_work() as session:
-            pinned, _ = review.start_export(
-                session, org_id, filters, kind, "api", req.context.audit
-            )
+        with self.services.unit_of_work() as uow:
+            pinned, _ = review.start_export(uow, org_id, filters, kind, "api", req.context.audit)
         # Each batch opens its own short transaction: a slow reader holds no lock.
-        rows = stream_events(self.services.sessions, org_id, pinned)
+        rows = stream_events(self.services.unit_of_work, org_id, pinned)
         resp.content_type = fmt + ("; charset=utf-8" if fmt == CSV else "")
         resp.stream = ndjson_chunks(rows) if fmt == NDJSON else csv_chunks(rows)
 
@@ -79,10 +77,8 @@ class AuditVerification(Resource):
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         org_id = _auditor(req, self.services, EventType.AUDIT_VERIFIED).org_id
-        with self.services.unit_of_work() as session:
-            result = review.verify_recorded(
-                session, org_id, self.services.settings, req.context.audit
-            )
+        with self.services.unit_of_work() as uow:
+            result = review.verify_recorded(uow, org_id, self.services.settings, req.context.audit)
         resp.media = representations.audit_verification(result)
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 import falcon
-from sqlalchemy.orm import Session
 
 from domain import accounts
 from domain.models import User
+from domain.uow import UnitOfWork
 from infra.services import Services
 
 
@@ -26,7 +26,10 @@ class Resource:
         self.services = services
 
     @staticmethod
-    def user(session: Session, req: falcon.Request, *, for_update: bool = False) -> User:
-        """The user the token belongs to (role `user`), of its own organization."""
+    def user(uow: UnitOfWork, req: falcon.Request, *, for_update: bool = False) -> User:
+        """The user the token belongs to (role `user`), of its own organization;
+        `for_update` takes the user's row lock in the same read."""
         p = req.context.principal
-        return accounts.get_user(session, p.org_id, p.principal_id, for_update=for_update)
+        if for_update:
+            return accounts.get_locked_user(uow, p.org_id, p.principal_id)
+        return accounts.get_user(uow.session, p.org_id, p.principal_id)

@@ -16,8 +16,8 @@ class MfaStatus(Resource):
     roles = ("user",)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        with self.services.unit_of_work() as session:
-            status = admin.mfa_status(session, self.services, self.user(session, req))
+        with self.services.unit_of_work() as uow:
+            status = admin.mfa_status(uow.session, self.services, self.user(uow, req))
         resp.media = representations.mfa_status(status)
 
 
@@ -26,9 +26,9 @@ class Enrollment(Resource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         read_body(req, Empty, allow_empty=True)
-        with self.services.unit_of_work() as session:
+        with self.services.unit_of_work() as uow:
             secret, uri = enrollment.start_enrollment(
-                session, self.services, self.user(session, req), req.context.audit
+                uow, self.services, self.user(uow, req), req.context.audit
             )
         resp.status = falcon.HTTP_201
         resp.media = representations.enrollment(secret, uri)
@@ -39,11 +39,11 @@ class EnrollmentConfirmation(Resource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_body(req, Totp)
-        with self.services.unit_of_work() as session:
+        with self.services.unit_of_work() as uow:
             reg = enrollment.confirm_enrollment(
-                session,
+                uow,
                 self.services,
-                self.user(session, req),
+                self.user(uow, req),
                 body.totp,
                 utcnow(),
                 req.context.audit,

@@ -22,11 +22,11 @@ class Regenerations(Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_body(req, Totp)
         key = req.get_header("Idempotency-Key")
-        with self.services.unit_of_work() as session:
+        with self.services.unit_of_work() as uow:
             # Locked in the same read: request_regeneration needs the lock anyway.
-            user = self.user(session, req, for_update=True)
+            user = self.user(uow, req, for_update=True)
             outcome = regeneration.request_regeneration(
-                session, self.services, user, body.totp, key, utcnow(), req.context.audit
+                uow, self.services, user, body.totp, key, utcnow(), req.context.audit
             )
             answer = representations.regeneration(outcome.regeneration)
         # The outbox row is published by the after-commit hook (workers.publish).
@@ -39,8 +39,8 @@ class RegenerationItem(Resource):
     roles = ("user",)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, regeneration_id: str) -> None:
-        with self.services.unit_of_work() as session:
-            reg = regeneration.get_regeneration(session, self.user(session, req), regeneration_id)
+        with self.services.unit_of_work() as uow:
+            reg = regeneration.get_regeneration(uow.session, self.user(uow, req), regeneration_id)
             resp.media = representations.regeneration(reg)
 
 
@@ -50,11 +50,11 @@ class RegenerationSheet(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, regeneration_id: str) -> None:
         # PDF unless the client prefers the text form (API.md: PDF is the default).
         kind = "text" if req.client_prefers([PDF, TEXT]) == TEXT else "pdf"
-        with self.services.unit_of_work() as session:
+        with self.services.unit_of_work() as uow:
             body, reg = regeneration.retrieve_sheet(
-                session,
+                uow,
                 self.services,
-                self.user(session, req),
+                self.user(uow, req),
                 regeneration_id,
                 kind,
                 utcnow(),

@@ -31,9 +31,9 @@ class BackupCodeVerification(Resource):
         body = read_body(req, Verification)
         user_id = possible_user_id(user_id)
         p = req.context.principal
-        with self.services.unit_of_work() as session:
+        with self.services.unit_of_work() as uow:
             result = signin.verify_backup_code(
-                session,
+                uow,
                 self.services,
                 p.org_id,
                 user_id,

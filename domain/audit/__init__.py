@@ -23,7 +23,7 @@ from domain.audit.types import EventType, Outcome
 from domain.clock import whole_millis
 from domain.errors import BUDGETED_REFUSALS, DomainError
 from domain.models import AuditEvent, AuditHead, new_id
-from infra import metrics
+from domain.uow import RecordedEvent, UnitOfWork
 
 # Detail names that would mean a secret slipped in: refused outright.
 _FORBIDDEN_DETAIL_WORDS = frozenset(
@@ -82,7 +82,7 @@ def ensure_head(session: Session, org_id: str) -> None:
 
 
 def append(
-    session: Session,
+    uow: UnitOfWork,
     org_id: str,
     type: str,
     outcome: str,
@@ -98,6 +98,7 @@ def append(
         raise ValueError(f"unknown outcome {outcome!r}")
     details = dict(details or {})
     _check_details(details)
+    session = uow.session
     head = session.execute(
         select(AuditHead).where(AuditHead.org_id == org_id).with_for_update()
     ).scalar_one_or_none()
@@ -129,12 +130,12 @@ def append(
     head.seq = event.seq
     head.hash = event.hash
     session.flush()
-    metrics.note_event(session, type, outcome, details)
+    uow.events.append(RecordedEvent(type, outcome, details))  # counted once committed
     return event
 
 
 def refusal(
-    session: Session,
+    uow: UnitOfWork,
     org_id: str,
     user_id: str,
     type: str,
@@ -143,15 +144,16 @@ def refusal(
     outcome: str = Outcome.DENIED,
     details: dict[str, Any] | None = None,
 ) -> DomainError:
-    """Record a refused request (its details and the error's slug as `reason`) and mark
-    the error committed, so that the record survives the request's failure:
-    `raise audit.refusal(...)` (use cases call it through domain.guards.refuse).
+    """Record a refused request (its details and the error's slug as `reason`) and
+    commit it, so that the record survives the request's failure:
+    `raise audit.refusal(...)` (use cases call it through domain.guards.refuse;
+    UnitOfWork.commit_refusal).
 
     A refusal the API answers 401, 403 or 404 (errors.BUDGETED_REFUSALS), of a (token,
     source) over its minute's refusals, raises 429 instead, before the chain head's
     lock is taken (domain.throttles)."""
     if isinstance(error, BUDGETED_REFUSALS):
-        throttles.refusal_gate(session, ctx.token_id, ctx.source_ip)
+        throttles.refusal_gate(uow.session, ctx.token_id, ctx.source_ip)
     details = {**(details or {}), "reason": error.slug}
-    append(session, org_id, type, outcome, ctx, user_id=user_id, details=details)
-    return error.committed()
+    append(uow, org_id, type, outcome, ctx, user_id=user_id, details=details)
+    return uow.commit_refusal(error)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from domain.audit import checkpoint_file
 from domain.clock import rfc3339_micros
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
-from infra.settings import Settings
+from domain.ports import AuditSettings
 
 Problem = tuple[int, str] | None
 BATCH = 1000
@@ -115,7 +115,7 @@ def _same(cp: AuditCheckpoint, line: dict[str, Any]) -> bool:
     )
 
 
-def file_matches(session: Session, settings: Settings, org_id: str) -> Problem:
+def file_matches(session: Session, settings: AuditSettings, org_id: str) -> Problem:
     """Every line of the checkpoint file is a row, unchanged (rows may be missing
     from the file: it is written after the commit). No readable file: nothing to say."""
     lines = checkpoint_file.read(settings, org_id)
@@ -148,7 +148,7 @@ def unsigned(session: Session, org_id: str, head_seq: int) -> tuple[int, int]:
 
 
 def timely(
-    session: Session, settings: Settings, org_id: str, head_seq: int, now: datetime
+    session: Session, settings: AuditSettings, org_id: str, head_seq: int, now: datetime
 ) -> Problem:
     """No event older than twice the checkpoint interval is left unsigned."""
     signed, pending = unsigned(session, org_id, head_seq)

@@ -17,44 +17,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.orm import Session
-
-from infra.settings import Settings
+from domain.ports import AuditSettings
+from domain.uow import UnitOfWork
 
 log = logging.getLogger("mfa.audit.checkpoint")
 
-_PENDING = "audit_checkpoints_outside"
 _SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 FIELDS = ("org_id", "seq", "hash", "signed_at", "key_id", "signature")
 
 
-def path_for(settings: Settings, org_id: str) -> Path:
+def path_for(settings: AuditSettings, org_id: str) -> Path:
     name = org_id if _SAFE_NAME.match(org_id) else hashlib.sha256(org_id.encode()).hexdigest()
     return settings.checkpoint_folder / f"{name}.jsonl"
 
 
-def note(session: Session, settings: Settings, record: dict[str, Any]) -> None:
-    """Remember a signed checkpoint; it leaves the database when the session commits."""
-    session.info.setdefault(_PENDING, []).append((settings, record))
-    if not event.contains(session, "after_commit", _after_commit):
-        event.listen(session, "after_commit", _after_commit)
-        event.listen(session, "after_soft_rollback", _after_soft_rollback)
+def note(uow: UnitOfWork, settings: AuditSettings, record: dict[str, Any]) -> None:
+    """Have a signed checkpoint leave the database once the unit of work commits."""
+    uow.call_after_commit(lambda: write(settings, record))
 
 
-def _after_commit(session: Session) -> None:
-    if session.in_nested_transaction():
-        return
-    for settings, record in session.info.pop(_PENDING, ()):
-        write(settings, record)
-
-
-def _after_soft_rollback(session: Session, previous: Any) -> None:
-    if previous.parent is None:
-        session.info.pop(_PENDING, None)
-
-
-def write(settings: Settings, record: dict[str, Any]) -> None:
+def write(settings: AuditSettings, record: dict[str, Any]) -> None:
     """A log line, and a line appended to the organization's file (fsynced). A file
     that cannot be written is logged, not raised: the checkpoint is committed."""
     log.info(
@@ -77,7 +59,7 @@ def write(settings: Settings, record: dict[str, Any]) -> None:
         log.error("cannot append the checkpoint to %s: %s", path, exc.strerror)
 
 
-def read(settings: Settings, org_id: str) -> Iterator[dict[str, Any]] | None:
+def read(settings: AuditSettings, org_id: str) -> Iterator[dict[str, Any]] | None:
     """The organization's file, line by line; None where there is no readable file."""
     path = path_for(settings, org_id)
     try:

@@ -30,14 +30,15 @@ from sqlalchemy.orm import Session
 from domain.audit import checkpoint_file
 from domain.clock import rfc3339_micros, whole_millis
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
-from infra.settings import Settings
+from domain.ports import AuditSettings
+from domain.uow import UnitOfWork
 
 
-def _private_key(settings: Settings) -> Ed25519PrivateKey:
+def _private_key(settings: AuditSettings) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(settings.audit_signing_key)
 
 
-def public_key(settings: Settings) -> Ed25519PublicKey:
+def public_key(settings: AuditSettings) -> Ed25519PublicKey:
     return _private_key(settings).public_key()
 
 
@@ -49,7 +50,7 @@ class VerificationKeys:
     by_id: dict[str, Ed25519PublicKey]
 
 
-def verification_keys(settings: Settings) -> VerificationKeys:
+def verification_keys(settings: AuditSettings) -> VerificationKeys:
     current = public_key(settings)
     keys = [current] + [
         Ed25519PublicKey.from_public_bytes(raw) for raw in settings.audit_retired_public_keys
@@ -57,7 +58,7 @@ def verification_keys(settings: Settings) -> VerificationKeys:
     return VerificationKeys(key_id(current), {key_id(k): k for k in keys})
 
 
-def public_key_raw(settings: Settings) -> str:
+def public_key_raw(settings: AuditSettings) -> str:
     """The verification key as base64 of its 32 raw bytes (MFA_AUDIT_RETIRED_PUBLIC_KEYS)."""
     return base64.b64encode(_public_raw(public_key(settings))).decode()
 
@@ -71,7 +72,7 @@ def key_id(key: Ed25519PublicKey) -> str:
     return hashlib.sha256(_public_raw(key)).hexdigest()[:16]
 
 
-def public_key_pem(settings: Settings) -> str:
+def public_key_pem(settings: AuditSettings) -> str:
     """The verification key, for the security team to check checkpoints on their own."""
     return (
         public_key(settings)
@@ -100,9 +101,12 @@ def signature_valid(checkpoint: AuditCheckpoint, key: Ed25519PublicKey) -> bool:
     return True
 
 
-def _sign(session: Session, settings: Settings, head: AuditHead, now: datetime) -> AuditCheckpoint:
+def _sign(
+    uow: UnitOfWork, settings: AuditSettings, head: AuditHead, now: datetime
+) -> AuditCheckpoint:
     """Sign the (locked) head, count it on the head, and have it leave the database
     (checkpoint_file) once committed."""
+    session = uow.session
     private = _private_key(settings)
     signature = private.sign(message(head.org_id, head.seq, head.hash, now))
     checkpoint = AuditCheckpoint(
@@ -116,7 +120,7 @@ def _sign(session: Session, settings: Settings, head: AuditHead, now: datetime) 
     session.add(checkpoint)
     head.checkpoints = (head.checkpoints or 0) + 1
     session.flush()
-    checkpoint_file.note(session, settings, as_record(checkpoint))
+    checkpoint_file.note(uow, settings, as_record(checkpoint))
     return checkpoint
 
 
@@ -162,10 +166,11 @@ def latest_checkpoint(session: Session, org_id: str) -> AuditCheckpoint | None:
 
 
 def sign_if_moved(
-    session: Session, settings: Settings, org_id: str, now: datetime
+    uow: UnitOfWork, settings: AuditSettings, org_id: str, now: datetime
 ) -> AuditCheckpoint | None:
     """Sign the organization's head if it moved since its last checkpoint (and an
     event backs it); the new checkpoint, or None."""
+    session = uow.session
     head = _locked_head(session, org_id)
     if head is None or head.seq <= 0:
         return None
@@ -174,18 +179,19 @@ def sign_if_moved(
         return None
     if not _head_is_backed(session, org_id, head.seq, head.hash):
         return None
-    return _sign(session, settings, head, now)
+    return _sign(uow, settings, head, now)
 
 
 def checkpoint_org(
-    session: Session, settings: Settings, org_id: str, now: datetime
+    uow: UnitOfWork, settings: AuditSettings, org_id: str, now: datetime
 ) -> AuditCheckpoint | None:
     """Sign the organization's head now if it moved since its last checkpoint.
 
     Returns the new checkpoint, or the latest one when the head has not moved,
     or None for an empty chain (or a head no event backs).
     """
-    return sign_if_moved(session, settings, org_id, now) or latest_checkpoint(session, org_id)
+    session = uow.session
+    return sign_if_moved(uow, settings, org_id, now) or latest_checkpoint(session, org_id)
 
 
 def moved_heads(session: Session) -> list[str]:
@@ -204,13 +210,14 @@ def moved_heads(session: Session) -> list[str]:
     return list(session.execute(query).scalars())
 
 
-def write_checkpoints(session: Session, settings: Settings, now: datetime) -> int:
+def write_checkpoints(uow: UnitOfWork, settings: AuditSettings, now: datetime) -> int:
     """Sign, in this one transaction, every organization's head that moved since
     its last checkpoint (`mfa-codes audit checkpoint`). Each head is locked while
     it is signed, so one chain's checkpoints take turns. The periodic task signs
     one organization per transaction instead (workers.tasks), holding each head's
     lock only briefly. Returns the number of checkpoints written.
     """
+    session = uow.session
     return sum(
-        sign_if_moved(session, settings, org_id, now) is not None for org_id in moved_heads(session)
+        sign_if_moved(uow, settings, org_id, now) is not None for org_id in moved_heads(session)
     )

@@ -10,19 +10,19 @@ from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Row, select
-from sqlalchemy.orm import Session, sessionmaker
 
 from domain.audit.query import Filters, event_to_dict, where_filters
 from domain.models import AuditEvent
-from infra.db import unit_of_work
+from domain.uow import UnitOfWorkFactory
 
 _EVENTS = AuditEvent.__table__
 
 
 def stream_events(
-    sessions: sessionmaker[Session], org_id: str, filters: Filters, batch: int = 1000
+    unit_of_work: UnitOfWorkFactory, org_id: str, filters: Filters, batch: int = 1000
 ) -> Iterator[Row[Any]]:
-    """Like iter_events, but each batch in its own short transaction.
+    """Like iter_events, but each batch in its own short unit of work, from the
+    caller's factory (Services.unit_of_work).
 
     For exports that take as long as the reader: no transaction (on SQLite, no
     write lock) is held while a slow client reads. Pin filters.max_seq first;
@@ -31,8 +31,8 @@ def stream_events(
     after = 0
     base = where_filters(select(_EVENTS), org_id, filters).order_by(_EVENTS.c.seq).limit(batch)
     while True:
-        with unit_of_work(sessions) as session:
-            rows = session.execute(base.where(_EVENTS.c.seq > after)).all()
+        with unit_of_work() as uow:
+            rows = uow.session.execute(base.where(_EVENTS.c.seq > after)).all()
         yield from rows
         if len(rows) < batch:
             return

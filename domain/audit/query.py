@@ -24,6 +24,7 @@ from domain import audit
 from domain.clock import rfc3339_micros, rfc3339_millis
 from domain.errors import InvalidRequest
 from domain.models import AuditEvent
+from domain.uow import UnitOfWork
 
 _log = logging.getLogger(__name__)
 DEFAULT_LIMIT = 100
@@ -268,7 +269,7 @@ def event_to_dict(ev: AuditEvent | Row[Any]) -> dict[str, Any]:
 
 
 def record_review(
-    session: Session,
+    uow: UnitOfWork,
     org_id: str,
     type: str,
     outcome: str,
@@ -282,8 +283,8 @@ def record_review(
     found, so the append runs in a savepoint and its failure is reported instead.
     """
     try:
-        with session.begin_nested():
-            audit.append(session, org_id, type, outcome, ctx, details=details)
+        with uow.savepoint():
+            audit.append(uow, org_id, type, outcome, ctx, details=details)
     except IntegrityError:
         _log.warning(
             "audit review not recorded: the chain head is inconsistent", extra={"org_id": org_id}

@@ -7,22 +7,22 @@ from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Row
-from sqlalchemy.orm import Session
 
 from domain import audit
 from domain.audit.query import Filters, Page, count, last_seq, page, record_review
 from domain.audit.types import EventType, Outcome
 from domain.audit.verify import Verification, verify_chain
-from infra.settings import Settings
+from domain.ports import AuditSettings
+from domain.uow import UnitOfWork
 
 
 def read_page(
-    session: Session, org_id: str, filters: Filters, pagination: Page, ctx: audit.Context
+    uow: UnitOfWork, org_id: str, filters: Filters, pagination: Page, ctx: audit.Context
 ) -> tuple[list[Row[Any]], str | None]:
     """One page of events and the cursor of the next; the read is recorded."""
-    rows, next_cursor = page(session, org_id, filters, pagination)
+    rows, next_cursor = page(uow.session, org_id, filters, pagination)
     record_review(
-        session,
+        uow,
         org_id,
         EventType.AUDIT_READ,
         Outcome.SUCCESS,
@@ -33,15 +33,15 @@ def read_page(
 
 
 def start_export(
-    session: Session, org_id: str, filters: Filters, fmt: str, via: str, ctx: audit.Context
+    uow: UnitOfWork, org_id: str, filters: Filters, fmt: str, via: str, ctx: audit.Context
 ) -> tuple[Filters, int]:
     """The selection pinned to the chain as it is now, and its size; recorded before
     the first byte goes out, so an interrupted export is on file too (the export
     event itself comes after the selection)."""
-    pinned = replace(filters, max_seq=last_seq(session, org_id))
-    total = count(session, org_id, pinned)
+    pinned = replace(filters, max_seq=last_seq(uow.session, org_id))
+    total = count(uow.session, org_id, pinned)
     record_review(
-        session,
+        uow,
         org_id,
         EventType.AUDIT_EXPORTED,
         Outcome.SUCCESS,
@@ -52,17 +52,17 @@ def start_export(
 
 
 def verify_recorded(
-    session: Session,
+    uow: UnitOfWork,
     org_id: str,
-    settings: Settings,
+    settings: AuditSettings,
     ctx: audit.Context,
     *,
     expect: tuple[int, str] | None = None,
 ) -> Verification:
     """The chain recomputed; the verification is recorded, failed or not."""
-    result = verify_chain(session, org_id, settings, expect=expect)
+    result = verify_chain(uow.session, org_id, settings, expect=expect)
     record_review(
-        session,
+        uow,
         org_id,
         EventType.AUDIT_VERIFIED,
         Outcome.SUCCESS if result.ok else Outcome.FAILURE,

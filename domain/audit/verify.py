@@ -35,7 +35,7 @@ from domain.audit import checkpoint_checks as checks
 from domain.audit.checkpoints import VerificationKeys, signature_valid, verification_keys
 from domain.clock import rfc3339_millis
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
-from infra.settings import Settings
+from domain.ports import AuditSettings
 
 BATCH = 1000
 _EVENTS = AuditEvent.__table__
@@ -243,7 +243,7 @@ class _Walk:
         self._check_tail(head_seq, head_hash, signed_max)
         self.head_seq = head_seq
 
-    def check_checkpoints(self, settings: Settings, now: datetime) -> None:
+    def check_checkpoints(self, settings: AuditSettings, now: datetime) -> None:
         """The checkpoints as a set (audit_checkpoint_checks), then --expect."""
         for problem in (
             checks.order(self.session, self.org_id),
@@ -276,7 +276,7 @@ def _table_head(session: Session, org_id: str) -> dict[str, Any] | None:
 def verify_chain(
     session: Session,
     org_id: str,
-    settings: Settings,
+    settings: AuditSettings,
     *,
     batch: int = BATCH,
     now: datetime | None = None,

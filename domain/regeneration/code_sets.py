@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 
 from domain.codes import generate_codes, new_set_id
 from domain.models import BackupCode, Organization, Regeneration, Sheet, User
+from domain.ports import Services
 from domain.sheets.store import render_and_store
 from domain.sql import rowcount
-from infra.services import Services
 
 
 def issue_set(

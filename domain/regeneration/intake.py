@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from domain import accounts, audit, guards, outbox
+from domain import audit, guards, outbox
 from domain import totp as otp
 from domain.audit.types import EventType, Outcome
 from domain.errors import (
@@ -27,6 +27,7 @@ from domain.models import (
     User,
     new_id,
 )
+from domain.ports import Services
 from domain.regeneration.idempotency import (
     IDEMPOTENCY_WINDOW,
     body_fingerprint,
@@ -34,7 +35,7 @@ from domain.regeneration.idempotency import (
     same_body,
 )
 from domain.sheets import store as sheet_store
-from infra.services import Services
+from domain.uow import UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ _REFUSED = EventType.REGENERATION_REFUSED
 
 
 def queue_regeneration(
-    session: Session,
+    uow: UnitOfWork,
     user: User,
     org: Organization,
     reason: str,
@@ -59,6 +60,7 @@ def queue_regeneration(
     fingerprint: str | None = None,
 ) -> Regeneration:
     """Insert a queued regeneration, its outbox row and the 'requested' event."""
+    session = uow.session
     reg = Regeneration(
         id=new_id(),
         org_id=user.org_id,
@@ -77,9 +79,9 @@ def queue_regeneration(
     )
     session.add(reg)
     session.flush()
-    outbox.enqueue(session, outbox.TASK_PROCESS_REGENERATION, {"regeneration_id": reg.id})
+    outbox.enqueue(uow, outbox.TASK_PROCESS_REGENERATION, {"regeneration_id": reg.id})
     audit.append(
-        session,
+        uow,
         user.org_id,
         EventType.REGENERATION_REQUESTED,
         Outcome.SUCCESS,
@@ -91,7 +93,7 @@ def queue_regeneration(
 
 
 def request_regeneration(
-    session: Session,
+    uow: UnitOfWork,
     services: Services,
     user: User,
     totp: str,
@@ -99,13 +101,14 @@ def request_regeneration(
     now: datetime,
     ctx: audit.Context,
 ) -> RequestOutcome:
+    session = uow.session
     check_idempotency_key(idempotency_key)
-    user = accounts.lock_user(session, user)  # serialises requests with the same key
+    user = uow.lock_user(user)  # serialises requests with the same key
     if not otp.is_well_formed(totp):
         malformed = InvalidRequest("totp must be a string of exactly 6 digits", field="totp")
-        raise guards.refuse(session, user, _REFUSED, malformed, ctx)
-    org = guards.require_usable(session, user, _REFUSED, ctx)
-    guards.require_totp_open(session, user, _REFUSED, now, ctx, services.limits)
+        raise guards.refuse(uow, user, _REFUSED, malformed, ctx)
+    org = guards.require_usable(uow, user, _REFUSED, ctx)
+    guards.require_totp_open(uow, user, _REFUSED, now, ctx, services.limits)
 
     keys = services.settings.secret_keys
     if idempotency_key is not None:
@@ -117,7 +120,7 @@ def request_regeneration(
         if earlier is not None and earlier.created_at > now - IDEMPOTENCY_WINDOW:
             if same_body(earlier.body_fingerprint, keys, totp):
                 return RequestOutcome(earlier, created=False)
-            raise guards.refuse(session, user, _REFUSED, IdempotencyKeyReused(), ctx)
+            raise guards.refuse(uow, user, _REFUSED, IdempotencyKeyReused(), ctx)
         if earlier is not None:  # older than the window: the key is free again
             # A statement, not the ORM: the purge may have deleted that row meanwhile
             # (domain.purge), and an UPDATE of nothing is then just right.
@@ -130,10 +133,10 @@ def request_regeneration(
 
     pending = _pending(session, user)
     if pending is not None:  # one at a time: a user cannot flood the shared queue
-        raise guards.refuse(session, user, _REFUSED, RegenerationPending(pending.id), ctx)
+        raise guards.refuse(uow, user, _REFUSED, RegenerationPending(pending.id), ctx)
 
     reg = queue_regeneration(
-        session,
+        uow,
         user,
         org,
         RegenerationReason.REGENERATION,
@@ -167,7 +170,7 @@ def get_regeneration(session: Session, user: User, regeneration_id: str) -> Rege
 
 
 def retrieve_sheet(
-    session: Session,
+    uow: UnitOfWork,
     services: Services,
     user: User,
     regeneration_id: str,
@@ -176,4 +179,4 @@ def retrieve_sheet(
     ctx: audit.Context,
 ) -> tuple[bytes, Regeneration]:
     """The sheet ("pdf" or "text"), exactly once; see domain.sheets.store."""
-    return sheet_store.retrieve_sheet(session, services.box, user, regeneration_id, kind, now, ctx)
+    return sheet_store.retrieve_sheet(uow, services.box, user, regeneration_id, kind, now, ctx)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from domain import accounts, audit, guards, limits
 from domain import totp as otp
@@ -24,14 +23,16 @@ from domain.models import (
     RegenerationStatus,
     User,
 )
+from domain.ports import Services
 from domain.regeneration import code_sets
 from domain.sheets import store as sheet_store
-from infra.services import Services
+from domain.uow import UnitOfWork
 
 MISSING = "missing"  # process_regeneration's answer for an id that no longer exists
 
 
-def mark_started(session: Session, regeneration_id: str, now: datetime) -> bool:
+def mark_started(uow: UnitOfWork, regeneration_id: str, now: datetime) -> bool:
+    session = uow.session
     queued, processing = RegenerationStatus.QUEUED, RegenerationStatus.PROCESSING
     if not sheet_store.change_status(session, regeneration_id, queued, processing, started_at=now):
         return False
@@ -42,7 +43,7 @@ def mark_started(session: Session, regeneration_id: str, now: datetime) -> bool:
     # How long it waited in the queue: for the security team and the latency metric.
     waited = max(0.0, (now - reg.accepted_at).total_seconds())
     _event(
-        session,
+        uow,
         reg,
         user,
         EventType.REGENERATION_STARTED,
@@ -53,10 +54,11 @@ def mark_started(session: Session, regeneration_id: str, now: datetime) -> bool:
 
 
 def process_regeneration(
-    session: Session, services: Services, regeneration_id: str, now: datetime
+    uow: UnitOfWork, services: Services, regeneration_id: str, now: datetime
 ) -> str:
     """The worker's one transaction. Idempotent: a finished regeneration is left as
     it is and its status returned; an id that no longer exists answers MISSING."""
+    session = uow.session
     first = session.get(Regeneration, regeneration_id)
     if first is None:
         return MISSING
@@ -65,7 +67,7 @@ def process_regeneration(
     owner = session.get(User, first.user_id)
     if owner is None:
         return MISSING
-    user = accounts.lock_user(session, owner)
+    user = uow.lock_user(owner)
     # Re-read under the lock: a concurrent delivery may have finished it meanwhile.
     reg = session.execute(
         select(Regeneration)
@@ -81,16 +83,16 @@ def process_regeneration(
         reg.started_at = now
     ctx = audit.Context.from_dict(reg.actor)
     org = accounts.get_org(session, reg.org_id)
-    failure = _judge(session, services, reg, user, org, now, ctx)
+    failure = _judge(uow, services, reg, user, org, now, ctx)
     if failure is not None:
-        _fail(session, reg, user, failure, now, ctx)
+        _fail(uow, reg, user, failure, now, ctx)
     else:
-        _issue(session, services, reg, user, org, now, ctx)
+        _issue(uow, services, reg, user, org, now, ctx)
     return reg.status
 
 
 def _judge(
-    session: Session,
+    uow: UnitOfWork,
     services: Services,
     reg: Regeneration,
     user: User,
@@ -99,6 +101,7 @@ def _judge(
     ctx: audit.Context,
 ) -> str | None:
     """The failure slug, or None when the codes may be issued."""
+    session = uow.session
     submitted, reg.totp_ciphertext = reg.totp_ciphertext, None  # wiped, whatever happens
     try:
         enrollment = guards.confirmed_enrollment(session, user, org)
@@ -119,11 +122,11 @@ def _judge(
     if judgement.verdict is not otp.Verdict.ACCEPTED:
         # A replayed step is a failure too: else resubmitting the current, used
         # code queues regenerations without end.
-        limits.record_failure(session, user, limits.TOTP, None, now, ctx, services.limits)
+        limits.record_failure(uow, user, limits.TOTP, None, now, ctx, services.limits)
         if judgement.verdict is otp.Verdict.REPLAYED:
-            _event(session, reg, user, EventType.TOTP_REPLAYED, Outcome.DENIED, ctx)
+            _event(uow, reg, user, EventType.TOTP_REPLAYED, Outcome.DENIED, ctx)
         else:
-            _event(session, reg, user, EventType.TOTP_REJECTED, Outcome.FAILURE, ctx)
+            _event(uow, reg, user, EventType.TOTP_REJECTED, Outcome.FAILURE, ctx)
         return str(judgement.verdict.value)
     enrollment.last_accepted_step = judgement.step
     enrollment.drift = judgement.drift
@@ -134,25 +137,26 @@ def _judge(
 PROCESSING_FAILED = "processing-failed"
 
 
-def abandon(session: Session, regeneration_id: str, now: datetime) -> bool:
+def abandon(uow: UnitOfWork, regeneration_id: str, now: datetime) -> bool:
     """Fail a request the worker could not process however often it tried (an error
     that repeats), so it stops coming back and its TOTP value is wiped. False when
     it has finished meanwhile or no longer exists."""
+    session = uow.session
     reg = session.get(Regeneration, regeneration_id)
     owner = session.get(User, reg.user_id) if reg is not None else None
     if reg is None or owner is None or reg.status in FINISHED:
         return False
-    user = accounts.lock_user(session, owner)
+    user = uow.lock_user(owner)
     session.refresh(reg, with_for_update=True)
     if reg.status in FINISHED:
         return False
     reg.totp_ciphertext = None
-    _fail(session, reg, user, PROCESSING_FAILED, now, audit.Context.from_dict(reg.actor))
+    _fail(uow, reg, user, PROCESSING_FAILED, now, audit.Context.from_dict(reg.actor))
     return True
 
 
 def _fail(
-    session: Session,
+    uow: UnitOfWork,
     reg: Regeneration,
     user: User,
     failure: str,
@@ -162,11 +166,11 @@ def _fail(
     reg.status = RegenerationStatus.FAILED
     reg.failure = failure
     reg.completed_at = now
-    _event(session, reg, user, EventType.REGENERATION_FAILED, Outcome.FAILURE, ctx, reason=failure)
+    _event(uow, reg, user, EventType.REGENERATION_FAILED, Outcome.FAILURE, ctx, reason=failure)
 
 
 def _issue(
-    session: Session,
+    uow: UnitOfWork,
     services: Services,
     reg: Regeneration,
     user: User,
@@ -176,19 +180,18 @@ def _issue(
 ) -> None:
     """Replace the user's codes and store the sheet: never both sets active, never
     neither, because it all commits or rolls back together."""
+    session = uow.session
     set_id, deactivated, sheet = code_sets.issue_set(session, services, reg, org, user, now)
     limits.new_set_issued(session, user)  # a new set ends a backup-code lock
     if deactivated:
-        _event(
-            session, reg, user, EventType.CODES_DEACTIVATED, Outcome.SUCCESS, ctx, count=deactivated
-        )
+        _event(uow, reg, user, EventType.CODES_DEACTIVATED, Outcome.SUCCESS, ctx, count=deactivated)
     reg.status = RegenerationStatus.READY
     reg.set_id = set_id
     reg.completed_at = now
     reg.expires_at = sheet.expires_at
-    _event(session, reg, user, EventType.SHEET_RENDERED, Outcome.SUCCESS, ctx, set_id=set_id)
+    _event(uow, reg, user, EventType.SHEET_RENDERED, Outcome.SUCCESS, ctx, set_id=set_id)
     _event(
-        session,
+        uow,
         reg,
         user,
         EventType.REGENERATION_SUCCEEDED,
@@ -200,7 +203,7 @@ def _issue(
 
 
 def _event(
-    session: Session,
+    uow: UnitOfWork,
     reg: Regeneration,
     user: User,
     type_: str,
@@ -210,7 +213,7 @@ def _event(
 ) -> None:
     """An event about this regeneration; the worker acts for whoever asked (reg.actor)."""
     audit.append(
-        session,
+        uow,
         reg.org_id,
         type_,
         outcome,

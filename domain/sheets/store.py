@@ -41,9 +41,10 @@ from domain.models import (
     Sheet,
     User,
 )
+from domain.ports import Services
 from domain.sheets.render import SheetContent, render_pdf, render_text
 from domain.sql import rowcount
-from infra.services import Services
+from domain.uow import UnitOfWork
 
 KINDS = ("pdf", "text")
 UNSEEN_EXPIRY = SheetExpired.slug  # why an expiry deactivated a set (audit details)
@@ -107,7 +108,7 @@ def change_status(
 
 
 def retrieve_sheet(
-    session: Session,
+    uow: UnitOfWork,
     box: SecretBox,
     user: User,
     regeneration_id: str,
@@ -115,6 +116,7 @@ def retrieve_sheet(
     now: datetime,
     ctx: audit.Context,
 ) -> tuple[bytes, Regeneration]:
+    session = uow.session
     if kind not in KINDS:
         raise InvalidRequest("the sheet comes as pdf or text", field="kind")
     reg = owned_regeneration(session, user, regeneration_id)
@@ -128,16 +130,16 @@ def retrieve_sheet(
     )
     reg = owned_regeneration(session, user, regeneration_id)  # what the claim left
     if not claimed:
-        raise _refuse_retrieval(session, user, reg, kind, now, ctx)
+        raise _refuse_retrieval(uow, user, reg, kind, now, ctx)
     sheet = session.get(Sheet, reg.id, populate_existing=True)
     if sheet is None:  # cannot happen while status and sheet change together
         reg.status = RegenerationStatus.EXPIRED
-        raise _refused(session, user, reg, kind, ctx, SheetExpired())
+        raise _refused(uow, user, reg, kind, ctx, SheetExpired())
     body = box.decrypt(sheet.pdf_ciphertext if kind == "pdf" else sheet.text_ciphertext)
     session.delete(sheet)
     session.flush()
     audit.append(
-        session,
+        uow,
         reg.org_id,
         EventType.SHEET_RETRIEVED,
         Outcome.SUCCESS,
@@ -149,7 +151,7 @@ def retrieve_sheet(
 
 
 def _refuse_retrieval(
-    session: Session,
+    uow: UnitOfWork,
     user: User,
     reg: Regeneration,
     kind: str,
@@ -165,13 +167,13 @@ def _refuse_retrieval(
         error = SheetGone()
     else:  # expired, or ready but past expires_at: expire it now
         if reg.status == RegenerationStatus.READY:
-            _expire(session, reg, ctx, user.external_id, now)  # noticed by this request
+            _expire(uow, reg, ctx, user.external_id, now)  # noticed by this request
         error = SheetExpired()
-    return _refused(session, user, reg, kind, ctx, error)
+    return _refused(uow, user, reg, kind, ctx, error)
 
 
 def _refused(
-    session: Session,
+    uow: UnitOfWork,
     user: User,
     reg: Regeneration,
     kind: str,
@@ -179,7 +181,7 @@ def _refused(
     error: DomainError,
 ) -> DomainError:
     return guards.refuse(
-        session,
+        uow,
         user,
         EventType.SHEET_RETRIEVAL_REFUSED,
         error,
@@ -190,17 +192,18 @@ def _refused(
 
 
 def _expire(
-    session: Session, reg: Regeneration, ctx: audit.Context, external_id: str, now: datetime
+    uow: UnitOfWork, reg: Regeneration, ctx: audit.Context, external_id: str, now: datetime
 ) -> bool:
     """ready -> expired, the sheet deleted and the set it printed deactivated: nobody
     saw those codes, so none of them may sign in. False when someone else got there
     first (a retrieval, another sweep)."""
+    session = uow.session
     if not change_status(session, reg.id, RegenerationStatus.READY, RegenerationStatus.EXPIRED):
         return False
     session.execute(delete(Sheet).where(Sheet.regeneration_id == reg.id))
     reg.status = RegenerationStatus.EXPIRED
     audit.append(
-        session,
+        uow,
         reg.org_id,
         EventType.SHEET_EXPIRED,
         Outcome.SUCCESS,
@@ -222,7 +225,7 @@ def _expire(
     )
     if deactivated:  # none when a revocation or a newer set deactivated them already
         audit.append(
-            session,
+            uow,
             reg.org_id,
             EventType.CODES_DEACTIVATED,
             Outcome.SUCCESS,
@@ -233,9 +236,10 @@ def _expire(
     return True
 
 
-def expire_sheets(session: Session, now: datetime, limit: int = 500) -> int:
+def expire_sheets(uow: UnitOfWork, now: datetime, limit: int = 500) -> int:
     """Ready regenerations past expires_at become 'expired', lose their sheet and
     their set (see _expire)."""
+    session = uow.session
     rows = session.execute(
         select(Regeneration, User.external_id)
         .join(User, User.id == Regeneration.user_id)
@@ -243,20 +247,19 @@ def expire_sheets(session: Session, now: datetime, limit: int = 500) -> int:
         .order_by(Regeneration.expires_at)
         .limit(limit)
     ).all()
-    return sum(
-        1 for reg, external_id in rows if _expire(session, reg, audit.SYSTEM, external_id, now)
-    )
+    return sum(1 for reg, external_id in rows if _expire(uow, reg, audit.SYSTEM, external_id, now))
 
 
-def expire_unfetched(session: Session, user: User, now: datetime, ctx: audit.Context) -> int:
+def expire_unfetched(uow: UnitOfWork, user: User, now: datetime, ctx: audit.Context) -> int:
     """Expire every sheet of the user not yet retrieved (an administrator's revocation:
     nobody may receive a sheet of dead codes); the caller holds the user's lock."""
+    session = uow.session
     ready = session.execute(
         select(Regeneration)
         .where(Regeneration.user_id == user.id, Regeneration.status == RegenerationStatus.READY)
         .order_by(Regeneration.completed_at)
     ).scalars()
-    return sum(1 for reg in list(ready) if _expire(session, reg, ctx, user.external_id, now))
+    return sum(1 for reg in list(ready) if _expire(uow, reg, ctx, user.external_id, now))
 
 
 def render_and_store(

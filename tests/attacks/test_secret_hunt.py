@@ -230,8 +230,8 @@ def _codes(lines: list[str]) -> list[str]:
 
 
 def _process_now(world: ApiWorld, regeneration_id: str) -> None:
-    with world.services.unit_of_work() as session:
-        done = regeneration.process_regeneration(session, world.services, regeneration_id, utcnow())
+    with world.services.unit_of_work() as uow:
+        done = regeneration.process_regeneration(uow, world.services, regeneration_id, utcnow())
     assert done == "ready"
 
 

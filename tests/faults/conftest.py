@@ -272,34 +272,32 @@ def seed_members(
     set), then the policy is turned on: a request made now is the user's only set."""
     org_id = unique()
     then = utcnow() - timedelta(minutes=2)
-    with svc.unit_of_work() as session:
-        org = accounts.create_org(session, org_id, audit.CLI)
-        policy.set_policy(session, org, False, code_count, audit.CLI)
+    with svc.unit_of_work() as uow:
+        org = accounts.create_org(uow, org_id, audit.CLI)
+        policy.set_policy(uow, org, False, code_count, audit.CLI)
     members: list[Member] = []
     for start in range(0, count, batch):
-        with svc.unit_of_work() as session:
+        with svc.unit_of_work() as uow:
             for i in range(start, min(count, start + batch)):
-                user = accounts.create_user(session, org_id, f"u{i:05d}", None, audit.CLI)
-                secret, _ = enrollment.start_enrollment(session, svc, user, CTX)
+                user = accounts.create_user(uow, org_id, f"u{i:05d}", None, audit.CLI)
+                secret, _ = enrollment.start_enrollment(uow, svc, user, CTX)
                 code = code_for_step(secret, step_at(then))
-                assert enrollment.confirm_enrollment(session, svc, user, code, then, CTX) is None
+                assert enrollment.confirm_enrollment(uow, svc, user, code, then, CTX) is None
                 members.append(Member(org_id, user.external_id, secret))
-    with svc.unit_of_work() as session:
-        policy.set_policy(session, accounts.get_org(session, org_id), True, code_count, audit.CLI)
+    with svc.unit_of_work() as uow:
+        policy.set_policy(uow, accounts.get_org(uow.session, org_id), True, code_count, audit.CLI)
     return org_id, members
 
 
 def submit(svc: Services, members: Sequence[Member]) -> list[str]:
     """One regeneration per member, all accepted now, in one transaction (the
     installed publisher sends them after the commit); their ids, in order."""
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         ids = []
         for m in members:
-            user = accounts.get_user(session, m.org_id, m.external_id)
+            user = accounts.get_user(uow.session, m.org_id, m.external_id)
             now = utcnow()
-            outcome = regeneration.request_regeneration(
-                session, svc, user, m.totp(now), None, now, CTX
-            )
+            outcome = regeneration.request_regeneration(uow, svc, user, m.totp(now), None, now, CTX)
             ids.append(outcome.regeneration.id)
         return ids
 
@@ -308,8 +306,8 @@ def submit(svc: Services, members: Sequence[Member]) -> list[str]:
 
 
 def statuses(svc: Services, ids: Sequence[str]) -> dict[str, str]:
-    with svc.unit_of_work() as session:
-        rows = session.execute(
+    with svc.unit_of_work() as uow:
+        rows = uow.session.execute(
             select(Regeneration.id, Regeneration.status).where(Regeneration.id.in_(ids))
         )
         return {rid: status for rid, status in rows}
@@ -342,8 +340,8 @@ def await_statuses(
 
 def event_counts(svc: Services, org_id: str, type_: str) -> Counter[str]:
     """How many events of `type_` name each regeneration id."""
-    with svc.unit_of_work() as session:
-        details = session.execute(
+    with svc.unit_of_work() as uow:
+        details = uow.session.execute(
             select(AuditEvent.details).where(AuditEvent.org_id == org_id, AuditEvent.type == type_)
         ).scalars()
         return Counter(str(d.get("regeneration_id")) for d in details)
@@ -351,8 +349,8 @@ def event_counts(svc: Services, org_id: str, type_: str) -> Counter[str]:
 
 def codes_by_user(svc: Services, org_id: str) -> dict[str, list[BackupCode]]:
     """Every code row (active or not) of the organization's users, by external id."""
-    with svc.unit_of_work() as session:
-        rows = session.execute(
+    with svc.unit_of_work() as uow:
+        rows = uow.session.execute(
             select(User.external_id, BackupCode)
             .join(BackupCode, BackupCode.user_id == User.id)
             .where(User.org_id == org_id)
@@ -398,10 +396,10 @@ def assert_sheet_is_active_set(
 def assert_chain_ok(svc: Services, org_id: str) -> None:
     # No beat runs here, and a soak outlasts twice the checkpoint interval: sign the
     # head as the beat would have (the walk still checks every event).
-    with svc.unit_of_work() as session:
-        checkpoint_org(session, svc.settings, org_id, datetime.now(UTC))
-    with svc.unit_of_work() as session:
-        result = verify_chain(session, org_id, svc.settings)
+    with svc.unit_of_work() as uow:
+        checkpoint_org(uow, svc.settings, org_id, datetime.now(UTC))
+    with svc.unit_of_work() as uow:
+        result = verify_chain(uow.session, org_id, svc.settings)
     assert result.ok, f"audit chain broken at seq {result.first_bad_seq}: {result.reason}"
 
 

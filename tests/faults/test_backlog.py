@@ -76,9 +76,11 @@ def test_a_backlog_is_judged_for_when_each_request_was_accepted(stack: Stack) ->
         assert not event_counts(svc, org_id, EventType.TOTP_REJECTED)
         succeeded_once(svc, org_id, ids)
 
-        with svc.unit_of_work() as session:
+        with svc.unit_of_work() as uow:
             regs = list(
-                session.execute(select(Regeneration).where(Regeneration.org_id == org_id)).scalars()
+                uow.session.execute(
+                    select(Regeneration).where(Regeneration.org_id == org_id)
+                ).scalars()
             )
         by_user = {r.user_id: r for r in regs}
         late = min(r.completed_at - r.accepted_at for r in regs if r.completed_at)

@@ -50,8 +50,8 @@ def _post(world: ApiWorld, token: str, member: Member) -> tuple[str, float]:
 def _outbox(svc: Services, ids: Sequence[str]) -> dict[str, OutboxMessage]:
     """The outbox row of each regeneration (the database is shared: filter by id)."""
     wanted = set(ids)
-    with svc.unit_of_work() as session:
-        rows = session.execute(select(OutboxMessage).order_by(OutboxMessage.id)).scalars()
+    with svc.unit_of_work() as uow:
+        rows = uow.session.execute(select(OutboxMessage).order_by(OutboxMessage.id)).scalars()
         return {
             str(r.args.get("regeneration_id")): r
             for r in rows
@@ -114,10 +114,10 @@ def test_intake_answers_while_the_broker_link_is_cut_and_nothing_is_lost(
             assert set(final.values()) == {"ready"}
             succeeded_once(svc, org_id, everything)
             codes = codes_by_user(svc, org_id)
-            with svc.unit_of_work() as session:
+            with svc.unit_of_work() as uow:
                 set_ids = {
                     r.user_id: r.set_id
-                    for r in session.execute(
+                    for r in uow.session.execute(
                         select(Regeneration).where(Regeneration.id.in_(everything))
                     ).scalars()
                 }

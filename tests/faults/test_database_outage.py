@@ -134,10 +134,10 @@ def test_a_database_outage_mid_run_leaves_every_user_one_whole_set(
         assert set(final.values()) == {"ready"}, final
 
         succeeded_once(svc, org_id, ids)
-        with svc.unit_of_work() as session:
+        with svc.unit_of_work() as uow:
             regs = {
                 r.user_id: r
-                for r in session.execute(
+                for r in uow.session.execute(
                     select(Regeneration).where(Regeneration.id.in_(ids))
                 ).scalars()
             }

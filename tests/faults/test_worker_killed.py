@@ -103,8 +103,8 @@ def test_worker_killed_at_random_points_finishes_every_request_once(stack: Stack
         assert caught["kills inside a task"] >= ROUNDS // 5, (seed, caught)
 
         succeeded_once(svc, org_id, ids)
-        with svc.unit_of_work() as session:
-            regs = session.execute(select(Regeneration).where(Regeneration.id.in_(ids)))
+        with svc.unit_of_work() as uow:
+            regs = uow.session.execute(select(Regeneration).where(Regeneration.id.in_(ids)))
             set_ids = {r.user_id: r.set_id for r in regs.scalars()}
         codes = codes_by_user(svc, org_id)
         for m in members:

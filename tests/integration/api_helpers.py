@@ -37,22 +37,22 @@ class ApiWorld:
 
     def org(self, *, enabled: bool = True, code_count: int = 5) -> str:
         org_id = unique()
-        with self.services.unit_of_work() as session:
-            org = accounts.create_org(session, org_id, audit.CLI)
+        with self.services.unit_of_work() as uow:
+            org = accounts.create_org(uow, org_id, audit.CLI)
             if not enabled or code_count != 5:
                 from domain import policy
 
-                policy.set_policy(session, org, enabled, code_count, audit.CLI)
+                policy.set_policy(uow, org, enabled, code_count, audit.CLI)
         return org_id
 
     def user(self, org_id: str, external_id: str = "alice") -> str:
-        with self.services.unit_of_work() as session:
-            accounts.create_user(session, org_id, external_id, None, audit.CLI)
+        with self.services.unit_of_work() as uow:
+            accounts.create_user(uow, org_id, external_id, None, audit.CLI)
         return external_id
 
     def token(self, org_id: str, principal_id: str, role: str) -> str:
-        with self.services.unit_of_work() as session:
-            _, plaintext = tokens.issue(session, org_id, principal_id, role, audit.CLI)
+        with self.services.unit_of_work() as uow:
+            _, plaintext = tokens.issue(uow, org_id, principal_id, role, audit.CLI)
         return plaintext
 
     # --- HTTP -----------------------------------------------------------------

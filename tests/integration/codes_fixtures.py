@@ -51,21 +51,21 @@ class Holder:
 
 def new_org(svc: Services, *, enabled: bool = True, code_count: int = 5) -> str:
     org_id = unique()
-    with svc.unit_of_work() as session:
-        org = accounts.create_org(session, org_id, audit.CLI)
+    with svc.unit_of_work() as uow:
+        org = accounts.create_org(uow, org_id, audit.CLI)
         if not enabled or code_count != 5:
-            policy.set_policy(session, org, enabled, code_count, audit.CLI)
+            policy.set_policy(uow, org, enabled, code_count, audit.CLI)
     return org_id
 
 
 def new_user(svc: Services, org_id: str, external_id: str = "alice") -> str:
-    with svc.unit_of_work() as session:
-        return accounts.create_user(session, org_id, external_id, None, audit.CLI).id
+    with svc.unit_of_work() as uow:
+        return accounts.create_user(uow, org_id, external_id, None, audit.CLI).id
 
 
 def enroll(svc: Services, user_id: str, *, confirmed: bool = True, at: datetime = NOW) -> None:
-    with svc.unit_of_work() as session:
-        session.add(
+    with svc.unit_of_work() as uow:
+        uow.session.add(
             TotpEnrollment(
                 user_id=user_id,
                 secret_ciphertext=svc.box.encrypt_text(otp.new_secret()),
@@ -87,11 +87,11 @@ def insert_codes(
     codes = generate_codes(count)
     hashes = (hasher or svc.hasher).hash_all(codes)
     set_id = new_set_id()
-    with svc.unit_of_work() as session:
-        previous = session.execute(
+    with svc.unit_of_work() as uow:
+        previous = uow.session.execute(
             select(func.max(BackupCode.generation)).where(BackupCode.user_id == user_id)
         ).scalar()
-        session.add_all(
+        uow.session.add_all(
             BackupCode(
                 user_id=user_id,
                 set_id=set_id,
@@ -134,9 +134,9 @@ def verify(
     user_agent: str | None = None,
 ) -> signin.VerifyResult:
     """Without client_ip the source is CTX's caller address (127.0.0.1)."""
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         return signin.verify_backup_code(
-            session,
+            uow,
             svc,
             org_id or h.org_id,
             h.external_id,
@@ -160,29 +160,29 @@ def fail(
 def queue_rotation(svc: Services, h: Holder, at: datetime = NOW) -> str:
     """A queued regeneration that needs no TOTP (reason "enrollment"): what the
     real worker then does is exactly a rotation of the user's codes."""
-    with svc.unit_of_work() as session:
-        user = accounts.get_user(session, h.org_id, h.external_id)
-        org = accounts.get_org(session, h.org_id)
-        return regeneration.queue_regeneration(session, user, org, "enrollment", None, at, ADMIN).id
+    with svc.unit_of_work() as uow:
+        user = accounts.get_user(uow.session, h.org_id, h.external_id)
+        org = accounts.get_org(uow.session, h.org_id)
+        return regeneration.queue_regeneration(uow, user, org, "enrollment", None, at, ADMIN).id
 
 
 def process(svc: Services, regeneration_id: str, at: datetime = NOW) -> str:
-    with svc.unit_of_work() as session:
-        return regeneration.process_regeneration(session, svc, regeneration_id, at)
+    with svc.unit_of_work() as uow:
+        return regeneration.process_regeneration(uow, svc, regeneration_id, at)
 
 
 def sheet_codes(svc: Services, regeneration_id: str) -> list[str]:
     """The plaintext codes of a stored sheet, read without retrieving it."""
-    with svc.unit_of_work() as session:
-        sheet = session.get(Sheet, regeneration_id)
+    with svc.unit_of_work() as uow:
+        sheet = uow.session.get(Sheet, regeneration_id)
         assert sheet is not None
         return _CODE.findall(svc.box.decrypt_text(sheet.text_ciphertext))
 
 
 def code_rows(svc: Services, user_id: str) -> list[BackupCode]:
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         return list(
-            session.execute(
+            uow.session.execute(
                 select(BackupCode)
                 .where(BackupCode.user_id == user_id)
                 .order_by(BackupCode.generation, BackupCode.position)
@@ -202,23 +202,23 @@ def row_of(svc: Services, user_id: str, display: str) -> BackupCode:
 
 
 def events(svc: Services, org_id: str, type_: str | None = None) -> list[AuditEvent]:
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         query = select(AuditEvent).where(AuditEvent.org_id == org_id)
         if type_ is not None:
             query = query.where(AuditEvent.type == type_)
-        return list(session.execute(query.order_by(AuditEvent.seq)).scalars())
+        return list(uow.session.execute(query.order_by(AuditEvent.seq)).scalars())
 
 
 def load_user(svc: Services, user_id: str) -> User:
-    with svc.unit_of_work() as session:
-        found = session.get(User, user_id)
+    with svc.unit_of_work() as uow:
+        found = uow.session.get(User, user_id)
         assert found is not None
         return found
 
 
 def load_regeneration(svc: Services, regeneration_id: str) -> Regeneration:
-    with svc.unit_of_work() as session:
-        reg = session.get(Regeneration, regeneration_id)
+    with svc.unit_of_work() as uow:
+        reg = uow.session.get(Regeneration, regeneration_id)
         assert reg is not None
         return reg
 

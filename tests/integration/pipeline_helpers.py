@@ -33,24 +33,24 @@ class Person:
 
 def new_org(svc: Services, *, enabled: bool = True, code_count: int = 5) -> str:
     org_id = unique()
-    with svc.unit_of_work() as session:
-        org = accounts.create_org(session, org_id, audit.CLI)
+    with svc.unit_of_work() as uow:
+        org = accounts.create_org(uow, org_id, audit.CLI)
         if not enabled or code_count != 5:
-            policy.set_policy(session, org, enabled, code_count, audit.CLI)
+            policy.set_policy(uow, org, enabled, code_count, audit.CLI)
     return org_id
 
 
 def new_user(
     svc: Services, org_id: str, external_id: str = "alice", email: str | None = None
 ) -> None:
-    with svc.unit_of_work() as session:
-        accounts.create_user(session, org_id, external_id, email, audit.CLI)
+    with svc.unit_of_work() as uow:
+        accounts.create_user(uow, org_id, external_id, email, audit.CLI)
 
 
 def start(svc: Services, org_id: str, external_id: str = "alice") -> str:
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         secret, _ = enrollment.start_enrollment(
-            session, svc, user(session, org_id, external_id), CTX
+            uow, svc, user(uow.session, org_id, external_id), CTX
         )
     return secret
 
@@ -72,9 +72,9 @@ def enrolled(
     new_user(svc, org_id, external_id)
     secret = start(svc, org_id, external_id)
     person = Person(org_id, external_id, secret)
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         reg = enrollment.confirm_enrollment(
-            session, svc, user(session, org_id, external_id), person.code(at), at, CTX
+            uow, svc, user(uow.session, org_id, external_id), person.code(at), at, CTX
         )
         first = None if reg is None else reg.id
     if first is not None and settle:
@@ -94,11 +94,11 @@ def request(
     code: object = AUTO,
     key: str | None = None,
 ) -> regeneration.RequestOutcome:
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         return regeneration.request_regeneration(
-            session,
+            uow,
             svc,
-            user(session, person.org_id, person.external_id),
+            user(uow.session, person.org_id, person.external_id),
             person.code(at) if code is AUTO else code,
             key,
             at,
@@ -107,37 +107,37 @@ def request(
 
 
 def process(svc: Services, regeneration_id: str, at: datetime) -> str:
-    with svc.unit_of_work() as session:
-        return regeneration.process_regeneration(session, svc, regeneration_id, at)
+    with svc.unit_of_work() as uow:
+        return regeneration.process_regeneration(uow, svc, regeneration_id, at)
 
 
 def load(svc: Services, regeneration_id: str) -> Regeneration:
-    with svc.unit_of_work() as session:
-        reg = session.get(Regeneration, regeneration_id)
+    with svc.unit_of_work() as uow:
+        reg = uow.session.get(Regeneration, regeneration_id)
         assert reg is not None
         return reg
 
 
 def load_or_none(svc: Services, regeneration_id: str) -> Regeneration | None:
-    with svc.unit_of_work() as session:
-        return session.get(Regeneration, regeneration_id)
+    with svc.unit_of_work() as uow:
+        return uow.session.get(Regeneration, regeneration_id)
 
 
 def stored_sheet(svc: Services, regeneration_id: str) -> tuple[bytes, str] | None:
     """The stored sheet decrypted (pdf, text), read without retrieving it."""
-    with svc.unit_of_work() as session:
-        sheet = session.get(Sheet, regeneration_id)
+    with svc.unit_of_work() as uow:
+        sheet = uow.session.get(Sheet, regeneration_id)
         if sheet is None:
             return None
         return svc.box.decrypt(sheet.pdf_ciphertext), svc.box.decrypt_text(sheet.text_ciphertext)
 
 
 def retrieve(svc: Services, person: Person, regeneration_id: str, kind: str, at: datetime) -> bytes:
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         body, _ = regeneration.retrieve_sheet(
-            session,
+            uow,
             svc,
-            user(session, person.org_id, person.external_id),
+            user(uow.session, person.org_id, person.external_id),
             regeneration_id,
             kind,
             at,
@@ -147,11 +147,11 @@ def retrieve(svc: Services, person: Person, regeneration_id: str, kind: str, at:
 
 
 def events(svc: Services, org_id: str, type_: str | None = None) -> list[AuditEvent]:
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         query = select(AuditEvent).where(AuditEvent.org_id == org_id)
         if type_ is not None:
             query = query.where(AuditEvent.type == type_)
-        return list(session.execute(query.order_by(AuditEvent.seq)).scalars())
+        return list(uow.session.execute(query.order_by(AuditEvent.seq)).scalars())
 
 
 def enrolled_and_fetched(svc: Services, at: datetime = NOW) -> Person:

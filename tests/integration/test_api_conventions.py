@@ -443,8 +443,8 @@ def test_a_user_agent_with_control_characters_is_stored_printable(
             "POST", "/v1/me/mfa/enrollment", tok, headers={"User-Agent": "evil\x00agent\x1b[31m"}
         )
         assert got.status_code == 201
-        with world.services.unit_of_work() as session:
-            agents = session.scalars(
+        with world.services.unit_of_work() as uow:
+            agents = uow.session.scalars(
                 select(AuditEvent.user_agent).where(
                     AuditEvent.org_id == org, AuditEvent.type == "mfa.enrollment.started"
                 )

@@ -414,9 +414,9 @@ def test_a_queued_regeneration_succeeds_although_failures_land_before_the_worker
     world = idle_world
     org = world.org()
     token, confirmed = world.enroll(org)
-    with world.services.unit_of_work() as session:  # the first set, made as the worker would
+    with world.services.unit_of_work() as uow:  # the first set, made as the worker would
         regeneration.process_regeneration(
-            session, world.services, confirmed["regeneration"]["id"], utcnow()
+            uow, world.services, confirmed["regeneration"]["id"], utcnow()
         )
     queued = regenerate(world, token, world.totp(org, offset_steps=1))
     assert queued.status_code == 202, queued.text
@@ -425,12 +425,12 @@ def test_a_queued_regeneration_succeeds_although_failures_land_before_the_worker
         body = {"code": "ZZZZ-ZZZZ-ZZZZ", "client_ip": f"192.0.2.{n % 5 + 1}"}
         got = world.call("POST", "/v1/users/alice/backup-codes/verify", service, json=body)
         assert got.status_code in (200, 429), got.text
-    with world.services.unit_of_work() as session:
-        user = accounts.lock_user(session, accounts.get_user(session, org, "alice"))
+    with world.services.unit_of_work() as uow:
+        user = uow.lock_user(accounts.get_user(uow.session, org, "alice"))
         for i in range(5):
             at = utcnow() + timedelta(milliseconds=i)
             limits.record_failure(
-                session, user, limits.TOTP, None, at, audit.SYSTEM, world.services.limits
+                uow, user, limits.TOTP, None, at, audit.SYSTEM, world.services.limits
             )
     assert status(world, token)["limits"]["totp_throttled_until"] is not None
     with start_worker(
@@ -443,13 +443,13 @@ def test_a_queued_regeneration_succeeds_although_failures_land_before_the_worker
 def test_a_hundred_consecutive_totp_failures_lock_it_until_an_unlock(world: ApiWorld) -> None:
     org = world.org()
     token, _ = enrolled_with_codes(world, org)
-    with world.services.unit_of_work() as session:
-        user = accounts.lock_user(session, accounts.get_user(session, org, "alice"))
+    with world.services.unit_of_work() as uow:
+        user = uow.lock_user(accounts.get_user(uow.session, org, "alice"))
         start = utcnow() - timedelta(days=2)
         for i in range(100):  # 5 every 15 minutes, as fast as the throttle lets them
             at = start + timedelta(minutes=15 * (i // 5), seconds=i % 5)
             limits.record_failure(
-                session, user, limits.TOTP, None, at, audit.SYSTEM, world.services.limits
+                uow, user, limits.TOTP, None, at, audit.SYSTEM, world.services.limits
             )
     locked = regenerate(world, token, world.totp(org, offset_steps=1))
     problem(locked, 429, "totp-locked")
@@ -594,8 +594,8 @@ def test_sheet_not_fetched_in_time_is_410_sheet_expired(world: ApiWorld) -> None
     rid = confirmed["regeneration"]["id"]
     world.await_status(token, rid)
     # Instead of waiting for the TTL: the deadline moves into the past.
-    with world.services.unit_of_work() as session:
-        session.execute(
+    with world.services.unit_of_work() as uow:
+        uow.session.execute(
             update(Regeneration)
             .where(Regeneration.id == rid)
             .values(expires_at=utcnow() - timedelta(seconds=1))
@@ -640,8 +640,8 @@ def _unfetched_ready(world: ApiWorld, org: str) -> tuple[str, str, list[str]]:
     token, confirmed = world.enroll(org)
     rid = confirmed["regeneration"]["id"]
     assert world.await_status(token, rid)["status"] == "ready"
-    with world.services.unit_of_work() as session:
-        sheet = session.get(Sheet, rid)
+    with world.services.unit_of_work() as uow:
+        sheet = uow.session.get(Sheet, rid)
         assert sheet is not None
         text = world.services.box.decrypt_text(sheet.text_ciphertext)
     return token, rid, [line for line in text.splitlines() if CODE.match(line.strip())]
@@ -650,17 +650,21 @@ def _unfetched_ready(world: ApiWorld, org: str) -> tuple[str, str, list[str]]:
 def _past_deadline(world: ApiWorld, rid: str) -> None:
     """The sheet's deadline moves into the past, and the expiry sweep runs."""
     past = utcnow() - timedelta(seconds=1)
-    with world.services.unit_of_work() as session:
-        session.execute(update(Regeneration).where(Regeneration.id == rid).values(expires_at=past))
-        session.execute(update(Sheet).where(Sheet.regeneration_id == rid).values(expires_at=past))
-    with world.services.unit_of_work() as session:
-        regeneration.expire_sheets(session, utcnow())
+    with world.services.unit_of_work() as uow:
+        uow.session.execute(
+            update(Regeneration).where(Regeneration.id == rid).values(expires_at=past)
+        )
+        uow.session.execute(
+            update(Sheet).where(Sheet.regeneration_id == rid).values(expires_at=past)
+        )
+    with world.services.unit_of_work() as uow:
+        regeneration.expire_sheets(uow, utcnow())
 
 
 def _events(world: ApiWorld, org: str, type_: str) -> list[AuditEvent]:
-    with world.services.unit_of_work() as session:
+    with world.services.unit_of_work() as uow:
         query = select(AuditEvent).where(AuditEvent.org_id == org, AuditEvent.type == type_)
-        return list(session.execute(query.order_by(AuditEvent.seq)).scalars())
+        return list(uow.session.execute(query.order_by(AuditEvent.seq)).scalars())
 
 
 def test_revocation_deletes_an_unfetched_sheet_whose_fetch_is_then_410(world: ApiWorld) -> None:
@@ -670,8 +674,8 @@ def test_revocation_deletes_an_unfetched_sheet_whose_fetch_is_then_410(world: Ap
     admin = world.token(org, "admin-1", "admin")
     got = world.call("POST", "/v1/users/alice/backup-codes/revocation", admin)
     assert got.status_code == 204, got.text
-    with world.services.unit_of_work() as session:
-        assert session.get(Sheet, rid) is None
+    with world.services.unit_of_work() as uow:
+        assert uow.session.get(Sheet, rid) is None
     assert world.await_status(token, rid)["status"] == "expired"
     problem(world.call("GET", f"{REGENERATIONS}/{rid}/sheet", token), 410, "sheet-expired")
     [expired] = _events(world, org, EventType.SHEET_EXPIRED)

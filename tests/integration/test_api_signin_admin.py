@@ -245,14 +245,14 @@ def test_wrong_backup_codes_never_block_the_users_regeneration(world: ApiWorld) 
 def _lock_backup_codes(world: ApiWorld, h: Holder) -> None:
     """100 consecutive failures, written as the limits count them (at HTTP speed the
     hourly budget would make this take five hours)."""
-    with world.services.unit_of_work() as session:
-        user = accounts.lock_user(session, accounts.get_user(session, h.org, h.user))
+    with world.services.unit_of_work() as uow:
+        user = uow.lock_user(accounts.get_user(uow.session, h.org, h.user))
         start = utcnow() - timedelta(hours=6)
         for i in range(100):
             at = start + timedelta(hours=i // 20, minutes=2 * (i % 20))
             ip = f"192.0.2.{i % 5 + 1}"
             limits.record_failure(
-                session, user, limits.BACKUP_CODES, ip, at, audit.SYSTEM, world.services.limits
+                uow, user, limits.BACKUP_CODES, ip, at, audit.SYSTEM, world.services.limits
             )
 
 
@@ -437,8 +437,8 @@ def test_policy_off_fails_a_regeneration_already_queued(world: ApiWorld) -> None
 
 def _publish_pending(world: ApiWorld, rid: str) -> None:
     """Publish the one outbox row of `rid` (others in the shared database are left be)."""
-    with world.services.unit_of_work() as session:
-        rows = session.execute(
+    with world.services.unit_of_work() as uow:
+        rows = uow.session.execute(
             select(OutboxMessage)
             .where(OutboxMessage.published_at.is_(None), OutboxMessage.task == TASK_PROCESS)
             .order_by(OutboxMessage.id.desc())
@@ -447,7 +447,7 @@ def _publish_pending(world: ApiWorld, rid: str) -> None:
         mine = [r for r in rows if r.args.get("regeneration_id") == rid]
         assert len(mine) == 1, "the request left no pending outbox row"
         world.publisher.publish(TASK_PROCESS, mine[0].args)
-        outbox.mark_published(session, [mine[0].id], utcnow())
+        outbox.mark_published(uow.session, [mine[0].id], utcnow())
 
 
 def test_a_user_who_never_enrolled_is_409(world: ApiWorld) -> None:

@@ -49,10 +49,10 @@ def invoke(services: Services, *args: str) -> tuple[int, str, str]:
 
 def make_org(services: Services, users: int = 3) -> str:
     org = unique("cli")
-    with services.unit_of_work() as session:
-        accounts.create_org(session, org, audit.CLI)
+    with services.unit_of_work() as uow:
+        accounts.create_org(uow, org, audit.CLI)
         for i in range(users):
-            accounts.create_user(session, org, f"user-{i}", None, audit.CLI)
+            accounts.create_user(uow, org, f"user-{i}", None, audit.CLI)
     return org
 
 
@@ -65,8 +65,8 @@ def test_export_ndjson_is_the_whole_chain_oldest_first_and_is_audited(services: 
     assert events[0]["type"] == EventType.ORG_CREATED and events[1]["user_id"] == "user-0"
     assert events[1]["prev_hash"] == events[0]["hash"]
     assert "exporting" not in err  # no progress bar: stderr is not a terminal here
-    with services.unit_of_work() as session:
-        exported = session.execute(
+    with services.unit_of_work() as uow:
+        exported = uow.session.execute(
             select(AuditEvent).where(
                 AuditEvent.org_id == org, AuditEvent.type == EventType.AUDIT_EXPORTED
             )
@@ -111,11 +111,11 @@ def test_checkpoint_signs_the_head_once_and_the_public_key_checks_it(services: S
     assert code == 0 and pem.startswith("-----BEGIN PUBLIC KEY-----")
     key = load_pem_public_key(pem.encode())
     assert isinstance(key, Ed25519PublicKey)
-    with services.unit_of_work() as session:
-        cp = session.execute(
+    with services.unit_of_work() as uow:
+        cp = uow.session.execute(
             select(AuditCheckpoint).where(AuditCheckpoint.org_id == org)
         ).scalar_one()
-        head_hash = session.execute(
+        head_hash = uow.session.execute(
             select(AuditEvent.hash).where(AuditEvent.org_id == org, AuditEvent.seq == 4)
         ).scalar_one()
     assert cp.hash == head_hash
@@ -127,12 +127,12 @@ def test_checkpoint_without_org_signs_every_moved_head(services: Services) -> No
     a, b = make_org(services), make_org(services)
     code, out, _ = invoke(services, "audit", "checkpoint")
     assert code == 0 and out.strip() == "2 checkpoints written"
-    with services.unit_of_work() as session:
-        audit.append(session, a, EventType.AUDIT_READ, Outcome.SUCCESS, audit.CLI)
+    with services.unit_of_work() as uow:
+        audit.append(uow, a, EventType.AUDIT_READ, Outcome.SUCCESS, audit.CLI)
     code, out, _ = invoke(services, "audit", "checkpoint")
     assert out.strip() == "1 checkpoints written"
-    with services.unit_of_work() as session:
-        signed = session.execute(
+    with services.unit_of_work() as uow:
+        signed = uow.session.execute(
             select(AuditCheckpoint.org_id, AuditCheckpoint.seq).order_by(AuditCheckpoint.id)
         ).all()
     assert [tuple(r) for r in signed] == [*sorted([(a, 4), (b, 4)]), (a, 5)]
@@ -175,15 +175,17 @@ def test_a_checkpoint_leaves_the_database_once_committed_as_a_log_line_and_a_fil
 ) -> None:
     org = make_org(services)
     path = checkpoint_file.path_for(services.settings, org)
-    with pytest.raises(RuntimeError), services.unit_of_work() as session:
-        assert checkpoint_org(session, services.settings, org, datetime.now(UTC)) is not None
+    with pytest.raises(RuntimeError), services.unit_of_work() as uow:
+        assert checkpoint_org(uow, services.settings, org, datetime.now(UTC)) is not None
         raise RuntimeError("rolled back")
     assert not path.exists(), "a checkpoint rolled back never leaves the database"
     caplog.set_level(logging.INFO, logger="mfa.audit.checkpoint")
     code, out, _ = invoke(services, "audit", "checkpoint", "--org", org)
     assert code == 0 and f"{org}: checkpoint at seq 4" in out
-    with services.unit_of_work() as session:
-        row = session.execute(select(AuditCheckpoint).where(AuditCheckpoint.org_id == org)).one()[0]
+    with services.unit_of_work() as uow:
+        row = uow.session.execute(
+            select(AuditCheckpoint).where(AuditCheckpoint.org_id == org)
+        ).one()[0]
         record = as_record(row)
     assert [json.loads(line) for line in path.read_text().splitlines()] == [record]
     assert oct(path.stat().st_mode & 0o777) == "0o600"

@@ -94,8 +94,8 @@ class Harness:
 
     def token(self, principal: str, role: str) -> str:
         plaintext = self.w.token(self.org, principal, role)
-        with self.w.services.unit_of_work() as session:
-            row = tokens.authenticate(session, plaintext)
+        with self.w.services.unit_of_work() as uow:
+            row = tokens.authenticate(uow.session, plaintext)
             assert row is not None
             token_id = row.id
         self.secrets.add(plaintext)
@@ -139,8 +139,8 @@ class Harness:
         return got
 
     def mark(self) -> None:
-        with self.w.services.unit_of_work() as session:
-            self.before = last_seq(session, self.org)
+        with self.w.services.unit_of_work() as uow:
+            self.before = last_seq(uow.session, self.org)
         self.t0 = datetime.now(UTC)
 
     def act(self, method: str, path: str, token: str | None, **kw: Any) -> testing.Result:
@@ -230,12 +230,12 @@ class Harness:
         """`n` failures written as the limits count them, spread over the last hours
         at the rate the hourly budget allows (HTTP would take hours)."""
         start = utcnow() - timedelta(hours=6)
-        with self.w.services.unit_of_work() as session:
-            user = accounts.lock_user(session, accounts.get_user(session, self.org, "alice"))
+        with self.w.services.unit_of_work() as uow:
+            user = uow.lock_user(accounts.get_user(uow.session, self.org, "alice"))
             for i in range(n):
                 at = start + timedelta(hours=i // 20, minutes=2 * (i % 20))
                 limits.record_failure(
-                    session,
+                    uow,
                     user,
                     factor,
                     f"192.0.2.{i % 5 + 1}",
@@ -255,8 +255,8 @@ class Harness:
 
     def age_sheet(self, reg_id: str) -> None:
         """Move the sheet's expiry into the past (the clock cannot be moved 15 minutes)."""
-        with self.w.services.unit_of_work() as session:
-            session.execute(
+        with self.w.services.unit_of_work() as uow:
+            uow.session.execute(
                 update(Regeneration)
                 .where(Regeneration.id == reg_id)
                 .values(expires_at=utcnow() - timedelta(seconds=1))
@@ -264,9 +264,9 @@ class Harness:
 
     def end_lockout(self, who: str = "alice") -> None:
         """Let the user's hour run out by moving its start an hour into the past."""
-        with self.w.services.unit_of_work() as session:
-            user = accounts.get_user(session, self.org, who)
-            session.execute(
+        with self.w.services.unit_of_work() as uow:
+            user = accounts.get_user(uow.session, self.org, who)
+            uow.session.execute(
                 update(AttemptLimit)
                 .where(AttemptLimit.user_id == user.id)
                 .values(window_started_at=utcnow() - timedelta(hours=1, seconds=1))
@@ -274,16 +274,16 @@ class Harness:
 
     def make_pending(self, reg_id: str) -> None:
         """A regeneration still in the worker's hands (the worker here is too quick)."""
-        with self.w.services.unit_of_work() as session:
-            session.execute(
+        with self.w.services.unit_of_work() as uow:
+            uow.session.execute(
                 update(Regeneration).where(Regeneration.id == reg_id).values(status="processing")
             )
 
     def await_events(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            with self.w.services.unit_of_work() as session:
-                if last_seq(session, self.org) > self.before:
+            with self.w.services.unit_of_work() as uow:
+                if last_seq(uow.session, self.org) > self.before:
                     return
             assert time.monotonic() < deadline, "no event appeared"
             time.sleep(0.05)
@@ -552,8 +552,8 @@ def _token_issued(role: str, principal: str) -> Callable[[Harness], None]:
 def _token_revoked_by_cli(h: Harness) -> None:
     h.user()
     h.act_offline()
-    with h.w.services.unit_of_work() as session:
-        tokens.revoke(session, h.token_id("alice", "user"), audit.CLI)
+    with h.w.services.unit_of_work() as uow:
+        tokens.revoke(uow, h.token_id("alice", "user"), audit.CLI)
 
 
 def _audit_export(accept: str) -> Callable[[Harness], testing.Result]:
@@ -780,8 +780,8 @@ def test_the_act_leaves_exactly_its_events(world: ApiWorld, case: Case) -> None:
     t1 = datetime.now(UTC)
     if case.status is not None:
         assert result is not None and result.status_code == case.status, result and result.text
-    with world.services.unit_of_work() as session:
-        after = last_seq(session, h.org)
+    with world.services.unit_of_work() as uow:
+        after = last_seq(uow.session, h.org)
     exported = h.export()
     chain = [json.loads(line) for line in exported.text.splitlines()]
     assert [e["seq"] for e in chain] == list(range(1, after + 1))  # whole and gapless

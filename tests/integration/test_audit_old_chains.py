@@ -129,13 +129,13 @@ def test_an_old_chain_verifies_after_the_upgrade_and_grows_with_server_ids(
     services = Services.build(settings)
     try:
         ctx = audit.Context(principal_id="cli", role="operator", server_request_id="srv-new-1")
-        with services.unit_of_work() as session:
-            appended = audit.append(session, "acme", EventType.TOKEN_ISSUED, Outcome.SUCCESS, ctx)
+        with services.unit_of_work() as uow:
+            appended = audit.append(uow, "acme", EventType.TOKEN_ISSUED, Outcome.SUCCESS, ctx)
             assert appended.seq == old_events + 1
             assert appended.prev_hash == prev
             assert b'"server_request_id":"srv-new-1"' in audit.canonical(appended)
-        with services.unit_of_work() as session:
-            result = verify_chain(session, "acme", settings)
+        with services.unit_of_work() as uow:
+            result = verify_chain(uow.session, "acme", settings)
         assert (result.ok, result.first_bad_seq, result.events_checked) == (
             True,
             None,

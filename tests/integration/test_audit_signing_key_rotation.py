@@ -59,13 +59,13 @@ class Chain:
         settings = self.settings(signing)
         services = Services.build(settings)
         try:
-            with services.unit_of_work() as session:
+            with services.unit_of_work() as uow:
                 if self.users == 0:
-                    accounts.create_org(session, self.org, audit.CLI)
+                    accounts.create_org(uow, self.org, audit.CLI)
                 self.users += 1
-                accounts.create_user(session, self.org, f"u{self.users}", None, audit.CLI)
-            with services.unit_of_work() as session:
-                assert checkpoint_org(session, settings, self.org, utcnow())
+                accounts.create_user(uow, self.org, f"u{self.users}", None, audit.CLI)
+            with services.unit_of_work() as uow:
+                assert checkpoint_org(uow, settings, self.org, utcnow())
         finally:
             services.close()
 
@@ -73,8 +73,8 @@ class Chain:
         settings = self.settings(signing, retired)
         services = Services.build(settings)
         try:
-            with services.unit_of_work() as session:
-                result = verify_chain(session, self.org, settings)
+            with services.unit_of_work() as uow:
+                result = verify_chain(uow.session, self.org, settings)
             return result.ok, result.reason
         finally:
             services.close()

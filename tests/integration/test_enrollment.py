@@ -49,11 +49,11 @@ def _confirm(
     svc: Services, person: Person, code: object, at: datetime = NOW
 ) -> Regeneration | None:
     """`code` is any object: the use case must refuse what is not 6 digits."""
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         return enrollment.confirm_enrollment(
-            session,
+            uow,
             svc,
-            user(session, person.org_id),
+            user(uow.session, person.org_id),
             code,  # type: ignore[arg-type]
             at,
             CTX,
@@ -61,12 +61,12 @@ def _confirm(
 
 
 def _failures(svc: Services, org_id: str) -> int:
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         return int(
-            session.execute(
+            uow.session.execute(
                 select(func.count())
                 .select_from(AuthFailure)
-                .where(AuthFailure.user_id == user(session, org_id).id)
+                .where(AuthFailure.user_id == user(uow.session, org_id).id)
             ).scalar_one()
         )
 
@@ -80,9 +80,9 @@ def _pending(svc: Services) -> Person:
 def test_start_returns_a_secret_and_an_otpauth_uri_for_the_account(svc: Services) -> None:
     org_id = new_org(svc)
     new_user(svc, org_id, email="alice@example.org")
-    with svc.unit_of_work() as session:
-        secret, uri = enrollment.start_enrollment(session, svc, user(session, org_id), CTX)
-        stored = session.get(TotpEnrollment, user(session, org_id).id)
+    with svc.unit_of_work() as uow:
+        secret, uri = enrollment.start_enrollment(uow, svc, user(uow.session, org_id), CTX)
+        stored = uow.session.get(TotpEnrollment, user(uow.session, org_id).id)
         assert stored is not None and stored.confirmed_at is None
         assert secret.encode() not in stored.secret_ciphertext
         assert svc.box.decrypt_text(stored.secret_ciphertext) == secret
@@ -99,8 +99,8 @@ def test_start_returns_a_secret_and_an_otpauth_uri_for_the_account(svc: Services
 def test_the_account_falls_back_to_the_user_id_without_an_email(svc: Services) -> None:
     org_id = new_org(svc)
     new_user(svc, org_id)
-    with svc.unit_of_work() as session:
-        _, uri = enrollment.start_enrollment(session, svc, user(session, org_id), CTX)
+    with svc.unit_of_work() as uow:
+        _, uri = enrollment.start_enrollment(uow, svc, user(uow.session, org_id), CTX)
     assert unquote(urlsplit(uri).path).endswith(":alice")
 
 
@@ -123,10 +123,10 @@ def test_confirming_with_a_valid_code_enrolls_and_queues_the_first_set(svc: Serv
     reg = load(svc, reg_id)
     assert (reg.reason, reg.status, reg.code_count) == ("enrollment", "queued", 7)
     assert reg.totp_ciphertext is None and reg.accepted_at == NOW
-    with svc.unit_of_work() as session:
-        stored = session.get(TotpEnrollment, user(session, person.org_id).id)
+    with svc.unit_of_work() as uow:
+        stored = uow.session.get(TotpEnrollment, user(uow.session, person.org_id).id)
         assert stored is not None and stored.confirmed_at == NOW
-        message = session.execute(
+        message = uow.session.execute(
             select(OutboxMessage).where(OutboxMessage.args["regeneration_id"].as_string() == reg_id)
         ).scalar_one()
         assert message.task == outbox.TASK_PROCESS_REGENERATION
@@ -155,8 +155,8 @@ def test_a_wrong_code_is_refused_counted_and_audited(svc: Services) -> None:
     assert [(e.outcome, e.details) for e in failed] == [
         (Outcome.FAILURE, {"reason": "invalid-totp"})
     ]
-    with svc.unit_of_work() as session:
-        stored = session.get(TotpEnrollment, user(session, person.org_id).id)
+    with svc.unit_of_work() as uow:
+        stored = uow.session.get(TotpEnrollment, user(uow.session, person.org_id).id)
         assert stored is not None and stored.confirmed_at is None
 
 

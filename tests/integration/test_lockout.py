@@ -19,29 +19,29 @@ NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 def _user(services: Services) -> tuple[str, str]:
     org_id = unique()
-    with services.unit_of_work() as session:
-        accounts.create_org(session, org_id, audit.CLI)
-        user = accounts.create_user(session, org_id, "alice", None, audit.CLI)
+    with services.unit_of_work() as uow:
+        accounts.create_org(uow, org_id, audit.CLI)
+        user = accounts.create_user(uow, org_id, "alice", None, audit.CLI)
         return org_id, user.id
 
 
 def _fail(services: Services, org_id: str, at: datetime) -> None:
-    with services.unit_of_work() as session:
-        user = accounts.lock_user(session, accounts.get_user(session, org_id, "alice"))
-        limits.record_failure(session, user, limits.TOTP, None, at, audit.SYSTEM, services.limits)
+    with services.unit_of_work() as uow:
+        user = uow.lock_user(accounts.get_user(uow.session, org_id, "alice"))
+        limits.record_failure(uow, user, limits.TOTP, None, at, audit.SYSTEM, services.limits)
 
 
 def _check(services: Services, org_id: str, at: datetime) -> None:
-    with services.unit_of_work() as session:
-        user = accounts.lock_user(session, accounts.get_user(session, org_id, "alice"))
-        limits.end_expired(session, user, limits.TOTP, at, audit.SYSTEM, services.limits)
-        limits.check_totp(session, user, at, services.limits)
+    with services.unit_of_work() as uow:
+        user = uow.lock_user(accounts.get_user(uow.session, org_id, "alice"))
+        limits.end_expired(uow, user, limits.TOTP, at, audit.SYSTEM, services.limits)
+        limits.check_totp(uow.session, user, at, services.limits)
 
 
 def _types(services: Services, org_id: str) -> list[str]:
-    with services.unit_of_work() as session:
+    with services.unit_of_work() as uow:
         query = select(AuditEvent.type).where(AuditEvent.org_id == org_id).order_by(AuditEvent.seq)
-        return list(session.execute(query).scalars())
+        return list(uow.session.execute(query).scalars())
 
 
 def test_fifth_totp_failure_within_the_window_throttles_and_is_audited(services: Services) -> None:
@@ -83,9 +83,9 @@ def test_a_hundred_consecutive_totp_failures_lock_until_an_unlock(services: Serv
     with pytest.raises(TotpLocked):
         _check(services, org_id, NOW + timedelta(days=30))
     assert _types(services, org_id).count(EventType.LOCKOUT_PERMANENT) == 1
-    with services.unit_of_work() as session:
-        user = accounts.lock_user(session, accounts.get_user(session, org_id, "alice"))
-        assert limits.clear(session, user) == [limits.TOTP]
+    with services.unit_of_work() as uow:
+        user = uow.lock_user(accounts.get_user(uow.session, org_id, "alice"))
+        assert limits.clear(uow.session, user) == [limits.TOTP]
     _check(services, org_id, NOW + timedelta(days=30))
 
 
@@ -93,9 +93,9 @@ def test_a_success_resets_the_count(services: Services) -> None:
     org_id, _ = _user(services)
     for i in range(4):
         _fail(services, org_id, NOW + timedelta(seconds=i))
-    with services.unit_of_work() as session:
-        user = accounts.lock_user(session, accounts.get_user(session, org_id, "alice"))
-        limits.record_success(session, user, limits.TOTP, None, NOW + timedelta(seconds=5))
+    with services.unit_of_work() as uow:
+        user = uow.lock_user(accounts.get_user(uow.session, org_id, "alice"))
+        limits.record_success(uow.session, user, limits.TOTP, None, NOW + timedelta(seconds=5))
     _fail(services, org_id, NOW + timedelta(seconds=10))
     _check(services, org_id, NOW + timedelta(seconds=11))
 

@@ -172,8 +172,8 @@ def pair(
 
 
 def _service_token(p: Pair, h: Holder) -> str:
-    with p.services.unit_of_work() as session:
-        _, plaintext = tokens.issue(session, h.org_id, "signin-frontend", "service", audit.CLI)
+    with p.services.unit_of_work() as uow:
+        _, plaintext = tokens.issue(uow, h.org_id, "signin-frontend", "service", audit.CLI)
     return plaintext
 
 
@@ -279,14 +279,14 @@ def test_failed_authentications_are_counted_across_both_processes(pair: Pair) ->
 def test_a_revocation_holds_on_both_processes_from_the_next_request(pair: Pair) -> None:
     h = holder(pair.services)
     token = _service_token(pair, h)
-    with pair.services.unit_of_work() as session:
-        row = tokens.authenticate(session, token)
+    with pair.services.unit_of_work() as uow:
+        row = tokens.authenticate(uow.session, token)
         assert row is not None
         token_id = row.id
     assert [api.request("GET", "/readyz").status for api in (pair.a, pair.b)] == [200, 200]
     assert _verify(pair.a, token, h, WRONG).status == 200
-    with pair.services.unit_of_work() as session:
-        tokens.revoke(session, token_id, audit.CLI)
+    with pair.services.unit_of_work() as uow:
+        tokens.revoke(uow, token_id, audit.CLI)
     for api in (pair.a, pair.b):
         got = _verify(api, token, h, WRONG)
         assert got.status == 401, (api.name, got.body)

@@ -136,16 +136,16 @@ def test_events_of_a_savepoint_count_once_at_the_outer_commit_and_never_if_rolle
         k: REGISTRY.get_sample_value(name, v) or 0.0 for k, v in (("kept", kept), ("lost", lost))
     }
     try:
-        with services.unit_of_work() as session:
-            accounts.create_org(session, org, audit.CLI)
-        with services.unit_of_work() as session:
-            with session.begin_nested():
-                audit.append(session, org, EventType.AUDIT_VERIFIED, "success", audit.CLI)
+        with services.unit_of_work() as uow:
+            accounts.create_org(uow, org, audit.CLI)
+        with services.unit_of_work() as uow:
+            with uow.savepoint():
+                audit.append(uow, org, EventType.AUDIT_VERIFIED, "success", audit.CLI)
             # Released, not committed: nothing counted yet.
             assert (REGISTRY.get_sample_value(name, kept) or 0.0) == before["kept"]
             try:
-                with session.begin_nested():
-                    audit.append(session, org, EventType.AUDIT_READ, "success", audit.CLI)
+                with uow.savepoint():
+                    audit.append(uow, org, EventType.AUDIT_READ, "success", audit.CLI)
                     raise RuntimeError("roll this savepoint back")
             except RuntimeError:
                 pass

@@ -89,8 +89,8 @@ def queued(app: Celery, settings: Settings) -> list[tuple[str, dict[str, Any]]]:
 
 
 def outbox_rows(svc: Services, regeneration_ids: list[str]) -> list[OutboxMessage]:
-    with svc.unit_of_work() as session:
-        rows = session.execute(select(OutboxMessage).order_by(OutboxMessage.id)).scalars()
+    with svc.unit_of_work() as uow:
+        rows = uow.session.execute(select(OutboxMessage).order_by(OutboxMessage.id)).scalars()
         return [r for r in rows if r.args.get("regeneration_id") in regeneration_ids]
 
 
@@ -110,9 +110,9 @@ def test_a_commit_publishes_its_outbox_rows_after_the_commit_and_marks_them(
 
     now = utcnow()
     h.process(svc, enrollment_id, now)  # one pending regeneration a user at a time
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         outcome = regeneration.request_regeneration(
-            session, svc, h.user(session, person.org_id), person.code(now, 1), None, now, h.CTX
+            uow, svc, h.user(uow.session, person.org_id), person.code(now, 1), None, now, h.CTX
         )
         assert queued(app, settings) == []  # nothing leaves before the commit
     assert queued(app, settings) == [(TASK_PROCESS, {"regeneration_id": outcome.regeneration.id})]
@@ -131,16 +131,16 @@ def test_a_rollback_publishes_nothing_and_leaks_nothing_into_the_next_commit(
     assert enrollment_id is not None
     h.process(svc, enrollment_id, now)  # one pending regeneration a user at a time
     rolled_back: list[str] = []
-    with pytest.raises(RuntimeError, match="after the request"), svc.unit_of_work() as session:
+    with pytest.raises(RuntimeError, match="after the request"), svc.unit_of_work() as uow:
         outcome = regeneration.request_regeneration(
-            session, svc, h.user(session, person.org_id), person.code(now, 1), None, now, h.CTX
+            uow, svc, h.user(uow.session, person.org_id), person.code(now, 1), None, now, h.CTX
         )
         rolled_back.append(outcome.regeneration.id)
         raise RuntimeError("something failed after the request")
     assert queued(app, settings) == []
     assert outbox_rows(svc, rolled_back) == []
-    with svc.unit_of_work() as session:
-        assert session.get(Regeneration, rolled_back[0]) is None
+    with svc.unit_of_work() as uow:
+        assert uow.session.get(Regeneration, rolled_back[0]) is None
 
     # The same session factory's next commit publishes its own row, and only it.
     later = h.request(svc, person, now)

@@ -61,11 +61,11 @@ def svc(request: pytest.FixtureRequest) -> Services:
 
 
 def _codes(svc: Services, person: Person) -> list[BackupCode]:
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         return list(
-            session.execute(
+            uow.session.execute(
                 select(BackupCode)
-                .where(BackupCode.user_id == user(session, person.org_id).id)
+                .where(BackupCode.user_id == user(uow.session, person.org_id).id)
                 .order_by(BackupCode.generation, BackupCode.position)
             ).scalars()
         )
@@ -108,9 +108,9 @@ def test_a_regeneration_deactivates_every_earlier_code_spent_or_not(svc: Service
     person, first_id = enrolled(svc)
     assert first_id is not None
     assert process(svc, first_id, NOW) == "ready"
-    with svc.unit_of_work() as session:
-        owner = user(session, person.org_id).id
-        spent = session.execute(
+    with svc.unit_of_work() as uow:
+        owner = user(uow.session, person.org_id).id
+        spent = uow.session.execute(
             select(BackupCode).where(BackupCode.user_id == owner, BackupCode.position == 1)
         ).scalar_one()
         spent.spent_at = NOW
@@ -135,9 +135,9 @@ def test_a_time_step_is_accepted_only_once_and_a_replay_is_a_failure(svc: Servic
     assert load(svc, second).failure == "totp-replayed"
     replays = events(svc, person.org_id, EventType.TOTP_REPLAYED)
     assert [e.details for e in replays] == [{"regeneration_id": second}]
-    with svc.unit_of_work() as session:
-        owner = user(session, person.org_id).id
-        kinds = session.execute(select(AuthFailure.kind).where(AuthFailure.user_id == owner))
+    with svc.unit_of_work() as uow:
+        owner = user(uow.session, person.org_id).id
+        kinds = uow.session.execute(select(AuthFailure.kind).where(AuthFailure.user_id == owner))
         assert list(kinds.scalars()) == ["totp"]  # counted against the TOTP budget
 
 
@@ -181,8 +181,8 @@ def test_an_unknown_id_is_reported_missing(svc: Services) -> None:
 def test_backup_codes_turned_off_before_processing_fail_the_request(svc: Services) -> None:
     person, _ = enrolled(svc)
     reg_id = request(svc, person, T).regeneration.id
-    with svc.unit_of_work() as session:
-        policy.set_policy(session, accounts.get_org(session, person.org_id), False, 5, audit.CLI)
+    with svc.unit_of_work() as uow:
+        policy.set_policy(uow, accounts.get_org(uow.session, person.org_id), False, 5, audit.CLI)
     assert process(svc, reg_id, T) == "failed"
     reg = load(svc, reg_id)
     assert (reg.failure, reg.totp_ciphertext, reg.completed_at) == (
@@ -202,9 +202,11 @@ def test_backup_codes_turned_off_before_processing_fail_the_request(svc: Service
 def test_an_enrollment_removed_before_processing_fails_mfa_not_enrolled(svc: Services) -> None:
     person, _ = enrolled(svc)
     reg_id = request(svc, person, T).regeneration.id
-    with svc.unit_of_work() as session:
-        session.execute(
-            delete(TotpEnrollment).where(TotpEnrollment.user_id == user(session, person.org_id).id)
+    with svc.unit_of_work() as uow:
+        uow.session.execute(
+            delete(TotpEnrollment).where(
+                TotpEnrollment.user_id == user(uow.session, person.org_id).id
+            )
         )
     assert process(svc, reg_id, T) == "failed"
     assert load(svc, reg_id).failure == "mfa-not-enrolled"
@@ -217,9 +219,11 @@ def test_a_wrong_code_fails_is_counted_and_wiped(svc: Services) -> None:
     assert process(svc, reg_id, T) == "failed"
     reg = load(svc, reg_id)
     assert (reg.failure, reg.totp_ciphertext) == ("invalid-totp", None)
-    with svc.unit_of_work() as session:
-        kinds = session.execute(
-            select(AuthFailure.kind).where(AuthFailure.user_id == user(session, person.org_id).id)
+    with svc.unit_of_work() as uow:
+        kinds = uow.session.execute(
+            select(AuthFailure.kind).where(
+                AuthFailure.user_id == user(uow.session, person.org_id).id
+            )
         ).scalars()
         assert list(kinds) == ["totp"]
     assert len(events(svc, person.org_id, EventType.TOTP_REJECTED)) == 1
@@ -230,11 +234,11 @@ def test_a_request_queued_before_a_throttle_is_judged_on_its_own_merits(svc: Ser
     enrollment or another factor) throttle later requests, not the queued one."""
     person, _ = enrolled(svc)
     good = request(svc, person, T).regeneration.id
-    with svc.unit_of_work() as session:
-        locked = accounts.lock_user(session, user(session, person.org_id))
+    with svc.unit_of_work() as uow:
+        locked = uow.lock_user(user(uow.session, person.org_id))
         for i in range(5):
             limits.record_failure(
-                session, locked, limits.TOTP, None, T + timedelta(seconds=i), CTX, svc.limits
+                uow, locked, limits.TOTP, None, T + timedelta(seconds=i), CTX, svc.limits
             )
     assert len(events(svc, person.org_id, EventType.LOCKOUT_STARTED)) == 1
     assert process(svc, good, T + timedelta(seconds=10)) == "ready"
@@ -275,8 +279,8 @@ def test_audit_events_record_the_pipeline_without_secrets(svc: Services) -> None
     process(svc, first_id, NOW)
     first_codes = stored_sheet(svc, first_id)
     reg_id = request(svc, person, T).regeneration.id
-    with svc.unit_of_work() as session:
-        assert regeneration.mark_started(session, reg_id, T)
+    with svc.unit_of_work() as uow:
+        assert regeneration.mark_started(uow, reg_id, T)
     process(svc, reg_id, T)
     sheet = stored_sheet(svc, reg_id)
     assert sheet is not None and first_codes is not None
@@ -317,10 +321,10 @@ def test_audit_events_record_the_pipeline_without_secrets(svc: Services) -> None
 def test_mark_started_moves_queued_to_processing_once(svc: Services) -> None:
     person, _ = enrolled(svc)
     reg_id = request(svc, person, T).regeneration.id
-    with svc.unit_of_work() as session:
-        assert regeneration.mark_started(session, reg_id, T + timedelta(seconds=1))
-    with svc.unit_of_work() as session:
-        assert not regeneration.mark_started(session, reg_id, T + timedelta(seconds=2))
+    with svc.unit_of_work() as uow:
+        assert regeneration.mark_started(uow, reg_id, T + timedelta(seconds=1))
+    with svc.unit_of_work() as uow:
+        assert not regeneration.mark_started(uow, reg_id, T + timedelta(seconds=2))
     reg = load(svc, reg_id)
     assert (reg.status, reg.started_at) == ("processing", T + timedelta(seconds=1))
     assert len(events(svc, person.org_id, EventType.REGENERATION_STARTED)) == 1
@@ -333,18 +337,18 @@ def test_mark_started_moves_queued_to_processing_once(svc: Services) -> None:
 
 def test_a_request_is_queued_with_its_outbox_row_and_event(svc: Services) -> None:
     person, _ = enrolled(svc)
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         outcome = regeneration.request_regeneration(
-            session, svc, user(session, person.org_id), person.code(T), None, T, CTX
+            uow, svc, user(uow.session, person.org_id), person.code(T), None, T, CTX
         )
-        noted = list(session.info[outbox.OUTBOX_IDS])
+        noted = [queued.id for queued in uow.outbox]
     reg = outcome.regeneration
     assert outcome.created
     body = representations.regeneration(reg)
     assert (body["status"], body["reason"], body["code_count"]) == ("queued", "regeneration", 5)
     assert (reg.accepted_at, reg.dispatched_at, reg.actor["request_id"]) == (T, T, "req-1")
-    with svc.unit_of_work() as session:
-        message = session.get(OutboxMessage, noted[-1])
+    with svc.unit_of_work() as uow:
+        message = uow.session.get(OutboxMessage, noted[-1])
         assert message is not None
         assert (message.task, message.args, message.published_at) == (
             outbox.TASK_PROCESS_REGENERATION,
@@ -373,13 +377,14 @@ def test_a_malformed_totp_is_refused_and_only_the_refusal_is_written(
     # The user's wrong input: a failure, as a wrong TOTP is (a policy refusal is denied).
     assert (after[-1].type, after[-1].outcome) == (EventType.REGENERATION_REFUSED, Outcome.FAILURE)
     assert after[-1].details == {"reason": "invalid-request"}
-    with svc.unit_of_work() as session:
-        owner = user(session, person.org_id)
+    with svc.unit_of_work() as uow:
+        owner = user(uow.session, person.org_id)
         # Only the enrollment's regeneration: the refused request left no row.
-        assert len(session.scalars(select(Regeneration).filter_by(user_id=owner.id)).all()) == 1
+        assert len(uow.session.scalars(select(Regeneration).filter_by(user_id=owner.id)).all()) == 1
 
 
 def _refusal(svc: Services, person: Person, error: type[DomainError]) -> DomainError:
+    """The request fails with `error`, and its refusal is on record (committed)."""
     with pytest.raises(error) as info:
         request(svc, person, T)
     last = events(svc, person.org_id)[-1]
@@ -390,24 +395,26 @@ def _refusal(svc: Services, person: Person, error: type[DomainError]) -> DomainE
 
 def test_refused_when_backup_codes_are_off_and_the_refusal_is_kept(svc: Services) -> None:
     person, _ = enrolled(svc, enabled=False)
-    assert _refusal(svc, person, BackupCodesDisabled).commit_before_raising
+    assert isinstance(_refusal(svc, person, BackupCodesDisabled), BackupCodesDisabled)
 
 
 def test_refused_when_not_enrolled(svc: Services) -> None:
     org_id = new_org(svc)
     new_user(svc, org_id)
-    assert _refusal(svc, Person(org_id, "alice", "A" * 32), MfaNotEnrolled).commit_before_raising
+    assert isinstance(
+        _refusal(svc, Person(org_id, "alice", "A" * 32), MfaNotEnrolled), MfaNotEnrolled
+    )
     pending = Person(org_id, "alice", start(svc, org_id))  # pending is not enrolled
-    assert _refusal(svc, pending, MfaNotEnrolled).commit_before_raising
+    assert isinstance(_refusal(svc, pending, MfaNotEnrolled), MfaNotEnrolled)
 
 
 def test_refused_while_locked_out(svc: Services) -> None:
     person, _ = enrolled(svc)
-    with svc.unit_of_work() as session:
-        locked = accounts.lock_user(session, user(session, person.org_id))
+    with svc.unit_of_work() as uow:
+        locked = uow.lock_user(user(uow.session, person.org_id))
         for i in range(5):
             limits.record_failure(
-                session, locked, limits.TOTP, None, T - timedelta(seconds=5 - i), CTX, svc.limits
+                uow, locked, limits.TOTP, None, T - timedelta(seconds=5 - i), CTX, svc.limits
             )
     error = _refusal(svc, person, TooManyAttempts)
     assert isinstance(error, TooManyAttempts) and 0 < error.retry_after <= 900
@@ -417,10 +424,10 @@ def test_a_second_request_while_one_is_pending_is_refused_naming_it(svc: Service
     person, _ = enrolled(svc)
     pending = request(svc, person, T).regeneration.id
     error = _refusal(svc, person, RegenerationPending)
-    assert isinstance(error, RegenerationPending) and error.commit_before_raising
+    assert isinstance(error, RegenerationPending)
     assert error.regeneration_id == pending  # the API names it in Location
-    with svc.unit_of_work() as session:
-        assert regeneration.mark_started(session, pending, T)  # processing is pending too
+    with svc.unit_of_work() as uow:
+        assert regeneration.mark_started(uow, pending, T)  # processing is pending too
     _refusal(svc, person, RegenerationPending)
     assert process(svc, pending, T) == "ready"
     later = T + timedelta(minutes=1)
@@ -498,14 +505,16 @@ def test_stale_requests_are_handed_out_once_per_deadline(svc: Services) -> None:
     assert enrollment_reg is not None
     process(svc, enrollment_reg, NOW)
     reg_id = request(svc, person, T).regeneration.id
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         assert reg_id not in regeneration.stale_regenerations(
-            session, T + timedelta(seconds=30), 60
+            uow.session, T + timedelta(seconds=30), 60
         )
-    with svc.unit_of_work() as session:
-        assert reg_id in regeneration.stale_regenerations(session, T + timedelta(seconds=61), 60)
-    with svc.unit_of_work() as session:
-        handed = regeneration.stale_regenerations(session, T + timedelta(seconds=62), 60)
+    with svc.unit_of_work() as uow:
+        assert reg_id in regeneration.stale_regenerations(
+            uow.session, T + timedelta(seconds=61), 60
+        )
+    with svc.unit_of_work() as uow:
+        handed = regeneration.stale_regenerations(uow.session, T + timedelta(seconds=62), 60)
         assert reg_id not in handed and enrollment_reg not in handed
     reg = load(svc, reg_id)
     assert (reg.dispatched_at, reg.dispatch_count) == (T + timedelta(seconds=61), 2)
@@ -518,13 +527,16 @@ def test_get_regeneration_is_not_found_for_anything_not_the_users(svc: Services)
     alice, _ = enrolled(svc)
     bob, _ = enrolled(svc, org_id=alice.org_id, external_id="bob")
     reg_id = request(svc, alice, T).regeneration.id
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         assert (
-            regeneration.get_regeneration(session, user(session, alice.org_id), reg_id).id == reg_id
+            regeneration.get_regeneration(uow.session, user(uow.session, alice.org_id), reg_id).id
+            == reg_id
         )
         for probe in (reg_id, "not-a-uuid", "' OR 1=1 --", "", "0" * 5000):
             with pytest.raises(NotFound):
-                regeneration.get_regeneration(session, user(session, bob.org_id, "bob"), probe)
+                regeneration.get_regeneration(
+                    uow.session, user(uow.session, bob.org_id, "bob"), probe
+                )
     with pytest.raises(NotFound):
         retrieve(svc, bob, reg_id, "pdf", T)
 
@@ -580,14 +592,14 @@ def test_expiry_purges_unfetched_sheets(svc: Services) -> None:
     assert expires == T + timedelta(seconds=svc.settings.sheet_ttl_seconds)
     # Counts cover every organization (PostgreSQL is shared by the session's tests),
     # so this one's state is what is checked.
-    with svc.unit_of_work() as session:
-        regeneration.expire_sheets(session, expires - timedelta(seconds=1))
+    with svc.unit_of_work() as uow:
+        regeneration.expire_sheets(uow, expires - timedelta(seconds=1))
     assert stored_sheet(svc, reg_id) is not None and load(svc, reg_id).status == "ready"
-    with svc.unit_of_work() as session:
-        assert regeneration.expire_sheets(session, expires) >= 1
+    with svc.unit_of_work() as uow:
+        assert regeneration.expire_sheets(uow, expires) >= 1
     assert stored_sheet(svc, reg_id) is None and load(svc, reg_id).status == "expired"
-    with svc.unit_of_work() as session:
-        regeneration.expire_sheets(session, expires + timedelta(hours=1))
+    with svc.unit_of_work() as uow:
+        regeneration.expire_sheets(uow, expires + timedelta(hours=1))
     expired = [e.details for e in events(svc, person.org_id, EventType.SHEET_EXPIRED)]
     assert expired.count({"regeneration_id": reg_id}) == 1  # (the first set's expired too)
     with pytest.raises(SheetExpired):
@@ -651,9 +663,9 @@ def test_a_retrieval_waiting_on_the_winners_claim_gets_sheet_gone(pg_services: S
             loser.append(exc)
 
     thread = threading.Thread(target=fetch)
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         body, _ = regeneration.retrieve_sheet(
-            session, svc, user(session, person.org_id), reg_id, "text", T, CTX
+            uow, svc, user(uow.session, person.org_id), reg_id, "text", T, CTX
         )
         thread.start()
         deadline = time.monotonic() + 10
@@ -688,8 +700,8 @@ def test_a_rolled_back_processing_leaves_the_old_set_active(svc: Services) -> No
     assert first_id is not None
     process(svc, first_id, NOW)
     reg_id = request(svc, person, T).regeneration.id
-    with pytest.raises(RuntimeError), svc.unit_of_work() as session:
-        assert regeneration.process_regeneration(session, svc, reg_id, T) == "ready"
+    with pytest.raises(RuntimeError), svc.unit_of_work() as uow:
+        assert regeneration.process_regeneration(uow, svc, reg_id, T) == "ready"
         raise RuntimeError("worker killed before commit")
     rows = _codes(svc, person)
     assert len(rows) == 5 and all(r.deactivated_at is None for r in rows)

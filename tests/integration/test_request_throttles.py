@@ -64,15 +64,15 @@ def in_one_window(run: Callable[[str], T]) -> T:
 
 
 def issue(world: ApiWorld, org: str, principal: str, role: str) -> str:
-    with world.services.unit_of_work() as session:
-        _, plaintext = tokens.issue(session, org, principal, role, audit.CLI)
+    with world.services.unit_of_work() as uow:
+        _, plaintext = tokens.issue(uow, org, principal, role, audit.CLI)
     return plaintext
 
 
 def event_count(world: ApiWorld, org: str) -> int:
-    with world.services.unit_of_work() as session:
+    with world.services.unit_of_work() as uow:
         return int(
-            session.scalar(
+            uow.session.scalar(
                 select(func.count()).select_from(AuditEvent).where(AuditEvent.org_id == org)
             )
             or 0
@@ -303,8 +303,8 @@ def test_a_user_agent_is_stored_as_it_was_sent(world: ApiWorld, sent: bytes, sto
     world.user(org)
     user = issue(world, org, "alice", "user")
     assert _post_over_http(world, user, sent) == 201
-    with world.services.unit_of_work() as session:
-        agents = session.scalars(
+    with world.services.unit_of_work() as uow:
+        agents = uow.session.scalars(
             select(AuditEvent.user_agent).where(
                 AuditEvent.org_id == org, AuditEvent.type == EventType.ENROLLMENT_STARTED
             )
@@ -322,15 +322,17 @@ def test_throttle_counts_live_in_the_database_and_restart_each_minute(
     other = Services.build(world.settings)
     try:
         key = throttles.auth_failure_key(next(_addresses))
-        with world.services.unit_of_work() as session:
-            throttles.hit(session, key, throttles.AUTH_FAILURES_PER_MINUTE, now=1_000_000.0)
-        with other.unit_of_work() as session:
+        with world.services.unit_of_work() as uow:
+            throttles.hit(uow.session, key, throttles.AUTH_FAILURES_PER_MINUTE, now=1_000_000.0)
+        with other.unit_of_work() as uow:
             verdict = throttles.hit(
-                session, key, throttles.AUTH_FAILURES_PER_MINUTE, now=1_000_001.0
+                uow.session, key, throttles.AUTH_FAILURES_PER_MINUTE, now=1_000_001.0
             )
         assert verdict.count == 2
-        with other.unit_of_work() as session:
-            later = throttles.hit(session, key, throttles.AUTH_FAILURES_PER_MINUTE, now=1_000_061.0)
+        with other.unit_of_work() as uow:
+            later = throttles.hit(
+                uow.session, key, throttles.AUTH_FAILURES_PER_MINUTE, now=1_000_061.0
+            )
         assert later.count == 1  # a new window
     finally:
         other.close()
@@ -339,12 +341,12 @@ def test_throttle_counts_live_in_the_database_and_restart_each_minute(
 def test_purge_ends_old_windows_and_keeps_the_current_and_previous(world: ApiWorld) -> None:
     now = 2_000_000_000.0  # far ahead of the other tests' windows
     keys = [f"purge:{n}" for n in range(3)]
-    with world.services.unit_of_work() as session:
-        throttles.hit(session, keys[0], 30, now=now - 180)  # three windows back
-        throttles.hit(session, keys[1], 30, now=now - 60)  # the previous window
-        throttles.hit(session, keys[2], 30, now=now)
-    with world.services.unit_of_work() as session:
-        assert throttles.purge(session, now=now) >= 1
-        assert throttles.peek(session, keys[0], 30, now=now - 180).count == 0
-        assert throttles.peek(session, keys[1], 30, now=now - 60).count == 1
-        assert throttles.peek(session, keys[2], 30, now=now).count == 1
+    with world.services.unit_of_work() as uow:
+        throttles.hit(uow.session, keys[0], 30, now=now - 180)  # three windows back
+        throttles.hit(uow.session, keys[1], 30, now=now - 60)  # the previous window
+        throttles.hit(uow.session, keys[2], 30, now=now)
+    with world.services.unit_of_work() as uow:
+        assert throttles.purge(uow.session, now=now) >= 1
+        assert throttles.peek(uow.session, keys[0], 30, now=now - 180).count == 0
+        assert throttles.peek(uow.session, keys[1], 30, now=now - 60).count == 1
+        assert throttles.peek(uow.session, keys[2], 30, now=now).count == 1

@@ -47,15 +47,17 @@ def _ready(svc: Services, at: datetime = T) -> tuple[Person, str]:
 
 
 def _status(svc: Services, person: Person) -> dict[str, Any]:
-    with svc.unit_of_work() as session:
-        shown = admin.mfa_status(session, svc, user(session, person.org_id, person.external_id))
+    with svc.unit_of_work() as uow:
+        shown = admin.mfa_status(
+            uow.session, svc, user(uow.session, person.org_id, person.external_id)
+        )
     return representations.mfa_status(shown)
 
 
 def _set_rows(svc: Services, set_id: str | None) -> list[BackupCode]:
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         query = select(BackupCode).where(BackupCode.set_id == set_id)
-        return list(session.execute(query).scalars())
+        return list(uow.session.execute(query).scalars())
 
 
 def _expiry_deactivations(svc: Services, person: Person) -> list[Any]:
@@ -65,8 +67,8 @@ def _expiry_deactivations(svc: Services, person: Person) -> list[Any]:
 
 
 def _expire(svc: Services, at: datetime) -> None:
-    with svc.unit_of_work() as session:
-        regeneration.expire_sheets(session, at)
+    with svc.unit_of_work() as uow:
+        regeneration.expire_sheets(uow, at)
 
 
 def test_an_unfetched_sheet_that_expires_deactivates_its_set_and_the_status_says_so(
@@ -136,11 +138,11 @@ def test_revocation_deletes_an_unfetched_sheet_and_ends_its_regeneration_expired
     svc: Services,
 ) -> None:
     person, reg_id = _ready(svc)
-    with svc.unit_of_work() as session:
-        admin.revoke_codes(session, person.org_id, person.external_id, ADMIN)
+    with svc.unit_of_work() as uow:
+        admin.revoke_codes(uow, person.org_id, person.external_id, ADMIN)
     assert stored_sheet(svc, reg_id) is None
-    with svc.unit_of_work() as session:
-        assert session.get(Sheet, reg_id) is None
+    with svc.unit_of_work() as uow:
+        assert uow.session.get(Sheet, reg_id) is None
     assert load(svc, reg_id).status == "expired"
     with pytest.raises(SheetExpired):
         retrieve(svc, person, reg_id, "text", T)
@@ -159,8 +161,8 @@ def test_revocation_deletes_an_unfetched_sheet_and_ends_its_regeneration_expired
 def test_revocation_leaves_a_fetched_sheets_regeneration_retrieved(svc: Services) -> None:
     person, reg_id = _ready(svc)
     retrieve(svc, person, reg_id, "text", T)
-    with svc.unit_of_work() as session:
-        admin.revoke_codes(session, person.org_id, person.external_id, ADMIN)
+    with svc.unit_of_work() as uow:
+        admin.revoke_codes(uow, person.org_id, person.external_id, ADMIN)
     assert load(svc, reg_id).status == "retrieved"
     assert events(svc, person.org_id, EventType.SHEET_EXPIRED) == []
     assert _status(svc, person)["last_set_expired_unseen"] is False

@@ -46,9 +46,9 @@ from tests.integration.codes_fixtures import (
 
 
 def failures(svc: Services, h: Holder, kind: str = "backup_code") -> int:
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         return int(
-            session.execute(
+            uow.session.execute(
                 select(func.count())
                 .select_from(AuthFailure)
                 .where(AuthFailure.user_id == h.user_id, AuthFailure.kind == kind)
@@ -145,8 +145,8 @@ def test_acceptance_is_audited_with_remaining_and_set_id_only(services: Services
 
 def test_a_deactivated_code_is_refused(services: Services) -> None:
     h = holder(services)
-    with services.unit_of_work() as session:
-        admin.revoke_codes(session, h.org_id, h.external_id, ADMIN)
+    with services.unit_of_work() as uow:
+        admin.revoke_codes(uow, h.org_id, h.external_id, ADMIN)
     result = verify(services, h, h.codes[0])
     assert representations.verification(result) == {
         "accepted": False,
@@ -159,8 +159,8 @@ def test_a_deactivated_code_is_refused(services: Services) -> None:
 
 def test_a_code_of_an_older_set_is_refused_once_a_new_set_replaced_it(services: Services) -> None:
     h = holder(services)
-    with services.unit_of_work() as session:
-        session.execute(
+    with services.unit_of_work() as uow:
+        uow.session.execute(
             update(BackupCode).where(BackupCode.user_id == h.user_id).values(deactivated_at=NOW)
         )
     _, fresh = insert_codes(services, h.user_id, 5)
@@ -350,8 +350,8 @@ def test_five_failures_from_one_source_throttle_that_source_only(services: Servi
     assert events(services, h.org_id, EventType.LOCKOUT_STARTED) == []
     refused = events(services, h.org_id, EventType.SIGNIN_REFUSED)
     assert [e.details for e in refused] == [{"reason": "too-many-attempts"}]  # committed
-    with services.unit_of_work() as session:
-        standing = limits.status(session, load_user(services, h.user_id), NOW, services.limits)
+    with services.unit_of_work() as uow:
+        standing = limits.status(uow.session, load_user(services, h.user_id), NOW, services.limits)
         assert representations.limits(standing) == {
             "totp_throttled_until": None,
             "totp_locked": False,
@@ -422,8 +422,10 @@ def test_a_hundred_consecutive_failures_lock_until_a_new_set(services: Services)
         verify(services, h, h.codes[0], much_later, client_ip="192.0.2.99")
     assert status_of(locked.value) == 429 and "retry_after" not in locked.value.extra
     assert locked.value.retry_after is None
-    with services.unit_of_work() as session:
-        shown = limits.status(session, load_user(services, h.user_id), much_later, services.limits)
+    with services.unit_of_work() as uow:
+        shown = limits.status(
+            uow.session, load_user(services, h.user_id), much_later, services.limits
+        )
     assert shown.backup_codes_locked is True and shown.totp_locked is False
     # a new set (the regeneration pipeline) ends the lock
     reg_id = queue_rotation(services, h, much_later)
@@ -452,11 +454,11 @@ def test_the_window_passing_does_not_reset_the_consecutive_count_a_success_does(
 def test_an_unlock_or_a_reset_clears_the_lock(services: Services, how: str) -> None:
     h = holder(services)
     _hundred_failures(services, h)
-    with services.unit_of_work() as session:
+    with services.unit_of_work() as uow:
         if how == "unlock":
-            admin.unlock(session, h.org_id, h.external_id, ADMIN)
+            admin.unlock(uow, h.org_id, h.external_id, ADMIN)
         else:
-            admin.reset_mfa(session, h.org_id, h.external_id, ADMIN)
+            admin.reset_mfa(uow, h.org_id, h.external_id, ADMIN)
     assert failures(services, h) == 0
     if how == "unlock":
         [cleared] = events(services, h.org_id, EventType.LOCKOUT_CLEARED)

@@ -58,11 +58,11 @@ def attempt(
 
     def job(barrier: threading.Barrier) -> VerifyResult | TooManyAttempts:
         try:
-            with svc.unit_of_work() as session:
-                session.execute(text("SELECT 1"))  # the connection is taken before the start
+            with svc.unit_of_work() as uow:
+                uow.session.execute(text("SELECT 1"))  # the connection is taken before the start
                 barrier.wait()
                 return verify_backup_code(
-                    session, svc, h.org_id, h.external_id, code, at, CTX, client_ip=client_ip
+                    uow, svc, h.org_id, h.external_id, code, at, CTX, client_ip=client_ip
                 )
         except TooManyAttempts as locked:
             return locked
@@ -71,9 +71,9 @@ def attempt(
 
 
 def failures(svc: Services, h: Holder) -> int:
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         query = select(func.count()).select_from(AuthFailure)
-        return int(session.execute(query.where(AuthFailure.user_id == h.user_id)).scalar_one())
+        return int(uow.session.execute(query.where(AuthFailure.user_id == h.user_id)).scalar_one())
 
 
 @pytest.mark.parametrize("round_", range(20))

@@ -50,15 +50,15 @@ def issue(
     ttl: timedelta | None = None,
     now: datetime | None = None,
 ) -> tuple[str, str]:
-    with world.services.unit_of_work() as session:
-        row, plaintext = tokens.issue(session, org, principal, role, audit.CLI, ttl=ttl, now=now)
+    with world.services.unit_of_work() as uow:
+        row, plaintext = tokens.issue(uow, org, principal, role, audit.CLI, ttl=ttl, now=now)
         return row.id, plaintext
 
 
 def events_of(world: ApiWorld, org: str, type_: str) -> list[AuditEvent]:
-    with world.services.unit_of_work() as session:
+    with world.services.unit_of_work() as uow:
         return list(
-            session.scalars(
+            uow.session.scalars(
                 select(AuditEvent)
                 .where(AuditEvent.org_id == org, AuditEvent.type == type_)
                 .order_by(AuditEvent.seq)
@@ -87,15 +87,15 @@ def test_a_revoked_token_is_401_from_the_next_request_on(world: ApiWorld) -> Non
     world.user(org)
     token_id, tok = issue(world, org, "alice", "user")
     assert world.call("GET", "/v1/me/mfa", tok).status_code == 200
-    with world.services.unit_of_work() as session:
-        tokens.revoke(session, token_id, audit.CLI)
+    with world.services.unit_of_work() as uow:
+        tokens.revoke(uow, token_id, audit.CLI)
     assert_unauthenticated(world.call("GET", "/v1/me/mfa", tok))
     [revoked] = events_of(world, org, EventType.TOKEN_REVOKED)
     assert revoked.details["revoked_token_id"] == token_id
     assert (revoked.actor_principal_id, revoked.actor_role) == ("cli", "operator")
     # Revoking again changes nothing and appends nothing.
-    with world.services.unit_of_work() as session:
-        tokens.revoke(session, token_id, audit.CLI)
+    with world.services.unit_of_work() as uow:
+        tokens.revoke(uow, token_id, audit.CLI)
     assert len(events_of(world, org, EventType.TOKEN_REVOKED)) == 1
 
 
@@ -105,9 +105,9 @@ def test_a_stolen_token_cannot_enroll_after_the_help_desk_resets_mfa(world: ApiW
     org = world.org()
     stolen, _ = world.enroll(org, "victim")
     _, admin = issue(world, org, "helpdesk", "admin")
-    with world.services.unit_of_work() as session:
+    with world.services.unit_of_work() as uow:
         victim_token_ids = set(
-            session.scalars(select(ApiToken.id).where(ApiToken.principal_id == "victim"))
+            uow.session.scalars(select(ApiToken.id).where(ApiToken.principal_id == "victim"))
         )
 
     reset = world.call("DELETE", "/v1/users/victim/mfa", admin)
@@ -140,11 +140,11 @@ def test_listing_shows_revoked_and_expired_tokens_but_never_a_token(world: ApiWo
     world.user(org)
     kept, kept_plain = issue(world, org, "alice", "user", ttl=timedelta(hours=1))
     gone, _ = issue(world, org, "frontend", "service")
-    with world.services.unit_of_work() as session:
-        tokens.revoke(session, gone, audit.CLI)
-    with world.services.unit_of_work() as session:
-        listed = tokens.list_tokens(session, org)
-        live = tokens.list_tokens(session, org, include_revoked=False)
+    with world.services.unit_of_work() as uow:
+        tokens.revoke(uow, gone, audit.CLI)
+    with world.services.unit_of_work() as uow:
+        listed = tokens.list_tokens(uow.session, org)
+        live = tokens.list_tokens(uow.session, org, include_revoked=False)
     assert [t.token_id for t in listed] == [gone, kept]  # newest first
     assert listed[0].revoked_at is not None and listed[1].expires_at is not None
     assert [t.token_id for t in live] == [kept]

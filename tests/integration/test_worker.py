@@ -172,12 +172,12 @@ def sheet_codes(svc: Services, regeneration_id: str) -> list[str]:
 
 
 def active_codes(svc: Services, person: h.Person) -> list[BackupCode]:
-    with svc.unit_of_work() as session:
-        user = h.user(session, person.org_id, person.external_id)
+    with svc.unit_of_work() as uow:
+        user = h.user(uow.session, person.org_id, person.external_id)
         query = select(BackupCode).where(
             BackupCode.user_id == user.id, BackupCode.deactivated_at.is_(None)
         )
-        return list(session.execute(query).scalars())
+        return list(uow.session.execute(query).scalars())
 
 
 # --- PostgreSQL + RabbitMQ ----------------------------------------------------------------
@@ -243,11 +243,11 @@ class TestOnPostgresAndRabbitMQ:
         person, regeneration_id = enrolled_and_ready(stack)
 
         def snapshot() -> tuple[Any, ...]:
-            with stack.api.unit_of_work() as session:
-                reg = session.get(Regeneration, regeneration_id)
-                sheet = session.get(Sheet, regeneration_id)
+            with stack.api.unit_of_work() as uow:
+                reg = uow.session.get(Regeneration, regeneration_id)
+                sheet = uow.session.get(Sheet, regeneration_id)
                 assert reg is not None and sheet is not None
-                events = session.execute(
+                events = uow.session.execute(
                     select(func.count()).where(AuditEvent.org_id == person.org_id)
                 ).scalar_one()
                 return (
@@ -272,9 +272,9 @@ class TestOnPostgresAndRabbitMQ:
             regeneration_id = request(stack, person)
         finally:
             stack.publisher.install()
-        with stack.api.unit_of_work() as session:
+        with stack.api.unit_of_work() as uow:
             # Older than the grace the sweep leaves to the after-commit publisher.
-            session.execute(
+            uow.session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.published_at.is_(None))
                 .values(created_at=utcnow() - timedelta(minutes=1))
@@ -283,8 +283,8 @@ class TestOnPostgresAndRabbitMQ:
 
         assert stack.run(TASK_REPUBLISH_STALE) == {"outbox": 1, "stale": 0}
         await_status(stack.api, regeneration_id)
-        with stack.api.unit_of_work() as session:
-            pending = session.execute(
+        with stack.api.unit_of_work() as uow:
+            pending = uow.session.execute(
                 select(func.count()).where(OutboxMessage.published_at.is_(None))
             ).scalar_one()
         assert pending == 0
@@ -297,10 +297,10 @@ class TestOnPostgresAndRabbitMQ:
         finally:
             stack.publisher.install()
         stale = stack.api.settings.stale_after_seconds + 5
-        with stack.api.unit_of_work() as session:
+        with stack.api.unit_of_work() as uow:
             # Published, then lost (a broker restart, a killed embedded worker).
-            session.execute(update(OutboxMessage).values(published_at=utcnow()))
-            session.execute(
+            uow.session.execute(update(OutboxMessage).values(published_at=utcnow()))
+            uow.session.execute(
                 update(Regeneration)
                 .where(Regeneration.id == regeneration_id)
                 .values(dispatched_at=utcnow() - timedelta(seconds=stale))
@@ -314,13 +314,13 @@ class TestOnPostgresAndRabbitMQ:
     def test_expire_sheets_purges_a_sheet_nobody_fetched_in_time(self, stack: Stack) -> None:
         person, regeneration_id = enrolled_and_ready(stack)
         past = utcnow() - timedelta(seconds=1)
-        with stack.api.unit_of_work() as session:
-            session.execute(
+        with stack.api.unit_of_work() as uow:
+            uow.session.execute(
                 update(Regeneration)
                 .where(Regeneration.id == regeneration_id)
                 .values(expires_at=past)
             )
-            session.execute(
+            uow.session.execute(
                 update(Sheet)
                 .where(Sheet.regeneration_id == regeneration_id)
                 .values(expires_at=past)
@@ -336,8 +336,8 @@ class TestOnPostgresAndRabbitMQ:
         org_id = h.new_org(stack.api)
         signed = stack.run(TASK_CHECKPOINT)
         assert signed >= 1
-        with stack.api.unit_of_work() as session:
-            mine = session.execute(
+        with stack.api.unit_of_work() as uow:
+            mine = uow.session.execute(
                 select(AuditCheckpoint).where(AuditCheckpoint.org_id == org_id)
             ).scalars()
             assert len(list(mine)) == 1
@@ -354,35 +354,37 @@ class TestOnPostgresAndRabbitMQ:
         h.retrieve(stack.api, person, enrollment_id, "text", utcnow())
         await_status(stack.api, request(stack, person))  # a newer set: the enrollment's is old
         long_ago = utcnow() - timedelta(days=400)
-        with stack.api.unit_of_work() as session:
-            session.execute(
+        with stack.api.unit_of_work() as uow:
+            uow.session.execute(
                 update(Regeneration)
                 .where(Regeneration.id == enrollment_id)
                 .values(created_at=long_ago, completed_at=long_ago)
             )
-            published = session.execute(
+            published = uow.session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.published_at.is_not(None))
                 .values(published_at=long_ago)
             ).rowcount
-            user_id = h.user(session, person.org_id).id
-            session.add_all(
+            user_id = h.user(uow.session, person.org_id).id
+            uow.session.add_all(
                 AuthFailure(user_id=user_id, kind="totp", occurred_at=at)
                 for at in (long_ago, utcnow())
             )
-            events_before = session.execute(select(func.count(AuditEvent.id))).scalar_one()
+            events_before = uow.session.execute(select(func.count(AuditEvent.id))).scalar_one()
         assert published >= 2  # this test's two requests, and the class's earlier ones
 
         counts = stack.run(TASK_PURGE)
         assert counts == {"outbox": published, "regenerations": 1, "auth_failures": 1, "batches": 3}
         assert h.load_or_none(stack.api, enrollment_id) is None
-        with stack.api.unit_of_work() as session:
-            assert session.execute(select(func.count(AuditEvent.id))).scalar_one() == events_before
-            left = session.execute(
+        with stack.api.unit_of_work() as uow:
+            assert (
+                uow.session.execute(select(func.count(AuditEvent.id))).scalar_one() == events_before
+            )
+            left = uow.session.execute(
                 select(func.count(AuthFailure.id)).where(AuthFailure.user_id == user_id)
             ).scalar_one()
             assert left == 1
-            assert verify_chain(session, person.org_id, stack.api.settings).ok
+            assert verify_chain(uow.session, person.org_id, stack.api.settings).ok
         again = stack.run(TASK_PURGE)
         assert again == {"outbox": 0, "regenerations": 0, "auth_failures": 0, "batches": 3}
 

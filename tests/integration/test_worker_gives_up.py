@@ -32,17 +32,17 @@ def test_a_request_that_fails_every_time_is_failed_after_the_retries(
         )
         assert got.status_code == 202, got.text
         reg_id = got.json["id"]
-        with world.services.unit_of_work() as session:
-            reg = session.get(Regeneration, reg_id)
+        with world.services.unit_of_work() as uow:
+            reg = uow.session.get(Regeneration, reg_id)
             assert reg is not None
             reg.totp_ciphertext = b"not a Fernet token"  # undecryptable, every time
     with api_world(settings) as world:
         done = world.await_status(token, reg_id)
         assert (done["status"], done["failure"]) == ("failed", "processing-failed")
-        with world.services.unit_of_work() as session:
-            reg = session.get(Regeneration, reg_id)
+        with world.services.unit_of_work() as uow:
+            reg = uow.session.get(Regeneration, reg_id)
             assert reg is not None and reg.totp_ciphertext is None
-            failed = session.scalars(
+            failed = uow.session.scalars(
                 select(AuditEvent).where(
                     AuditEvent.org_id == org, AuditEvent.type == EventType.REGENERATION_FAILED
                 )
