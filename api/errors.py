@@ -88,8 +88,7 @@ def handle_http_error(
     if status == 413:
         detail = detail or "The body is larger than 64 KiB"
     _send(resp, status, _body(slug, str(title), status, detail))
-    for name, value in (ex.headers or {}).items():
-        resp.set_header(name, value)
+    resp.set_headers(ex.headers or {})  # a mapping or (name, value) pairs
 
 
 def handle_unexpected(
@@ -107,12 +106,17 @@ def handle_unexpected(
 
 
 def handle_database_unavailable(
-    req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
+    req: falcon.Request, resp: falcon.Response, error: Exception, params: dict[str, Any]
 ) -> None:
     # The database is down, unreachable, locked or out of connections: the client may
     # retry, so a 503 rather than a 500. Nothing of the exception reaches the client.
+    # (`error`, the name in Falcon's ErrorHandler protocol, lets it take a tuple of types.)
     log.warning(
-        "database unavailable on %s %s: %s", req.method, req.path, type(ex).__name__, exc_info=ex
+        "database unavailable on %s %s: %s",
+        req.method,
+        req.path,
+        type(error).__name__,
+        exc_info=error,
     )
     _send(
         resp,
