@@ -141,12 +141,17 @@ def handle_unexpected(
 
 
 def handle_database_unavailable(
-    req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
+    req: falcon.Request, resp: falcon.Response, error: Exception, params: dict[str, Any]
 ) -> None:
     # The database is down, unreachable, locked or out of connections: the client may
     # retry, so a 503 rather than a 500. Nothing of the exception reaches the client.
+    # (`error`, the name in Falcon's ErrorHandler protocol, lets it take a tuple of types.)
     log.warning(
-        "database unavailable on %s %s: %s", req.method, req.path, type(ex).__name__, exc_info=ex
+        "database unavailable on %s %s: %s",
+        req.method,
+        req.path,
+        type(error).__name__,
+        exc_info=error,
     )
     _send(
         resp,

@@ -38,7 +38,7 @@ LOOP_SECONDS = 1.0
 REQUEST_DEADLINE = 10.0
 
 
-class WaitressWorker(Worker):  # type: ignore[misc]  # gunicorn ships no types
+class WaitressWorker(Worker):  # gunicorn ships no types: its Worker is Any (pyproject)
     def run(self) -> None:
         socket_map: dict[int, Any] = {}
         server = create_server(
@@ -119,7 +119,7 @@ class WaitressWorker(Worker):  # type: ignore[misc]  # gunicorn ships no types
         return logged
 
 
-class DeadlineChannel(HTTPChannel):  # type: ignore[misc]  # waitress ships no types
+class DeadlineChannel(HTTPChannel):
     """Remembers when the request being read began."""
 
     request_began = 0.0

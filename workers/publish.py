@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 # One quick retry, then give up: the outbox row makes a failed publish a delay only.
 RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
-PING_TIMEOUT = 2.0
+PING_TIMEOUT = 2  # seconds (whole: kombu types ensure_connection's timeout as an int)
 PUBLISH_TIMEOUT = 2.0
 FLUSH_BATCH = 100
 MARK_GATHER_SECONDS = 0.05

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from celery import Celery, Task
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -45,15 +46,15 @@ class TransientDatabaseError(Exception):
 
 @dataclass
 class RegisteredTasks:
-    process: Task
-    republish_stale: Task
-    expire_sheets: Task
-    checkpoint: Task
-    purge: Task
+    process: Task[[str], str]
+    republish_stale: Task[[], dict[str, int]]
+    expire_sheets: Task[[], int]
+    checkpoint: Task[[], int]
+    purge: Task[[], dict[str, int]]
 
 
 @contextmanager
-def _task_id(task: Task) -> Iterator[None]:
+def _task_id(task: Task[Any, Any]) -> Iterator[None]:
     """Puts the task id on every log line the task writes (infra.logs)."""
     token = logs.task_id_var.set(getattr(task.request, "id", None))
     try:
@@ -74,7 +75,7 @@ def register_tasks(
     settings = services.settings
 
     @celery_app.task(name=TASK_PROCESS, shared=False, bind=True, max_retries=MAX_RETRIES)
-    def process(self: Task, regeneration_id: str) -> str:
+    def process(self: Task[Any, Any], regeneration_id: str) -> str:
         with _task_id(self):
             if not isinstance(regeneration_id, str):
                 log.warning("regeneration.process: ignored a message without a string id")
@@ -117,7 +118,7 @@ def register_tasks(
             return status
 
     @celery_app.task(name=TASK_REPUBLISH_STALE, shared=False, bind=True)
-    def republish_stale(self: Task) -> dict[str, int]:
+    def republish_stale(self: Task[Any, Any]) -> dict[str, int]:
         with _task_id(self):
             now = utcnow()
             outbox = publisher.flush_pending(now - timedelta(seconds=OUTBOX_GRACE_SECONDS))
@@ -141,7 +142,7 @@ def register_tasks(
             return {"outbox": outbox, "stale": sent}
 
     @celery_app.task(name=TASK_EXPIRE_SHEETS, shared=False, bind=True)
-    def expire_sheets(self: Task) -> int:
+    def expire_sheets(self: Task[Any, Any]) -> int:
         with _task_id(self):
             with services.unit_of_work() as uow:
                 expired = regeneration.expire_sheets(uow, utcnow())
@@ -153,7 +154,7 @@ def register_tasks(
             return expired
 
     @celery_app.task(name=TASK_CHECKPOINT, shared=False, bind=True)
-    def checkpoint(self: Task) -> int:
+    def checkpoint(self: Task[Any, Any]) -> int:
         with _task_id(self):
             with services.unit_of_work() as uow:
                 orgs = moved_heads(uow.session)
@@ -168,7 +169,7 @@ def register_tasks(
             return written
 
     @celery_app.task(name=TASK_PURGE, shared=False, bind=True)
-    def purge_old_rows(self: Task) -> dict[str, int]:
+    def purge_old_rows(self: Task[Any, Any]) -> dict[str, int]:
         with _task_id(self):
             counts = purge.purge(services, utcnow())
             if counts["outbox"] or counts["regenerations"] or counts["auth_failures"]:
