@@ -104,12 +104,13 @@ def _sign(session: Session, settings: Settings, head: AuditHead, now: datetime) 
     """Sign the (locked) head, count it on the head, and have it leave the database
     (checkpoint_file) once committed."""
     private = _private_key(settings)
-    signature = private.sign(message(head.org_id, head.seq, head.hash, now))
+    signed_at = whole_millis(now)  # to the millisecond, as the API shows it
+    signature = private.sign(message(head.org_id, head.seq, head.hash, signed_at))
     checkpoint = AuditCheckpoint(
         org_id=head.org_id,
         seq=head.seq,
         hash=head.hash,
-        signed_at=whole_millis(now),
+        signed_at=signed_at,
         key_id=key_id(private.public_key()),
         signature=base64.b64encode(signature).decode(),
     )
