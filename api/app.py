@@ -29,7 +29,7 @@ def create_app(
 ) -> falcon.App[falcon.Request, falcon.Response]:
     services = services or Services.build(settings)
     if publisher is None:
-        # The API calls the workers package only to publish (DESIGN.md, rule 1).
+        # The API calls the workers package only to publish (docs/architecture.md, rule 1).
         from workers.runtime import make_publisher
 
         publisher = make_publisher(services, batch_marks=True)

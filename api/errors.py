@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
 
-# The HTTP status of each problem slug the domain raises (API.md's list of problems).
+# The HTTP status of each problem slug the domain raises (docs/api.md's list of problems).
 STATUS_OF_SLUG: dict[str, int] = {
     "domain-error": 400,
     "invalid-request": 422,

@@ -29,7 +29,7 @@ def regeneration_path(regeneration_id: str) -> str:
 
 
 def regeneration(reg: Regeneration) -> dict[str, Any]:
-    """API.md's Regeneration JSON."""
+    """docs/api.md's Regeneration JSON."""
     path = regeneration_path(reg.id)
     return {
         "id": reg.id,
@@ -45,7 +45,7 @@ def regeneration(reg: Regeneration) -> dict[str, Any]:
 
 
 def mfa_status(status: MfaStatus) -> dict[str, Any]:
-    """API.md's MfaStatus JSON."""
+    """docs/api.md's MfaStatus JSON."""
     return {
         "enrolled": status.enrolled,
         "enrolled_at": _ts(status.enrolled_at),
@@ -77,12 +77,12 @@ def limits(standing: Standing) -> dict[str, Any]:
 
 
 def policy(current: Policy) -> dict[str, Any]:
-    """API.md's Policy JSON."""
+    """docs/api.md's Policy JSON."""
     return {"backup_codes_enabled": current.backup_codes_enabled, "code_count": current.code_count}
 
 
 def verification(result: VerifyResult) -> dict[str, Any]:
-    """API.md's VerifyResult JSON."""
+    """docs/api.md's VerifyResult JSON."""
     return {
         "accepted": result.accepted,
         "mistyped": result.mistyped,
@@ -92,7 +92,7 @@ def verification(result: VerifyResult) -> dict[str, Any]:
 
 
 def audit_verification(result: Verification) -> dict[str, Any]:
-    """The body of GET /v1/audit/verification (API.md), plus `reason` in words."""
+    """The body of GET /v1/audit/verification (docs/api.md), plus `reason` in words."""
     return {
         "ok": result.ok,
         "events_checked": result.events_checked,

@@ -15,7 +15,7 @@ time; p50/p99 are per-request latencies seen by the client.
 
 The API runs twice: all users in one organization (every intake append waits
 for the one audit chain head of the organization) and spread over CLIENTS
-organizations. The bar (DESIGN.md): intake >= 0.5x the baseline's requests/s,
+organizations. The bar (docs/architecture.md): intake >= 0.5x the baseline's requests/s,
 held to the one-organization case.
 
     python -m bench.bench_intake

@@ -9,7 +9,7 @@ PDF and text rendered and encrypted, the audit events).
 
 Baseline, measured in the same run and interleaved with ours: 5 argon2id hashes,
 one `render_pdf` of the same sheet, and one transaction that inserts the 5 code
-rows. The bar (DESIGN.md): ours <= 1.25x the baseline.
+rows. The bar (docs/architecture.md): ours <= 1.25x the baseline.
 
 When the bar is missed, a cProfile of a few more regenerations is printed (not
 written to the table). BENCH_WORKER_PROFILE=1 prints it anyway.

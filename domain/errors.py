@@ -1,4 +1,4 @@
-"""The domain's exceptions, one per problem slug of API.md.
+"""The domain's exceptions, one per problem slug of docs/api.md.
 
 They carry the slug, a title and a detail, never an HTTP status: api/errors.py
 maps each slug to its status in one table.

@@ -1,4 +1,4 @@
-"""Attempt limits (API.md "Attempt limits"), counted in the database so they hold
+"""Attempt limits (docs/api.md "Attempt limits"), counted in the database so they hold
 across processes.
 
 - Backup codes: `threshold` failures in `window` from one source throttle that

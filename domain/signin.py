@@ -1,6 +1,6 @@
 """Use case: spend a backup code at sign-in.
 
-The order in which verify decides (API.md): unknown user 404 (no hash: the 404
+The order in which verify decides (docs/api.md): unknown user 404 (no hash: the 404
 already says what timing would); backup codes disabled 403; not enrolled 409;
 source or user throttled, or locked, 429 (domain.limits); an input that cannot
 be a code 200 `mistyped` (no hash, no lock, not a failure, a budget of its own);

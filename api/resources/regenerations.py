@@ -48,7 +48,7 @@ class RegenerationSheet(Resource):
     roles = ("user",)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, regeneration_id: str) -> None:
-        # PDF unless the client prefers the text form (API.md: PDF is the default).
+        # PDF unless the client prefers the text form (docs/api.md: PDF is the default).
         kind = "text" if req.client_prefers([PDF, TEXT]) == TEXT else "pdf"
         with self.services.unit_of_work() as uow:
             body, reg = regeneration.retrieve_sheet(

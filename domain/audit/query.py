@@ -245,7 +245,7 @@ def iter_events(
 
 
 def event_to_dict(ev: AuditEvent | Row[Any]) -> dict[str, Any]:
-    """An event as API.md's AuditEvent (timestamps as in the hash, so exports can be re-hashed)."""
+    """An event as docs/api.md's AuditEvent (its time in milliseconds, as the API shows times)."""
     return {
         "seq": ev.seq,
         "id": ev.id,

@@ -1,7 +1,7 @@
 """Attacks on the second factor, over HTTP against the real app and a real worker:
 replaying a TOTP code, guessing TOTP codes, guessing backup codes.
 
-Attempt limits (API.md): separate budgets per factor. TOTP: 5 failures (replays
+Attempt limits (docs/api.md): separate budgets per factor. TOTP: 5 failures (replays
 included) in 15 minutes throttle the user's TOTP, then 429 too-many-attempts with
 Retry-After, the right code included. Backup codes: 5 failures in 15 minutes from
 one source throttle that source; other sources, and the TOTP, are unaffected.

@@ -1,4 +1,4 @@
-"""api/openapi.yaml describes exactly the HTTP contract of API.md.
+"""api/openapi.yaml describes exactly the HTTP contract of docs/api.md.
 
 The document is checked against the official OpenAPI 3.1 meta-schema (OAI's
 schemas/v3.1, shipped in openapi-spec-validator), its Schema Objects against the
@@ -31,7 +31,7 @@ DOC_URI = "urn:mfa-backup-codes:openapi"
 
 UNAUTHENTICATED = {"/healthz", "/readyz", "/openapi.json"}
 
-# Every status API.md names, plus 401/403/429 (throttled refusals) for /v1, 400/422 for
+# Every status docs/api.md names, plus 401/403/429 (throttled refusals) for /v1, 400/422 for
 # input, 404 where a resource id is in the path, 413 on POST/PUT.
 EXPECTED: dict[tuple[str, str], str] = {
     ("/healthz", "get"): "200",
@@ -425,7 +425,7 @@ def test_idempotency_key_is_an_optional_header_on_regeneration_requests(
     assert param["schema"] == {"type": "string", "minLength": 1, "maxLength": 255}
 
 
-# --- schemas against instances from API.md -----------------------------------
+# --- schemas against instances from docs/api.md -----------------------------------
 
 REGENERATION = {
     "id": "r-1",

@@ -139,7 +139,7 @@ class Service:
 
     def issue_token(self, org: str, principal: str, role: str) -> str:
         lines = self.cli("token", "issue", org, principal, "--role", role).strip().splitlines()
-        token = lines[-1].strip()  # API.md: printed once, on a line of its own, last
+        token = lines[-1].strip()  # docs/api.md: printed once, on a line of its own, last
         assert token and " " not in token, lines
         self.seen.add(token)
         return token

@@ -5,7 +5,7 @@ accepted them.
 Each user has a TOTP secret of their own and submits the code of the moment; the
 requests go to RabbitMQ through the after-commit publisher. By the time the
 worker judges them, every code is ten steps outside the +-1 step window of its
-own "now": only judging for `accepted_at` (API.md) lets them through, so none may
+own "now": only judging for `accepted_at` (docs/api.md) lets them through, so none may
 fail. (The clock offset stands for a five-minute queue without waiting for it.)
 
 MFA_SOAK=1 submits 5,000.

@@ -1,4 +1,4 @@
-"""API.md's conventions over HTTP: problem+json for every error, bearer auth,
+"""docs/api.md's conventions over HTTP: problem+json for every error, bearer auth,
 X-Request-Id, strict bodies with the 64 KiB limit, health and readiness.
 
 The real app on embedded SQLite, without a worker (nothing here needs one).

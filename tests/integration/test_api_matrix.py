@@ -1,4 +1,4 @@
-"""Who may call what: every /v1 endpoint of API.md x every role x own organization,
+"""Who may call what: every /v1 endpoint of docs/api.md x every role x own organization,
 another organization's token, no token and an unknown token, on PostgreSQL with a
 RabbitMQ worker. One expected status a cell, derived from three rules:
 

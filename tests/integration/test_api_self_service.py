@@ -1,4 +1,4 @@
-"""Self-service over HTTP (API.md, role `user`): status, enrollment, regeneration
+"""Self-service over HTTP (docs/api.md, role `user`): status, enrollment, regeneration
 and the sheet, through the real app, the after-commit publisher and a real worker,
 on SQLite (embedded) and PostgreSQL. One world per backend and module; every test
 makes its own organization.

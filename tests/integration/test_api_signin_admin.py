@@ -1,5 +1,5 @@
 """Sign-in with a backup code and administration over HTTP, on PostgreSQL with a
-RabbitMQ worker: what API.md promises the sign-in front end and the admin, and the
+RabbitMQ worker: what docs/api.md promises the sign-in front end and the admin, and the
 audit events each of these leaves (read back through GET /v1/audit/events)."""
 
 from __future__ import annotations

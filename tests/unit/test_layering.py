@@ -1,4 +1,4 @@
-"""Dependency direction (DESIGN.md, convention 1).
+"""Dependency direction (docs/architecture.md, convention 1).
 
 The rules themselves are import-linter contracts in pyproject.toml, run by `make test`
 and `make lint` (`lint-imports`); they see imports inside functions and under
