@@ -36,8 +36,9 @@ from domain import regeneration
 from infra.db import utcnow
 from infra.logs import JsonFormatter
 from infra.settings import Settings
-from tests.conftest import TEST_SECRET_KEY, fresh_postgres_database, make_settings
 from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support.postgres import fresh_postgres_database
+from tests.support.settings import TEST_SECRET_KEY, make_settings
 from workers.app import regeneration_queue
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]

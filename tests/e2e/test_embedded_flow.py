@@ -32,7 +32,7 @@ import pyotp
 import pytest
 from pypdf import PdfReader
 
-from tests.conftest import FAST_ARGON2
+from tests.support.settings import FAST_ARGON2
 
 pytestmark = pytest.mark.slow
 

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_ARGON2, REQUIRE_SERVICES
 from tests.e2e.slow_clients import probe, probes, slow_sockets
 from tests.e2e.test_api_metrics_port import _healthz_count, _scrape
 from tests.e2e.test_embedded_flow import _await, _cli, _free_port
+from tests.support.services import REQUIRE_SERVICES
+from tests.support.settings import FAST_ARGON2
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

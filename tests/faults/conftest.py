@@ -40,7 +40,8 @@ from domain.totp import code_for_step, step_at
 from infra.db import utcnow
 from infra.services import Services
 from infra.settings import Settings
-from tests.conftest import FAST_ARGON2, TEST_SECRET_KEY, unique
+from tests.support.builders import unique
+from tests.support.settings import FAST_ARGON2, TEST_SECRET_KEY
 from workers.app import maintenance_queue, regeneration_queue
 from workers.runtime import make_publisher
 

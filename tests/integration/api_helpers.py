@@ -19,7 +19,8 @@ from api.app import create_app
 from domain import accounts, audit, tokens
 from infra.services import Services
 from infra.settings import Settings
-from tests.conftest import delete_broker_queues, unique
+from tests.support.broker import delete_broker_queues
+from tests.support.builders import unique
 from workers.app import make_celery
 from workers.publish import Publisher
 from workers.tasks import register_tasks

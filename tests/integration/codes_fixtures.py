@@ -22,7 +22,7 @@ from domain.codes import CodeHasher, PlainCode, generate_codes, new_set_id
 from domain.models import AuditEvent, BackupCode, Regeneration, Sheet, TotpEnrollment, User
 from infra.services import Services
 from infra.settings import Settings
-from tests.conftest import unique
+from tests.support.builders import unique
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 CTX = audit.Context(

@@ -12,7 +12,7 @@ from domain import accounts, audit, enrollment, policy, regeneration
 from domain.models import AuditEvent, Regeneration, Sheet, User
 from domain.totp import code_for_step, step_at
 from infra.services import Services
-from tests.conftest import unique
+from tests.support.builders import unique
 
 NOW = datetime(2026, 11, 28, 12, 0, 10, tzinfo=UTC)
 AUTO = object()  # request(): the right code for the moment

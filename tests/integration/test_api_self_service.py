@@ -27,8 +27,8 @@ from domain.audit.types import EventType
 from domain.models import AuditEvent, Regeneration, Sheet
 from infra.db import utcnow
 from infra.migrate import upgrade
-from tests.conftest import make_settings, pg_amqp_settings
 from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support.settings import make_settings, pg_amqp_settings
 
 ME = "/v1/me/mfa"
 ENROLL = "/v1/me/mfa/enrollment"

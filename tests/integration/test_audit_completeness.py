@@ -36,8 +36,8 @@ from domain.codes import ALPHABET
 from domain.models import AttemptLimit, Regeneration
 from infra.db import utcnow
 from infra.migrate import upgrade
-from tests.conftest import make_settings, pg_amqp_settings
 from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support.settings import make_settings, pg_amqp_settings
 from workers.app import TASK_EXPIRE_SHEETS
 
 LOCKOUT_WINDOW = 900  # the default: 5 failures in 15 minutes throttle a source

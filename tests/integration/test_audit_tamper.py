@@ -30,7 +30,8 @@ from domain.audit.types import EventType, Outcome
 from domain.audit.verify import Verification, verify_chain
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
 from infra.services import Services
-from tests.conftest import owner_url, unique
+from tests.support.builders import unique
+from tests.support.postgres import owner_url
 
 N = 30
 EVENTS = AuditEvent.__table__

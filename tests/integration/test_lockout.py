@@ -12,7 +12,7 @@ from domain.audit.types import EventType
 from domain.errors import InvalidRequest, TooManyAttempts, TotpLocked
 from domain.models import AuditEvent
 from infra.services import Services
-from tests.conftest import unique
+from tests.support.builders import unique
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

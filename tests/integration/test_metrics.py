@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infra import metrics as domain_metrics
 from infra.migrate import upgrade
-from tests.conftest import make_settings
 from tests.integration.api_helpers import api_world
+from tests.support.settings import make_settings
 
 
 def _scrape() -> str:

@@ -21,8 +21,8 @@ from infra.db import utcnow
 from infra.migrate import upgrade
 from infra.services import Services
 from infra.settings import Settings
-from tests.conftest import make_settings
 from tests.integration import pipeline_helpers as h
+from tests.support.settings import make_settings
 from workers import publish
 from workers.app import TASK_PROCESS, make_celery, regeneration_queue
 from workers.publish import Publisher

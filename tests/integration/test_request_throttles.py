@@ -25,8 +25,9 @@ from sqlalchemy import func, select
 from domain import audit, throttles, tokens
 from domain.audit.types import EventType
 from domain.models import AuditEvent
-from tests.conftest import fresh_postgres_database, make_settings, pg_amqp_settings
 from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support.postgres import fresh_postgres_database
+from tests.support.settings import make_settings, pg_amqp_settings
 
 T = TypeVar("T")
 _addresses = (f"198.51.100.{n}" for n in itertools.count(1))

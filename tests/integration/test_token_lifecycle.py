@@ -15,8 +15,9 @@ from sqlalchemy import select
 from domain import audit, tokens
 from domain.audit.types import EventType
 from domain.models import ApiToken, AuditEvent
-from tests.conftest import fresh_postgres_database, make_settings, pg_amqp_settings
 from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support.postgres import fresh_postgres_database
+from tests.support.settings import make_settings, pg_amqp_settings
 
 ENROLL = "/v1/me/mfa/enrollment"
 

@@ -11,7 +11,7 @@ from domain.audit.types import EventType, Outcome
 from domain.errors import BackupCodesDisabled, DomainError
 from domain.models import AuditEvent
 from infra.services import Services
-from tests.conftest import unique
+from tests.support.builders import unique
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

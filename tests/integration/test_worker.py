@@ -43,8 +43,10 @@ from infra.db import utcnow
 from infra.migrate import upgrade
 from infra.services import Services
 from infra.settings import Settings
-from tests.conftest import delete_broker_queues, fresh_postgres_database, make_settings
 from tests.integration import pipeline_helpers as h
+from tests.support.broker import delete_broker_queues
+from tests.support.postgres import fresh_postgres_database
+from tests.support.settings import make_settings
 from workers.app import (
     TASK_CHECKPOINT,
     TASK_EXPIRE_SHEETS,

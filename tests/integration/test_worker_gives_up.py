@@ -11,8 +11,8 @@ from sqlalchemy import select
 from domain.audit.types import EventType
 from domain.models import AuditEvent, Regeneration
 from infra.migrate import upgrade
-from tests.conftest import make_settings
 from tests.integration.api_helpers import api_world
+from tests.support.settings import make_settings
 from workers import tasks
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import FAST_ARGON2, TEST_SECRET_KEY, make_settings
 from tests.integration.api_helpers import api_world
+from tests.support.settings import FAST_ARGON2, TEST_SECRET_KEY, make_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.timeout(120)]
 
