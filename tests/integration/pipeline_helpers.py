@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from domain import accounts, audit, enrollment, policy, regeneration
+from domain import accounts, enrollment, regeneration
 from domain.models import AuditEvent, Regeneration, Sheet, User
 from domain.totp import code_for_step, step_at
 from infra.services import Services
-from tests.support.builders import unique
+from tests.support.builders import NOW as BUILDERS_NOW
+from tests.support.builders import USER_CTX as CTX
+from tests.support.builders import new_org, new_user
+from tests.support.codes import wrong_totp
 
-NOW = datetime(2026, 11, 28, 12, 0, 10, tzinfo=UTC)
+# Ten seconds into a TOTP step (the step begins at the builders' NOW).
+NOW = BUILDERS_NOW + timedelta(seconds=10)
 AUTO = object()  # request(): the right code for the moment
-CTX = audit.Context(
-    principal_id="alice", role="user", token_id="tok-1", request_id="req-1", source_ip="127.0.0.1"
-)
 
 
 @dataclass(frozen=True)
@@ -29,22 +30,6 @@ class Person:
 
     def code(self, at: datetime, offset: int = 0) -> str:
         return code_for_step(self.secret, step_at(at) + offset)
-
-
-def new_org(svc: Services, *, enabled: bool = True, code_count: int = 5) -> str:
-    org_id = unique()
-    with svc.unit_of_work() as session:
-        org = accounts.create_org(session, org_id, audit.CLI)
-        if not enabled or code_count != 5:
-            policy.set_policy(session, org, enabled, code_count, audit.CLI)
-    return org_id
-
-
-def new_user(
-    svc: Services, org_id: str, external_id: str = "alice", email: str | None = None
-) -> None:
-    with svc.unit_of_work() as session:
-        accounts.create_user(session, org_id, external_id, email, audit.CLI)
 
 
 def start(svc: Services, org_id: str, external_id: str = "alice") -> str:
@@ -166,4 +151,4 @@ def enrolled_and_fetched(svc: Services, at: datetime = NOW) -> Person:
 
 def wrong_code(person: Person, at: datetime) -> str:
     """A well-formed TOTP value that is not the one for `at`."""
-    return f"{(int(person.code(at)) + 1) % 1_000_000:06d}"
+    return wrong_totp(person.secret, at)

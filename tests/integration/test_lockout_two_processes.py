@@ -27,7 +27,8 @@ from domain import audit, throttles, tokens
 from domain.audit.types import EventType
 from infra.services import Services
 from infra.settings import Settings
-from tests.integration.codes_fixtures import Holder, events, holder, row_of
+from tests.integration.codes_fixtures import events, row_of
+from tests.support.builders import Holder, holder
 from tests.support.settings import FAST_ARGON2, pg_amqp_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]

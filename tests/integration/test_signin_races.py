@@ -20,12 +20,8 @@ from infra.db import make_engine
 from infra.services import Services
 from infra.settings import Settings
 from tests.integration.codes_fixtures import (
-    CTX,
-    NOW,
-    Holder,
     events,
     fail,
-    holder,
     load_regeneration,
     process,
     queue_rotation,
@@ -34,6 +30,8 @@ from tests.integration.codes_fixtures import (
     sheet_codes,
     verify,
 )
+from tests.support.builders import NOW, Holder, holder
+from tests.support.builders import SIGNIN_CTX as CTX
 
 pytestmark = pytest.mark.postgres
 
