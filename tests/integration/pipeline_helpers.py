@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -10,26 +9,15 @@ from sqlalchemy.orm import Session
 
 from domain import accounts, enrollment, regeneration
 from domain.models import AuditEvent, Regeneration, Sheet, User
-from domain.totp import code_for_step, step_at
 from infra.services import Services
 from tests.support.builders import NOW as BUILDERS_NOW
 from tests.support.builders import USER_CTX as CTX
-from tests.support.builders import new_org, new_user
+from tests.support.builders import Person, new_org, new_user
 from tests.support.codes import wrong_totp
 
 # Ten seconds into a TOTP step (the step begins at the builders' NOW).
 NOW = BUILDERS_NOW + timedelta(seconds=10)
 AUTO = object()  # request(): the right code for the moment
-
-
-@dataclass(frozen=True)
-class Person:
-    org_id: str
-    external_id: str
-    secret: str
-
-    def code(self, at: datetime, offset: int = 0) -> str:
-        return code_for_step(self.secret, step_at(at) + offset)
 
 
 def start(svc: Services, org_id: str, external_id: str = "alice") -> str:

@@ -23,7 +23,6 @@ from domain.models import AuthFailure, OutboxMessage, Regeneration, TotpEnrollme
 from infra.services import Services
 from tests.integration.pipeline_helpers import (
     NOW,
-    Person,
     enrolled,
     events,
     load,
@@ -35,7 +34,7 @@ from tests.integration.pipeline_helpers import (
     wrong_code,
 )
 from tests.support.builders import USER_CTX as CTX
-from tests.support.builders import new_org, new_user
+from tests.support.builders import Person, new_org, new_user
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -19,7 +19,6 @@ from domain.models import AuditEvent, AuthFailure, OutboxMessage, Regeneration, 
 from infra.services import Services
 from tests.integration.pipeline_helpers import (
     NOW,
-    Person,
     enrolled,
     enrolled_and_fetched,
     load,
@@ -29,6 +28,7 @@ from tests.integration.pipeline_helpers import (
     user,
     wrong_code,
 )
+from tests.support.builders import Person
 
 DAY = timedelta(days=1)
 

@@ -35,7 +35,6 @@ from domain.totp import Verdict, judge
 from infra.services import Services
 from tests.integration.pipeline_helpers import (
     NOW,
-    Person,
     enrolled,
     events,
     load,
@@ -48,7 +47,7 @@ from tests.integration.pipeline_helpers import (
     wrong_code,
 )
 from tests.support.builders import USER_CTX as CTX
-from tests.support.builders import new_org, new_user
+from tests.support.builders import Person, new_org, new_user
 
 T = NOW + timedelta(minutes=2)  # well after the step that confirmed the enrollment
 

@@ -16,7 +16,6 @@ from domain.models import BackupCode, Sheet
 from infra.services import Services
 from tests.integration.pipeline_helpers import (
     NOW,
-    Person,
     enrolled_and_fetched,
     events,
     load,
@@ -26,6 +25,7 @@ from tests.integration.pipeline_helpers import (
     stored_sheet,
     user,
 )
+from tests.support.builders import Person
 
 T = NOW + timedelta(minutes=2)
 ADMIN = audit.Context(principal_id="root", role="admin", token_id="tok-adm", request_id="req-adm")

@@ -41,6 +41,19 @@ ADMIN_CTX = audit.Context(
 )
 
 
+@dataclass(frozen=True)
+class Person:
+    """A user with a confirmed TOTP enrollment, and the secret to make their codes."""
+
+    org_id: str
+    external_id: str
+    secret: str
+
+    def code(self, at: datetime | None = None, offset: int = 0) -> str:
+        """The TOTP value for `at` (now), `offset` steps on."""
+        return otp.code_for_step(self.secret, otp.step_at(at or datetime.now(UTC)) + offset)
+
+
 def unique(prefix: str = "org") -> str:
     """Tests share one database per session; each makes its own organization."""
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
