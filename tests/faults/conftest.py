@@ -41,6 +41,7 @@ from infra.db import utcnow
 from infra.services import Services
 from infra.settings import Settings
 from tests.support.builders import unique
+from tests.support.processes import child_env
 from tests.support.settings import FAST_ARGON2, TEST_SECRET_KEY
 from workers.app import maintenance_queue, regeneration_queue
 from workers.runtime import make_publisher
@@ -191,8 +192,7 @@ class Stack:
         self, *, concurrency: int = 1, clock_offset: float = 0.0, **changes: str
     ) -> WorkerProcess:
         """A started `mfa-codes worker` process (prefork) on both queues."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MFA_")}
-        env.update(self.env(**changes))
+        env = child_env(**self.env(**changes))
         n = len(self.workers) + 1
         command = ["worker", "--pool=prefork", f"--concurrency={concurrency}"]
         command.append(f"--hostname=fault{n}-{uuid.uuid4().hex[:6]}@%h")
