@@ -36,7 +36,7 @@ from schemathesis.specs.openapi.checks import (
 
 from api.resources.openapi import document
 from infra.migrate import upgrade
-from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support.api_world import ApiWorld, api_world
 from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.slow

@@ -28,7 +28,7 @@ from tests.faults.stack import (
     succeeded_once,
 )
 from tests.faults.tcp_proxy import TcpProxy
-from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support.api_world import ApiWorld, api_world
 from tests.support.builders import Person
 from tests.support.polling import await_true
 

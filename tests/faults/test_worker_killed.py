@@ -39,7 +39,7 @@ from tests.faults.stack import (
     statuses,
     succeeded_once,
 )
-from tests.integration.api_helpers import api_world
+from tests.support.api_world import api_world
 from tests.support.polling import await_true
 from workers.app import TASK_REPUBLISH_STALE
 

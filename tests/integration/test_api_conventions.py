@@ -22,7 +22,7 @@ from api.app import create_app
 from domain.models import AuditEvent
 from infra.migrate import upgrade
 from infra.services import Services
-from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support.api_world import ApiWorld, api_world
 from tests.support.settings import make_settings, pg_amqp_settings
 from workers.app import make_celery
 from workers.publish import Publisher

@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 
 from domain import accounts, audit, tokens
 from domain.models import AttemptLimit, AuthFailure, BackupCode, Regeneration, Sheet, TotpEnrollment
-from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support.api_world import ApiWorld, api_world
 from tests.support.builders import unique
 from tests.support.settings import pg_amqp_settings
 

@@ -20,8 +20,8 @@ from domain.audit.types import EventType, Outcome
 from domain.models import OutboxMessage
 from domain.slots import VerificationSlots
 from infra.db import utcnow
-from tests.integration.api_helpers import ApiWorld, api_world
 from tests.integration.codes_fixtures import CountingHasher
+from tests.support.api_world import ApiWorld, api_world
 from tests.support.builders import unique
 from tests.support.settings import pg_amqp_settings
 from workers.app import TASK_PROCESS

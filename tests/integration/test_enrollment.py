@@ -37,13 +37,6 @@ from tests.support.builders import USER_CTX as CTX
 from tests.support.builders import Person, new_org, new_user
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def svc(request: pytest.FixtureRequest) -> Services:
-    name = "services" if request.param == "sqlite" else "pg_services"
-    result: Services = request.getfixturevalue(name)
-    return result
-
-
 def _confirm(
     svc: Services, person: Person, code: object, at: datetime = NOW
 ) -> Regeneration | None:

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infra import metrics as domain_metrics
 from infra.migrate import upgrade
-from tests.integration.api_helpers import api_world
+from tests.support.api_world import api_world
 from tests.support.settings import make_settings
 
 

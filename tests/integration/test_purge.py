@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import pytest
 from sqlalchemy import func, select
 
 from domain import purge
@@ -31,13 +30,6 @@ from tests.integration.pipeline_helpers import (
 from tests.support.builders import Person
 
 DAY = timedelta(days=1)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def svc(request: pytest.FixtureRequest) -> Services:
-    name = "services" if request.param == "sqlite" else "pg_services"
-    result: Services = request.getfixturevalue(name)
-    return result
 
 
 def _exists(svc: Services, model: type[object], key: object) -> bool:

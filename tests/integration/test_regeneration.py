@@ -52,13 +52,6 @@ from tests.support.builders import Person, new_org, new_user
 T = NOW + timedelta(minutes=2)  # well after the step that confirmed the enrollment
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def svc(request: pytest.FixtureRequest) -> Services:
-    name = "services" if request.param == "sqlite" else "pg_services"
-    result: Services = request.getfixturevalue(name)
-    return result
-
-
 def _codes(svc: Services, person: Person) -> list[BackupCode]:
     with svc.unit_of_work() as session:
         return list(

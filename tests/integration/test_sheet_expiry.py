@@ -31,13 +31,6 @@ T = NOW + timedelta(minutes=2)
 ADMIN = audit.Context(principal_id="root", role="admin", token_id="tok-adm", request_id="req-adm")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def svc(request: pytest.FixtureRequest) -> Services:
-    name = "services" if request.param == "sqlite" else "pg_services"
-    result: Services = request.getfixturevalue(name)
-    return result
-
-
 def _ready(svc: Services, at: datetime = T) -> tuple[Person, str]:
     person = enrolled_and_fetched(svc)
     reg_id = request(svc, person, at).regeneration.id

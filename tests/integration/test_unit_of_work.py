@@ -14,13 +14,6 @@ from infra.services import Services
 from tests.support.builders import unique
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def svc(request: pytest.FixtureRequest) -> Services:
-    name = "services" if request.param == "sqlite" else "pg_services"
-    result: Services = request.getfixturevalue(name)
-    return result
-
-
 def _org(svc: Services) -> str:
     org_id = unique()
     with svc.unit_of_work() as session:

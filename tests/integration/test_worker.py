@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import re
 import threading
 import time
 import uuid
@@ -45,6 +44,7 @@ from infra.services import Services
 from infra.settings import Settings
 from tests.integration import pipeline_helpers as h
 from tests.support.broker import delete_broker_queues
+from tests.support.codes import CODE_RE
 from tests.support.postgres import fresh_postgres_database
 from tests.support.settings import make_settings
 from workers.app import (
@@ -58,7 +58,6 @@ from workers.publish import Publisher
 from workers.runtime import WorkerRuntime, build_worker, make_publisher
 
 DEADLINE = 20.0
-CODE_RE = re.compile(r"\b[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}\b")
 SIGNING_KEY = base64.b64encode(os.urandom(32)).decode()
 
 

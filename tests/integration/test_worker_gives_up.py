@@ -11,7 +11,7 @@ from sqlalchemy import select
 from domain.audit.types import EventType
 from domain.models import AuditEvent, Regeneration
 from infra.migrate import upgrade
-from tests.integration.api_helpers import api_world
+from tests.support.api_world import api_world
 from tests.support.settings import make_settings
 from workers import tasks
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.api_helpers import api_world
+from tests.support.api_world import api_world
 from tests.support.processes import MFA_CODES, free_port, settings_env
 from tests.support.settings import pg_amqp_settings
 

@@ -7,8 +7,10 @@ import os
 import uuid
 from pathlib import Path
 
+import pytest
 from cryptography.fernet import Fernet
 
+from infra.migrate import upgrade
 from infra.settings import Settings
 
 # Cheap argon2 for tests that are not about argon2's cost.
@@ -42,4 +44,16 @@ def pg_amqp_settings(tmp: Path, database_url: str, broker_url: str) -> Settings:
         MFA_DATABASE_URL=database_url,
         MFA_BROKER_URL=broker_url,
         MFA_AUDIT_SIGNING_KEY=new_signing_key(),
+    )
+
+
+def backend_settings(request: pytest.FixtureRequest, tmp: Path) -> Settings:
+    """For a fixture with params ["sqlite", "postgres"]: embedded settings on a fresh,
+    migrated SQLite database, or the session's PostgreSQL database with RabbitMQ."""
+    if request.param == "sqlite":
+        settings = make_settings(tmp)
+        upgrade(settings.database_url)
+        return settings
+    return pg_amqp_settings(
+        tmp, request.getfixturevalue("pg_database_url"), request.getfixturevalue("amqp_url")
     )
