@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from domain import accounts, regeneration, signin
 from domain.codes import CodeHasher
-from domain.models import AuditEvent, BackupCode, Regeneration, Sheet, User
+from domain.models import BackupCode, Sheet, User
 from infra.services import Services
 from infra.settings import Settings
 from tests.support.builders import ADMIN_CTX as ADMIN
@@ -67,11 +67,6 @@ def queue_rotation(svc: Services, h: Holder, at: datetime = NOW) -> str:
         return regeneration.queue_regeneration(session, user, org, "enrollment", None, at, ADMIN).id
 
 
-def process(svc: Services, regeneration_id: str, at: datetime = NOW) -> str:
-    with svc.unit_of_work() as session:
-        return regeneration.process_regeneration(session, svc, regeneration_id, at)
-
-
 def sheet_codes(svc: Services, regeneration_id: str) -> list[str]:
     """The plaintext codes of a stored sheet, read without retrieving it."""
     with svc.unit_of_work() as session:
@@ -102,26 +97,11 @@ def row_of(svc: Services, user_id: str, display: str) -> BackupCode:
     return matches[0]
 
 
-def events(svc: Services, org_id: str, type_: str | None = None) -> list[AuditEvent]:
-    with svc.unit_of_work() as session:
-        query = select(AuditEvent).where(AuditEvent.org_id == org_id)
-        if type_ is not None:
-            query = query.where(AuditEvent.type == type_)
-        return list(session.execute(query.order_by(AuditEvent.seq)).scalars())
-
-
 def load_user(svc: Services, user_id: str) -> User:
     with svc.unit_of_work() as session:
         found = session.get(User, user_id)
         assert found is not None
         return found
-
-
-def load_regeneration(svc: Services, regeneration_id: str) -> Regeneration:
-    with svc.unit_of_work() as session:
-        reg = session.get(Regeneration, regeneration_id)
-        assert reg is not None
-        return reg
 
 
 class CountingHasher(CodeHasher):

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain import accounts, enrollment, regeneration
-from domain.models import AuditEvent, Regeneration, Sheet, User
+from domain.models import Regeneration, Sheet, User
 from infra.services import Services
 from tests.support.builders import NOW as BUILDERS_NOW
 from tests.support.builders import USER_CTX as CTX
 from tests.support.builders import Person, new_org, new_user
 from tests.support.codes import wrong_totp
+from tests.support.records import process
 
 # Ten seconds into a TOTP step (the step begins at the builders' NOW).
 NOW = BUILDERS_NOW + timedelta(seconds=10)
@@ -79,18 +79,6 @@ def request(
         )
 
 
-def process(svc: Services, regeneration_id: str, at: datetime) -> str:
-    with svc.unit_of_work() as session:
-        return regeneration.process_regeneration(session, svc, regeneration_id, at)
-
-
-def load(svc: Services, regeneration_id: str) -> Regeneration:
-    with svc.unit_of_work() as session:
-        reg = session.get(Regeneration, regeneration_id)
-        assert reg is not None
-        return reg
-
-
 def load_or_none(svc: Services, regeneration_id: str) -> Regeneration | None:
     with svc.unit_of_work() as session:
         return session.get(Regeneration, regeneration_id)
@@ -117,14 +105,6 @@ def retrieve(svc: Services, person: Person, regeneration_id: str, kind: str, at:
             CTX,
         )
         return body
-
-
-def events(svc: Services, org_id: str, type_: str | None = None) -> list[AuditEvent]:
-    with svc.unit_of_work() as session:
-        query = select(AuditEvent).where(AuditEvent.org_id == org_id)
-        if type_ is not None:
-            query = query.where(AuditEvent.type == type_)
-        return list(session.execute(query.order_by(AuditEvent.seq)).scalars())
 
 
 def enrolled_and_fetched(svc: Services, at: datetime = NOW) -> Person:

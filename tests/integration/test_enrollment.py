@@ -24,9 +24,6 @@ from infra.services import Services
 from tests.integration.pipeline_helpers import (
     NOW,
     enrolled,
-    events,
-    load,
-    process,
     request,
     start,
     stored_sheet,
@@ -35,6 +32,8 @@ from tests.integration.pipeline_helpers import (
 )
 from tests.support.builders import USER_CTX as CTX
 from tests.support.builders import Person, new_org, new_user
+from tests.support.records import events, process
+from tests.support.records import load_regeneration as load
 
 
 def _confirm(

@@ -25,9 +25,10 @@ from domain import audit, throttles, tokens
 from domain.audit.types import EventType
 from infra.services import Services
 from infra.settings import Settings
-from tests.integration.codes_fixtures import events, row_of
+from tests.integration.codes_fixtures import row_of
 from tests.support.builders import Holder, holder
 from tests.support.processes import settings_env
+from tests.support.records import events
 from tests.support.settings import pg_amqp_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]

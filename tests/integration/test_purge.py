@@ -20,14 +20,14 @@ from tests.integration.pipeline_helpers import (
     NOW,
     enrolled,
     enrolled_and_fetched,
-    load,
-    process,
     request,
     retrieve,
     user,
     wrong_code,
 )
 from tests.support.builders import Person
+from tests.support.records import load_regeneration as load
+from tests.support.records import process
 
 DAY = timedelta(days=1)
 

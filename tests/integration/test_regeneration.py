@@ -36,9 +36,6 @@ from infra.services import Services
 from tests.integration.pipeline_helpers import (
     NOW,
     enrolled,
-    events,
-    load,
-    process,
     request,
     retrieve,
     start,
@@ -48,6 +45,8 @@ from tests.integration.pipeline_helpers import (
 )
 from tests.support.builders import USER_CTX as CTX
 from tests.support.builders import Person, new_org, new_user
+from tests.support.records import events, process
+from tests.support.records import load_regeneration as load
 
 T = NOW + timedelta(minutes=2)  # well after the step that confirmed the enrollment
 

@@ -17,15 +17,14 @@ from infra.services import Services
 from tests.integration.pipeline_helpers import (
     NOW,
     enrolled_and_fetched,
-    events,
-    load,
-    process,
     request,
     retrieve,
     stored_sheet,
     user,
 )
 from tests.support.builders import Person
+from tests.support.records import events, process
+from tests.support.records import load_regeneration as load
 
 T = NOW + timedelta(minutes=2)
 ADMIN = audit.Context(principal_id="root", role="admin", token_id="tok-adm", request_id="req-adm")

@@ -24,10 +24,8 @@ from domain.models import AuthFailure, BackupCode
 from infra.services import Services
 from tests.integration.codes_fixtures import (
     counting,
-    events,
     fail,
     load_user,
-    process,
     queue_rotation,
     row_of,
     sheet_codes,
@@ -35,6 +33,7 @@ from tests.integration.codes_fixtures import (
 )
 from tests.support.builders import ADMIN_CTX as ADMIN
 from tests.support.builders import NOW, Holder, enroll, holder, insert_codes, new_org, new_user
+from tests.support.records import events, process
 
 
 def failures(svc: Services, h: Holder, kind: str = "backup_code") -> int:

@@ -20,10 +20,7 @@ from infra.db import make_engine
 from infra.services import Services
 from infra.settings import Settings
 from tests.integration.codes_fixtures import (
-    events,
     fail,
-    load_regeneration,
-    process,
     queue_rotation,
     row_of,
     run_together,
@@ -32,6 +29,7 @@ from tests.integration.codes_fixtures import (
 )
 from tests.support.builders import NOW, Holder, holder
 from tests.support.builders import SIGNIN_CTX as CTX
+from tests.support.records import events, load_regeneration, process
 
 pytestmark = pytest.mark.postgres
 

@@ -43,7 +43,9 @@ from infra.migrate import upgrade
 from infra.services import Services
 from infra.settings import Settings
 from tests.integration import pipeline_helpers as h
+from tests.support import records
 from tests.support.broker import delete_broker_queues
+from tests.support.builders import Person, new_org
 from tests.support.codes import CODE_RE
 from tests.support.postgres import fresh_postgres_database
 from tests.support.settings import make_settings
@@ -88,7 +90,7 @@ class Finished:
 def await_status(svc: Services, regeneration_id: str, wanted: str = "ready") -> Regeneration:
     end = time.monotonic() + DEADLINE
     while True:
-        reg = h.load(svc, regeneration_id)
+        reg = records.load_regeneration(svc, regeneration_id)
         if reg.status == wanted:
             return reg
         assert reg.status in ("queued", "processing"), (reg.status, reg.failure)
@@ -153,14 +155,14 @@ def running(
         runtime.close()
 
 
-def enrolled_and_ready(stack: Stack) -> tuple[h.Person, str]:
+def enrolled_and_ready(stack: Stack) -> tuple[Person, str]:
     person, enrollment_id = h.enrolled(stack.api, at=utcnow())
     assert enrollment_id is not None
     await_status(stack.api, enrollment_id)
     return person, enrollment_id
 
 
-def request(stack: Stack, person: h.Person) -> str:
+def request(stack: Stack, person: Person) -> str:
     """A regeneration with the next time step's code (the enrollment used this one)."""
     now = utcnow()
     return h.request(stack.api, person, now, code=person.code(now, 1)).regeneration.id
@@ -172,7 +174,7 @@ def sheet_codes(svc: Services, regeneration_id: str) -> list[str]:
     return CODE_RE.findall(stored[1])
 
 
-def active_codes(svc: Services, person: h.Person) -> list[BackupCode]:
+def active_codes(svc: Services, person: Person) -> list[BackupCode]:
     with svc.unit_of_work() as session:
         user = h.user(session, person.org_id, person.external_id)
         query = select(BackupCode).where(
@@ -280,7 +282,7 @@ class TestOnPostgresAndRabbitMQ:
                 .where(OutboxMessage.published_at.is_(None))
                 .values(created_at=utcnow() - timedelta(minutes=1))
             )
-        assert h.load(stack.api, regeneration_id).status == "queued"
+        assert records.load_regeneration(stack.api, regeneration_id).status == "queued"
 
         assert stack.run(TASK_REPUBLISH_STALE) == {"outbox": 1, "stale": 0}
         await_status(stack.api, regeneration_id)
@@ -328,13 +330,13 @@ class TestOnPostgresAndRabbitMQ:
             )
 
         assert stack.run(TASK_EXPIRE_SHEETS) == 1
-        assert h.load(stack.api, regeneration_id).status == "expired"
+        assert records.load_regeneration(stack.api, regeneration_id).status == "expired"
         assert h.stored_sheet(stack.api, regeneration_id) is None
-        assert len(h.events(stack.api, person.org_id, EventType.SHEET_EXPIRED)) == 1
+        assert len(records.events(stack.api, person.org_id, EventType.SHEET_EXPIRED)) == 1
         assert stack.run(TASK_EXPIRE_SHEETS) == 0
 
     def test_checkpoint_signs_every_chain_head_that_moved(self, stack: Stack) -> None:
-        org_id = h.new_org(stack.api)
+        org_id = new_org(stack.api)
         signed = stack.run(TASK_CHECKPOINT)
         assert signed >= 1
         with stack.api.unit_of_work() as session:
