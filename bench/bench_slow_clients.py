@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bench.common import markdown_table
 from tests.e2e.slow_clients import Probe, percentile, probe, probes, slow_sockets
-from tests.support.processes import MFA_CODES, child_env, free_port
+from tests.support.processes import MFA_CODES, child_env, free_port, stop_group
 from tests.support.settings import FAST_ARGON2
 
 SLOW_SOCKETS = 64
@@ -61,12 +61,7 @@ def _server(args: list[str], workdir: Path) -> Iterator[int]:
             time.sleep(0.1)
         yield port
     finally:
-        os.killpg(proc.pid, signal.SIGINT if args[0] == "run" else signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, signal.SIGINT if args[0] == "run" else signal.SIGTERM, timeout=60)
 
 
 def _row(server: str, held: int, got: list[Probe], quiet_p99: float) -> dict[str, object]:

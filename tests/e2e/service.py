@@ -18,6 +18,7 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
+import pyotp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.polling import await_true
@@ -108,6 +109,19 @@ class Service:
         assert token and " " not in token, lines
         self.seen.add(token)
         return token
+
+    def enroll(self, org: str, external_id: str) -> tuple[str, dict[str, Any]]:
+        """A user of `org`, made with the CLI, enrolled over HTTP: (their token, the
+        confirmation's body, which names the first regeneration)."""
+        self.cli("user", "create", org, external_id)
+        user = self.issue_token(org, external_id, "user")
+        started = self.call("POST", "/v1/me/mfa/enrollment", user)
+        assert started.status == 201, started.body
+        totp = pyotp.TOTP(started.json()["secret"]).now()
+        confirmed = self.call("POST", "/v1/me/mfa/enrollment/confirm", user, {"totp": totp})
+        assert confirmed.status == 201, confirmed.body
+        body: dict[str, Any] = confirmed.json()
+        return user, body
 
     def call(
         self,

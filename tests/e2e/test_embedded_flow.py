@@ -138,12 +138,6 @@ def test_ctrl_c_at_a_terminal_stops_everything(tmp_path: Path) -> None:
     has served requests that published work (the state in which workers have hung)."""
     with running(tmp_path) as svc:
         svc.cli("org", "create", "acme")
-        svc.cli("user", "create", "acme", "alice")
-        user = svc.issue_token("acme", "alice", "user")
-        started = svc.call("POST", "/v1/me/mfa/enrollment", user)
-        assert started.status == 201, started.body
-        totp = pyotp.TOTP(started.json()["secret"]).now()
-        confirmed = svc.call("POST", "/v1/me/mfa/enrollment/confirm", user, {"totp": totp})
-        assert confirmed.status == 201, confirmed.body
-        svc.await_finished(user, confirmed.json()["regeneration"]["id"])
+        user, confirmed = svc.enroll("acme", "alice")
+        svc.await_finished(user, confirmed["regeneration"]["id"])
         assert_stopped(svc, *interrupt(svc, whole_group=True))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ import pytest
 from tests.e2e.service import healthz_count, scrape
 from tests.e2e.slow_clients import probe, probes, slow_sockets
 from tests.support.polling import await_true
-from tests.support.processes import child_env, free_port, mfa_codes
+from tests.support.processes import child_env, free_port, mfa_codes, stop_group
 from tests.support.services import REQUIRE_SERVICES
 from tests.support.settings import FAST_ARGON2
 
@@ -100,12 +99,7 @@ def _process(
         yield proc
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_group(proc, timeout=40)
 
 
 def _answers(port: int, proc: subprocess.Popen[bytes], log: Path) -> bool:

@@ -17,7 +17,6 @@ import threading
 import time
 from pathlib import Path
 
-import pyotp
 import pytest
 
 from tests.e2e.service import (
@@ -103,14 +102,8 @@ def test_a_killed_worker_is_restarted_and_the_api_never_stops_then_a_killed_api_
 
         # Work submitted after the kill is done by the new worker.
         svc.cli("org", "create", "acme")
-        svc.cli("user", "create", "acme", "alice")
-        user = svc.issue_token("acme", "alice", "user")
-        started = svc.call("POST", "/v1/me/mfa/enrollment", user)
-        assert started.status == 201, started.body
-        totp = pyotp.TOTP(started.json()["secret"]).now()
-        confirmed = svc.call("POST", "/v1/me/mfa/enrollment/confirm", user, {"totp": totp})
-        assert confirmed.status == 201, confirmed.body
-        done = svc.await_finished(user, confirmed.json()["regeneration"]["id"])
+        user, confirmed = svc.enroll("acme", "alice")
+        done = svc.await_finished(user, confirmed["regeneration"]["id"])
         assert done["status"] == "ready"
         probe.done.set()
         probe.join()
@@ -174,12 +167,8 @@ def test_every_command_writes_its_files_private(tmp_path: Path) -> None:
         served.mkdir()
         with running(served) as svc:
             svc.cli("org", "create", "acme")
-            svc.cli("user", "create", "acme", "alice")
-            user = svc.issue_token("acme", "alice", "user")
-            started = svc.call("POST", "/v1/me/mfa/enrollment", user)
-            totp = pyotp.TOTP(started.json()["secret"]).now()
-            confirmed = svc.call("POST", "/v1/me/mfa/enrollment/confirm", user, {"totp": totp})
-            svc.await_finished(user, confirmed.json()["regeneration"]["id"])
+            user, confirmed = svc.enroll("acme", "alice")
+            svc.await_finished(user, confirmed["regeneration"]["id"])
             var = served / "var"
             names = {p.name for p in var.rglob("*")}
             # The files the issue named, all present while the service runs.

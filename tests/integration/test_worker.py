@@ -406,11 +406,9 @@ def test_the_embedded_default_runs_the_pipeline_end_to_end(tmp_path: Path) -> No
         assert embedded.publisher.ping() is True
 
 
-def test_an_undecodable_message_file_does_not_stop_the_embedded_worker(tmp_path: Path) -> None:
+def test_an_undecodable_message_file_does_not_stop_the_embedded_worker(settings: Settings) -> None:
     """kombu's own folder transport raised on an empty file (its publish shows the file
     before writing it) and Celery stopped the worker: "Unrecoverable error"."""
-    settings = make_settings(tmp_path)
-    upgrade(settings.database_url)
     with running(settings, pool="threads", concurrency=2) as embedded:
         queue_dir = settings.broker_folder / "queue"
         regeneration_queue = f"{settings.queue_prefix}.regeneration"

@@ -3,8 +3,6 @@ adding up what its children counted (PROMETHEUS_MULTIPROC_DIR)."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 import urllib.request
@@ -14,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.api_world import api_world
-from tests.support.processes import MFA_CODES, free_port, settings_env
+from tests.support.processes import MFA_CODES, free_port, settings_env, stop_group
 from tests.support.settings import pg_amqp_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.timeout(120)]
@@ -69,9 +67,4 @@ def test_a_prefork_worker_serves_task_durations_and_queue_latency(
         assert samples[("mfa_regeneration_queue_latency_seconds_count", ())] == 1.0
         assert samples[("mfa_regenerations_total", (("outcome", "ready"),))] == 1.0
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
+        stop_group(worker, timeout=30)

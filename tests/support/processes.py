@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,3 +54,16 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         MFA_QUEUE_PREFIX=settings.queue_prefix,
         **extra,
     )
+
+
+def stop_group(
+    proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30
+) -> None:
+    """`sig` to the child's process group (it was started in a session of its own),
+    then SIGKILL if it has not exited within `timeout` seconds."""
+    os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
