@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 import urllib.request
 from pathlib import Path
 
@@ -67,10 +66,9 @@ def test_run_serves_api_metrics_summed_over_its_processes_on_their_own_port(
 
 
 def _await_gone(pids: list[int]) -> None:
-    deadline = time.monotonic() + 30
-    while any(Path(f"/proc/{pid}").exists() for pid in pids):
-        assert time.monotonic() < deadline, f"{pids} still running"
-        time.sleep(0.05)
+    await_true(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids), 30, f"{pids} to exit"
+    )
 
 
 def test_run_keeps_x_forwarded_for_for_the_api_to_judge(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ real port); the API port itself no longer serves /metrics."""
 from __future__ import annotations
 
 import re
-import time
 from wsgiref.validate import WSGIWarning
 
 import pytest
@@ -15,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from infra import metrics as domain_metrics
 from infra.settings import Settings
 from tests.support.api_world import api_world
+from tests.support.polling import await_true
 
 
 def _scrape() -> str:
@@ -103,10 +103,12 @@ def test_worker_records_task_durations_by_task_name(settings: Settings) -> None:
         tok, body = world.enroll(org)
         world.await_status(tok, body["regeneration"]["id"])
         # The status is committed inside the task; its postrun signal follows.
-        deadline = time.monotonic() + 10
-        while (REGISTRY.get_sample_value(name, labels) or 0.0) == before:
-            assert time.monotonic() < deadline, "no task duration recorded"
-            time.sleep(0.02)
+        await_true(
+            lambda: (REGISTRY.get_sample_value(name, labels) or 0.0) != before,
+            10,
+            "a task duration recorded",
+            every=0.02,
+        )
     assert (REGISTRY.get_sample_value(name, labels) or 0.0) - before == 1
 
 

@@ -24,6 +24,7 @@ from infra.settings import Settings
 from tests.integration import pipeline_helpers as h
 from tests.support import records
 from tests.support.builders import USER_CTX as CTX
+from tests.support.polling import await_true
 from tests.support.settings import make_settings
 from workers import publish
 from workers.app import TASK_PROCESS, make_celery, regeneration_queue
@@ -197,10 +198,12 @@ def test_batched_marks_reach_the_database_shortly_after_the_commit(
     try:
         _, first = h.enrolled(svc, at=utcnow(), settle=False)
         assert first is not None
-        deadline = time.monotonic() + 10
-        while outbox_rows(svc, [first])[0].published_at is None:
-            assert time.monotonic() < deadline, "the background thread never marked the row"
-            time.sleep(0.02)
+        await_true(
+            lambda: outbox_rows(svc, [first])[0].published_at is not None,
+            10,
+            "the background thread to mark the row",
+            every=0.02,
+        )
     finally:
         batched.uninstall()
     assert [kw["regeneration_id"] for _, kw in queued(app, svc.settings)] == [first]
