@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import resource
-import socket
 import tempfile
 import time
 import tracemalloc
@@ -22,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Table, insert, update
 
-from bench.common import fresh_postgres, markdown_table
+from bench.common import POSTGRES_URL, fresh_postgres, markdown_table
 from domain import audit
 from domain.audit.checkpoints import checkpoint_org
 from domain.audit.export import ndjson_chunks, stream_events
@@ -33,13 +32,10 @@ from domain.models import AuditEvent, AuditHead, new_id
 from infra.db import make_engine, make_session_factory, unit_of_work
 from infra.migrate import upgrade
 from infra.settings import Settings
+from tests.support.services import reachable
 
 # The Table itself (a Core insert of plain rows); `AuditEvent.__table__` is typed as any FromClause.
 AUDIT_EVENTS: Table = AuditEvent.metadata.tables["audit_events"]
-
-POSTGRES_URL = os.environ.get(
-    "BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 APPENDS = int(os.environ.get("BENCH_AUDIT_APPENDS", "2000"))
 CHAIN = int(os.environ.get("BENCH_AUDIT_CHAIN", "100000"))
 SMALL_CHAIN = CHAIN // 10
@@ -48,18 +44,10 @@ CTX = audit.Context(
 )
 
 
-def _postgres_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), 1):
-            return True
-    except OSError:
-        return False
-
-
 @contextmanager
 def _database() -> Iterator[tuple[str, str]]:
     """A fresh, migrated database: (label, url); dropped afterwards."""
-    if _postgres_up():
+    if reachable(POSTGRES_URL, 5432, timeout=1):
         with fresh_postgres("bench_audit") as url:
             yield "PostgreSQL", url
     else:

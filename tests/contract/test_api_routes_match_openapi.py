@@ -17,7 +17,7 @@ from falcon import inspect, testing
 
 from api.app import create_app
 from infra.services import Services
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "api" / "openapi.yaml"
 HTTP_METHODS = {"GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"}

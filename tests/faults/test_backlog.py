@@ -23,12 +23,11 @@ from sqlalchemy import select
 from domain import totp as otp
 from domain.audit.types import EventType
 from domain.models import Regeneration
-from tests.faults.conftest import (
+from tests.faults.stack import (
     Stack,
     assert_chain_ok,
     assert_one_active_set,
     await_statuses,
-    await_true,
     codes_by_user,
     event_counts,
     publishing_services,
@@ -38,6 +37,7 @@ from tests.faults.conftest import (
     submit,
     succeeded_once,
 )
+from tests.support.polling import await_true
 
 COUNT = soak(1000, 5000)
 CLOCK_OFFSET = 300  # seconds: ten 30 s steps, far outside the +-1 step window
@@ -94,7 +94,7 @@ def test_a_backlog_is_judged_for_when_each_request_was_accepted(stack: Stack) ->
             assert reg.completed_at is not None
             # The code this user sent is valid at acceptance and its step lies outside
             # the window around the moment the worker judged it.
-            sent = m.totp(reg.accepted_at)
+            sent = m.code(reg.accepted_at)
             assert otp.judge(m.secret, sent, reg.accepted_at, None).verdict is otp.Verdict.ACCEPTED
             assert otp.step_at(reg.completed_at) - otp.step_at(reg.accepted_at) > otp.WINDOW
         assert_chain_ok(svc, org_id)

@@ -16,12 +16,10 @@ from sqlalchemy import select
 
 from domain.models import OutboxMessage, Regeneration
 from infra.services import Services
-from tests.faults.conftest import (
-    Member,
+from tests.faults.stack import (
     Stack,
     assert_one_active_set,
     await_statuses,
-    await_true,
     codes_by_user,
     seed_members,
     soak,
@@ -30,7 +28,9 @@ from tests.faults.conftest import (
     succeeded_once,
 )
 from tests.faults.tcp_proxy import TcpProxy
-from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support.api_world import ApiWorld, api_world
+from tests.support.builders import Person
+from tests.support.polling import await_true
 
 DURING = soak(10, 200)  # requests taken while the link is down
 INTAKE_BOUND = 5.0  # seconds, for each request while the link is cut
@@ -39,9 +39,9 @@ REGENERATIONS = "/v1/me/backup-codes/regenerations"
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.slow]
 
 
-def _post(world: ApiWorld, token: str, member: Member) -> tuple[str, float]:
+def _post(world: ApiWorld, token: str, member: Person) -> tuple[str, float]:
     started = time.monotonic()
-    got = world.call("POST", REGENERATIONS, token, {"totp": member.totp()})
+    got = world.call("POST", REGENERATIONS, token, {"totp": member.code()})
     took = time.monotonic() - started
     assert got.status_code == 202, got.text
     return str(got.json["id"]), took

@@ -2,49 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from domain import accounts, audit, enrollment, policy, regeneration
-from domain.models import AuditEvent, Regeneration, Sheet, User
-from domain.totp import code_for_step, step_at
+from domain import accounts, enrollment, regeneration
+from domain.models import Regeneration, Sheet, User
 from infra.services import Services
-from tests.conftest import unique
+from tests.support.builders import NOW as BUILDERS_NOW
+from tests.support.builders import USER_CTX as CTX
+from tests.support.builders import Person, new_org, new_user
+from tests.support.codes import wrong_totp
+from tests.support.records import process
 
-NOW = datetime(2026, 11, 28, 12, 0, 10, tzinfo=UTC)
+# Ten seconds into a TOTP step (the step begins at the builders' NOW).
+NOW = BUILDERS_NOW + timedelta(seconds=10)
 AUTO = object()  # request(): the right code for the moment
-CTX = audit.Context(
-    principal_id="alice", role="user", token_id="tok-1", request_id="req-1", source_ip="127.0.0.1"
-)
-
-
-@dataclass(frozen=True)
-class Person:
-    org_id: str
-    external_id: str
-    secret: str
-
-    def code(self, at: datetime, offset: int = 0) -> str:
-        return code_for_step(self.secret, step_at(at) + offset)
-
-
-def new_org(svc: Services, *, enabled: bool = True, code_count: int = 5) -> str:
-    org_id = unique()
-    with svc.unit_of_work() as uow:
-        org = accounts.create_org(uow, org_id, audit.CLI)
-        if not enabled or code_count != 5:
-            policy.set_policy(uow, org, enabled, code_count, audit.CLI)
-    return org_id
-
-
-def new_user(
-    svc: Services, org_id: str, external_id: str = "alice", email: str | None = None
-) -> None:
-    with svc.unit_of_work() as uow:
-        accounts.create_user(uow, org_id, external_id, email, audit.CLI)
 
 
 def start(svc: Services, org_id: str, external_id: str = "alice") -> str:
@@ -106,18 +79,6 @@ def request(
         )
 
 
-def process(svc: Services, regeneration_id: str, at: datetime) -> str:
-    with svc.unit_of_work() as uow:
-        return regeneration.process_regeneration(uow, svc, regeneration_id, at)
-
-
-def load(svc: Services, regeneration_id: str) -> Regeneration:
-    with svc.unit_of_work() as uow:
-        reg = uow.session.get(Regeneration, regeneration_id)
-        assert reg is not None
-        return reg
-
-
 def load_or_none(svc: Services, regeneration_id: str) -> Regeneration | None:
     with svc.unit_of_work() as uow:
         return uow.session.get(Regeneration, regeneration_id)
@@ -146,14 +107,6 @@ def retrieve(svc: Services, person: Person, regeneration_id: str, kind: str, at:
         return body
 
 
-def events(svc: Services, org_id: str, type_: str | None = None) -> list[AuditEvent]:
-    with svc.unit_of_work() as uow:
-        query = select(AuditEvent).where(AuditEvent.org_id == org_id)
-        if type_ is not None:
-            query = query.where(AuditEvent.type == type_)
-        return list(uow.session.execute(query.order_by(AuditEvent.seq)).scalars())
-
-
 def enrolled_and_fetched(svc: Services, at: datetime = NOW) -> Person:
     """A confirmed user whose enrollment set was issued and its sheet fetched at `at`:
     nothing of theirs is pending, and no sheet is waiting."""
@@ -166,4 +119,4 @@ def enrolled_and_fetched(svc: Services, at: datetime = NOW) -> Person:
 
 def wrong_code(person: Person, at: datetime) -> str:
     """A well-formed TOTP value that is not the one for `at`."""
-    return f"{(int(person.code(at)) + 1) % 1_000_000:06d}"
+    return wrong_totp(person.secret, at)

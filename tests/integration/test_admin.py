@@ -27,22 +27,10 @@ from domain.models import AttemptLimit, AuthFailure, BackupCode, Sheet, TotpEnro
 from domain.regeneration import retrieve_sheet
 from infra.db import utcnow
 from infra.services import Services
-from tests.integration.codes_fixtures import (
-    ADMIN,
-    NOW,
-    Holder,
-    code_rows,
-    events,
-    fail,
-    holder,
-    load_regeneration,
-    new_org,
-    new_user,
-    process,
-    queue_rotation,
-    sheet_codes,
-    verify,
-)
+from tests.integration.codes_fixtures import code_rows, fail, queue_rotation, sheet_codes, verify
+from tests.support.builders import ADMIN_CTX as ADMIN
+from tests.support.builders import NOW, Holder, holder, new_org, new_user
+from tests.support.records import events, load_regeneration, process
 
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

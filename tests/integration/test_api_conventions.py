@@ -25,8 +25,8 @@ from domain.audit.checkpoints import checkpoint_org
 from domain.models import AuditEvent
 from infra.migrate import upgrade
 from infra.services import Services
-from tests.conftest import make_settings, pg_amqp_settings
-from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support.api_world import ApiWorld, api_world
+from tests.support.settings import make_settings, pg_amqp_settings
 from workers.app import make_celery
 from workers.publish import Publisher
 
@@ -457,8 +457,8 @@ MILLIS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 def test_the_trail_answers_timestamps_with_milliseconds(world: ApiWorld, people: People) -> None:
     """Every timestamp of the API is RFC 3339 UTC with milliseconds, the trail's too."""
-    with world.services.unit_of_work() as session:
-        checkpoint_org(session, world.services.settings, people.org, datetime.now(UTC))
+    with world.services.unit_of_work() as uow:
+        checkpoint_org(uow, world.services.settings, people.org, datetime.now(UTC))
     events = world.call("GET", "/v1/audit/events", people.auditor).json["events"]
     assert events and all(MILLIS.match(e["occurred_at"]) for e in events), events[0]
     export = world.call(

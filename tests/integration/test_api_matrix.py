@@ -26,8 +26,9 @@ from sqlalchemy import func, select
 
 from domain import accounts, audit, tokens
 from domain.models import AttemptLimit, AuthFailure, BackupCode, Regeneration, Sheet, TotpEnrollment
-from tests.conftest import pg_amqp_settings, unique
-from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support.api_world import ApiWorld, api_world
+from tests.support.builders import unique
+from tests.support.settings import pg_amqp_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 

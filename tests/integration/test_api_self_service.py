@@ -9,10 +9,8 @@ from __future__ import annotations
 import io
 import re
 import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pyotp
@@ -26,9 +24,10 @@ from domain import accounts, audit, limits, regeneration
 from domain.audit.types import EventType
 from domain.models import AuditEvent, Regeneration, Sheet
 from infra.db import utcnow
-from infra.migrate import upgrade
-from tests.conftest import make_settings, pg_amqp_settings
-from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support import codes
+from tests.support.api_world import ApiWorld, api_world
+from tests.support.codes import CODE_RE
+from tests.support.settings import backend_settings
 
 ME = "/v1/me/mfa"
 ENROLL = "/v1/me/mfa/enrollment"
@@ -45,22 +44,11 @@ REGENERATION_KEYS = {
     "code_count",
     "links",
 }
-CODE = re.compile(r"^[0-9A-Z]{4}(-[0-9A-Z]{4})+$")
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 NO_LIMITS = {"totp_throttled_until": None, "totp_locked": False, "backup_codes_locked": False}
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-def _settings(request: pytest.FixtureRequest, tmp: Path) -> Any:
-    if request.param == "sqlite":
-        settings = make_settings(tmp)
-        upgrade(settings.database_url)
-        return settings
-    return pg_amqp_settings(
-        tmp, request.getfixturevalue("pg_database_url"), request.getfixturevalue("amqp_url")
-    )
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -69,7 +57,7 @@ def world(
 ) -> Iterator[ApiWorld]:
     """The app with a worker thread; starting and stopping a worker costs seconds,
     so it is shared by the module's tests (each on an organization of its own)."""
-    with api_world(_settings(request, tmp_path_factory.mktemp("world"))) as built:
+    with api_world(backend_settings(request, tmp_path_factory.mktemp("world"))) as built:
         yield built
 
 
@@ -78,7 +66,7 @@ def idle_world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiWorld]:
     """No worker: whatever is requested stays queued."""
-    settings = _settings(request, tmp_path_factory.mktemp("idle"))
+    settings = backend_settings(request, tmp_path_factory.mktemp("idle"))
     with api_world(settings, worker=False) as built:
         yield built
 
@@ -97,9 +85,7 @@ def problem(result: testing.Result, status: int, slug: str) -> dict[str, Any]:
 
 def wrong_totp(world: ApiWorld, org: str, user: str = "alice") -> str:
     """A well-formed code that no step near now accepts."""
-    secret = world.secrets[(org, user)]
-    near = {pyotp.TOTP(secret).at(time.time() + 30 * k) for k in range(-3, 4)}
-    return next(c for c in ("000000", "111111", "222222", "333333", "444444") if c not in near)
+    return codes.wrong_totp(world.secrets[(org, user)])
 
 
 def regenerate(world: ApiWorld, token: str, totp: str, key: str | None = None) -> testing.Result:
@@ -230,7 +216,7 @@ def test_confirmation_issues_the_first_set_through_the_pipeline(world: ApiWorld)
     assert (first["reason"], first["code_count"]) == ("enrollment", 7)
     assert first["status"] in ("queued", "processing", "ready")
     codes = ready_codes(world, token, first["id"])
-    assert len(codes) == 7 and all(CODE.match(c) for c in codes)
+    assert len(codes) == 7 and all(CODE_RE.fullmatch(c) for c in codes)
     current = status(world, token)
     assert current["enrolled"] is True
     backup = current["backup_codes"]
@@ -540,7 +526,7 @@ def test_sheet_text_form_is_one_code_a_line_and_ends_retrieval(world: ApiWorld) 
     assert got.headers["Content-Type"].startswith("text/plain")
     assert got.headers["Cache-Control"] == "no-store"
     lines = got.text.splitlines()
-    assert len(lines) == 3 and all(CODE.match(line) for line in lines)
+    assert len(lines) == 3 and all(CODE_RE.fullmatch(line) for line in lines)
     assert verify(world, org, "alice", lines[1].lower().replace("-", " "))["accepted"] is True
     problem(world.call("GET", path, token), 410, "sheet-gone")
 
@@ -644,7 +630,7 @@ def _unfetched_ready(world: ApiWorld, org: str) -> tuple[str, str, list[str]]:
         sheet = uow.session.get(Sheet, rid)
         assert sheet is not None
         text = world.services.box.decrypt_text(sheet.text_ciphertext)
-    return token, rid, [line for line in text.splitlines() if CODE.match(line.strip())]
+    return token, rid, [line for line in text.splitlines() if CODE_RE.fullmatch(line.strip())]
 
 
 def _past_deadline(world: ApiWorld, rid: str) -> None:

@@ -20,9 +20,10 @@ from domain.audit.types import EventType, Outcome
 from domain.models import OutboxMessage
 from domain.slots import VerificationSlots
 from infra.db import utcnow
-from tests.conftest import pg_amqp_settings, unique
-from tests.integration.api_helpers import ApiWorld, api_world
 from tests.integration.codes_fixtures import CountingHasher
+from tests.support.api_world import ApiWorld, api_world
+from tests.support.builders import unique
+from tests.support.settings import pg_amqp_settings
 from workers.app import TASK_PROCESS
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]

@@ -27,7 +27,7 @@ from domain.audit.checkpoints import as_record, checkpoint_org, message
 from domain.audit.types import EventType, Outcome
 from domain.models import AuditCheckpoint, AuditEvent
 from infra.services import Services
-from tests.conftest import unique
+from tests.support.builders import unique
 
 CLI_MAIN = "from cli.main import main; main()"
 

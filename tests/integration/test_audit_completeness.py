@@ -32,12 +32,12 @@ from domain import accounts, audit, limits, tokens
 from domain.audit.query import last_seq
 from domain.audit.types import EventType as T  # short, for the table below
 from domain.audit.types import Outcome as O
-from domain.codes import ALPHABET
 from domain.models import AttemptLimit, Regeneration
 from infra.db import utcnow
-from infra.migrate import upgrade
-from tests.conftest import make_settings, pg_amqp_settings
-from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support import codes
+from tests.support.api_world import ApiWorld, api_world
+from tests.support.codes import CODE_RE
+from tests.support.settings import backend_settings
 from workers.app import TASK_EXPIRE_SHEETS
 
 LOCKOUT_WINDOW = 900  # the default: 5 failures in 15 minutes throttle a source
@@ -45,7 +45,6 @@ VISITOR = "198.51.100.77"  # the sign-in front end's visitor (the verify body's 
 IP = "127.0.0.9"  # simulated REMOTE_ADDR (WSGI environ only; nothing is sent there)
 UA = "audit-completeness/1.0 (+tests)"
 REGS = "/v1/me/backup-codes/regenerations"
-CODE_RE = re.compile(rf"[{ALPHABET}]{{4}}(?:-[{ALPHABET}]{{4}})+")
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 REG, BEFORE = "<the act's regeneration id>", "<events in the chain before the act>"
 ALICE_TOKEN = "<alice's user token id>"
@@ -166,11 +165,7 @@ class Harness:
 
     def wrong_totp(self, who: str = "alice") -> str:
         """Six digits that match no time step anywhere near now."""
-        near = {self.totp(who, s) for s in range(-3, 4)}
-        value = self.totp(who)
-        while value in near:
-            value = f"{(int(value) + 1) % 10**6:06d}"
-        return value
+        return codes.wrong_totp(self.totp_secrets[who])
 
     def confirm_body(self, who: str = "alice") -> dict[str, str]:
         self.confirmed_totp[who] = self.totp(who)
@@ -752,13 +747,7 @@ def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiWorld]:
     tmp: Path = tmp_path_factory.mktemp(f"audit-{request.param}")
-    if request.param == "sqlite":
-        settings = make_settings(tmp)
-        upgrade(settings.database_url)
-    else:
-        settings = pg_amqp_settings(
-            tmp, request.getfixturevalue("pg_database_url"), request.getfixturevalue("amqp_url")
-        )
+    settings = backend_settings(request, tmp)
     assert settings.lockout_window_seconds == LOCKOUT_WINDOW
     with api_world(settings) as built:
         yield built

@@ -15,7 +15,7 @@ from domain.audit.verify import verify_chain
 from domain.models import AuditEvent
 from infra.db import make_engine, make_session_factory, unit_of_work
 from infra.services import Services
-from tests.conftest import unique
+from tests.support.builders import unique
 
 PROCESSES = 4
 PER_PROCESS = 50

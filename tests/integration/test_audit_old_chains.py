@@ -24,7 +24,8 @@ from domain.audit.types import EventType, Outcome
 from domain.audit.verify import verify_chain
 from infra.migrate import alembic_config, upgrade
 from infra.services import Services
-from tests.conftest import fresh_postgres_database, make_settings, owner_url
+from tests.support.postgres import fresh_postgres_database, owner_url
+from tests.support.settings import make_settings
 
 GENESIS = "0" * 64
 # The columns audit_events had at 0002, and no others.

@@ -26,7 +26,8 @@ from infra.db import utcnow
 from infra.migrate import upgrade
 from infra.services import Services
 from infra.settings import Settings
-from tests.conftest import make_settings, unique
+from tests.support.builders import unique
+from tests.support.settings import make_settings
 
 
 def _keypair() -> tuple[str, str]:

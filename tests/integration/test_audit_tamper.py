@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
@@ -30,7 +29,8 @@ from domain.audit.types import EventType, Outcome
 from domain.audit.verify import Verification, verify_chain
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
 from infra.services import Services
-from tests.conftest import owner_url, unique
+from tests.support.builders import unique
+from tests.support.postgres import owner_url
 
 N = 30
 EVENTS = AuditEvent.__table__
@@ -47,12 +47,6 @@ SQLITE_TRIGGER_NAMES = (
     "audit_heads_forward_only",
     "audit_heads_no_delete",
 )
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def svc(request: pytest.FixtureRequest) -> Services:
-    name = "services" if request.param == "sqlite" else "pg_services"
-    return request.getfixturevalue(name)  # type: ignore[no-any-return]
 
 
 def build_chain(services: Services, checkpoints_at: tuple[int, ...] = ()) -> str:

@@ -18,7 +18,8 @@ from domain.audit.checkpoints import checkpoint_org
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
 from infra.migrate import upgrade
 from infra.services import Services
-from tests.conftest import owner_url, unique
+from tests.support.builders import unique
+from tests.support.postgres import owner_url
 
 
 def _org_with_events(services: Services) -> str:

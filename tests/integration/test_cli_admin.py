@@ -16,7 +16,7 @@ from domain.audit.types import EventType
 from domain.models import ApiToken, AuditEvent
 from infra.services import Services
 from infra.settings import Settings
-from tests.conftest import FAST_ARGON2, TEST_SECRET_KEY
+from tests.support.settings import FAST_ARGON2, TEST_SECRET_KEY
 
 
 @pytest.fixture

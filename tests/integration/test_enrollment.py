@@ -22,27 +22,18 @@ from domain.errors import (
 from domain.models import AuthFailure, OutboxMessage, Regeneration, TotpEnrollment
 from infra.services import Services
 from tests.integration.pipeline_helpers import (
-    CTX,
     NOW,
-    Person,
     enrolled,
-    events,
-    load,
-    new_org,
-    new_user,
-    process,
     request,
     start,
     stored_sheet,
     user,
+    wrong_code,
 )
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def svc(request: pytest.FixtureRequest) -> Services:
-    name = "services" if request.param == "sqlite" else "pg_services"
-    result: Services = request.getfixturevalue(name)
-    return result
+from tests.support.builders import USER_CTX as CTX
+from tests.support.builders import Person, new_org, new_user
+from tests.support.records import events, process
+from tests.support.records import load_regeneration as load
 
 
 def _confirm(
@@ -147,7 +138,7 @@ def test_confirming_when_backup_codes_are_off_enrolls_without_a_set(svc: Service
 
 def test_a_wrong_code_is_refused_counted_and_audited(svc: Services) -> None:
     person = _pending(svc)
-    wrong = f"{(int(person.code(NOW)) + 1) % 1_000_000:06d}"
+    wrong = wrong_code(person, NOW)
     with pytest.raises(InvalidTotp):
         _confirm(svc, person, wrong)
     assert _failures(svc, person.org_id) == 1
@@ -162,7 +153,7 @@ def test_a_wrong_code_is_refused_counted_and_audited(svc: Services) -> None:
 
 def test_five_wrong_codes_lock_even_the_right_one_out(svc: Services) -> None:
     person = _pending(svc)
-    wrong = f"{(int(person.code(NOW)) + 1) % 1_000_000:06d}"
+    wrong = wrong_code(person, NOW)
     for i in range(5):
         with pytest.raises(InvalidTotp):
             _confirm(svc, person, wrong, NOW + timedelta(seconds=i))

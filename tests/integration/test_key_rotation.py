@@ -16,7 +16,7 @@ from domain.key_rotation import rotate_all
 from domain.models import AuditEvent, Regeneration, Sheet, TotpEnrollment
 from infra.migrate import upgrade
 from infra.services import Services
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 
 def test_rotation_moves_every_secret_to_the_new_key(tmp_path: Path) -> None:

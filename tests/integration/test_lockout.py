@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -12,17 +12,12 @@ from domain.audit.types import EventType
 from domain.errors import InvalidRequest, TooManyAttempts, TotpLocked
 from domain.models import AuditEvent
 from infra.services import Services
-from tests.conftest import unique
-
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+from tests.support.builders import NOW, new_org, new_user
 
 
 def _user(services: Services) -> tuple[str, str]:
-    org_id = unique()
-    with services.unit_of_work() as uow:
-        accounts.create_org(uow, org_id, audit.CLI)
-        user = accounts.create_user(uow, org_id, "alice", None, audit.CLI)
-        return org_id, user.id
+    org_id = new_org(services)
+    return org_id, new_user(services, org_id)
 
 
 def _fail(services: Services, org_id: str, at: datetime) -> None:

@@ -7,10 +7,8 @@ sources is one budget for both processes."""
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
-import os
 import re
 import subprocess
 import sys
@@ -27,8 +25,11 @@ from domain import audit, throttles, tokens
 from domain.audit.types import EventType
 from infra.services import Services
 from infra.settings import Settings
-from tests.conftest import FAST_ARGON2, pg_amqp_settings
-from tests.integration.codes_fixtures import Holder, events, holder, row_of
+from tests.integration.codes_fixtures import row_of
+from tests.support.builders import Holder, holder
+from tests.support.processes import settings_env
+from tests.support.records import events
+from tests.support.settings import pg_amqp_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -105,21 +106,8 @@ class ApiProcess:
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    """The test's settings as the processes' environment (Settings.from_env's names)."""
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MFA_")}
-    return {
-        **inherited,
-        **FAST_ARGON2,
-        "MFA_DATABASE_URL": settings.database_url,
-        "MFA_BROKER_URL": settings.broker_url,
-        "MFA_SECRET_KEY": ",".join(settings.secret_keys),
-        "MFA_AUDIT_SIGNING_KEY": base64.b64encode(settings.audit_signing_key).decode(),
-        "MFA_VAR_DIR": str(settings.var_dir),
-        "MFA_QUEUE_PREFIX": settings.queue_prefix,
-        "MFA_LOG_LEVEL": "WARNING",
-        # The test is the proxy: a test of per-source counts names its own source.
-        "MFA_TRUSTED_PROXIES": "127.0.0.1/32",
-    }
+    # The test is the proxy: a test of per-source counts names its own source.
+    return settings_env(settings, MFA_LOG_LEVEL="WARNING", MFA_TRUSTED_PROXIES="127.0.0.1/32")
 
 
 def _start(name: str, settings: Settings, workdir: Path) -> ApiProcess:

@@ -14,7 +14,7 @@ from domain.models import Base
 from infra.db import make_engine
 from infra.migrate import alembic_config, current_heads, upgrade
 from infra.settings import Settings
-from tests.conftest import fresh_postgres_database, owner_url
+from tests.support.postgres import fresh_postgres_database, owner_url
 
 
 def _drift(url: str) -> list[object]:

@@ -13,13 +13,6 @@ from infra.db import utcnow
 from infra.services import Services
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def svc(request: pytest.FixtureRequest) -> Services:
-    name = "services" if request.param == "sqlite" else "pg_services"
-    result: Services = request.getfixturevalue(name)
-    return result
-
-
 def _enqueue(svc: Services, n: int) -> list[int]:
     with svc.unit_of_work() as uow:
         for i in range(n):

@@ -9,45 +9,28 @@ reached this test's rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
-import pytest
 from sqlalchemy import func, select
 
 from domain import purge
 from domain.audit.verify import verify_chain
 from domain.models import AuditEvent, AuthFailure, OutboxMessage, Regeneration, Sheet
 from infra.services import Services
-from tests.conftest import fresh_postgres_database, make_settings
 from tests.integration.pipeline_helpers import (
     NOW,
-    Person,
     enrolled,
     enrolled_and_fetched,
-    load,
-    process,
     request,
     retrieve,
     user,
     wrong_code,
 )
+from tests.support.builders import Person
+from tests.support.records import load_regeneration as load
+from tests.support.records import process
 
 DAY = timedelta(days=1)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def svc(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Services]:
-    if request.param == "sqlite":
-        yield request.getfixturevalue("services")
-        return
-    with fresh_postgres_database("mfa_purge") as url:
-        built = Services.build(make_settings(tmp_path, MFA_DATABASE_URL=url))
-        try:
-            yield built
-        finally:
-            built.close()
 
 
 def _exists(svc: Services, model: type[object], key: object) -> bool:

@@ -34,30 +34,21 @@ from domain.models import AuthFailure, BackupCode, OutboxMessage, Regeneration, 
 from domain.totp import Verdict, judge
 from infra.services import Services
 from tests.integration.pipeline_helpers import (
-    CTX,
     NOW,
-    Person,
     enrolled,
-    events,
-    load,
-    new_org,
-    new_user,
-    process,
     request,
     retrieve,
     start,
     stored_sheet,
     user,
+    wrong_code,
 )
+from tests.support.builders import USER_CTX as CTX
+from tests.support.builders import Person, new_org, new_user
+from tests.support.records import events, process
+from tests.support.records import load_regeneration as load
 
 T = NOW + timedelta(minutes=2)  # well after the step that confirmed the enrollment
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def svc(request: pytest.FixtureRequest) -> Services:
-    name = "services" if request.param == "sqlite" else "pg_services"
-    result: Services = request.getfixturevalue(name)
-    return result
 
 
 def _codes(svc: Services, person: Person) -> list[BackupCode]:
@@ -76,10 +67,6 @@ def _ready(svc: Services, at: datetime = T) -> tuple[Person, str]:
     reg_id = request(svc, person, at).regeneration.id
     assert process(svc, reg_id, at) == "ready"
     return person, reg_id
-
-
-def _wrong(person: Person, at: datetime) -> str:
-    return f"{(int(person.code(at)) + 1) % 1_000_000:06d}"
 
 
 # --- processing ---------------------------------------------------------------
@@ -214,7 +201,7 @@ def test_an_enrollment_removed_before_processing_fails_mfa_not_enrolled(svc: Ser
 
 def test_a_wrong_code_fails_is_counted_and_wiped(svc: Services) -> None:
     person, _ = enrolled(svc)
-    reg_id = request(svc, person, T, code=_wrong(person, T)).regeneration.id
+    reg_id = request(svc, person, T, code=wrong_code(person, T)).regeneration.id
     assert load(svc, reg_id).totp_ciphertext is not None
     assert process(svc, reg_id, T) == "failed"
     reg = load(svc, reg_id)
@@ -285,7 +272,7 @@ def test_audit_events_record_the_pipeline_without_secrets(svc: Services) -> None
     sheet = stored_sheet(svc, reg_id)
     assert sheet is not None and first_codes is not None
     retrieve(svc, person, reg_id, "pdf", T)
-    bad = request(svc, person, T + timedelta(minutes=1), code=_wrong(person, T)).regeneration.id
+    bad = request(svc, person, T + timedelta(minutes=1), code=wrong_code(person, T)).regeneration.id
     process(svc, bad, T + timedelta(minutes=1))
 
     trail = events(svc, person.org_id)
@@ -309,7 +296,7 @@ def test_audit_events_record_the_pipeline_without_secrets(svc: Services) -> None
     }
     # the worker's events carry the requester's context
     assert (succeeded.actor_principal_id, succeeded.request_id) == ("alice", "req-1")
-    secrets_ = [person.secret, person.code(T), _wrong(person, T), person.code(NOW)]
+    secrets_ = [person.secret, person.code(T), wrong_code(person, T), person.code(NOW)]
     for plain in (first_codes[1], sheet[1]):
         for line in plain.splitlines():
             secrets_ += [line, normalise(line) or line]
@@ -476,7 +463,7 @@ def test_same_idempotency_key_with_another_body_is_refused(svc: Services) -> Non
     person, _ = enrolled(svc)
     request(svc, person, T, key="k-2")
     with pytest.raises(IdempotencyKeyReused):
-        request(svc, person, T, code=_wrong(person, T), key="k-2")
+        request(svc, person, T, code=wrong_code(person, T), key="k-2")
     assert events(svc, person.org_id)[-1].details == {"reason": "idempotency-key-reused"}
 
 
@@ -572,7 +559,7 @@ def test_the_pdf_form_is_the_stored_pdf(svc: Services) -> None:
 
 def test_a_sheet_not_ready_or_failed_is_refused_and_audited(svc: Services) -> None:
     person, _ = enrolled(svc)
-    failed = request(svc, person, T, code=_wrong(person, T)).regeneration.id
+    failed = request(svc, person, T, code=wrong_code(person, T)).regeneration.id
     process(svc, failed, T)
     with pytest.raises(RegenerationFailed):
         retrieve(svc, person, failed, "pdf", T)

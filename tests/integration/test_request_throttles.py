@@ -25,8 +25,7 @@ from sqlalchemy import func, select
 from domain import audit, throttles, tokens
 from domain.audit.types import EventType
 from domain.models import AuditEvent
-from tests.conftest import fresh_postgres_database, make_settings, pg_amqp_settings
-from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support.api_world import ApiWorld, world_on
 
 T = TypeVar("T")
 _addresses = (f"198.51.100.{n}" for n in itertools.count(1))
@@ -36,20 +35,7 @@ _addresses = (f"198.51.100.{n}" for n in itertools.count(1))
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiWorld]:
-    tmp = tmp_path_factory.mktemp(f"throttles-{request.param}")
-    if request.param == "sqlite":
-        from infra.migrate import upgrade
-
-        settings = make_settings(tmp)
-        upgrade(settings.database_url)
-        with api_world(settings, worker=False) as built:
-            yield built
-        return
-    amqp = request.getfixturevalue("amqp_url")
-    with (
-        fresh_postgres_database("mfa_throttles") as url,
-        api_world(pg_amqp_settings(tmp, url, amqp), worker=False) as built,
-    ):
+    with world_on(request, tmp_path_factory, "throttles") as built:
         yield built
 
 

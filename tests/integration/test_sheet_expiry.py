@@ -17,26 +17,18 @@ from domain.models import BackupCode, Sheet
 from infra.services import Services
 from tests.integration.pipeline_helpers import (
     NOW,
-    Person,
     enrolled_and_fetched,
-    events,
-    load,
-    process,
     request,
     retrieve,
     stored_sheet,
     user,
 )
+from tests.support.builders import Person
+from tests.support.records import events, process
+from tests.support.records import load_regeneration as load
 
 T = NOW + timedelta(minutes=2)
 ADMIN = audit.Context(principal_id="root", role="admin", token_id="tok-adm", request_id="req-adm")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def svc(request: pytest.FixtureRequest) -> Services:
-    name = "services" if request.param == "sqlite" else "pg_services"
-    result: Services = request.getfixturevalue(name)
-    return result
 
 
 def _ready(svc: Services, at: datetime = T) -> tuple[Person, str]:

@@ -25,24 +25,17 @@ from domain.errors import (
 from domain.models import AuthFailure, BackupCode
 from infra.services import Services
 from tests.integration.codes_fixtures import (
-    ADMIN,
-    NOW,
-    Holder,
     counting,
-    enroll,
-    events,
     fail,
-    holder,
-    insert_codes,
     load_user,
-    new_org,
-    new_user,
-    process,
     queue_rotation,
     row_of,
     sheet_codes,
     verify,
 )
+from tests.support.builders import ADMIN_CTX as ADMIN
+from tests.support.builders import NOW, Holder, enroll, holder, insert_codes, new_org, new_user
+from tests.support.records import events, process
 
 
 def failures(svc: Services, h: Holder, kind: str = "backup_code") -> int:

@@ -20,20 +20,16 @@ from infra.db import make_engine
 from infra.services import Services
 from infra.settings import Settings
 from tests.integration.codes_fixtures import (
-    CTX,
-    NOW,
-    Holder,
-    events,
     fail,
-    holder,
-    load_regeneration,
-    process,
     queue_rotation,
     row_of,
     run_together,
     sheet_codes,
     verify,
 )
+from tests.support.builders import NOW, Holder, holder
+from tests.support.builders import SIGNIN_CTX as CTX
+from tests.support.records import events, load_regeneration, process
 
 pytestmark = pytest.mark.postgres
 

@@ -15,8 +15,7 @@ from sqlalchemy import select
 from domain import audit, tokens
 from domain.audit.types import EventType
 from domain.models import ApiToken, AuditEvent
-from tests.conftest import fresh_postgres_database, make_settings, pg_amqp_settings
-from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support.api_world import ApiWorld, world_on
 
 ENROLL = "/v1/me/mfa/enrollment"
 
@@ -25,20 +24,7 @@ ENROLL = "/v1/me/mfa/enrollment"
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiWorld]:
-    tmp = tmp_path_factory.mktemp(f"tokens-{request.param}")
-    if request.param == "sqlite":
-        from infra.migrate import upgrade
-
-        settings = make_settings(tmp)
-        upgrade(settings.database_url)
-        with api_world(settings, worker=False) as built:
-            yield built
-        return
-    amqp = request.getfixturevalue("amqp_url")
-    with (
-        fresh_postgres_database("mfa_tokens") as url,
-        api_world(pg_amqp_settings(tmp, url, amqp), worker=False) as built,
-    ):
+    with world_on(request, tmp_path_factory, "tokens") as built:
         yield built
 
 

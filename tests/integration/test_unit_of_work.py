@@ -14,14 +14,7 @@ from domain.errors import BackupCodesDisabled, DomainError
 from domain.models import AuditEvent
 from domain.uow import Committed, QueuedTask, UnitOfWork
 from infra.services import Services
-from tests.conftest import unique
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def svc(request: pytest.FixtureRequest) -> Services:
-    name = "services" if request.param == "sqlite" else "pg_services"
-    result: Services = request.getfixturevalue(name)
-    return result
+from tests.support.builders import unique
 
 
 def _org(svc: Services) -> str:

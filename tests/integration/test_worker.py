@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import re
 import threading
 import time
 import uuid
@@ -43,8 +42,13 @@ from infra.db import utcnow
 from infra.migrate import upgrade
 from infra.services import Services
 from infra.settings import Settings
-from tests.conftest import delete_broker_queues, fresh_postgres_database, make_settings
 from tests.integration import pipeline_helpers as h
+from tests.support import records
+from tests.support.broker import delete_broker_queues
+from tests.support.builders import Person, new_org
+from tests.support.codes import CODE_RE
+from tests.support.postgres import fresh_postgres_database
+from tests.support.settings import make_settings
 from workers.app import (
     TASK_CHECKPOINT,
     TASK_EXPIRE_SHEETS,
@@ -56,7 +60,6 @@ from workers.publish import Publisher
 from workers.runtime import WorkerRuntime, build_worker, make_publisher
 
 DEADLINE = 20.0
-CODE_RE = re.compile(r"\b[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}\b")
 SIGNING_KEY = base64.b64encode(os.urandom(32)).decode()
 
 
@@ -87,7 +90,7 @@ class Finished:
 def await_status(svc: Services, regeneration_id: str, wanted: str = "ready") -> Regeneration:
     end = time.monotonic() + DEADLINE
     while True:
-        reg = h.load(svc, regeneration_id)
+        reg = records.load_regeneration(svc, regeneration_id)
         if reg.status == wanted:
             return reg
         assert reg.status in ("queued", "processing"), (reg.status, reg.failure)
@@ -152,14 +155,14 @@ def running(
         runtime.close()
 
 
-def enrolled_and_ready(stack: Stack) -> tuple[h.Person, str]:
+def enrolled_and_ready(stack: Stack) -> tuple[Person, str]:
     person, enrollment_id = h.enrolled(stack.api, at=utcnow())
     assert enrollment_id is not None
     await_status(stack.api, enrollment_id)
     return person, enrollment_id
 
 
-def request(stack: Stack, person: h.Person) -> str:
+def request(stack: Stack, person: Person) -> str:
     """A regeneration with the next time step's code (the enrollment used this one)."""
     now = utcnow()
     return h.request(stack.api, person, now, code=person.code(now, 1)).regeneration.id
@@ -171,7 +174,7 @@ def sheet_codes(svc: Services, regeneration_id: str) -> list[str]:
     return CODE_RE.findall(stored[1])
 
 
-def active_codes(svc: Services, person: h.Person) -> list[BackupCode]:
+def active_codes(svc: Services, person: Person) -> list[BackupCode]:
     with svc.unit_of_work() as uow:
         user = h.user(uow.session, person.org_id, person.external_id)
         query = select(BackupCode).where(
@@ -279,7 +282,7 @@ class TestOnPostgresAndRabbitMQ:
                 .where(OutboxMessage.published_at.is_(None))
                 .values(created_at=utcnow() - timedelta(minutes=1))
             )
-        assert h.load(stack.api, regeneration_id).status == "queued"
+        assert records.load_regeneration(stack.api, regeneration_id).status == "queued"
 
         assert stack.run(TASK_REPUBLISH_STALE) == {"outbox": 1, "stale": 0}
         await_status(stack.api, regeneration_id)
@@ -327,13 +330,13 @@ class TestOnPostgresAndRabbitMQ:
             )
 
         assert stack.run(TASK_EXPIRE_SHEETS) == 1
-        assert h.load(stack.api, regeneration_id).status == "expired"
+        assert records.load_regeneration(stack.api, regeneration_id).status == "expired"
         assert h.stored_sheet(stack.api, regeneration_id) is None
-        assert len(h.events(stack.api, person.org_id, EventType.SHEET_EXPIRED)) == 1
+        assert len(records.events(stack.api, person.org_id, EventType.SHEET_EXPIRED)) == 1
         assert stack.run(TASK_EXPIRE_SHEETS) == 0
 
     def test_checkpoint_signs_every_chain_head_that_moved(self, stack: Stack) -> None:
-        org_id = h.new_org(stack.api)
+        org_id = new_org(stack.api)
         signed = stack.run(TASK_CHECKPOINT)
         assert signed >= 1
         with stack.api.unit_of_work() as uow:
@@ -405,11 +408,9 @@ def test_the_embedded_default_runs_the_pipeline_end_to_end(tmp_path: Path) -> No
         assert embedded.publisher.ping() is True
 
 
-def test_an_undecodable_message_file_does_not_stop_the_embedded_worker(tmp_path: Path) -> None:
+def test_an_undecodable_message_file_does_not_stop_the_embedded_worker(settings: Settings) -> None:
     """kombu's own folder transport raised on an empty file (its publish shows the file
     before writing it) and Celery stopped the worker: "Unrecoverable error"."""
-    settings = make_settings(tmp_path)
-    upgrade(settings.database_url)
     with running(settings, pool="threads", concurrency=2) as embedded:
         queue_dir = settings.broker_folder / "queue"
         regeneration_queue = f"{settings.queue_prefix}.regeneration"

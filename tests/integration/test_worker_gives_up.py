@@ -3,25 +3,20 @@ few retries, its TOTP value wiped, instead of coming back every sweep forever.""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy import select
 
 from domain.audit.types import EventType
 from domain.models import AuditEvent, Regeneration
-from infra.migrate import upgrade
-from tests.conftest import make_settings
-from tests.integration.api_helpers import api_world
+from infra.settings import Settings
+from tests.support.api_world import api_world
 from workers import tasks
 
 
 def test_a_request_that_fails_every_time_is_failed_after_the_retries(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(tasks, "RETRY_BACKOFF_SECONDS", 0.01)
-    settings = make_settings(tmp_path)
-    upgrade(settings.database_url)
     with api_world(settings) as world:
         org = world.org()
         token, body = world.enroll(org)

@@ -11,7 +11,7 @@ from celery import Celery
 from cli import processes as proc
 from infra.services import Services
 from infra.settings import Settings
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 from workers import app as celery_config
 from workers import folder_broker
 from workers.app import (

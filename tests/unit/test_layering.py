@@ -193,7 +193,7 @@ def test_an_app_with_a_v1_resource_without_roles_does_not_start(tmp_path: Path) 
     from api import app as app_module
     from infra.migrate import upgrade
     from infra.services import Services
-    from tests.conftest import make_settings
+    from tests.support.settings import make_settings
     from workers.app import make_celery
     from workers.publish import Publisher
 

@@ -1,6 +1,6 @@
-"""An API world for integration tests: the real app over a real database, a real
-Celery worker thread on the real broker, and helpers to make organizations, users
-and tokens. No fixtures here; tests/integration/conftest.py wraps these.
+"""An API world for the integration, attack and fault tests: the real app over a
+real database, a real Celery worker thread on the real broker, and helpers to make
+organizations, users and tokens. No fixtures here: the modules' fixtures wrap these.
 """
 
 from __future__ import annotations
@@ -12,14 +12,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyotp
+import pytest
 from celery.contrib.testing.worker import start_worker
 from falcon import testing
 
 from api.app import create_app
 from domain import accounts, audit, tokens
+from infra.migrate import upgrade
 from infra.services import Services
 from infra.settings import Settings
-from tests.conftest import delete_broker_queues, unique
+from tests.support.broker import delete_broker_queues
+from tests.support.builders import new_org
+from tests.support.postgres import fresh_postgres_database
+from tests.support.settings import make_settings, pg_amqp_settings
 from workers.app import make_celery
 from workers.publish import Publisher
 from workers.tasks import register_tasks
@@ -36,14 +41,7 @@ class ApiWorld:
     # --- accounts -------------------------------------------------------------
 
     def org(self, *, enabled: bool = True, code_count: int = 5) -> str:
-        org_id = unique()
-        with self.services.unit_of_work() as uow:
-            org = accounts.create_org(uow, org_id, audit.CLI)
-            if not enabled or code_count != 5:
-                from domain import policy
-
-                policy.set_policy(uow, org, enabled, code_count, audit.CLI)
-        return org_id
+        return new_org(self.services, enabled=enabled, code_count=code_count)
 
     def user(self, org_id: str, external_id: str = "alice") -> str:
         with self.services.unit_of_work() as uow:
@@ -148,3 +146,25 @@ def api_world(settings: Settings, *, worker: bool = True) -> Iterator[ApiWorld]:
         if settings.broker_url.startswith("amqp"):
             delete_broker_queues(celery_app)  # each world's prefix is its own
         celery_app.close()
+
+
+@contextmanager
+def world_on(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Iterator[ApiWorld]:
+    """For a fixture with params ["sqlite", "postgres"]: a world without a worker on
+    the embedded database (migrated), or on a scratch PostgreSQL database of its own
+    with RabbitMQ."""
+    tmp = tmp_path_factory.mktemp(f"{name}-{request.param}")
+    if request.param == "sqlite":
+        settings = make_settings(tmp)
+        upgrade(settings.database_url)
+        with api_world(settings, worker=False) as built:
+            yield built
+        return
+    amqp = request.getfixturevalue("amqp_url")
+    with (
+        fresh_postgres_database(f"mfa_{name}") as url,
+        api_world(pg_amqp_settings(tmp, url, amqp), worker=False) as built,
+    ):
+        yield built
