@@ -9,8 +9,11 @@ reached this test's rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from domain import purge
@@ -27,10 +30,26 @@ from tests.integration.pipeline_helpers import (
     wrong_code,
 )
 from tests.support.builders import Person
+from tests.support.postgres import fresh_postgres_database
 from tests.support.records import load_regeneration as load
 from tests.support.records import process
+from tests.support.settings import make_settings
 
 DAY = timedelta(days=1)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def svc(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Services]:
+    """The integration tests' `svc`, but a PostgreSQL database of this test's own."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("services")
+        return
+    with fresh_postgres_database("mfa_purge") as url:
+        built = Services.build(make_settings(tmp_path, MFA_DATABASE_URL=url))
+        try:
+            yield built
+        finally:
+            built.close()
 
 
 def _exists(svc: Services, model: type[object], key: object) -> bool:
