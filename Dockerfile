@@ -15,6 +15,7 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY domain ./domain
+COPY infra ./infra
 COPY workers ./workers
 COPY api ./api
 COPY cli ./cli

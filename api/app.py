@@ -17,8 +17,8 @@ from falcon.inspect import inspect_routes
 from api import errors, metrics
 from api.middleware import RequestContext
 from api.resources import admin, audit, health, me, openapi, regenerations, signin
-from domain.services import Services
-from domain.settings import Settings
+from infra.services import Services
+from infra.settings import Settings
 
 if TYPE_CHECKING:
     from workers.publish import Publisher
@@ -29,7 +29,7 @@ def create_app(
 ) -> falcon.App[falcon.Request, falcon.Response]:
     services = services or Services.build(settings)
     if publisher is None:
-        # The API calls the workers package only to publish (DESIGN.md, rule 1).
+        # The API calls the workers package only to publish (docs/architecture.md, rule 1).
         from workers.runtime import make_publisher
 
         publisher = make_publisher(services, batch_marks=True)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from domain import throttles, tokens
 from domain.errors import Forbidden, TooManyAttempts, Unauthenticated
-from domain.services import Services
+from infra.services import Services
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,9 @@ def authenticate(req: falcon.Request, services: Services, source_ip: str) -> Pri
 
 def _failed(services: Services, source_ip: str, detail: str) -> NoReturn:
     """401, counted per source; past the minute's limit, 429 (nothing is audited)."""
-    with services.unit_of_work() as session:
+    with services.unit_of_work() as uow:
         verdict = throttles.hit(
-            session, throttles.auth_failure_key(source_ip), throttles.AUTH_FAILURES_PER_MINUTE
+            uow.session, throttles.auth_failure_key(source_ip), throttles.AUTH_FAILURES_PER_MINUTE
         )
     if verdict.over:
         raise TooManyAttempts(verdict.retry_after, "Too many failed authentications; slow down")

@@ -1,4 +1,5 @@
-"""Strict JSON bodies: an object, only the named fields, each of its type.
+"""Strict JSON bodies, validated once, here, into typed values (msgspec Structs):
+an object, only the named fields, each of its type.
 
 Every refusal is a 4xx naming the field; nothing a client sends reaches a 5xx.
 """
@@ -6,22 +7,50 @@ Every refusal is a 4xx naming the field; nothing a client sends reaches a 5xx.
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from typing import Any, TypeVar, get_args
 
 import falcon
+import msgspec
 
 from api.middleware import MAX_BODY_BYTES
 from domain.errors import InvalidRequest
 
+T = TypeVar("T", bound=msgspec.Struct)
 
-def read_object(
-    req: falcon.Request,
-    fields: dict[str, type],
-    required: tuple[str, ...] = (),
-    *,
-    allow_empty: bool = False,
-) -> dict[str, Any]:
-    """The body as a dict; `allow_empty`: no body at all counts as {}."""
+
+class Empty(msgspec.Struct, forbid_unknown_fields=True):
+    """No fields: an empty body or {} only."""
+
+
+class Totp(msgspec.Struct, forbid_unknown_fields=True):
+    """Enrollment confirmation and a regeneration request: the authenticator's code."""
+
+    totp: str
+
+
+class Verification(msgspec.Struct, forbid_unknown_fields=True):
+    """A backup code to verify, and what the front end saw of its visitor."""
+
+    code: str
+    client_ip: str | msgspec.UnsetType = msgspec.UNSET
+    user_agent: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class Policy(msgspec.Struct, forbid_unknown_fields=True):
+    """The organization's policy, replaced whole (its range is the domain's rule)."""
+
+    backup_codes_enabled: bool
+    code_count: int
+
+
+def present(value: str | msgspec.UnsetType) -> str | None:
+    """An optional field's value, None when it was left out."""
+    return None if isinstance(value, msgspec.UnsetType) else value
+
+
+def read_body(req: falcon.Request, shape: type[T], *, allow_empty: bool = False) -> T:
+    """The body as `shape`; `allow_empty`: no body at all counts as {}."""
     raw = _read_raw(req)
     if len(raw) > MAX_BODY_BYTES:
         # A chunked body has no Content-Length for the middleware to refuse early.
@@ -34,6 +63,8 @@ def read_object(
             title="The request is not valid", description="Content-Type must be application/json"
         )
     try:
+        # json.loads decides what is JSON (as the contract's answers always did: it
+        # reads UTF-16 and a BOM, NaN and lone surrogates); msgspec types the result.
         body = json.loads(raw) if raw.strip() else None
     except (ValueError, UnicodeDecodeError, RecursionError):
         # RecursionError: 64 KiB of '[' nests deeper than the decoder's stack allows.
@@ -41,23 +72,29 @@ def read_object(
             title="The request is not valid", description="The body is not valid JSON"
         ) from None
     if body is None and allow_empty:
-        return {}
+        body = {}
+    return typed(body, shape)
+
+
+def typed(body: Any, shape: type[T]) -> T:
+    """A decoded JSON value as `shape`, or the 422 naming the field at fault: the body
+    if it is no object, then an unknown field, then a missing one, then a wrong type
+    (bool apart from int, no float for an int)."""
     if not isinstance(body, dict):
         raise InvalidRequest("The body must be a JSON object", field="body")
+    fields = msgspec.structs.fields(shape)
+    known = {f.encode_name for f in fields}
     for name in body:
-        if name not in fields:
+        if name not in known:
             raise InvalidRequest(f"Unknown field {name!r}", field=str(name)[:64])
-    for name in required:
-        if name not in body:
-            raise InvalidRequest(f"Missing field {name!r}", field=name)
-    for name, value in body.items():
-        expected = fields[name]
-        # JSON booleans are Python ints: keep them apart.
-        if isinstance(value, bool) and expected is not bool:
-            raise InvalidRequest(f"{name!r} must be of type {_json_type(expected)}", field=name)
-        if not isinstance(value, expected):
-            raise InvalidRequest(f"{name!r} must be of type {_json_type(expected)}", field=name)
-    return body
+    for f in fields:
+        if f.required and f.encode_name not in body:
+            raise InvalidRequest(f"Missing field {f.encode_name!r}", field=f.encode_name)
+    try:
+        return msgspec.convert(body, shape, strict=True)
+    except msgspec.ValidationError as exc:
+        name, kind = _field_at_fault(str(exc), fields)
+        raise InvalidRequest(f"{name!r} must be of type {kind}", field=name) from None
 
 
 def _read_raw(req: falcon.Request) -> bytes:
@@ -83,7 +120,16 @@ def _read_raw(req: falcon.Request) -> bytes:
     return b"".join(chunks)
 
 
-def _json_type(t: type) -> str:
-    return {str: "string", int: "integer", bool: "boolean", dict: "object", list: "array"}.get(
-        t, t.__name__
-    )
+_JSON_TYPES: dict[object, str] = {str: "string", int: "integer", bool: "boolean"}
+_AT_FIELD = re.compile(r"at `\$\.([^`\[]+)`")
+
+
+def _field_at_fault(message: str, fields: tuple[msgspec.structs.FieldInfo, ...]) -> tuple[str, str]:
+    """The field msgspec's message names, and its JSON type (optional fields are
+    `X | UnsetType`)."""
+    found = _AT_FIELD.search(message)
+    for f in fields:
+        if found and f.encode_name == found.group(1):
+            types = [t for t in get_args(f.type) if t is not msgspec.UnsetType] or [f.type]
+            return f.encode_name, _JSON_TYPES.get(types[0], "value")
+    return "body", "object"

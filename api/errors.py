@@ -1,6 +1,7 @@
 """Every error leaves as RFC 9457 problem+json, mapped in this one place.
 
-Domain errors carry their slug and status; Falcon's own errors (unknown route,
+Domain errors carry their slug, never a status: STATUS_OF_SLUG below is the one
+table from slug to status (and the header rules beside it); Falcon's own errors (unknown route,
 bad media, oversize body) get the matching contract slug; anything else is a
 500 whose body names nothing but the request id.
 """
@@ -15,11 +16,42 @@ from falcon.util.misc import code_to_http_status
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from domain.errors import DomainError, TooManyAttempts, Unauthenticated
+from api import representations
+from domain.errors import DomainError, RegenerationPending, TooManyAttempts, Unauthenticated
 
 log = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
+
+# The HTTP status of each problem slug the domain raises (docs/api.md's list of problems).
+STATUS_OF_SLUG: dict[str, int] = {
+    "domain-error": 400,
+    "invalid-request": 422,
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "not-found": 404,
+    "backup-codes-disabled": 403,
+    "mfa-not-enrolled": 409,
+    "already-enrolled": 409,
+    "no-pending-enrollment": 409,
+    "invalid-totp": 422,
+    "too-many-attempts": 429,
+    "backup-codes-locked": 429,
+    "totp-locked": 429,
+    "regeneration-pending": 409,
+    "busy": 503,
+    "idempotency-key-reused": 422,
+    "not-ready": 409,
+    "regeneration-failed": 409,
+    "sheet-gone": 410,
+    "sheet-expired": 410,
+    "conflict": 409,
+}
+
+
+def status_of(error: DomainError) -> int:
+    return STATUS_OF_SLUG[error.slug]
+
 
 _FALCON_SLUGS = {
     400: "invalid-request",
@@ -58,20 +90,23 @@ def _send(resp: falcon.Response, status: int, body: dict[str, Any]) -> None:
 def handle_domain_error(
     req: falcon.Request, resp: falcon.Response, ex: DomainError, params: dict[str, Any]
 ) -> None:
-    field = getattr(ex, "field", None)
-    _send(resp, ex.status, _body(ex.slug, ex.title, ex.status, ex.detail, field=field))
-    if isinstance(ex, TooManyAttempts) or "retry_after" in ex.extra:
-        resp.set_header("Retry-After", str(ex.extra.get("retry_after", 1)))
+    status = status_of(ex)
+    _send(resp, status, _body(ex.slug, ex.title, status, ex.detail, field=ex.field))
+    # The header rules: a wait that passes, the scheme to authenticate with, the
+    # pending regeneration to poll instead.
+    if ex.retry_after is not None:
+        resp.set_header("Retry-After", str(ex.retry_after))
     if isinstance(ex, Unauthenticated):
         resp.set_header("WWW-Authenticate", "Bearer")
-    if isinstance(ex.extra.get("location"), str):  # regeneration-pending names the one
-        resp.location = str(ex.extra["location"])
+    if isinstance(ex, RegenerationPending):
+        resp.location = representations.regeneration_path(ex.regeneration_id)
 
 
 def refuse_as_throttled(resp: falcon.Response, retry_after: int) -> None:
     """Replace an answer already made with 429 too-many-attempts (a throttled refusal)."""
     error = TooManyAttempts(retry_after, "Too many refused calls; slow down")
-    _send(resp, error.status, _body(error.slug, error.title, error.status, error.detail))
+    status = status_of(error)
+    _send(resp, status, _body(error.slug, error.title, status, error.detail))
     resp.set_header("Retry-After", str(retry_after))
 
 
@@ -87,8 +122,8 @@ def handle_http_error(
     if status == 413:
         detail = detail or "The body is larger than 64 KiB"
     _send(resp, status, _body(slug, str(title), status, detail))
-    for name, value in (ex.headers or {}).items():
-        resp.set_header(name, value)
+    if ex.headers:
+        resp.set_headers(ex.headers)
 
 
 def handle_unexpected(
@@ -106,12 +141,17 @@ def handle_unexpected(
 
 
 def handle_database_unavailable(
-    req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
+    req: falcon.Request, resp: falcon.Response, error: Exception, params: dict[str, Any]
 ) -> None:
     # The database is down, unreachable, locked or out of connections: the client may
     # retry, so a 503 rather than a 500. Nothing of the exception reaches the client.
+    # (`error`, the name in Falcon's ErrorHandler protocol, lets it take a tuple of types.)
     log.warning(
-        "database unavailable on %s %s: %s", req.method, req.path, type(ex).__name__, exc_info=ex
+        "database unavailable on %s %s: %s",
+        req.method,
+        req.path,
+        type(error).__name__,
+        exc_info=error,
     )
     _send(
         resp,
@@ -126,6 +166,5 @@ def install(app: falcon.App[falcon.Request, falcon.Response]) -> None:
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_http_error)
     app.add_error_handler(DomainError, handle_domain_error)
-    app.add_error_handler(
-        (OperationalError, DisconnectionError, PoolTimeout), handle_database_unavailable
-    )
+    for unavailable in (OperationalError, DisconnectionError, PoolTimeout):
+        app.add_error_handler(unavailable, handle_database_unavailable)

@@ -22,10 +22,11 @@ import falcon
 
 from api.auth import authenticate, require_role
 from api.errors import refuse_as_throttled
-from domain import audit, logs, throttles
-from domain import audit_types as types
+from domain import audit, throttles
+from domain.audit.types import EventType, Outcome
 from domain.errors import Forbidden
-from domain.services import Services
+from infra import logs
+from infra.services import Services
 
 MAX_BODY_BYTES = 64 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -91,6 +92,9 @@ class RequestContext:
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
     ) -> None:
+        # Falcon's own OPTIONS answer (the allowed methods) was never marked no-store.
+        if getattr(resource, "no_store", False) and req.method != "OPTIONS":
+            resp.cache_control = ["no-store"]
         roles = getattr(resource, "roles", None)
         if roles is None:
             return  # an unauthenticated resource: health, readiness, the document, metrics
@@ -111,13 +115,13 @@ class RequestContext:
                 require_role(principal, roles)
             except Forbidden:
                 # A token tried an endpoint its role may not call: worth a line in the trail.
-                with self.services.unit_of_work() as session:
-                    throttles.refusal_gate(session, principal.token_id, source_ip)
+                with self.services.unit_of_work() as uow:
+                    throttles.refusal_gate(uow.session, principal.token_id, source_ip)
                     audit.append(
-                        session,
+                        uow,
                         principal.org_id,
-                        types.ACCESS_DENIED,
-                        types.DENIED,
+                        EventType.ACCESS_DENIED,
+                        Outcome.DENIED,
                         req.context.audit,
                         details={"route": req.uri_template, "method": req.method, "reason": "role"},
                     )
@@ -143,9 +147,9 @@ class RequestContext:
         if principal is None or resp.status_code not in (403, 404):
             return
         ctx: audit.Context = req.context.audit
-        with self.services.unit_of_work() as session:
+        with self.services.unit_of_work() as uow:
             verdict = throttles.hit(
-                session,
+                uow.session,
                 throttles.refusal_key(principal.token_id, ctx.source_ip),
                 throttles.REFUSALS_PER_MINUTE,
             )

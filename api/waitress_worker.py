@@ -38,7 +38,7 @@ LOOP_SECONDS = 1.0
 REQUEST_DEADLINE = 10.0
 
 
-class WaitressWorker(Worker):
+class WaitressWorker(Worker):  # gunicorn ships no types: its Worker is Any (pyproject)
     def run(self) -> None:
         socket_map: dict[int, Any] = {}
         server = create_server(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from api.app import create_app
-from domain import logs
-from domain.settings import Settings
+from infra import logs
+from infra.settings import Settings
 
 settings = Settings.from_env()
 logs.configure(settings.log_level, as_json=settings.log_json)

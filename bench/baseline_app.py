@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import falcon
 from sqlalchemy import Column, DateTime, MetaData, String, Table, insert
 
-from domain.db import make_engine
+from infra.db import make_engine
 
 metadata = MetaData()
 baseline = Table(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import resource
-import socket
 import tempfile
 import time
 import tracemalloc
@@ -20,22 +19,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import Table, insert, update
 
-from bench.common import fresh_postgres, markdown_table
+from bench.common import POSTGRES_URL, fresh_postgres, markdown_table
 from domain import audit
-from domain import audit_types as types
-from domain.audit_checkpoint import checkpoint_org
-from domain.audit_query import Filters, ndjson_chunks, stream_events
-from domain.audit_verify import verify_chain
-from domain.db import make_engine, make_session_factory, unit_of_work
-from domain.migrate import upgrade
+from domain.audit.checkpoints import checkpoint_org
+from domain.audit.export import ndjson_chunks, stream_events
+from domain.audit.query import Filters
+from domain.audit.types import EventType, Outcome
+from domain.audit.verify import verify_chain
 from domain.models import AuditEvent, AuditHead, new_id
-from domain.settings import Settings
+from infra.db import make_engine, make_session_factory, unit_of_work
+from infra.migrate import upgrade
+from infra.settings import Settings
+from tests.support.services import reachable
 
-POSTGRES_URL = os.environ.get(
-    "BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+# The Table itself (a Core insert of plain rows); `AuditEvent.__table__` is typed as any FromClause.
+AUDIT_EVENTS: Table = AuditEvent.metadata.tables["audit_events"]
 APPENDS = int(os.environ.get("BENCH_AUDIT_APPENDS", "2000"))
 CHAIN = int(os.environ.get("BENCH_AUDIT_CHAIN", "100000"))
 SMALL_CHAIN = CHAIN // 10
@@ -44,18 +44,10 @@ CTX = audit.Context(
 )
 
 
-def _postgres_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), 1):
-            return True
-    except OSError:
-        return False
-
-
 @contextmanager
 def _database() -> Iterator[tuple[str, str]]:
     """A fresh, migrated database: (label, url); dropped afterwards."""
-    if _postgres_up():
+    if reachable(POSTGRES_URL, 5432, timeout=1):
         with fresh_postgres("bench_audit") as url:
             yield "PostgreSQL", url
     else:
@@ -76,8 +68,8 @@ def _plain_row(org_id: str, seq: int) -> dict[str, Any]:
         "org_id": org_id,
         "seq": seq,
         "occurred_at": datetime.now(UTC),
-        "type": types.CODE_ACCEPTED,
-        "outcome": types.SUCCESS,
+        "type": EventType.CODE_ACCEPTED,
+        "outcome": Outcome.SUCCESS,
         "actor_principal_id": CTX.principal_id,
         "actor_role": CTX.role,
         "actor_token_id": CTX.token_id,
@@ -94,23 +86,23 @@ def _plain_row(org_id: str, seq: int) -> dict[str, Any]:
 def _appends_per_second(sessions: Any, chained: bool, n: int) -> float:
     org = f"bench-{uuid.uuid4().hex[:8]}"
     if chained:
-        with unit_of_work(sessions) as session:
-            audit.ensure_head(session, org)
+        with unit_of_work(sessions) as uow:
+            audit.ensure_head(uow.session, org)
     start = time.perf_counter()
     for seq in range(1, n + 1):
-        with unit_of_work(sessions) as session:
+        with unit_of_work(sessions) as uow:
             if chained:
                 audit.append(
-                    session,
+                    uow,
                     org,
-                    types.CODE_ACCEPTED,
-                    types.SUCCESS,
+                    EventType.CODE_ACCEPTED,
+                    Outcome.SUCCESS,
                     CTX,
                     user_id="alice",
                     details={"remaining": 4},
                 )
             else:
-                session.execute(insert(AuditEvent.__table__), [_plain_row(org, seq)])
+                uow.session.execute(insert(AUDIT_EVENTS), [_plain_row(org, seq)])
     return n / (time.perf_counter() - start)
 
 
@@ -122,24 +114,26 @@ def _build_chain(sessions: Any, org: str, n: int) -> None:
     for seq in range(1, n + 1):
         row = _plain_row(org, seq)
         row["occurred_at"] = start + timedelta(milliseconds=seq)
-        row["type"] = types.CODE_ACCEPTED if seq % 3 else types.REGENERATION_REQUESTED
+        row["type"] = EventType.CODE_ACCEPTED if seq % 3 else EventType.REGENERATION_REQUESTED
         row["details"] = {"remaining": seq % 5, "n": seq}
         row["prev_hash"] = prev
         row["hash"] = prev = audit.chain_hash(AuditEvent(**row), prev)
         batch.append(row)
         if len(batch) == 5000 or seq == n:
-            with unit_of_work(sessions) as session:
-                session.execute(insert(AuditEvent.__table__), batch)
+            with unit_of_work(sessions) as uow:
+                uow.session.execute(insert(AUDIT_EVENTS), batch)
             batch = []
-    with unit_of_work(sessions) as session:
-        audit.ensure_head(session, org)
-        session.execute(update(AuditHead).where(AuditHead.org_id == org).values(seq=n, hash=prev))
+    with unit_of_work(sessions) as uow:
+        audit.ensure_head(uow.session, org)
+        uow.session.execute(
+            update(AuditHead).where(AuditHead.org_id == org).values(seq=n, hash=prev)
+        )
 
 
 def _verify(sessions: Any, org: str, settings: Settings) -> tuple[float, int]:
     start = time.perf_counter()
-    with unit_of_work(sessions) as session:
-        result = verify_chain(session, org, settings)
+    with unit_of_work(sessions) as uow:
+        result = verify_chain(uow.session, org, settings)
     elapsed = time.perf_counter() - start
     if not result.ok:
         raise RuntimeError(f"benchmark chain does not verify: {result.reason}")
@@ -169,9 +163,9 @@ def run() -> list[dict[str, object]]:
             _build_chain(sessions, small, SMALL_CHAIN)
             _build_chain(sessions, big, CHAIN)
             # Both signed: events older than twice the interval must be (audit_verify).
-            with unit_of_work(sessions) as session:
-                checkpoint_org(session, settings, small, datetime.now(UTC))
-                checkpoint_org(session, settings, big, datetime.now(UTC))
+            with unit_of_work(sessions) as uow:
+                checkpoint_org(uow, settings, small, datetime.now(UTC))
+                checkpoint_org(uow, settings, big, datetime.now(UTC))
             rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             seconds, checked = _verify(sessions, big, settings)
             rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -181,7 +175,9 @@ def run() -> list[dict[str, object]]:
             export_start = time.perf_counter()
             exported = sum(
                 len(chunk)
-                for chunk in ndjson_chunks(stream_events(sessions, big, Filters(max_seq=CHAIN)))
+                for chunk in ndjson_chunks(
+                    stream_events(lambda: unit_of_work(sessions), big, Filters(max_seq=CHAIN))
+                )
             )
             export_seconds = time.perf_counter() - export_start
         finally:

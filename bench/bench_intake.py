@@ -15,7 +15,7 @@ time; p50/p99 are per-request latencies seen by the client.
 
 The API runs twice: all users in one organization (every intake append waits
 for the one audit chain head of the organization) and spread over CLIENTS
-organizations. The bar (DESIGN.md): intake >= 0.5x the baseline's requests/s,
+organizations. The bar (docs/architecture.md): intake >= 0.5x the baseline's requests/s,
 held to the one-organization case.
 
     python -m bench.bench_intake
@@ -26,7 +26,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,6 @@ from pathlib import Path
 
 from bench.baseline_app import metadata as baseline_metadata
 from bench.common import (
-    Person,
     delete_queues,
     enrolled_people,
     fresh_postgres,
@@ -51,8 +49,10 @@ from bench.common import (
     settings_from,
 )
 from domain import audit, tokens
-from domain.db import make_engine
-from domain.services import Services
+from infra.db import make_engine
+from infra.services import Services
+from tests.support.builders import Person
+from tests.support.processes import free_port
 
 CLIENTS = int(os.environ.get("BENCH_INTAKE_CLIENTS", "8"))
 REQUESTS = int(os.environ.get("BENCH_INTAKE_REQUESTS", "1600"))
@@ -81,12 +81,6 @@ class Caller:
     body: bytes  # {"totp": ...}: the TOTP of the moment the run was set up
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _healthy(port: int) -> bool:
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
@@ -101,7 +95,7 @@ def _healthy(port: int) -> bool:
 @contextmanager
 def _gunicorn(app: str, env: dict[str, str], log: Path) -> Iterator[int]:
     """`python -m gunicorn -c deploy/gunicorn.conf.py APP` on a free local port."""
-    port = _free_port()
+    port = free_port()
     full_env = {**os.environ, **env, "MFA_BIND": f"127.0.0.1:{port}", "MFA_LOG_LEVEL": "warning"}
     with log.open("ab") as err:
         proc = subprocess.Popen(
@@ -242,9 +236,9 @@ def _callers(services: Services, people: list[Person]) -> list[Caller]:
     now = datetime.now(UTC)
     callers = []
     for person in people:
-        with services.unit_of_work() as session:
-            _, token = tokens.issue(session, person.org_id, person.external_id, "user", audit.CLI)
-        callers.append(Caller(token, json.dumps({"totp": person.totp(now)}).encode()))
+        with services.unit_of_work() as uow:
+            _, token = tokens.issue(uow, person.org_id, person.external_id, "user", audit.CLI)
+        callers.append(Caller(token, json.dumps({"totp": person.code(now)}).encode()))
     return callers
 
 

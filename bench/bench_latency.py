@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -36,28 +35,30 @@ from bench.common import (
     settings_from,
 )
 from domain import audit, tokens
-from domain import audit_types as types
+from domain.audit.types import EventType
 from domain.models import AuditEvent
-from domain.services import Services
+from infra.services import Services
+from tests.support.processes import MFA_CODES
 
 SAMPLES = int(os.environ.get("BENCH_LATENCY_SAMPLES", "30"))
 WARMUP = 3
 POLL_SECONDS = 0.005
 TIMEOUT = 60.0
-MFA_CODES = Path(sys.executable).parent / "mfa-codes"
 
 
 def _worker_ms(services: Services, regeneration_id: str) -> float:
     """The worker's time for one regeneration: from its started to its succeeded event."""
-    with services.unit_of_work() as session:
-        rows = session.execute(
+    with services.unit_of_work() as uow:
+        rows = uow.session.execute(
             select(AuditEvent.type, AuditEvent.occurred_at).where(
-                AuditEvent.type.in_((types.REGENERATION_STARTED, types.REGENERATION_SUCCEEDED)),
+                AuditEvent.type.in_(
+                    (EventType.REGENERATION_STARTED, EventType.REGENERATION_SUCCEEDED)
+                ),
                 AuditEvent.details["regeneration_id"].as_string() == regeneration_id,
             )
         ).all()
     at = {kind: moment for kind, moment in rows}
-    span = at[types.REGENERATION_SUCCEEDED] - at[types.REGENERATION_STARTED]
+    span = at[EventType.REGENERATION_SUCCEEDED] - at[EventType.REGENERATION_STARTED]
     return span.total_seconds() * 1000
 
 
@@ -76,10 +77,9 @@ def run() -> list[dict[str, object]]:
         )
         try:
             people = enrolled_people(services, 1, SAMPLES + WARMUP, with_codes=True)
-            with services.unit_of_work() as session:
+            with services.unit_of_work() as uow:
                 bearer = [
-                    tokens.issue(session, p.org_id, p.external_id, "user", audit.CLI)[1]
-                    for p in people
+                    tokens.issue(uow, p.org_id, p.external_id, "user", audit.CLI)[1] for p in people
                 ]
             client = testing.TestClient(create_app(settings, services))
             latencies, worker_ms = [], []
@@ -88,7 +88,7 @@ def run() -> list[dict[str, object]]:
                 started = time.perf_counter()
                 got = client.simulate_post(
                     "/v1/me/backup-codes/regenerations",
-                    json={"totp": person.totp(datetime.now(UTC))},
+                    json={"totp": person.code(datetime.now(UTC))},
                     headers=headers,
                 )
                 if got.status_code != 202:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,7 +28,6 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from bench.common import (
-    Person,
     delete_queues,
     enrolled_people,
     fresh_postgres,
@@ -40,7 +38,9 @@ from bench.common import (
     settings_from,
 )
 from domain.models import Regeneration
-from domain.services import Services
+from infra.services import Services
+from tests.support.builders import Person
+from tests.support.processes import MFA_CODES
 from workers.app import make_celery
 from workers.publish import Publisher
 
@@ -49,7 +49,6 @@ PROCESSES = (1, 2)
 WARMUP_PER_PROCESS = 2
 DRAIN_TIMEOUT = 300.0
 POLL_SECONDS = 0.02
-MFA_CODES = Path(sys.executable).parent / "mfa-codes"
 
 
 def _tree_cpu_seconds(roots: list[int]) -> float | None:

@@ -15,9 +15,7 @@ our 1-code time in the same run.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -25,14 +23,15 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-from bench.common import markdown_table, seed_enrolled
+from bench.common import interleaved_ms, markdown_table
 from domain import accounts, audit, signin
 from domain import totp as otp
 from domain.codes import CodeHasher, generate_codes
 from domain.limits import Limits
-from domain.migrate import upgrade
-from domain.services import Services
-from domain.settings import Settings
+from infra.migrate import upgrade
+from infra.services import Services
+from infra.settings import Settings
+from tests.support.builders import add_code_set, add_enrollment
 
 SIZES = (1, 5, 20)
 REPEAT = 21
@@ -64,20 +63,21 @@ def _user_with_codes(services: Services, count: int) -> tuple[str, list[str], st
     codes = generate_codes(count)
     hashes = services.hasher.hash_all(codes)
     now = datetime.now(UTC)
-    with services.unit_of_work() as session:
-        accounts.create_org(session, org_id, audit.CLI)
-        user = accounts.create_user(session, org_id, "alice", None, audit.CLI)
+    with services.unit_of_work() as uow:
+        accounts.create_org(uow, org_id, audit.CLI)
+        user = accounts.create_user(uow, org_id, "alice", None, audit.CLI)
         pairs = list(zip(codes, hashes, strict=True))
-        seed_enrolled(session, services, user, otp.new_secret(), pairs, now)
+        add_enrollment(uow.session, services, user.id, otp.new_secret(), now)
+        add_code_set(uow.session, user.id, pairs, now)
     last = codes[-1].value
     wrong = last[:2] + ("0" if last[2] != "0" else "1") + last[3:]
     return org_id, hashes, wrong
 
 
 def _ours(services: Services, org_id: str, wrong: str) -> None:
-    with services.unit_of_work() as session:
+    with services.unit_of_work() as uow:
         result = signin.verify_backup_code(
-            session, services, org_id, "alice", wrong, datetime.now(UTC), CTX
+            uow, services, org_id, "alice", wrong, datetime.now(UTC), CTX
         )
     assert not result.accepted
 
@@ -88,30 +88,16 @@ def _every_hash(hasher: CodeHasher, hashes: list[str], wrong: str) -> None:
             raise AssertionError("a wrong code matched")
 
 
-def _interleaved(cases: dict[str, Callable[[], None]], repeat: int) -> dict[str, float]:
-    """Median ms per case, the cases taking turns, so that drift in the machine's
-    load (other processes) weighs on every case alike."""
-    for fn in cases.values():
-        fn()  # warm-up: argon2's memory, SQLite's caches
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(repeat):
-        for name, fn in cases.items():
-            start = time.perf_counter()
-            fn()
-            samples[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
 def run() -> list[dict[str, object]]:
     with tempfile.TemporaryDirectory() as tmp:
         services = _services(Path(tmp))
         try:
-            cases: dict[str, Callable[[], None]] = {}
+            cases: dict[str, Callable[[], object]] = {}
             for n in SIZES:
                 org, hashes, wrong = _user_with_codes(services, n)
                 cases[f"ours-{n}"] = partial(_ours, services, org, wrong)
                 cases[f"loop-{n}"] = partial(_every_hash, services.hasher, hashes, wrong)
-            ms = _interleaved(cases, REPEAT)
+            ms = interleaved_ms(cases, REPEAT, warmup=1)  # warm-up: argon2, SQLite caches
         finally:
             services.close()
     base = ms["ours-1"]

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,6 +27,8 @@ from pathlib import Path
 
 from bench.common import markdown_table
 from tests.e2e.slow_clients import Probe, percentile, probe, probes, slow_sockets
+from tests.support.processes import MFA_CODES, child_env, free_port, stop_group
+from tests.support.settings import FAST_ARGON2
 
 SLOW_SOCKETS = 64
 PROBES = int(os.environ.get("BENCH_SLOW_CLIENTS_PROBES", "300"))
@@ -37,22 +37,12 @@ PROBES = int(os.environ.get("BENCH_SLOW_CLIENTS_PROBES", "300"))
 PROBE_WINDOW = 9.0
 HOLD = PROBE_WINDOW + 5.0
 START_TIMEOUT = 90.0
-MFA_CODES = Path(sys.executable).parent / "mfa-codes"
-FAST_ARGON2 = {"MFA_ARGON2_MEMORY_KIB": "1024", "MFA_ARGON2_TIME_COST": "1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
 def _server(args: list[str], workdir: Path) -> Iterator[int]:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MFA_")}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.update({"MFA_VAR_DIR": str(workdir / "var"), "MFA_LOG_LEVEL": "WARNING", **FAST_ARGON2})
+    port = free_port()
+    env = child_env(MFA_VAR_DIR=str(workdir / "var"), MFA_LOG_LEVEL="WARNING", **FAST_ARGON2)
     log = workdir / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -71,12 +61,7 @@ def _server(args: list[str], workdir: Path) -> Iterator[int]:
             time.sleep(0.1)
         yield port
     finally:
-        os.killpg(proc.pid, signal.SIGINT if args[0] == "run" else signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, signal.SIGINT if args[0] == "run" else signal.SIGTERM, timeout=60)
 
 
 def _row(server: str, held: int, got: list[Probe], quiet_p99: float) -> dict[str, object]:

@@ -9,7 +9,7 @@ PDF and text rendered and encrypted, the audit events).
 
 Baseline, measured in the same run and interleaved with ours: 5 argon2id hashes,
 one `render_pdf` of the same sheet, and one transaction that inserts the 5 code
-rows. The bar (DESIGN.md): ours <= 1.25x the baseline.
+rows. The bar (docs/architecture.md): ours <= 1.25x the baseline.
 
 When the bar is missed, a cProfile of a few more regenerations is printed (not
 written to the table). BENCH_WORKER_PROFILE=1 prints it anyway.
@@ -43,8 +43,8 @@ from bench.common import (
 from domain import accounts
 from domain.codes import generate_codes, new_set_id
 from domain.models import BackupCode, Regeneration, new_id
-from domain.services import Services
-from domain.sheets import SheetContent, render_pdf
+from domain.sheets.render import SheetContent, render_pdf
+from infra.services import Services
 from workers.app import make_celery
 from workers.tasks import register_tasks
 
@@ -85,8 +85,8 @@ def _irreducible(services: Services, user_id: str) -> Callable[[], None]:
             }
             for c, h in zip(codes, hashes, strict=True)
         ]
-        with services.unit_of_work() as session:
-            session.execute(insert(BackupCode), rows)
+        with services.unit_of_work() as uow:
+            uow.session.execute(insert(BackupCode), rows)
 
     return work
 
@@ -131,8 +131,8 @@ def run() -> list[dict[str, object]]:
             total = WARMUP + REPEAT + PROFILE_RUNS
             people = enrolled_people(services, 1, total + 1, with_codes=True)
             scratch = people.pop()
-            with services.unit_of_work() as session:
-                scratch_id = accounts.get_user(session, scratch.org_id, scratch.external_id).id
+            with services.unit_of_work() as uow:
+                scratch_id = accounts.get_user(uow.session, scratch.org_id, scratch.external_id).id
             queued = iter([request_now(services, p) for p in people])
             statuses: list[str] = []
 
@@ -146,13 +146,13 @@ def run() -> list[dict[str, object]]:
             )
             if set(statuses) != {"ready"}:
                 raise RuntimeError(f"regenerations did not all succeed: {sorted(set(statuses))}")
-            with services.unit_of_work() as session:
-                replaced = session.execute(
+            with services.unit_of_work() as uow:
+                replaced = uow.session.execute(
                     select(func.count())
                     .select_from(BackupCode)
                     .where(BackupCode.deactivated_at.is_not(None))
                 ).scalar_one()
-                ready = session.execute(
+                ready = uow.session.execute(
                     select(func.count())
                     .select_from(Regeneration)
                     .where(Regeneration.status == "ready")

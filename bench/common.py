@@ -3,30 +3,27 @@ benchmarks a fresh PostgreSQL database, settings and enrolled users."""
 
 from __future__ import annotations
 
-import base64
 import math
 import os
-import socket
 import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.fernet import Fernet
-from sqlalchemy import create_engine, text
-from sqlalchemy.orm import Session
 
 from domain import accounts, audit, regeneration
 from domain import totp as otp
-from domain.codes import PlainCode, generate_codes, new_set_id
-from domain.migrate import upgrade
-from domain.models import BackupCode, TotpEnrollment, User
-from domain.services import Services
-from domain.settings import Settings
+from domain.codes import generate_codes
+from infra.services import Services
+from infra.settings import Settings
+from tests.support.builders import Person, add_code_set, add_enrollment
+from tests.support.postgres import fresh_postgres_database, owner_url
+from tests.support.services import reachable
+from tests.support.settings import new_signing_key
 from workers.app import make_celery
 
 
@@ -68,16 +65,6 @@ CTX = audit.Context(
 )
 
 
-@dataclass(frozen=True)
-class Person:
-    org_id: str
-    external_id: str
-    secret: str
-
-    def totp(self, at: datetime) -> str:
-        return otp.code_for_step(self.secret, otp.step_at(at))
-
-
 def percentile(values: Sequence[float], fraction: float) -> float:
     """Nearest-rank percentile (p99 of 2,000 samples is the 1,980th smallest)."""
     ordered = sorted(values)
@@ -102,36 +89,20 @@ def interleaved_ms(
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def service_up(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), 1):
-            return True
-    except OSError:
-        return False
-
-
 def require_services(*, broker: bool) -> None:
-    if not service_up("127.0.0.1", 5432):
+    if not reachable(POSTGRES_URL, 5432, timeout=1):
         raise RuntimeError("needs PostgreSQL at BENCH_POSTGRES_URL")
-    if broker and not service_up("127.0.0.1", 5672):
+    if broker and not reachable(AMQP_URL, 5672, timeout=1):
         raise RuntimeError("needs RabbitMQ at BENCH_AMQP_URL")
 
 
 @contextmanager
 def fresh_postgres(prefix: str) -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database; dropped afterwards (its sessions ended)."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    """The tests' scratch database on BENCH_POSTGRES_URL, as its owner: the
+    benchmarks write rows and tables of their own (the baseline's) directly, and
+    always ran as the owner. Dropped afterwards, its sessions ended."""
+    with fresh_postgres_database(prefix, server_url=POSTGRES_URL) as app_url:
+        yield owner_url(app_url, POSTGRES_URL)
 
 
 def server_env(database_url: str, var_dir: Path, **extra: str) -> dict[str, str]:
@@ -143,7 +114,7 @@ def server_env(database_url: str, var_dir: Path, **extra: str) -> dict[str, str]
         "MFA_DATABASE_URL": database_url,
         "MFA_BROKER_URL": AMQP_URL,
         "MFA_SECRET_KEY": Fernet.generate_key().decode(),
-        "MFA_AUDIT_SIGNING_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "MFA_AUDIT_SIGNING_KEY": new_signing_key(),
         "MFA_QUEUE_PREFIX": f"bench{uuid.uuid4().hex[:8]}",
         "MFA_LOG_LEVEL": "WARNING",
         **extra,
@@ -165,44 +136,17 @@ def enrolled_people(
     now = datetime.now(UTC)
     for o in range(orgs):
         org_id = f"bench-{uuid.uuid4().hex[:8]}-{o}"
-        with services.unit_of_work() as session:
-            accounts.create_org(session, org_id, audit.CLI)
+        with services.unit_of_work() as uow:
+            accounts.create_org(uow, org_id, audit.CLI)
         for u in range(per_org):
             secret = otp.new_secret()
-            with services.unit_of_work() as session:
-                user = accounts.create_user(session, org_id, f"user{u}", None, audit.CLI)
+            with services.unit_of_work() as uow:
+                user = accounts.create_user(uow, org_id, f"user{u}", None, audit.CLI)
                 codes = [(c, PLACEHOLDER_HASH) for c in generate_codes(5)] if with_codes else []
-                seed_enrolled(session, services, user, secret, codes, now)
+                add_enrollment(uow.session, services, user.id, secret, now)
+                add_code_set(uow.session, user.id, codes, now)
             people.append(Person(org_id, f"user{u}", secret))
     return people
-
-
-def seed_enrolled(
-    session: Session,
-    services: Services,
-    user: User,
-    secret: str,
-    hashed_codes: Sequence[tuple[PlainCode, str]],
-    now: datetime,
-) -> None:
-    """A confirmed TOTP enrollment and, when given, one active set of (code, hash)."""
-    session.add(
-        TotpEnrollment(
-            user_id=user.id, secret_ciphertext=services.box.encrypt_text(secret), confirmed_at=now
-        )
-    )
-    set_id = new_set_id()
-    session.add_all(
-        BackupCode(
-            user_id=user.id,
-            set_id=set_id,
-            generation=1,
-            position=c.position,
-            locator=c.locator,
-            hash=h,
-        )
-        for c, h in hashed_codes
-    )
 
 
 # An argon2id string of the usual length; seeded "existing" codes are never verified.
@@ -212,10 +156,10 @@ PLACEHOLDER_HASH = "$argon2id$v=19$m=19456,t=2,p=1$" + "A" * 22 + "$" + "B" * 43
 def request_now(services: Services, person: Person) -> str:
     """Queue one regeneration with the TOTP of this moment (intake's use case)."""
     now = datetime.now(UTC)
-    with services.unit_of_work() as session:
-        user = accounts.get_user(session, person.org_id, person.external_id)
+    with services.unit_of_work() as uow:
+        user = accounts.get_user(uow.session, person.org_id, person.external_id)
         outcome = regeneration.request_regeneration(
-            session, services, user, person.totp(now), None, now, CTX
+            uow, services, user, person.code(now), None, now, CTX
         )
         return outcome.regeneration.id
 
@@ -227,5 +171,6 @@ def delete_queues(settings: Settings) -> None:
     with make_celery(settings).connection_for_write() as conn:
         channel = conn.channel()
         for name in (regeneration_queue(settings), maintenance_queue(settings)):
-            channel.queue_delete(name)
-            channel.exchange_delete(name)
+            # The transport's channel has them; kombu's StdChannel interface declares neither.
+            channel.queue_delete(name)  # type: ignore[attr-defined]
+            channel.exchange_delete(name)  # type: ignore[attr-defined]

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 import click
 
 from domain.errors import ConfigurationError, DomainError
-from domain.services import Services
-from domain.settings import Settings
+from infra.services import Services
+from infra.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -6,9 +6,9 @@ import os
 
 import click
 
-from cli.admin_commands import db, keys, org, token, user
-from cli.audit_commands import audit
-from cli.process_commands import beat, run, serve, worker
+from cli.admin import db, keys, org, token, user
+from cli.audit import audit
+from cli.processes import beat, run, serve, worker
 
 PRIVATE_UMASK = 0o077
 

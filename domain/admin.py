@@ -3,66 +3,49 @@ resetting a user's MFA; and the user's own MFA status (GET /v1/me/mfa)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any, cast
+from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from domain import accounts, audit, limits, policy, sheet_store, tokens
-from domain import audit_types as types
-from domain.db import utcnow
-from domain.errors import InvalidRequest, MfaNotEnrolled, NotFound
+from domain import accounts, audit, limits, policy, tokens
+from domain.audit.types import EventType, Outcome
+from domain.clock import utcnow
+from domain.codes import LOW_WATERMARK
+from domain.errors import MfaNotEnrolled, NotFound
 from domain.models import (
+    IN_PROGRESS,
     BackupCode,
     Organization,
     Regeneration,
+    RegenerationStatus,
     Sheet,
     TotpEnrollment,
     User,
 )
-from domain.services import Services
+from domain.ports import Services
+from domain.sheets import store as sheet_store
+from domain.sql import rowcount
+from domain.uow import UnitOfWork
 
-POLICY_KEYS = ("backup_codes_enabled", "code_count")
-LOW_WATERMARK = 2
 # A reset fails every regeneration whose sheet could still be fetched or made:
 # its codes are gone, so the sheet would print dead codes.
-_UNFINISHED = ("queued", "processing", "ready")
-
-
-def _rowcount(result: Any) -> int:
-    return int(cast(CursorResult[Any], result).rowcount)
-
-
-def _ts(moment: datetime) -> str:
-    """RFC 3339, UTC, milliseconds: 2026-11-28T09:14:03.120Z."""
-    utc = moment.astimezone(UTC)
-    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+_UNFINISHED = IN_PROGRESS | {RegenerationStatus.READY}
 
 
 # --- policy -----------------------------------------------------------------------
 
 
-def _policy_dict(org: Organization) -> dict[str, Any]:
-    return {"backup_codes_enabled": org.backup_codes_enabled, "code_count": org.code_count}
-
-
-def get_policy(session: Session, org_id: str) -> dict[str, Any]:
-    return _policy_dict(accounts.get_org(session, org_id))
+def get_policy(session: Session, org_id: str) -> policy.Policy:
+    return policy.Policy.of(accounts.get_org(session, org_id))
 
 
 def put_policy(
-    session: Session, org_id: str, body: dict[str, Any], ctx: audit.Context
-) -> dict[str, Any]:
-    """Replace the policy: both keys required, no others; audited with old and new."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("the policy is a JSON object", field="body")
-    for key in sorted(body):
-        if key not in POLICY_KEYS:
-            raise InvalidRequest(f"unknown field {key[:64]!r}", field=str(key)[:64])
-    for key in POLICY_KEYS:
-        if key not in body:
-            raise InvalidRequest(f"{key} is required", field=key)
+    uow: UnitOfWork, org_id: str, enabled: bool, code_count: int, ctx: audit.Context
+) -> policy.Policy:
+    """Replace the policy, both values; audited with old and new."""
+    session = uow.session
     # Row lock: concurrent PUTs are serialised, so each audits the old value it replaced.
     org = session.execute(
         select(Organization)
@@ -72,20 +55,21 @@ def put_policy(
     ).scalar_one_or_none()
     if org is None:
         raise NotFound(f"no organization {org_id!r}")
-    policy.set_policy(session, org, body["backup_codes_enabled"], body["code_count"], ctx)
+    policy.set_policy(uow, org, enabled, code_count, ctx)
     session.flush()
-    return _policy_dict(org)
+    return policy.Policy.of(org)
 
 
 # --- a user's codes and enrollment --------------------------------------------------
 
 
-def revoke_codes(session: Session, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
+def revoke_codes(uow: UnitOfWork, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
     """Deactivate every active code of the user (spent ones too, as a regeneration
     does); the audited count is of the codes that could still have been used. A
     sheet not yet retrieved is deleted (its regeneration ends expired): it would
     hand the user dead codes."""
-    user = accounts.lock_user(session, accounts.get_user(session, org_id, user_external_id))
+    session = uow.session
+    user = uow.lock_user(accounts.get_user(session, org_id, user_external_id))
     now = utcnow()
     usable = _count_codes(session, user, unspent_only=True)
     session.execute(
@@ -95,29 +79,30 @@ def revoke_codes(session: Session, org_id: str, user_external_id: str, ctx: audi
         .execution_options(synchronize_session=False)
     )
     audit.append(
-        session,
+        uow,
         org_id,
-        types.CODES_REVOKED,
-        types.SUCCESS,
+        EventType.CODES_REVOKED,
+        Outcome.SUCCESS,
         ctx,
         user_id=user.external_id,
         details={"count": usable},
     )
-    sheet_store.expire_unfetched(session, user, now, ctx)
+    sheet_store.expire_unfetched(uow, user, now, ctx)
 
 
-def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
+def reset_mfa(uow: UnitOfWork, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
     """Remove the enrollment and every code (the user enrolls again), fail the
     unfinished regenerations and delete their sheets, clear throttles and locks, and
     revoke every token and session of the user: a stolen token must not enroll the
     attacker's authenticator once the help desk has reset the victim."""
+    session = uow.session
     # Under the user's lock a worker is either done (its set is removed here) or
     # has not started (it finds its regeneration failed and leaves it).
-    user = accounts.lock_user(session, accounts.get_user(session, org_id, user_external_id))
+    user = uow.lock_user(accounts.get_user(session, org_id, user_external_id))
     now = utcnow()
-    removed = _rowcount(session.execute(delete(BackupCode).where(BackupCode.user_id == user.id)))
+    removed = rowcount(session.execute(delete(BackupCode).where(BackupCode.user_id == user.id)))
     was_enrolled = (
-        _rowcount(session.execute(delete(TotpEnrollment).where(TotpEnrollment.user_id == user.id)))
+        rowcount(session.execute(delete(TotpEnrollment).where(TotpEnrollment.user_id == user.id)))
         > 0
     )
 
@@ -131,31 +116,31 @@ def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.C
     )
     for reg in pending:
         had_sheet = session.execute(delete(Sheet).where(Sheet.regeneration_id == reg.id))
-        reg.status = "failed"
+        reg.status = RegenerationStatus.FAILED
         reg.failure = MfaNotEnrolled.slug
         reg.completed_at = now
         reg.totp_ciphertext = None
         audit.append(
-            session,
+            uow,
             org_id,
-            types.REGENERATION_FAILED,
-            types.FAILURE,
+            EventType.REGENERATION_FAILED,
+            Outcome.FAILURE,
             ctx,
             user_id=user.external_id,
             details={
                 "regeneration_id": reg.id,
                 "reason": MfaNotEnrolled.slug,
-                "sheet_deleted": _rowcount(had_sheet) > 0,
+                "sheet_deleted": rowcount(had_sheet) > 0,
             },
         )
 
     limits.clear(session, user)
-    revoked = tokens.revoke_all_of_user(session, org_id, user.external_id, ctx, "mfa.reset")
+    revoked = tokens.revoke_all_of_user(uow, org_id, user.external_id, ctx, "mfa.reset")
     audit.append(
-        session,
+        uow,
         org_id,
-        types.MFA_RESET,
-        types.SUCCESS,
+        EventType.MFA_RESET,
+        Outcome.SUCCESS,
         ctx,
         user_id=user.external_id,
         details={
@@ -168,15 +153,16 @@ def reset_mfa(session: Session, org_id: str, user_external_id: str, ctx: audit.C
     session.flush()
 
 
-def unlock(session: Session, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
+def unlock(uow: UnitOfWork, org_id: str, user_external_id: str, ctx: audit.Context) -> None:
     """The help desk: clear the throttles and locks of both factors, nothing else."""
-    user = accounts.lock_user(session, accounts.get_user(session, org_id, user_external_id))
+    session = uow.session
+    user = uow.lock_user(accounts.get_user(session, org_id, user_external_id))
     cleared = limits.clear(session, user)
     audit.append(
-        session,
+        uow,
         org_id,
-        types.LOCKOUT_CLEARED,
-        types.SUCCESS,
+        EventType.LOCKOUT_CLEARED,
+        Outcome.SUCCESS,
         ctx,
         user_id=user.external_id,
         details={"factors": cleared},
@@ -186,22 +172,45 @@ def unlock(session: Session, org_id: str, user_external_id: str, ctx: audit.Cont
 # --- the user's own view -----------------------------------------------------------
 
 
-def mfa_status(session: Session, services: Services, user: User) -> dict[str, Any]:
-    """GET /v1/me/mfa: enrollment, policy and the current set (null when no active code)."""
+@dataclass(frozen=True)
+class CodeSet:
+    """The user's current set of codes: how many are left, when it was made and used."""
+
+    set_id: str
+    remaining: int
+    total: int
+    low: bool
+    generated_at: datetime
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True)
+class MfaStatus:
+    """GET /v1/me/mfa: enrollment, policy, the current set (None when no active code)."""
+
+    enrolled: bool
+    enrolled_at: datetime | None
+    backup_codes_enabled: bool
+    backup_codes: CodeSet | None
+    last_set_expired_unseen: bool
+    limits: limits.Standing
+
+
+def mfa_status(session: Session, services: Services, user: User) -> MfaStatus:
     org = accounts.get_org(session, user.org_id)
     enrollment = session.get(TotpEnrollment, user.id, populate_existing=True)
     confirmed_at = None if enrollment is None else enrollment.confirmed_at
-    return {
-        "enrolled": confirmed_at is not None,
-        "enrolled_at": None if confirmed_at is None else _ts(confirmed_at),
-        "backup_codes_enabled": org.backup_codes_enabled,
-        "backup_codes": _current_set(session, user),
-        "last_set_expired_unseen": _last_set_expired_unseen(session, user),
-        "limits": limits.status(session, user, utcnow(), services.limits),
-    }
+    return MfaStatus(
+        enrolled=confirmed_at is not None,
+        enrolled_at=confirmed_at,
+        backup_codes_enabled=org.backup_codes_enabled,
+        backup_codes=_current_set(session, user),
+        last_set_expired_unseen=_last_set_expired_unseen(session, user),
+        limits=limits.status(session, user, utcnow(), services.limits),
+    )
 
 
-def _current_set(session: Session, user: User) -> dict[str, Any] | None:
+def _current_set(session: Session, user: User) -> CodeSet | None:
     active = list(
         session.execute(
             select(BackupCode)
@@ -217,14 +226,14 @@ def _current_set(session: Session, user: User) -> dict[str, Any] | None:
     current = [c for c in active if c.set_id == newest.set_id]
     remaining = sum(1 for c in current if c.spent_at is None)
     spent = [c.spent_at for c in current if c.spent_at is not None]
-    return {
-        "set_id": newest.set_id,
-        "remaining": remaining,
-        "total": len(current),
-        "low": remaining <= LOW_WATERMARK,
-        "generated_at": _ts(min(c.created_at for c in current)),
-        "last_used_at": _ts(max(spent)) if spent else None,
-    }
+    return CodeSet(
+        set_id=newest.set_id,
+        remaining=remaining,
+        total=len(current),
+        low=remaining <= LOW_WATERMARK,
+        generated_at=min(c.created_at for c in current),
+        last_used_at=max(spent) if spent else None,
+    )
 
 
 def _last_set_expired_unseen(session: Session, user: User) -> bool:
@@ -244,7 +253,7 @@ def _last_set_expired_unseen(session: Session, user: User) -> bool:
         .where(Regeneration.user_id == user.id, Regeneration.set_id == newest)
         .limit(1)
     ).scalar_one_or_none()
-    return status == "expired"
+    return status == RegenerationStatus.EXPIRED
 
 
 def _count_codes(session: Session, user: User, *, unspent_only: bool) -> int:

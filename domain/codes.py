@@ -24,7 +24,10 @@ SECRET_LENGTH = 10
 CODE_LENGTH = LOCATOR_LENGTH + SECRET_LENGTH
 GROUP = 4
 SECRET_BITS = SECRET_LENGTH * 5
-MAX_CODES = 20
+# How many codes a set may hold: the one definition (policy, sheets and the schema use it;
+# migration 0001 keeps its own literal, as migrations do).
+MIN_CODES, MAX_CODES = 1, 20
+LOW_WATERMARK = 2  # a set is `low` when this many or fewer unspent codes remain
 
 _DECODE = {c: c for c in ALPHABET} | {"O": "0", "I": "1", "L": "1"}
 _SEPARATORS = frozenset(" -_.\t")
@@ -54,8 +57,8 @@ def _random_symbols(n: int) -> str:
 
 
 def generate_codes(count: int) -> list[PlainCode]:
-    if not 1 <= count <= MAX_CODES:
-        raise ValueError(f"code count must be 1 to {MAX_CODES}")
+    if not MIN_CODES <= count <= MAX_CODES:
+        raise ValueError(f"code count must be {MIN_CODES} to {MAX_CODES}")
     locators: set[str] = set()
     codes = []
     for position in range(1, count + 1):

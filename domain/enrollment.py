@@ -4,49 +4,41 @@ Confirmation judges the code now (the user is present). When the organization
 allows backup codes, it queues the first set through the regeneration pipeline
 (reason "enrollment"; the TOTP was judged here, so none waits in the row).
 
-A wrong code must be counted and audited although the request fails: it is
-raised as `InvalidTotp().committed()`, which the unit of work commits before
-raising (domain.db.unit_of_work). Other audited refusals work the same way.
+A wrong code must be counted and audited although the request fails: the unit
+of work commits it before the error is raised (`uow.commit_refusal`, through
+audit.refusal). Other audited refusals work the same way.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy.orm import Session
-
-from domain import accounts, audit, limits, regeneration
-from domain import audit_types as types
+from domain import accounts, audit, guards, limits, regeneration
 from domain import totp as otp
-from domain.db import utcnow
+from domain.audit.types import EventType, Outcome
+from domain.clock import utcnow
 from domain.errors import (
     AlreadyEnrolled,
-    DomainError,
     InvalidRequest,
     InvalidTotp,
     NoPendingEnrollment,
-    TooManyAttempts,
-    TotpLocked,
 )
-from domain.models import Regeneration, TotpEnrollment, User
-from domain.services import Services
+from domain.models import Regeneration, RegenerationReason, TotpEnrollment, User
+from domain.ports import Services
+from domain.uow import UnitOfWork
 
-
-def _refuse(session: Session, user: User, error: DomainError, ctx: audit.Context) -> DomainError:
-    outcome = types.FAILURE if isinstance(error, InvalidTotp | InvalidRequest) else types.DENIED
-    return audit.refusal(
-        session, user.org_id, user.external_id, types.ENROLLMENT_FAILED, error, ctx, outcome
-    )
+_REFUSED = EventType.ENROLLMENT_FAILED
 
 
 def start_enrollment(
-    session: Session, services: Services, user: User, ctx: audit.Context
+    uow: UnitOfWork, services: Services, user: User, ctx: audit.Context
 ) -> tuple[str, str]:
     """(base32 secret, otpauth URI). A pending enrollment is replaced by a new secret."""
-    user = accounts.lock_user(session, user)
+    session = uow.session
+    user = uow.lock_user(user)
     enrollment = session.get(TotpEnrollment, user.id, populate_existing=True)
     if enrollment is not None and enrollment.confirmed_at is not None:
-        raise _refuse(session, user, AlreadyEnrolled(), ctx)
+        raise guards.refuse(uow, user, _REFUSED, AlreadyEnrolled(), ctx)
     secret = otp.new_secret()
     ciphertext = services.box.encrypt_text(secret)
     restarted = enrollment is not None
@@ -59,10 +51,10 @@ def start_enrollment(
         enrollment.created_at = utcnow()
     session.flush()
     audit.append(
-        session,
+        uow,
         user.org_id,
-        types.ENROLLMENT_STARTED,
-        types.SUCCESS,
+        EventType.ENROLLMENT_STARTED,
+        Outcome.SUCCESS,
         ctx,
         user_id=user.external_id,
         details={"restarted": restarted},
@@ -72,7 +64,7 @@ def start_enrollment(
 
 
 def confirm_enrollment(
-    session: Session,
+    uow: UnitOfWork,
     services: Services,
     user: User,
     totp: str,
@@ -81,18 +73,15 @@ def confirm_enrollment(
 ) -> Regeneration | None:
     """Confirm with a code valid now; returns the first set's regeneration, or None
     when the organization has backup codes turned off."""
-    user = accounts.lock_user(session, user)
+    session = uow.session
+    user = uow.lock_user(user)
     if not otp.is_well_formed(totp):
         malformed = InvalidRequest("totp must be a string of exactly 6 digits", field="totp")
-        raise _refuse(session, user, malformed, ctx)
+        raise guards.refuse(uow, user, _REFUSED, malformed, ctx)
     enrollment = session.get(TotpEnrollment, user.id, populate_existing=True)
     if enrollment is None or enrollment.confirmed_at is not None:
-        raise _refuse(session, user, NoPendingEnrollment(), ctx)
-    try:
-        limits.end_expired(session, user, limits.TOTP, now, ctx, services.limits)
-        limits.check_totp(session, user, now, services.limits)
-    except (TooManyAttempts, TotpLocked) as refused:
-        raise _refuse(session, user, refused, ctx) from None
+        raise guards.refuse(uow, user, _REFUSED, NoPendingEnrollment(), ctx)
+    guards.require_totp_open(uow, user, _REFUSED, now, ctx, services.limits)
     judgement = otp.judge(
         services.box.decrypt_text(enrollment.secret_ciphertext),
         totp,
@@ -100,31 +89,33 @@ def confirm_enrollment(
         enrollment.last_accepted_step,
     )
     if judgement.verdict is not otp.Verdict.ACCEPTED:
-        limits.record_failure(session, user, limits.TOTP, None, now, ctx, services.limits)
+        limits.record_failure(uow, user, limits.TOTP, None, now, ctx, services.limits)
         # The same TOTP event the worker writes, so one filter finds every wrong code.
         audit.append(
-            session,
+            uow,
             user.org_id,
-            types.TOTP_REJECTED,
-            types.FAILURE,
+            EventType.TOTP_REJECTED,
+            Outcome.FAILURE,
             ctx,
             user_id=user.external_id,
             details={"during": "enrollment"},
         )
-        raise _refuse(session, user, InvalidTotp(), ctx)
+        raise guards.refuse(uow, user, _REFUSED, InvalidTotp(), ctx)
     enrollment.confirmed_at = now
     enrollment.last_accepted_step = judgement.step
     enrollment.drift = judgement.drift
     limits.record_success(session, user, limits.TOTP, None, now)
     audit.append(
-        session,
+        uow,
         user.org_id,
-        types.ENROLLMENT_CONFIRMED,
-        types.SUCCESS,
+        EventType.ENROLLMENT_CONFIRMED,
+        Outcome.SUCCESS,
         ctx,
         user_id=user.external_id,
     )
     org = accounts.get_org(session, user.org_id)
     if not org.backup_codes_enabled:
         return None
-    return regeneration.queue_regeneration(session, user, org, "enrollment", None, now, ctx)
+    return regeneration.queue_regeneration(
+        uow, user, org, RegenerationReason.ENROLLMENT, None, now, ctx
+    )

@@ -1,11 +1,12 @@
-"""The domain's exceptions, one per problem slug of API.md.
+"""The domain's exceptions, one per problem slug of docs/api.md.
+
+They carry the slug, a title and a detail, never an HTTP status: api/errors.py
+maps each slug to its status in one table.
 
 Messages never carry a code, a TOTP value, a secret or a token.
 """
 
 from __future__ import annotations
-
-from typing import Self
 
 
 class ConfigurationError(Exception):
@@ -14,25 +15,20 @@ class ConfigurationError(Exception):
 
 class DomainError(Exception):
     slug = "domain-error"
-    status = 400
     title = "Request refused"
-    # Set by committed(): the unit of work commits what the use case wrote before
-    # the error (an audited refusal, a counted failure) instead of rolling it back.
-    commit_before_raising: bool = False
+    # The field at fault (invalid-request) and the seconds to wait (throttles,
+    # not-ready): the API turns them into the body's "field" and Retry-After.
+    field: str | None = None
+    retry_after: int | None = None
 
     def __init__(self, detail: str | None = None, **extra: object) -> None:
         super().__init__(detail or self.title)
         self.detail = detail or self.title
         self.extra = extra
 
-    def committed(self) -> Self:
-        """Mark this refusal as one whose audit trail must survive: `raise err.committed()`."""
-        self.commit_before_raising = True
-        return self
-
 
 class InvalidRequest(DomainError):
-    slug, status, title = "invalid-request", 422, "The request is not valid"
+    slug, title = "invalid-request", "The request is not valid"
 
     def __init__(self, detail: str, field: str | None = None) -> None:
         super().__init__(detail, field=field)
@@ -40,39 +36,39 @@ class InvalidRequest(DomainError):
 
 
 class Unauthenticated(DomainError):
-    slug, status, title = "unauthenticated", 401, "Authentication required"
+    slug, title = "unauthenticated", "Authentication required"
 
 
 class Forbidden(DomainError):
-    slug, status, title = "forbidden", 403, "This token may not do that"
+    slug, title = "forbidden", "This token may not do that"
 
 
 class NotFound(DomainError):
-    slug, status, title = "not-found", 404, "Not found"
+    slug, title = "not-found", "Not found"
 
 
 class BackupCodesDisabled(DomainError):
-    slug, status, title = "backup-codes-disabled", 403, "Backup codes are turned off"
+    slug, title = "backup-codes-disabled", "Backup codes are turned off"
 
 
 class MfaNotEnrolled(DomainError):
-    slug, status, title = "mfa-not-enrolled", 409, "Multi-factor authentication is not set up"
+    slug, title = "mfa-not-enrolled", "Multi-factor authentication is not set up"
 
 
 class AlreadyEnrolled(DomainError):
-    slug, status, title = "already-enrolled", 409, "Already enrolled"
+    slug, title = "already-enrolled", "Already enrolled"
 
 
 class NoPendingEnrollment(DomainError):
-    slug, status, title = "no-pending-enrollment", 409, "No enrollment is waiting for confirmation"
+    slug, title = "no-pending-enrollment", "No enrollment is waiting for confirmation"
 
 
 class InvalidTotp(DomainError):
-    slug, status, title = "invalid-totp", 422, "The authenticator code is not valid"
+    slug, title = "invalid-totp", "The authenticator code is not valid"
 
 
 class TooManyAttempts(DomainError):
-    slug, status, title = "too-many-attempts", 429, "Too many failed attempts"
+    slug, title = "too-many-attempts", "Too many failed attempts"
 
     def __init__(self, retry_after: int, detail: str | None = None) -> None:
         super().__init__(detail or f"Try again in {retry_after} seconds", retry_after=retry_after)
@@ -82,23 +78,25 @@ class TooManyAttempts(DomainError):
 class BackupCodesLocked(DomainError):
     """The consecutive-failure cap: no Retry-After, it does not pass with time."""
 
-    slug, status, title = "backup-codes-locked", 429, "Sign-in with backup codes is locked"
+    slug, title = "backup-codes-locked", "Sign-in with backup codes is locked"
 
 
 class TotpLocked(DomainError):
-    slug, status, title = "totp-locked", 429, "The authenticator code is locked"
+    slug, title = "totp-locked", "The authenticator code is locked"
 
 
 class RegenerationPending(DomainError):
-    slug, status, title = "regeneration-pending", 409, "A regeneration is already in progress"
+    slug, title = "regeneration-pending", "A regeneration is already in progress"
 
-    def __init__(self, location: str) -> None:
-        super().__init__("Wait for the pending regeneration to finish", location=location)
-        self.location = location
+    def __init__(self, regeneration_id: str) -> None:
+        super().__init__(
+            "Wait for the pending regeneration to finish", regeneration_id=regeneration_id
+        )
+        self.regeneration_id = regeneration_id
 
 
 class Busy(DomainError):
-    slug, status, title = "busy", 503, "Too many verifications in progress"
+    slug, title = "busy", "Too many verifications in progress"
 
     def __init__(self, retry_after: int = 1) -> None:
         super().__init__("Retry in a moment", retry_after=retry_after)
@@ -106,15 +104,11 @@ class Busy(DomainError):
 
 
 class IdempotencyKeyReused(DomainError):
-    slug, status, title = (
-        "idempotency-key-reused",
-        422,
-        "This Idempotency-Key was used with another body",
-    )
+    slug, title = "idempotency-key-reused", "This Idempotency-Key was used with another body"
 
 
 class NotReady(DomainError):
-    slug, status, title = "not-ready", 409, "The sheet is not ready yet"
+    slug, title = "not-ready", "The sheet is not ready yet"
 
     def __init__(self, retry_after: int = 1) -> None:
         super().__init__("The regeneration is still in progress", retry_after=retry_after)
@@ -122,16 +116,27 @@ class NotReady(DomainError):
 
 
 class RegenerationFailed(DomainError):
-    slug, status, title = "regeneration-failed", 409, "The regeneration failed"
+    slug, title = "regeneration-failed", "The regeneration failed"
 
 
 class SheetGone(DomainError):
-    slug, status, title = "sheet-gone", 410, "The sheet was already retrieved"
+    slug, title = "sheet-gone", "The sheet was already retrieved"
 
 
 class SheetExpired(DomainError):
-    slug, status, title = "sheet-expired", 410, "The sheet expired before it was retrieved"
+    slug, title = "sheet-expired", "The sheet expired before it was retrieved"
 
 
 class Conflict(DomainError):
-    slug, status, title = "conflict", 409, "Conflict"
+    slug, title = "conflict", "Conflict"
+
+
+# The refusals a (token, source)'s minute budget counts (domain.throttles), as the API
+# counts its 401, 403 and 404 answers; tests/unit/test_problem_statuses.py keeps this
+# list and api/errors.py's statuses together.
+BUDGETED_REFUSALS: tuple[type[DomainError], ...] = (
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    BackupCodesDisabled,
+)

@@ -1,7 +1,9 @@
 """Re-encrypt every secret at rest under the newest key.
 
 Operators put the new key first in MFA_SECRET_KEY (`new,old`), restart, run
-`mfa-codes keys rotate`, then drop the old key. Batches keep transactions short.
+`mfa-codes keys rotate`, then drop the old key. Batches keep transactions short:
+each is a unit of work from the caller's factory; the last one also records, on
+every organization's chain, that its secrets now depend on the newest key only.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
+from domain import audit
+from domain.audit.types import EventType, Outcome
 from domain.crypto import SecretBox
-from domain.models import Regeneration, Sheet, TotpEnrollment
+from domain.models import Organization, Regeneration, Sheet, TotpEnrollment
+from domain.uow import UnitOfWork, UnitOfWorkFactory
 
 
 @dataclass(frozen=True)
@@ -32,8 +37,11 @@ TARGETS = (
 
 
 def rotate_all(
-    sessions: sessionmaker[Session],
+    unit_of_work: UnitOfWorkFactory,
     box: SecretBox,
+    ctx: audit.Context,
+    *,
+    keys_configured: int,
     batch: int = 500,
     progress: Callable[[int], None] | None = None,
 ) -> int:
@@ -42,14 +50,29 @@ def rotate_all(
     for target in TARGETS:
         after = ""
         while True:
-            with sessions() as session, session.begin():
-                done, after = _rotate_batch(session, box, target, after, batch)
+            with unit_of_work() as uow:
+                done, after = _rotate_batch(uow.session, box, target, after, batch)
+                if not after and target is TARGETS[-1]:
+                    _record_rekeyed(uow, ctx, keys_configured)
             total += done
             if progress:
                 progress(done)
             if not after:
                 break
     return total
+
+
+def _record_rekeyed(uow: UnitOfWork, ctx: audit.Context, keys_configured: int) -> None:
+    orgs = uow.session.scalars(select(Organization.id).order_by(Organization.id)).all()
+    for org_id in orgs:
+        audit.append(
+            uow,
+            org_id,
+            EventType.SECRETS_REKEYED,
+            Outcome.SUCCESS,
+            ctx,
+            details={"keys_configured": keys_configured},
+        )
 
 
 def _rotate_batch(

@@ -1,4 +1,4 @@
-"""Attempt limits (API.md "Attempt limits"), counted in the database so they hold
+"""Attempt limits (docs/api.md "Attempt limits"), counted in the database so they hold
 across processes.
 
 - Backup codes: `threshold` failures in `window` from one source throttle that
@@ -14,7 +14,7 @@ across processes.
 - Mistyped inputs (cannot be a code): their own sliding budget per source, never
   a failure, audited once a minute per source with a count.
 
-Writers hold the user's row lock (accounts.lock_user). Reads for an early refusal
+Writers hold the user's row lock (UnitOfWork.lock_user). Reads for an early refusal
 need none: the verdict is read again under the lock before anything counts.
 """
 
@@ -23,16 +23,18 @@ from __future__ import annotations
 import ipaddress
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from domain import audit
-from domain import audit_types as types
+from domain.audit.types import EventType, Outcome
+from domain.clock import rfc3339_millis
 from domain.errors import BackupCodesLocked, InvalidRequest, TooManyAttempts, TotpLocked
 from domain.models import AttemptLimit, AuthFailure, User
+from domain.uow import UnitOfWork
 
 BACKUP_CODES, TOTP = "backup_codes", "totp"
 KIND_BACKUP, KIND_TOTP, KIND_MISTYPED = "backup_code", "totp", "mistyped"
@@ -66,12 +68,12 @@ class Limits:
 # --- sources -------------------------------------------------------------------------
 
 
-def parse_client_ip(value: object) -> str | None:
+def parse_client_ip(value: str | None) -> str | None:
     """The verify body's client_ip, checked and canonical: an IPv4 or IPv6 address
     (no zone; an IPv4-mapped one as IPv4), or absent."""
     if value is None:
         return None
-    raw = str(value).strip()
+    raw = value.strip()
     try:
         if len(raw) > 64 or "%" in raw:  # a zone names the front end's interface, not a visitor
             raise ValueError(raw)
@@ -84,8 +86,8 @@ def parse_client_ip(value: object) -> str | None:
     return str(address)
 
 
-def check_user_agent(value: object) -> str | None:
-    if value is not None and (not isinstance(value, str) or len(value) > MAX_USER_AGENT):
+def check_user_agent(value: str | None) -> str | None:
+    if value is not None and len(value) > MAX_USER_AGENT:
         raise InvalidRequest(
             f"user_agent must be a string of at most {MAX_USER_AGENT} characters",
             field="user_agent",
@@ -188,16 +190,24 @@ def check_totp(session: Session, user: User, now: datetime, rules: Limits) -> No
         raise TooManyAttempts(_seconds_until(end, now))
 
 
-def status(session: Session, user: User, now: datetime, rules: Limits) -> dict[str, Any]:
-    """MfaStatus.limits."""
+@dataclass(frozen=True)
+class Standing:
+    """Where the user stands with both factors (MfaStatus.limits)."""
+
+    totp_throttled_until: datetime | None
+    totp_locked: bool
+    backup_codes_locked: bool
+
+
+def status(session: Session, user: User, now: datetime, rules: Limits) -> Standing:
     totp = standing(session, user, TOTP)
     backup = standing(session, user, BACKUP_CODES)
     end = _window_end(totp, TOTP, rules)
-    return {
-        "totp_throttled_until": format_until(end) if end is not None and end > now else None,
-        "totp_locked": totp is not None and totp.locked_at is not None,
-        "backup_codes_locked": backup is not None and backup.locked_at is not None,
-    }
+    return Standing(
+        totp_throttled_until=end if end is not None and end > now else None,
+        totp_locked=totp is not None and totp.locked_at is not None,
+        backup_codes_locked=backup is not None and backup.locked_at is not None,
+    )
 
 
 # --- writing (under the user's lock) ---------------------------------------------------
@@ -214,19 +224,20 @@ def _state_for_update(session: Session, user: User, factor: str) -> AttemptLimit
 
 
 def end_expired(
-    session: Session, user: User, factor: str, now: datetime, ctx: audit.Context, rules: Limits
+    uow: UnitOfWork, user: User, factor: str, now: datetime, ctx: audit.Context, rules: Limits
 ) -> None:
     """Close a user-wide throttle whose window has passed (audited user.lockout.ended)."""
+    session = uow.session
     state = standing(session, user, factor)
     end = _window_end(state, factor, rules)
     if state is None or end is None or end > now:
         return
     state.window_started_at, state.window_failures = None, 0
     audit.append(
-        session,
+        uow,
         user.org_id,
-        types.LOCKOUT_ENDED,
-        types.SUCCESS,
+        EventType.LOCKOUT_ENDED,
+        Outcome.SUCCESS,
         ctx,
         user_id=user.external_id,
         details={"factor": factor},
@@ -234,7 +245,7 @@ def end_expired(
 
 
 def record_failure(
-    session: Session,
+    uow: UnitOfWork,
     user: User,
     factor: str,
     source: str | None,
@@ -244,6 +255,7 @@ def record_failure(
 ) -> None:
     """Count one failure: a row for the sliding windows, the user's window and the
     consecutive count; audits a throttle of the user and the permanent lock."""
+    session = uow.session
     session.execute(
         delete(AuthFailure).where(
             AuthFailure.user_id == user.id, AuthFailure.occurred_at < now - _KEEP_ROWS
@@ -251,7 +263,7 @@ def record_failure(
     )
     kind = KIND_BACKUP if factor == BACKUP_CODES else KIND_TOTP
     session.add(AuthFailure(user_id=user.id, kind=kind, source=source, occurred_at=now))
-    end_expired(session, user, factor, now, ctx, rules)
+    end_expired(uow, user, factor, now, ctx, rules)
     state = _state_for_update(session, user, factor)
     limit, length = rules.factor_window(factor)
     if state.window_started_at is None or state.window_started_at + length <= now:
@@ -261,35 +273,29 @@ def record_failure(
     session.flush()
     if state.window_failures == limit:
         audit.append(
-            session,
+            uow,
             user.org_id,
-            types.LOCKOUT_STARTED,
-            types.DENIED,
+            EventType.LOCKOUT_STARTED,
+            Outcome.DENIED,
             ctx,
             user_id=user.external_id,
             details={
                 "factor": factor,
                 "failures": state.window_failures,
-                "until": format_until(state.window_started_at + length),
+                "until": rfc3339_millis(state.window_started_at + length),
             },
         )
     if state.consecutive_failures >= rules.consecutive_cap and state.locked_at is None:
         state.locked_at = now
         audit.append(
-            session,
+            uow,
             user.org_id,
-            types.LOCKOUT_PERMANENT,
-            types.DENIED,
+            EventType.LOCKOUT_PERMANENT,
+            Outcome.DENIED,
             ctx,
             user_id=user.external_id,
             details={"factor": factor, "failures": state.consecutive_failures},
         )
-
-
-def format_until(moment: datetime) -> str:
-    """RFC 3339, UTC, milliseconds (API.md's timestamps)."""
-    utc = moment.astimezone(UTC)
-    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
 
 
 def record_success(
@@ -342,7 +348,7 @@ def clear(session: Session, user: User) -> list[str]:
 
 
 def note_mistyped(
-    session: Session,
+    uow: UnitOfWork,
     user: User,
     source: str,
     now: datetime,
@@ -354,6 +360,7 @@ def note_mistyped(
     the organization (a scatter of random inputs over many users spends one budget:
     TooManyAttempts beyond it), and audit the batch once a minute per source, with
     how many came since the last one."""
+    session = uow.session
     in_org = AuthFailure.user_id.in_(select(User.id).where(User.org_id == user.org_id))
     mine = (in_org, AuthFailure.kind == KIND_MISTYPED, AuthFailure.source == source)
     window = timedelta(seconds=rules.mistyped_window_seconds)
@@ -380,10 +387,10 @@ def note_mistyped(
     count = session.execute(select(func.count()).select_from(AuthFailure).where(*since))
     row.audited = True
     audit.append(
-        session,
+        uow,
         user.org_id,
-        types.CODE_REJECTED,
-        types.FAILURE,
+        EventType.CODE_REJECTED,
+        Outcome.FAILURE,
         ctx,
         user_id=user.external_id,
         details={**details, "reason": "mistyped", "count": int(count.scalar_one())},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -26,9 +27,47 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from domain.codes import MAX_CODES, MIN_CODES
+
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+# Stored and sent as their values: a StrEnum member equals its string, so rows, JSON
+# and comparisons with plain strings are unchanged.
+
+
+class RegenerationStatus(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    READY = "ready"  # the sheet waits to be retrieved
+    FAILED = "failed"
+    RETRIEVED = "retrieved"
+    EXPIRED = "expired"  # the sheet expired before it was retrieved
+
+
+IN_PROGRESS = frozenset({RegenerationStatus.QUEUED, RegenerationStatus.PROCESSING})
+FINISHED = frozenset(RegenerationStatus) - IN_PROGRESS
+
+
+class RegenerationReason(StrEnum):
+    REGENERATION = "regeneration"  # asked for by the user, with a TOTP the worker judges
+    ENROLLMENT = "enrollment"  # the first set, queued by a confirmed enrollment
+
+
+class Role(StrEnum):
+    """What an API token may do."""
+
+    USER = "user"
+    SERVICE = "service"
+    ADMIN = "admin"
+    AUDITOR = "auditor"
+
+
+class TokenKind(StrEnum):
+    BEARER = "token"
+    SESSION = "session"  # a browser session's token
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -71,7 +110,9 @@ def _now() -> datetime:
 
 class Organization(Base):
     __tablename__ = "organizations"
-    __table_args__ = (CheckConstraint("code_count BETWEEN 1 AND 20", name="code_count_range"),)
+    __table_args__ = (
+        CheckConstraint(f"code_count BETWEEN {MIN_CODES} AND {MAX_CODES}", name="code_count_range"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     backup_codes_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -132,7 +173,7 @@ class Regeneration(Base):
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     reason: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=RegenerationStatus.QUEUED)
     failure: Mapped[str | None] = mapped_column(String(32))
     code_count: Mapped[int] = mapped_column(Integer)
     accepted_at: Mapped[datetime]
@@ -227,8 +268,9 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None]
     # None: never expires (operators' CLI tokens without --ttl).
     expires_at: Mapped[datetime | None]
-    # 'token' (bearer) or 'session' (a browser session's token).
-    kind: Mapped[str] = mapped_column(String(16), default="token", server_default="token")
+    kind: Mapped[str] = mapped_column(
+        String(16), default=TokenKind.BEARER, server_default=TokenKind.BEARER
+    )  # TokenKind
     # Written lazily (at most once a minute) by the token API; never on every request.
     last_used_at: Mapped[datetime | None]
 

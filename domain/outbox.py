@@ -1,9 +1,9 @@
 """The outbox: a row written in the same transaction as the change that needs a
 task published, so a lost or failed publish is repaired later, never lost.
 
-`enqueue` also notes the row id in `session.info["outbox_ids"]`; a publisher
-listening to the session's after_commit event publishes exactly those rows
-(and marks them published), while `pending` finds what such a publish missed.
+`enqueue` also puts the row (id, task, args) in the unit of work's outbox; once
+it commits, the publisher (an after-commit hook) sends exactly those rows and
+marks them published, while `pending` finds what such a publish missed.
 Args hold ids and JSON primitives only, never a secret.
 """
 
@@ -15,22 +15,18 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from domain.db import utcnow
+from domain.clock import utcnow
 from domain.models import OutboxMessage
+from domain.uow import QueuedTask, UnitOfWork
 
 TASK_PROCESS_REGENERATION = "regeneration.process"  # args {"regeneration_id": str}
 
-OUTBOX_IDS = "outbox_ids"
-# (id, task, args) of the same rows: the publisher sends them without reading them back.
-OUTBOX_ROWS = "outbox_rows"
 
-
-def enqueue(session: Session, task: str, args: dict[str, Any]) -> OutboxMessage:
+def enqueue(uow: UnitOfWork, task: str, args: dict[str, Any]) -> OutboxMessage:
     message = OutboxMessage(task=task, args=dict(args), created_at=utcnow())
-    session.add(message)
-    session.flush()  # the id, for the after-commit publisher
-    session.info.setdefault(OUTBOX_IDS, []).append(message.id)
-    session.info.setdefault(OUTBOX_ROWS, []).append((message.id, task, dict(args)))
+    uow.session.add(message)
+    uow.session.flush()  # the id, for the after-commit publisher
+    uow.outbox.append(QueuedTask(message.id, task, dict(args)))
     return message
 
 

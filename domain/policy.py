@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
+from dataclasses import dataclass
 
 from domain import audit
-from domain import audit_types as types
+from domain.audit.types import EventType, Outcome
+from domain.codes import MAX_CODES as MAX_CODES
+from domain.codes import MIN_CODES as MIN_CODES
 from domain.errors import InvalidRequest
 from domain.models import Organization
+from domain.uow import UnitOfWork
 
-MIN_CODES, MAX_CODES = 1, 20
+
+@dataclass(frozen=True)
+class Policy:
+    """An organization's policy as the API shows it."""
+
+    backup_codes_enabled: bool
+    code_count: int
+
+    @classmethod
+    def of(cls, org: Organization) -> Policy:
+        return cls(org.backup_codes_enabled, org.code_count)
 
 
 def set_policy(
-    session: Session, org: Organization, enabled: object, code_count: object, ctx: audit.Context
+    uow: UnitOfWork, org: Organization, enabled: bool, code_count: int, ctx: audit.Context
 ) -> Organization:
-    if not isinstance(enabled, bool):
-        raise InvalidRequest(
-            "backup_codes_enabled must be true or false", field="backup_codes_enabled"
-        )
-    if isinstance(code_count, bool) or not isinstance(code_count, int):
-        raise InvalidRequest("code_count must be a whole number", field="code_count")
+    """Replace the policy (its shape was checked at the edge; its range is a rule)."""
     if not MIN_CODES <= code_count <= MAX_CODES:
         raise InvalidRequest(f"code_count must be {MIN_CODES} to {MAX_CODES}", field="code_count")
     old = {"backup_codes_enabled": org.backup_codes_enabled, "code_count": org.code_count}
@@ -28,6 +36,11 @@ def set_policy(
     org.code_count = code_count
     new = {"backup_codes_enabled": enabled, "code_count": code_count}
     audit.append(
-        session, org.id, types.POLICY_CHANGED, types.SUCCESS, ctx, details={"old": old, "new": new}
+        uow,
+        org.id,
+        EventType.POLICY_CHANGED,
+        Outcome.SUCCESS,
+        ctx,
+        details={"old": old, "new": new},
     )
     return org

@@ -1,6 +1,6 @@
 """The purge: delete rows nothing reads any more, so tables stop growing.
 
-What goes, each after its retention (domain.settings):
+What goes, each after its retention (infra.settings):
 - outbox rows already published (a pending row is never purged: it is work);
 - regenerations finished (retrieved, expired, failed), with whatever sheet is left
   (none should be), except the one that issued a user's newest set: GET /v1/me/mfa
@@ -19,33 +19,52 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import ColumnElement, delete, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
-from domain.models import AuthFailure, BackupCode, OutboxMessage, Regeneration, Sheet
-from domain.services import Services
-from domain.settings import Settings
+from domain.models import (
+    AuthFailure,
+    BackupCode,
+    OutboxMessage,
+    Regeneration,
+    RegenerationStatus,
+    Sheet,
+)
+from domain.ports import Maintenance, RetentionSettings
 
 BATCH = 1000  # rows a statement
 MAX_BATCHES = 100  # per kind and run: a backlog is worked off over several runs
-PURGEABLE = ("retrieved", "expired", "failed")  # "ready" still has a sheet to fetch
+# Finished and without a sheet to fetch (a READY one still has its sheet).
+PURGEABLE = (RegenerationStatus.RETRIEVED, RegenerationStatus.EXPIRED, RegenerationStatus.FAILED)
 
 Purger = Callable[[Session, datetime, int], int]
 
 
 def purge_published_outbox(session: Session, before: datetime, batch: int = BATCH) -> int:
     """Delete up to `batch` outbox rows published before `before`."""
+    published = (OutboxMessage.published_at.is_not(None), OutboxMessage.published_at < before)
+    return _delete_oldest(session, OutboxMessage, published, batch)
+
+
+def _delete_oldest(
+    session: Session,
+    model: type[OutboxMessage] | type[AuthFailure],
+    conditions: tuple[ColumnElement[bool], ...],
+    batch: int,
+) -> int:
+    """Delete up to `batch` rows of `model` that meet `conditions`, lowest ids first,
+    passing over rows another transaction holds."""
     ids = list(
         session.execute(
-            select(OutboxMessage.id)
-            .where(OutboxMessage.published_at.is_not(None), OutboxMessage.published_at < before)
-            .order_by(OutboxMessage.id)
+            select(model.id)
+            .where(*conditions)
+            .order_by(model.id)
             .limit(batch)
             .with_for_update(skip_locked=True)
         ).scalars()
     )
     if ids:
-        session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(ids)))
+        session.execute(delete(model).where(model.id.in_(ids)))
     return len(ids)
 
 
@@ -93,7 +112,7 @@ def purge_finished_regenerations(session: Session, before: datetime, batch: int 
 # which is never purged. A row older than the longest window is read by nothing.
 
 
-def auth_failure_cutoff(settings: Settings, now: datetime) -> datetime:
+def auth_failure_cutoff(settings: RetentionSettings, now: datetime) -> datetime:
     """Failure rows older than this are read by no window of domain.limits."""
     keep = max(
         settings.auth_failure_retention_seconds,
@@ -106,25 +125,14 @@ def auth_failure_cutoff(settings: Settings, now: datetime) -> datetime:
 
 def purge_auth_failures(session: Session, before: datetime, batch: int = BATCH) -> int:
     """Delete up to `batch` failure rows that occurred before `before` (age alone)."""
-    ids = list(
-        session.execute(
-            select(AuthFailure.id)
-            .where(AuthFailure.occurred_at < before)
-            .order_by(AuthFailure.id)
-            .limit(batch)
-            .with_for_update(skip_locked=True)
-        ).scalars()
-    )
-    if ids:
-        session.execute(delete(AuthFailure).where(AuthFailure.id.in_(ids)))
-    return len(ids)
+    return _delete_oldest(session, AuthFailure, (AuthFailure.occurred_at < before,), batch)
 
 
 # --- the run ----------------------------------------------------------------------------
 
 
 def purge(
-    services: Services, now: datetime, *, batch: int = BATCH, max_batches: int = MAX_BATCHES
+    services: Maintenance, now: datetime, *, batch: int = BATCH, max_batches: int = MAX_BATCHES
 ) -> dict[str, int]:
     """One run: every kind in batches of its own transaction until a batch comes back
     short or `max_batches` ran. Rows deleted by kind, and the transactions used."""
@@ -146,8 +154,8 @@ def purge(
     batches = 0
     for name, purge_batch, before in steps:
         for _ in range(max_batches):
-            with services.unit_of_work() as session:
-                deleted = purge_batch(session, before, batch)
+            with services.unit_of_work() as uow:
+                deleted = purge_batch(uow.session, before, batch)
             batches += 1
             counts[name] += deleted
             if deleted < batch:

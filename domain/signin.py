@@ -1,6 +1,6 @@
 """Use case: spend a backup code at sign-in.
 
-The order in which verify decides (API.md): unknown user 404 (no hash: the 404
+The order in which verify decides (docs/api.md): unknown user 404 (no hash: the 404
 already says what timing would); backup codes disabled 403; not enrolled 409;
 source or user throttled, or locked, 429 (domain.limits); an input that cannot
 be a code 200 `mistyped` (no hash, no lock, not a failure, a budget of its own);
@@ -27,26 +27,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from domain import accounts, audit, limits
-from domain import audit_types as types
-from domain.codes import normalise
+from domain import accounts, audit, guards, limits
+from domain.audit.types import EventType, Outcome
+from domain.codes import LOW_WATERMARK, normalise
 from domain.errors import (
-    BackupCodesDisabled,
-    BackupCodesLocked,
-    DomainError,
-    MfaNotEnrolled,
     NotFound,
-    TooManyAttempts,
 )
-from domain.models import BackupCode, TotpEnrollment, User
-from domain.services import Services
+from domain.models import BackupCode, User
+from domain.ports import Services
+from domain.sql import rowcount
+from domain.uow import UnitOfWork
 
-LOW_WATERMARK = 2  # `low` when this many or fewer codes remain
+_REFUSED = EventType.SIGNIN_REFUSED
 
 
 @dataclass(frozen=True)
@@ -56,29 +52,22 @@ class VerifyResult:
     low: bool
     mistyped: bool = False
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "accepted": self.accepted,
-            "mistyped": self.mistyped,
-            "remaining": self.remaining,
-            "low": self.low,
-        }
-
 
 def verify_backup_code(
-    session: Session,
+    uow: UnitOfWork,
     services: Services,
     org_id: str,
     user_external_id: str,
-    code: object,
+    code: str,
     now: datetime,
     ctx: audit.Context,
     *,
-    client_ip: object = None,
-    user_agent: object = None,
+    client_ip: str | None = None,
+    user_agent: str | None = None,
 ) -> VerifyResult:
     """`client_ip` and `user_agent`: what the front end saw of its visitor; the
     source of the per-source budget, recorded in the events' details."""
+    session = uow.session
     visitor_ip = limits.parse_client_ip(client_ip)
     visitor_agent = limits.check_user_agent(user_agent)
     visitor = {k: v for k, v in (("client_ip", visitor_ip), ("user_agent", visitor_agent)) if v}
@@ -87,11 +76,11 @@ def verify_backup_code(
     user = accounts.find_user(session, org_id, user_external_id)
     if user is None:
         raise NotFound("no such user")
-    _check_allowed(session, user, source, now, ctx, rules)
+    _check_allowed(uow, user, source, now, ctx, rules)
 
-    candidate = normalise(code) if isinstance(code, str) else None
+    candidate = normalise(code)
     if candidate is None:
-        limits.note_mistyped(session, user, source, now, ctx, rules, visitor)
+        limits.note_mistyped(uow, user, source, now, ctx, rules, visitor)
         remaining = _remaining(session, user)
         return VerifyResult(False, remaining, remaining <= LOW_WATERMARK, mistyped=True)
 
@@ -102,12 +91,8 @@ def verify_backup_code(
         else:
             matches = services.hasher.verify_nothing(candidate)
 
-    user = accounts.lock_user(session, user)  # see the module docstring for why here
-    try:
-        limits.end_expired(session, user, limits.BACKUP_CODES, now, ctx, rules)
-        limits.check_backup_codes(session, user, source, now, rules)
-    except (TooManyAttempts, BackupCodesLocked) as refused:
-        raise _refuse(session, user, refused, ctx) from None
+    user = uow.lock_user(user)  # see the module docstring for why here
+    guards.require_backup_codes_open(uow, user, source, _REFUSED, now, ctx, rules)
 
     accepted = row is not None and matches and row.spent_at is None and _spend(session, row, now)
     remaining = _remaining(session, user)
@@ -118,42 +103,34 @@ def verify_backup_code(
             # never verify again; live codes move over at their next regeneration).
             row.hash = services.hasher.hash(candidate)
         audit.append(
-            session,
+            uow,
             user.org_id,
-            types.CODE_ACCEPTED,
-            types.SUCCESS,
+            EventType.CODE_ACCEPTED,
+            Outcome.SUCCESS,
             ctx,
             user_id=user.external_id,
             details={"remaining": remaining, "set_id": row.set_id, **visitor},
         )
-    elif matches:
-        # A code of the current set, already spent (a double submit, a retry after a
-        # timeout): refused, but nobody guessed anything, so it is not a failure.
-        audit.append(
-            session,
-            user.org_id,
-            types.CODE_REJECTED,
-            types.FAILURE,
-            ctx,
-            user_id=user.external_id,
-            details={"remaining": remaining, "reason": "spent", **visitor},
-        )
     else:
+        # A match here is a code of the current set, already spent (a double submit, a
+        # retry after a timeout): refused, but nobody guessed anything, so not a failure.
+        spent = {"reason": "spent"} if matches else {}
         audit.append(
-            session,
+            uow,
             user.org_id,
-            types.CODE_REJECTED,
-            types.FAILURE,
+            EventType.CODE_REJECTED,
+            Outcome.FAILURE,
             ctx,
             user_id=user.external_id,
-            details={"remaining": remaining, **visitor},
+            details={"remaining": remaining, **spent, **visitor},
         )
-        limits.record_failure(session, user, limits.BACKUP_CODES, source, now, ctx, rules)
+        if not matches:
+            limits.record_failure(uow, user, limits.BACKUP_CODES, source, now, ctx, rules)
     return VerifyResult(accepted=accepted, remaining=remaining, low=remaining <= LOW_WATERMARK)
 
 
 def _check_allowed(
-    session: Session,
+    uow: UnitOfWork,
     user: User,
     source: str,
     now: datetime,
@@ -163,21 +140,10 @@ def _check_allowed(
     """Refusals that need no verification: policy off, not enrolled, throttled or
     locked (an early, unlocked read; the limits are read again under the lock
     before anything counts)."""
-    org = accounts.get_org(session, user.org_id)
-    if not org.backup_codes_enabled:
-        raise _refuse(session, user, BackupCodesDisabled(), ctx)
-    enrollment = session.get(TotpEnrollment, user.id)
-    if enrollment is None or enrollment.confirmed_at is None:
-        raise _refuse(session, user, MfaNotEnrolled(), ctx)
-    try:
+    session = uow.session
+    guards.require_usable(uow, user, _REFUSED, ctx)
+    with guards.refusing(uow, user, _REFUSED, ctx):
         limits.check_backup_codes(session, user, source, now, rules)
-    except (TooManyAttempts, BackupCodesLocked) as refused:
-        raise _refuse(session, user, refused, ctx) from None
-
-
-def _refuse(session: Session, user: User, error: DomainError, ctx: audit.Context) -> DomainError:
-    """The refusal is audited and committed although the request fails."""
-    return audit.refusal(session, user.org_id, user.external_id, types.SIGNIN_REFUSED, error, ctx)
 
 
 def _candidate_row(session: Session, user: User, candidate: str) -> BackupCode | None:
@@ -212,7 +178,7 @@ def _spend(session: Session, row: BackupCode, now: datetime) -> bool:
         .values(spent_at=now)
         .execution_options(synchronize_session=False)
     )
-    return cast(CursorResult[Any], changed).rowcount == 1
+    return rowcount(changed) == 1
 
 
 def _remaining(session: Session, user: User) -> int:

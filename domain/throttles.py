@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from domain.errors import TooManyAttempts
 from domain.models import RequestThrottle
+from domain.sql import rowcount
 
 WINDOW_SECONDS = 60
 AUTH_FAILURES_PER_MINUTE = 30
@@ -87,7 +88,7 @@ def purge(session: Session, now: float | None = None) -> int:
     result = session.execute(
         delete(RequestThrottle).where(RequestThrottle.window_start < start - WINDOW_SECONDS)
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return rowcount(result)
 
 
 def peek(session: Session, key: str, limit: int, now: float | None = None) -> Verdict:

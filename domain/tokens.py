@@ -17,12 +17,14 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from domain import accounts, audit
-from domain import audit_types as types
+from domain.audit.types import EventType, Outcome
 from domain.errors import InvalidRequest, NotFound
-from domain.models import ApiToken
+from domain.models import ApiToken, Role, TokenKind
+from domain.uow import UnitOfWork
 
-ROLES = ("user", "service", "admin", "auditor")
-KINDS = ("token", "session")
+# Plain strings (the values), for messages and the CLI's choices.
+ROLES = tuple(role.value for role in Role)
+KINDS = tuple(kind.value for kind in TokenKind)
 PREFIX = "mfa_"
 MIN_TTL = timedelta(seconds=60)
 MAX_TTL = timedelta(days=365)
@@ -33,19 +35,20 @@ def _digest(token: str) -> str:
 
 
 def issue(
-    session: Session,
+    uow: UnitOfWork,
     org_id: str,
     principal_id: str,
     role: str,
     ctx: audit.Context,
     *,
     ttl: timedelta | None = None,
-    kind: str = "token",
+    kind: str = TokenKind.BEARER,
     now: datetime | None = None,
 ) -> tuple[ApiToken, str]:
     """Returns the stored row and the token in clear, which is never stored.
     Without a ttl the token does not expire; callers bound the ttl they accept
     (the CLI 60 s to 365 d), this refuses only what no caller may ask for."""
+    session = uow.session
     if role not in ROLES:
         raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", field="role")
     if kind not in KINDS:
@@ -53,7 +56,7 @@ def issue(
     if ttl is not None and not MIN_TTL <= ttl <= MAX_TTL:
         raise InvalidRequest("ttl must be 60 seconds to 365 days", field="ttl")
     accounts.get_org(session, org_id)
-    if role == "user":
+    if role == Role.USER:
         accounts.get_user(session, org_id, principal_id)
     if not principal_id or len(principal_id) > 128:
         raise InvalidRequest("principal id must be 1 to 128 characters", field="principal_id")
@@ -71,12 +74,12 @@ def issue(
     session.add(row)
     session.flush()
     audit.append(
-        session,
+        uow,
         org_id,
-        types.TOKEN_ISSUED,
-        types.SUCCESS,
+        EventType.TOKEN_ISSUED,
+        Outcome.SUCCESS,
         ctx,
-        user_id=principal_id if role == "user" else None,
+        user_id=principal_id if role == Role.USER else None,
         details={
             "issued_token_id": row.id,
             "role": role,
@@ -105,14 +108,14 @@ def authenticate(session: Session, presented: str, now: datetime | None = None) 
     return row
 
 
-def _revoked_event(session: Session, row: ApiToken, ctx: audit.Context, reason: str) -> None:
+def _revoked_event(uow: UnitOfWork, row: ApiToken, ctx: audit.Context, reason: str) -> None:
     audit.append(
-        session,
+        uow,
         row.org_id,
-        types.TOKEN_REVOKED,
-        types.SUCCESS,
+        EventType.TOKEN_REVOKED,
+        Outcome.SUCCESS,
         ctx,
-        user_id=row.principal_id if row.role == "user" else None,
+        user_id=row.principal_id if row.role == Role.USER else None,
         details={
             "revoked_token_id": row.id,
             "role": row.role,
@@ -124,7 +127,7 @@ def _revoked_event(session: Session, row: ApiToken, ctx: audit.Context, reason: 
 
 
 def revoke(
-    session: Session,
+    uow: UnitOfWork,
     token_id: str,
     ctx: audit.Context,
     *,
@@ -134,6 +137,7 @@ def revoke(
     """Revoke one token (by whom: ctx), audited; NotFound for an unknown token or one
     of another organization (when org_id is given). Revoking twice changes nothing
     and appends nothing."""
+    session = uow.session
     row = session.execute(
         select(ApiToken).where(ApiToken.id == token_id).with_for_update()
     ).scalar_one_or_none()
@@ -142,21 +146,22 @@ def revoke(
     if row.revoked_at is None:
         row.revoked_at = datetime.now(UTC)
         session.flush()
-        _revoked_event(session, row, ctx, reason)
+        _revoked_event(uow, row, ctx, reason)
     return row
 
 
 def revoke_all_of_user(
-    session: Session, org_id: str, user_external_id: str, ctx: audit.Context, reason: str
+    uow: UnitOfWork, org_id: str, user_external_id: str, ctx: audit.Context, reason: str
 ) -> int:
     """Revoke every live token and session of a user (an MFA reset), one event each."""
+    session = uow.session
     now = datetime.now(UTC)
     rows = list(
         session.execute(
             select(ApiToken)
             .where(
                 ApiToken.org_id == org_id,
-                ApiToken.role == "user",
+                ApiToken.role == Role.USER,
                 ApiToken.principal_id == user_external_id,
                 ApiToken.revoked_at.is_(None),
             )
@@ -172,7 +177,7 @@ def revoke_all_of_user(
             .execution_options(synchronize_session="fetch")
         )
     for row in rows:
-        _revoked_event(session, row, ctx, reason)
+        _revoked_event(uow, row, ctx, reason)
     return len(rows)
 
 

@@ -1,12 +1,12 @@
-"""Alembic environment: the URL comes from the caller (domain.migrate), never from a file."""
+"""Alembic environment: the URL comes from the caller (infra.migrate), never from a file."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import Connection
 
-from domain.db import make_engine
 from domain.models import Base
+from infra.db import make_engine
 
 config = context.config
 target_metadata = Base.metadata

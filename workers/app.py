@@ -13,10 +13,11 @@ from urllib.parse import urlsplit
 from celery import Celery
 from kombu import Exchange, Queue
 
-from domain.settings import Settings
+from domain.outbox import TASK_PROCESS_REGENERATION
+from infra.settings import Settings
 from workers import folder_broker
 
-TASK_PROCESS = "regeneration.process"
+TASK_PROCESS = TASK_PROCESS_REGENERATION  # named by the domain, which writes it to the outbox
 TASK_REPUBLISH_STALE = "maintenance.republish_stale"
 TASK_EXPIRE_SHEETS = "maintenance.expire_sheets"
 TASK_CHECKPOINT = "audit.checkpoint"
@@ -137,7 +138,7 @@ def make_celery(settings: Settings) -> Celery:
             "audit.*": {"queue": maintenance, "routing_key": maintenance},
         },
         task_create_missing_queues=False,
-        # Our logging (domain.logs) stays in charge of the root logger.
+        # Our logging (infra.logs) stays in charge of the root logger.
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
         beat_schedule_filename=str(settings.var_dir / "celerybeat-schedule"),

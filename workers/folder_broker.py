@@ -58,7 +58,9 @@ class Channel(filesystem.Channel):
     """Same folders and file names as kombu's, so either reads what the other wrote.
     A message is deleted once read (kombu's `store_processed` is not supported)."""
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    # kombu's own filesystem Channel narrows AbstractChannel's _put and _get the same
+    # way (celery-types' stub carries the same ignores); kombu calls them so.
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         name = message_name(queue)
         folder = self.data_folder_out
         temporary = os.path.join(folder, f"{TEMPORARY_PREFIX}{name}.tmp")
@@ -73,7 +75,7 @@ class Channel(filesystem.Channel):
                 os.unlink(temporary)
             raise ChannelError(f"Cannot add file {name!r} to directory") from exc
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str) -> Any:  # type: ignore[override]
         folder = self.data_folder_in
         for filename in sorted(os.listdir(folder)):
             if not is_message_of(filename, queue):
@@ -98,12 +100,13 @@ class Channel(filesystem.Channel):
             return message
         raise Empty()
 
-    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str | None, queue: str) -> None:
         """kombu creates an exchange's table file empty and fills it afterwards: a
         process reading it in between (another one starting) raised JSONDecodeError.
         A new table appears complete instead; an existing one is updated under
         kombu's lock, as before."""
-        table = self._exchange_file(exchange)
+        # A private helper of kombu's filesystem Channel, missing from celery-types' stub.
+        table = self._exchange_file(exchange)  # type: ignore[attr-defined]
         if not table.exists():
             self.control_folder.mkdir(parents=True, exist_ok=True)
             entry = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")

@@ -1,7 +1,7 @@
 """Worker metrics: task durations by task and outcome, served on their own port.
 
 A worker process has no HTTP server of its own, so `serve_metrics(port)` starts
-prometheus_client's; the business counters (domain.metrics) are counted where
+prometheus_client's; the business counters (infra.metrics) are counted where
 the transaction commits, which for regenerations is here.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 from celery import signals
 from prometheus_client import Histogram, start_http_server
 
-from domain import metrics as domain_metrics
+from infra import metrics as domain_metrics
 
 TASK_DURATION = Histogram(
     "mfa_task_duration_seconds",

@@ -19,22 +19,19 @@ from datetime import datetime
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, SessionTransaction
 
 from domain import outbox
-from domain.db import utcnow
-from domain.services import Services
+from domain.uow import Committed
+from infra.db import utcnow
+from infra.services import Services
 from workers.app import queue_for
 
 log = logging.getLogger(__name__)
 
-# session.info key: (id, task, args) of this transaction's outbox rows, read before commit.
-_TO_PUBLISH = "outbox_to_publish"
 # One quick retry, then give up: the outbox row makes a failed publish a delay only.
 RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
-PING_TIMEOUT = 2.0
+PING_TIMEOUT = 2  # seconds (whole: kombu types ensure_connection's timeout as an int)
 PUBLISH_TIMEOUT = 2.0
 FLUSH_BATCH = 100
 MARK_GATHER_SECONDS = 0.05
@@ -127,8 +124,8 @@ class Publisher:
 
     def _mark_now(self, ids: list[int]) -> None:
         try:
-            with self.services.unit_of_work() as session:
-                outbox.mark_published(session, ids, utcnow())
+            with self.services.unit_of_work() as uow:
+                outbox.mark_published(uow.session, ids, utcnow())
         except SQLAlchemyError as exc:
             # Published but not marked: sent again later, which the tasks shrug off.
             log.warning("could not mark %d outbox rows published: %s", len(ids), type(exc).__name__)
@@ -139,46 +136,21 @@ class Publisher:
         """Publish every unit of work's outbox rows right after it commits."""
         if self._installed:
             return
-        sessions = self.services.sessions
-        event.listen(sessions, "before_commit", self._before_commit)
-        event.listen(sessions, "after_commit", self._after_commit)
-        event.listen(sessions, "after_soft_rollback", self._after_rollback)
+        self.services.after_commit.append(self._after_commit)
         self._installed = True
 
     def uninstall(self) -> None:
         self.flush_marks()
         if not self._installed:
             return
-        sessions = self.services.sessions
-        event.remove(sessions, "before_commit", self._before_commit)
-        event.remove(sessions, "after_commit", self._after_commit)
-        event.remove(sessions, "after_soft_rollback", self._after_rollback)
+        self.services.after_commit.remove(self._after_commit)
         self._installed = False
 
-    def _before_commit(self, session: Session) -> None:
-        if session.in_nested_transaction():
-            return  # a savepoint: nothing is committed yet
-        # enqueue() noted task and args with the id: nothing to read back.
-        session.info.pop(outbox.OUTBOX_IDS, None)
-        rows: list[Row] | None = session.info.pop(outbox.OUTBOX_ROWS, None)
-        if rows:
-            session.info[_TO_PUBLISH] = rows
-
-    def _after_commit(self, session: Session) -> None:
-        if session.in_nested_transaction():
-            return
-        rows: list[Row] | None = session.info.pop(_TO_PUBLISH, None)
+    def _after_commit(self, done: Committed) -> None:
+        # enqueue() put task and args in the unit of work with the id: nothing to read back.
+        rows = [(queued.id, queued.task, queued.args) for queued in done.outbox]
         if rows:
             self._mark(self._publish_rows(rows))
-
-    def _after_rollback(self, session: Session, previous: SessionTransaction) -> None:
-        if previous.parent is not None:
-            # A savepoint: a row it enqueued and lost is published for nothing at the
-            # commit; the task finds no such request and does nothing.
-            return
-        session.info.pop(outbox.OUTBOX_IDS, None)
-        session.info.pop(outbox.OUTBOX_ROWS, None)
-        session.info.pop(_TO_PUBLISH, None)
 
     # --- the beat's sweep --------------------------------------------------------
 
@@ -187,10 +159,10 @@ class Publisher:
         Stops at the first failed publish: the broker is down, try again next beat."""
         total = 0
         for _ in range(FLUSH_MAX_BATCHES):
-            with self.services.unit_of_work() as session:
+            with self.services.unit_of_work() as uow:
                 rows = [
                     (m.id, m.task, dict(m.args))
-                    for m in outbox.pending(session, older_than, limit=FLUSH_BATCH)
+                    for m in outbox.pending(uow.session, older_than, limit=FLUSH_BATCH)
                 ]
             if not rows:
                 break

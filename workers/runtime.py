@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from celery import Celery
 
-from domain.services import Services
-from domain.settings import Settings
+from infra.services import Services
+from infra.settings import Settings
 from workers.app import make_celery
 from workers.publish import Publisher
 from workers.schedule import install_schedule

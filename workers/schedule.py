@@ -10,7 +10,7 @@ from typing import Any
 
 from celery import Celery
 
-from domain.settings import Settings
+from infra.settings import Settings
 from workers.app import (
     TASK_CHECKPOINT,
     TASK_EXPIRE_SHEETS,

@@ -12,14 +12,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from celery import Celery, Task
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from domain import logs, purge, regeneration, throttles
-from domain.audit_checkpoint import moved_heads, sign_if_moved
-from domain.db import utcnow
-from domain.services import Services
+from domain import purge, regeneration, throttles
+from domain.audit.checkpoints import moved_heads, sign_if_moved
+from infra import logs
+from infra.db import utcnow
+from infra.services import Services
 from workers.app import (
     TASK_CHECKPOINT,
     TASK_EXPIRE_SHEETS,
@@ -44,16 +46,16 @@ class TransientDatabaseError(Exception):
 
 @dataclass
 class RegisteredTasks:
-    process: Task
-    republish_stale: Task
-    expire_sheets: Task
-    checkpoint: Task
-    purge: Task
+    process: Task[[str], str]
+    republish_stale: Task[[], dict[str, int]]
+    expire_sheets: Task[[], int]
+    checkpoint: Task[[], int]
+    purge: Task[[], dict[str, int]]
 
 
 @contextmanager
-def _task_id(task: Task) -> Iterator[None]:
-    """Puts the task id on every log line the task writes (domain.logs)."""
+def _task_id(task: Task[Any, Any]) -> Iterator[None]:
+    """Puts the task id on every log line the task writes (infra.logs)."""
     token = logs.task_id_var.set(getattr(task.request, "id", None))
     try:
         yield
@@ -73,17 +75,17 @@ def register_tasks(
     settings = services.settings
 
     @celery_app.task(name=TASK_PROCESS, shared=False, bind=True, max_retries=MAX_RETRIES)
-    def process(self: Task, regeneration_id: str) -> str:
+    def process(self: Task[Any, Any], regeneration_id: str) -> str:
         with _task_id(self):
             if not isinstance(regeneration_id, str):
                 log.warning("regeneration.process: ignored a message without a string id")
                 return "invalid"
             try:
-                with services.unit_of_work() as session:
-                    started = regeneration.mark_started(session, regeneration_id, utcnow())
-                with services.unit_of_work() as session:
+                with services.unit_of_work() as uow:
+                    started = regeneration.mark_started(uow, regeneration_id, utcnow())
+                with services.unit_of_work() as uow:
                     status = regeneration.process_regeneration(
-                        session, services, regeneration_id, utcnow()
+                        uow, services, regeneration_id, utcnow()
                     )
             except OperationalError as exc:
                 retries = int(self.request.retries or 0)
@@ -109,19 +111,21 @@ def register_tasks(
                         countdown=RETRY_BACKOFF_SECONDS * 2**retries, exc=RuntimeError(kind)
                     ) from None
                 log.error("regeneration %s: %s on every try: failed", regeneration_id, kind)
-                with services.unit_of_work() as session:
-                    regeneration.abandon(session, regeneration_id, utcnow())
+                with services.unit_of_work() as uow:
+                    regeneration.abandon(uow, regeneration_id, utcnow())
                 return regeneration.PROCESSING_FAILED
             log.info("regeneration %s: %s", regeneration_id, status, extra={"started": started})
             return status
 
     @celery_app.task(name=TASK_REPUBLISH_STALE, shared=False, bind=True)
-    def republish_stale(self: Task) -> dict[str, int]:
+    def republish_stale(self: Task[Any, Any]) -> dict[str, int]:
         with _task_id(self):
             now = utcnow()
             outbox = publisher.flush_pending(now - timedelta(seconds=OUTBOX_GRACE_SECONDS))
-            with services.unit_of_work() as session:
-                stale = regeneration.stale_regenerations(session, now, settings.stale_after_seconds)
+            with services.unit_of_work() as uow:
+                stale = regeneration.stale_regenerations(
+                    uow.session, now, settings.stale_after_seconds
+                )
             sent = 0
             for regeneration_id in stale:
                 try:
@@ -138,34 +142,34 @@ def register_tasks(
             return {"outbox": outbox, "stale": sent}
 
     @celery_app.task(name=TASK_EXPIRE_SHEETS, shared=False, bind=True)
-    def expire_sheets(self: Task) -> int:
+    def expire_sheets(self: Task[Any, Any]) -> int:
         with _task_id(self):
-            with services.unit_of_work() as session:
-                expired = regeneration.expire_sheets(session, utcnow())
+            with services.unit_of_work() as uow:
+                expired = regeneration.expire_sheets(uow, utcnow())
             if expired:
                 log.info("expired %d unfetched sheets", expired)
             # The same sweep ends the throttle windows of sources not seen again.
-            with services.unit_of_work() as session:
-                throttles.purge(session)
+            with services.unit_of_work() as uow:
+                throttles.purge(uow.session)
             return expired
 
     @celery_app.task(name=TASK_CHECKPOINT, shared=False, bind=True)
-    def checkpoint(self: Task) -> int:
+    def checkpoint(self: Task[Any, Any]) -> int:
         with _task_id(self):
-            with services.unit_of_work() as session:
-                orgs = moved_heads(session)
+            with services.unit_of_work() as uow:
+                orgs = moved_heads(uow.session)
             written = 0
             now = utcnow()
             # One transaction per organization: a head stays locked only while it is signed.
             for org_id in orgs:
-                with services.unit_of_work() as session:
-                    written += sign_if_moved(session, settings, org_id, now) is not None
+                with services.unit_of_work() as uow:
+                    written += sign_if_moved(uow, settings, org_id, now) is not None
             if written:
                 log.info("signed %d audit checkpoints", written)
             return written
 
     @celery_app.task(name=TASK_PURGE, shared=False, bind=True)
-    def purge_old_rows(self: Task) -> dict[str, int]:
+    def purge_old_rows(self: Task[Any, Any]) -> dict[str, int]:
         with _task_id(self):
             counts = purge.purge(services, utcnow())
             if counts["outbox"] or counts["regenerations"] or counts["auth_failures"]:

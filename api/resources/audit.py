@@ -5,29 +5,19 @@ Reading, exporting and verifying are audited themselves, in the same chain.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import falcon
 
-from domain import audit_types as types
+from api import representations
+from api.resources.base import Resource
 from domain import throttles
-from domain.audit_query import (
-    Filters,
-    count,
-    csv_chunks,
-    event_to_dict,
-    last_seq,
-    ndjson_chunks,
-    page,
-    parse_filters,
-    parse_page,
-    record_review,
-    stream_events,
-)
-from domain.audit_verify import verify_chain
+from domain.audit import review
+from domain.audit.export import csv_chunks, ndjson_chunks, stream_events
+from domain.audit.query import Filters, parse_filters, parse_page, record_review
+from domain.audit.types import EventType, Outcome
 from domain.errors import Forbidden
-from domain.services import Services
+from infra.services import Services
 
 NDJSON = "application/x-ndjson"
 CSV = "text/csv"
@@ -38,103 +28,58 @@ def _auditor(req: falcon.Request, services: Services, attempted: str) -> Any:
     """The principal, if it is an auditor; otherwise the refusal is recorded, then raised."""
     principal = req.context.principal
     if principal.role != "auditor":
-        with services.unit_of_work() as session:
+        with services.unit_of_work() as uow:
             # Past the minute's refusals of this token and source: 429, the chain untouched.
-            throttles.refusal_gate(session, principal.token_id, req.context.audit.source_ip)
+            throttles.refusal_gate(uow.session, principal.token_id, req.context.audit.source_ip)
             record_review(
-                session,
+                uow,
                 principal.org_id,
                 attempted,
-                types.DENIED,
+                Outcome.DENIED,
                 req.context.audit,
                 {"reason": "role", "path": req.path},
             )
-            raise Forbidden("only an auditor token may read the audit trail").committed()
+            raise uow.commit_refusal(Forbidden("only an auditor token may read the audit trail"))
     return principal
 
 
-class AuditEvents:
+class AuditEvents(Resource):
     roles = ()  # any token; a refused reader is recorded (_auditor)
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        org_id = _auditor(req, self.services, types.AUDIT_READ).org_id
+        org_id = _auditor(req, self.services, EventType.AUDIT_READ).org_id
         filters = parse_filters(req.params)
         pagination = parse_page(req.params)  # validated for every format
         wanted = req.client_prefers(list(_FORMATS)) or "application/json"
-        resp.cache_control = ["no-store"]
         if wanted == "application/json":
-            with self.services.unit_of_work() as session:
-                rows, next_cursor = page(session, org_id, filters, pagination)
-                record_review(
-                    session,
-                    org_id,
-                    types.AUDIT_READ,
-                    types.SUCCESS,
-                    req.context.audit,
-                    {
-                        "filters": filters.summary(),
-                        "returned": len(rows),
-                        "next_page": bool(next_cursor),
-                    },
+            with self.services.unit_of_work() as uow:
+                rows, next_cursor = review.read_page(
+                    uow, org_id, filters, pagination, req.context.audit
                 )
-                resp.media = {"events": [event_to_dict(r) for r in rows], "next": next_cursor}
+                resp.media = representations.audit_page(rows, next_cursor)
             return
         self._export(req, resp, org_id, filters, wanted)
 
     def _export(
         self, req: falcon.Request, resp: falcon.Response, org_id: str, filters: Filters, fmt: str
     ) -> None:
-        # Recorded before the first byte goes out, so an interrupted export is on file too;
-        # the selection is pinned to the chain as it is now (the export event comes after).
-        with self.services.unit_of_work() as session:
-            pinned = replace(filters, max_seq=last_seq(session, org_id))
-            total = count(session, org_id, pinned)
-            record_review(
-                session,
-                org_id,
-                types.AUDIT_EXPORTED,
-                types.SUCCESS,
-                req.context.audit,
-                {
-                    "filters": filters.summary(),
-                    "count": total,
-                    "format": "ndjson" if fmt == NDJSON else "csv",
-                    "via": "api",
-                },
-            )
+        kind = "ndjson" if fmt == NDJSON else "csv"
+        with self.services.unit_of_work() as uow:
+            pinned, _ = review.start_export(uow, org_id, filters, kind, "api", req.context.audit)
         # Each batch opens its own short transaction: a slow reader holds no lock.
-        rows = stream_events(self.services.sessions, org_id, pinned)
+        rows = stream_events(self.services.unit_of_work, org_id, pinned)
         resp.content_type = fmt + ("; charset=utf-8" if fmt == CSV else "")
         resp.stream = ndjson_chunks(rows) if fmt == NDJSON else csv_chunks(rows)
 
 
-class AuditVerification:
+class AuditVerification(Resource):
     roles = ()  # any token; a refused reader is recorded (_auditor)
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        org_id = _auditor(req, self.services, types.AUDIT_VERIFIED).org_id
-        with self.services.unit_of_work() as session:
-            result = verify_chain(session, org_id, self.services.settings)
-            record_review(
-                session,
-                org_id,
-                types.AUDIT_VERIFIED,
-                types.SUCCESS if result.ok else types.FAILURE,
-                req.context.audit,
-                {
-                    "ok": result.ok,
-                    "events_checked": result.events_checked,
-                    "first_bad_seq": result.first_bad_seq,
-                },
-            )
-        resp.cache_control = ["no-store"]
-        resp.media = result.as_dict()
+        org_id = _auditor(req, self.services, EventType.AUDIT_VERIFIED).org_id
+        with self.services.unit_of_work() as uow:
+            result = review.verify_recorded(uow, org_id, self.services.settings, req.context.audit)
+        resp.media = representations.audit_verification(result)
 
 
 def register(app: falcon.App[falcon.Request, falcon.Response], services: Services) -> None:

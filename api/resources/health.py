@@ -11,7 +11,7 @@ import falcon
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from domain.services import Services
+from infra.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,8 @@ class Health:
 
 
 class Readiness:
+    no_store = True  # api.middleware sets Cache-Control: no-store
+
     def __init__(self, services: Services, broker_ping: Callable[[], bool]) -> None:
         self.services = services
         self.broker_ping = broker_ping
@@ -59,7 +61,6 @@ class Readiness:
         checks = self._checks()
         ready = all(v == "ok" for v in checks.values())
         resp.status = falcon.HTTP_200 if ready else falcon.HTTP_503
-        resp.cache_control = ["no-store"]
         resp.media = {"status": "ok" if ready else "unavailable", "checks": checks}
 
 

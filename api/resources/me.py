@@ -4,63 +4,52 @@ from __future__ import annotations
 
 import falcon
 
-from api.bodies import read_object
-from domain import accounts, admin, enrollment, regeneration
-from domain.db import utcnow
-from domain.services import Services
+from api import representations
+from api.bodies import Empty, Totp, read_body
+from api.resources.base import Resource
+from domain import admin, enrollment
+from infra.db import utcnow
+from infra.services import Services
 
 
-class MfaStatus:
+class MfaStatus(Resource):
     roles = ("user",)
-
-    def __init__(self, services: Services) -> None:
-        self.services = services
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        p = req.context.principal
-        with self.services.unit_of_work() as session:
-            user = accounts.get_user(session, p.org_id, p.principal_id)
-            resp.media = admin.mfa_status(session, self.services, user)
-        resp.cache_control = ["no-store"]
+        with self.services.unit_of_work() as uow:
+            status = admin.mfa_status(uow.session, self.services, self.user(uow, req))
+        resp.media = representations.mfa_status(status)
 
 
-class Enrollment:
+class Enrollment(Resource):
     roles = ("user",)
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        read_object(req, {}, allow_empty=True)  # no fields; an empty body or {} only
-        p = req.context.principal
-        with self.services.unit_of_work() as session:
-            user = accounts.get_user(session, p.org_id, p.principal_id)
+        read_body(req, Empty, allow_empty=True)
+        with self.services.unit_of_work() as uow:
             secret, uri = enrollment.start_enrollment(
-                session, self.services, user, req.context.audit
+                uow, self.services, self.user(uow, req), req.context.audit
             )
         resp.status = falcon.HTTP_201
-        resp.cache_control = ["no-store"]
-        resp.media = {"secret": secret, "otpauth_uri": uri}
+        resp.media = representations.enrollment(secret, uri)
 
 
-class EnrollmentConfirmation:
+class EnrollmentConfirmation(Resource):
     roles = ("user",)
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_object(req, {"totp": str}, required=("totp",))
-        p = req.context.principal
-        with self.services.unit_of_work() as session:
-            user = accounts.get_user(session, p.org_id, p.principal_id)
+        body = read_body(req, Totp)
+        with self.services.unit_of_work() as uow:
             reg = enrollment.confirm_enrollment(
-                session, self.services, user, body["totp"], utcnow(), req.context.audit
+                uow,
+                self.services,
+                self.user(uow, req),
+                body.totp,
+                utcnow(),
+                req.context.audit,
             )
-            first = None if reg is None else regeneration.to_dict(reg)
+            resp.media = representations.enrollment_confirmed(reg)
         resp.status = falcon.HTTP_201
-        resp.cache_control = ["no-store"]
-        resp.media = {"enrolled": True, "regeneration": first}
 
 
 def register(app: falcon.App[falcon.Request, falcon.Response], services: Services) -> None:

@@ -4,72 +4,63 @@ from __future__ import annotations
 
 import falcon
 
-from api.bodies import read_object
-from domain import accounts, regeneration
-from domain.db import utcnow
-from domain.services import Services
-from domain.sheets import sheet_filename
+from api import representations
+from api.bodies import Totp, read_body
+from api.resources.base import Resource
+from domain import regeneration
+from domain.sheets.render import sheet_filename
+from infra.db import utcnow
+from infra.services import Services
 
 PDF = "application/pdf"
 TEXT = "text/plain"
 
 
-class Regenerations:
+class Regenerations(Resource):
     roles = ("user",)
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_object(req, {"totp": str}, required=("totp",))
-        p = req.context.principal
+        body = read_body(req, Totp)
         key = req.get_header("Idempotency-Key")
-        with self.services.unit_of_work() as session:
+        with self.services.unit_of_work() as uow:
             # Locked in the same read: request_regeneration needs the lock anyway.
-            user = accounts.get_user(session, p.org_id, p.principal_id, for_update=True)
+            user = self.user(uow, req, for_update=True)
             outcome = regeneration.request_regeneration(
-                session, self.services, user, body["totp"], key, utcnow(), req.context.audit
+                uow, self.services, user, body.totp, key, utcnow(), req.context.audit
             )
-            answer = regeneration.to_dict(outcome.regeneration)
+            answer = representations.regeneration(outcome.regeneration)
         # The outbox row is published by the after-commit hook (workers.publish).
         resp.status = falcon.HTTP_202
         resp.location = answer["links"]["self"]
-        resp.cache_control = ["no-store"]
         resp.media = answer
 
 
-class RegenerationItem:
+class RegenerationItem(Resource):
     roles = ("user",)
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
     def on_get(self, req: falcon.Request, resp: falcon.Response, regeneration_id: str) -> None:
-        p = req.context.principal
-        with self.services.unit_of_work() as session:
-            user = accounts.get_user(session, p.org_id, p.principal_id)
-            reg = regeneration.get_regeneration(session, user, regeneration_id)
-            resp.media = regeneration.to_dict(reg)
-        resp.cache_control = ["no-store"]
+        with self.services.unit_of_work() as uow:
+            reg = regeneration.get_regeneration(uow.session, self.user(uow, req), regeneration_id)
+            resp.media = representations.regeneration(reg)
 
 
-class RegenerationSheet:
+class RegenerationSheet(Resource):
     roles = ("user",)
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
     def on_get(self, req: falcon.Request, resp: falcon.Response, regeneration_id: str) -> None:
-        # PDF unless the client prefers the text form (API.md: PDF is the default).
+        # PDF unless the client prefers the text form (docs/api.md: PDF is the default).
         kind = "text" if req.client_prefers([PDF, TEXT]) == TEXT else "pdf"
-        p = req.context.principal
-        with self.services.unit_of_work() as session:
-            user = accounts.get_user(session, p.org_id, p.principal_id)
+        with self.services.unit_of_work() as uow:
             body, reg = regeneration.retrieve_sheet(
-                session, self.services, user, regeneration_id, kind, utcnow(), req.context.audit
+                uow,
+                self.services,
+                self.user(uow, req),
+                regeneration_id,
+                kind,
+                utcnow(),
+                req.context.audit,
             )
             generated = reg.completed_at or reg.created_at
-        resp.cache_control = ["no-store"]
         resp.set_header("X-Content-Type-Options", "nosniff")
         if kind == "text":
             resp.content_type = "text/plain; charset=utf-8"
@@ -80,7 +71,7 @@ class RegenerationSheet:
 
 
 def register(app: falcon.App[falcon.Request, falcon.Response], services: Services) -> None:
-    base = "/v1/me/backup-codes/regenerations"
+    base = representations.REGENERATIONS_PATH
     app.add_route(base, Regenerations(services))
     app.add_route(base + "/{regeneration_id}", RegenerationItem(services))
     app.add_route(base + "/{regeneration_id}/sheet", RegenerationSheet(services))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import falcon
 
-from api.bodies import read_object
+from api import representations
+from api.bodies import Verification, present, read_body
+from api.resources.base import Resource
 from domain import signin
-from domain.db import utcnow
 from domain.errors import NotFound
-from domain.services import Services
+from infra.db import utcnow
+from infra.services import Services
 
 MAX_USER_ID = 128  # users.external_id is a VARCHAR(128)
 
@@ -22,32 +24,26 @@ def possible_user_id(user_id: str) -> str:
     return user_id
 
 
-class BackupCodeVerification:
+class BackupCodeVerification(Resource):
     roles = ("service",)
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
     def on_post(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
-        body = read_object(
-            req, {"code": str, "client_ip": str, "user_agent": str}, required=("code",)
-        )
+        body = read_body(req, Verification)
         user_id = possible_user_id(user_id)
         p = req.context.principal
-        with self.services.unit_of_work() as session:
+        with self.services.unit_of_work() as uow:
             result = signin.verify_backup_code(
-                session,
+                uow,
                 self.services,
                 p.org_id,
                 user_id,
-                body["code"],
+                body.code,
                 utcnow(),
                 req.context.audit,
-                client_ip=body.get("client_ip"),
-                user_agent=body.get("user_agent"),
+                client_ip=present(body.client_ip),
+                user_agent=present(body.user_agent),
             )
-        resp.cache_control = ["no-store"]
-        resp.media = result.as_dict()
+        resp.media = representations.verification(result)
 
 
 def register(app: falcon.App[falcon.Request, falcon.Response], services: Services) -> None:

@@ -66,6 +66,7 @@ def upgrade() -> None:
     sa.Column('backup_codes_enabled', sa.Boolean(), nullable=False),
     sa.Column('code_count', sa.Integer(), nullable=False),
     sa.Column('created_at', domain.models.UtcDateTime(timezone=True), nullable=False),
+    # domain.codes.MIN_CODES/MAX_CODES: a migration keeps the literal it was written with.
     sa.CheckConstraint('code_count BETWEEN 1 AND 20', name=op.f('ck_organizations_code_count_range')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_organizations'))
     )

@@ -5,7 +5,7 @@ audit trail's own protection: UPDATE, DELETE (and TRUNCATE on PostgreSQL) are
 refused. A chain head may only move forward: its seq never goes back, its hash
 never changes at the same seq, and its new `checkpoints` count (the checkpoints
 ever signed for it) never goes down, so deleting every checkpoint row still
-shows. The GRANTs to the application role are not here: domain.migrate runs
+shows. The GRANTs to the application role are not here: infra.migrate runs
 them after every upgrade, so tables of later migrations are covered too.
 
 Revision ID: 0003

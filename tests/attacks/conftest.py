@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import pg_amqp_settings
-from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support.api_world import ApiWorld, api_world
+from tests.support.settings import pg_amqp_settings
 
 
 @pytest.fixture(scope="module")

@@ -35,9 +35,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.resources.openapi import document
-from domain.migrate import upgrade
-from tests.conftest import make_settings
-from tests.integration.api_helpers import ApiWorld, api_world
+from infra.migrate import upgrade
+from tests.support.api_world import ApiWorld, api_world
+from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.slow
 

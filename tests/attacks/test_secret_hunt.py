@@ -33,16 +33,17 @@ from sqlalchemy import create_engine, inspect, text
 
 from cli.main import cli
 from domain import regeneration
-from domain.db import utcnow
-from domain.logs import JsonFormatter
-from domain.settings import Settings
-from tests.conftest import TEST_SECRET_KEY, fresh_postgres_database, make_settings
-from tests.integration.api_helpers import ApiWorld, api_world
+from infra.db import utcnow
+from infra.logs import JsonFormatter
+from infra.settings import Settings
+from tests.support.api_world import ApiWorld, api_world
+from tests.support.codes import CODE_RE, wrong_totp
+from tests.support.postgres import fresh_postgres_database
+from tests.support.settings import TEST_SECRET_KEY, make_settings
 from workers.app import regeneration_queue
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
-CODE_RE = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}\b")
 # Timestamps and decimals are full of six-digit runs (microseconds); a TOTP value is
 # looked for only after they are blanked, as a run of exactly six digits.
 _NOISE = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:\.\d+)?|\d+\.\d+")
@@ -128,16 +129,6 @@ class Secrets:
             if re.search(rf"(?<![0-9A-Za-z]){v}(?![0-9A-Za-z])", digits)
         ]
         return hits
-
-
-def wrong_totp(secret: str) -> str:
-    """Six digits that match no step near now."""
-    now = time.time()
-    valid = {pyotp.TOTP(secret).at(now + 30 * k) for k in range(-3, 4)}
-    value = int(pyotp.TOTP(secret).at(now))
-    while f"{value:06d}" in valid:
-        value = (value + 379_721) % 1_000_000
-    return f"{value:06d}"
 
 
 def peek_queue(amqp_url: str, queue: str, expected: int, timeout: float = 10.0) -> list[str]:
@@ -230,8 +221,8 @@ def _codes(lines: list[str]) -> list[str]:
 
 
 def _process_now(world: ApiWorld, regeneration_id: str) -> None:
-    with world.services.unit_of_work() as session:
-        done = regeneration.process_regeneration(session, world.services, regeneration_id, utcnow())
+    with world.services.unit_of_work() as uow:
+        done = regeneration.process_regeneration(uow, world.services, regeneration_id, utcnow())
     assert done == "ready"
 
 

@@ -1,7 +1,7 @@
 """Attacks on the second factor, over HTTP against the real app and a real worker:
 replaying a TOTP code, guessing TOTP codes, guessing backup codes.
 
-Attempt limits (API.md): separate budgets per factor. TOTP: 5 failures (replays
+Attempt limits (docs/api.md): separate budgets per factor. TOTP: 5 failures (replays
 included) in 15 minutes throttle the user's TOTP, then 429 too-many-attempts with
 Retry-After, the right code included. Backup codes: 5 failures in 15 minutes from
 one source throttle that source; other sources, and the TOTP, are unaffected.
@@ -9,34 +9,18 @@ one source throttle that source; other sources, and the TOTP, are unaffected.
 
 from __future__ import annotations
 
-import re
-import time
 from typing import Any
 
 import pyotp
 from falcon import testing
 
-from tests.integration.api_helpers import ApiWorld
+from tests.support.api_world import ApiWorld
+from tests.support.codes import CODE_RE, wrong_totps
 
 REGENERATIONS = "/v1/me/backup-codes/regenerations"
 CONFIRM = "/v1/me/mfa/enrollment/confirm"
-CODE_RE = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}\b")
 THRESHOLD = 5
 WINDOW_SECONDS = 900
-
-
-def wrong_totps(secret: str, n: int) -> list[str]:
-    """`n` distinct six-digit values matching no step near now."""
-    now = time.time()
-    valid = {pyotp.TOTP(secret).at(now + 30 * k) for k in range(-3, 4)}
-    values: list[str] = []
-    guess = 100_003
-    while len(values) < n:
-        guess = (guess + 104_729) % 1_000_000
-        value = f"{guess:06d}"
-        if value not in valid and value not in values:
-            values.append(value)
-    return values
 
 
 def assert_locked_out(answer: testing.Result) -> None:

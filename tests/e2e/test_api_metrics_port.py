@@ -7,34 +7,20 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.e2e.service import HEALTHZ, healthz_count, running, scrape
 from tests.e2e.slow_clients import probe
-from tests.e2e.test_embedded_flow import _await, _free_port, running
+from tests.support.polling import await_true
+from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 HALF = 30
-HEALTHZ = {"route": "/healthz", "method": "GET", "status": "200"}
-
-
-def _healthz_count(text: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == "mfa_http_requests_total" and s.labels == HEALTHZ:
-                return s.value
-    return 0.0
-
-
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as got:
-        return got.read().decode()
 
 
 def _per_process(folder: Path) -> dict[str, float]:
@@ -51,7 +37,7 @@ def _per_process(folder: Path) -> dict[str, float]:
 def test_run_serves_api_metrics_summed_over_its_processes_on_their_own_port(
     tmp_path: Path,
 ) -> None:
-    metrics_port = _free_port()
+    metrics_port = free_port()
     stale = tmp_path / "var" / "metrics" / "api"
     stale.mkdir(parents=True)
     (stale / "counter_999999.db").write_bytes(b"left by an earlier run")
@@ -59,9 +45,9 @@ def test_run_serves_api_metrics_summed_over_its_processes_on_their_own_port(
         port = int(svc.base.rsplit(":", 1)[1])
         assert svc.call("GET", "/metrics").status == 404
         # `run` probes /healthz itself until it prints its banner: that one counts too.
-        _await(lambda: "is running at" in svc.log.read_text(), "the banner", 30)
+        await_true(lambda: "is running at" in svc.log.read_text(), 30, "the banner")
         assert not (stale / "counter_999999.db").exists(), "the earlier run's samples were kept"
-        base = _healthz_count(_scrape(metrics_port))
+        base = healthz_count(scrape(metrics_port))
         answered = [probe("127.0.0.1", port).status for _ in range(HALF)]
         # An idle process takes every connection, so which one counts is luck: stop the
         # one that did (gunicorn starts another), and the rest go to another process.
@@ -71,7 +57,7 @@ def test_run_serves_api_metrics_summed_over_its_processes_on_their_own_port(
         _await_gone(busy)
         answered += [probe("127.0.0.1", port).status for _ in range(HALF)]
         assert answered == [200] * (2 * HALF)
-        scrapes = [_healthz_count(_scrape(metrics_port)) - base for _ in range(3)]
+        scrapes = [healthz_count(scrape(metrics_port)) - base for _ in range(3)]
         per_process = _per_process(stale)
     assert scrapes == [2 * HALF] * 3, scrapes
     served = {pid: n for pid, n in per_process.items() if n}
@@ -80,10 +66,9 @@ def test_run_serves_api_metrics_summed_over_its_processes_on_their_own_port(
 
 
 def _await_gone(pids: list[int]) -> None:
-    deadline = time.monotonic() + 30
-    while any(Path(f"/proc/{pid}").exists() for pid in pids):
-        assert time.monotonic() < deadline, f"{pids} still running"
-        time.sleep(0.05)
+    await_true(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids), 30, f"{pids} to exit"
+    )
 
 
 def test_run_keeps_x_forwarded_for_for_the_api_to_judge(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_ARGON2, REQUIRE_SERVICES
+from tests.e2e.service import healthz_count, scrape
 from tests.e2e.slow_clients import probe, probes, slow_sockets
-from tests.e2e.test_api_metrics_port import _healthz_count, _scrape
-from tests.e2e.test_embedded_flow import _await, _cli, _free_port
+from tests.support.polling import await_true
+from tests.support.processes import child_env, free_port, mfa_codes, stop_group
+from tests.support.services import REQUIRE_SERVICES
+from tests.support.settings import FAST_ARGON2
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -98,12 +99,7 @@ def _process(
         yield proc
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_group(proc, timeout=40)
 
 
 def _answers(port: int, proc: subprocess.Popen[bytes], log: Path) -> bool:
@@ -115,12 +111,10 @@ def test_nginx_in_front_of_serve_answers_healthz_while_64_slow_sockets_are_held(
     tmp_path: Path,
 ) -> None:
     nginx = _nginx()
-    api_port, proxy_port, metrics_port = _free_port(), _free_port(), _free_port()
+    api_port, proxy_port, metrics_port = free_port(), free_port(), free_port()
     multiproc = tmp_path / "prometheus"
     multiproc.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MFA_")}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.update({"MFA_VAR_DIR": str(tmp_path / "var"), "MFA_LOG_FORMAT": "text", **FAST_ARGON2})
+    env = child_env(MFA_VAR_DIR=str(tmp_path / "var"), MFA_LOG_FORMAT="text", **FAST_ARGON2)
     env.update(
         {"MFA_API_METRICS_PORT": str(metrics_port), "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
     )
@@ -133,14 +127,25 @@ def test_nginx_in_front_of_serve_answers_healthz_while_64_slow_sockets_are_held(
     )
     assert checked.returncode == 0, checked.stderr
 
-    serve = [*_cli(), "serve", "--host", "127.0.0.1", "--port", str(api_port), "--workers", "2"]
+    serve = [
+        *mfa_codes(),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(api_port),
+        "--workers",
+        "2",
+    ]
     api_log, nginx_log = tmp_path / "serve.log", tmp_path / "nginx.out"
     with _process(serve, api_log, env, tmp_path) as api:
-        _await(lambda: _answers(api_port, api, api_log), "serve to answer /healthz", 60)
+        await_true(lambda: _answers(api_port, api, api_log), 60, "serve to answer /healthz")
         command = [nginx, "-p", str(tmp_path), "-c", str(conf), "-e", str(tmp_path / "error.log")]
         with _process([*command, "-g", "daemon off;"], nginx_log, env, tmp_path) as proxy:
-            _await(lambda: _answers(proxy_port, proxy, nginx_log), "nginx to answer /healthz", 30)
-            counted_before = _healthz_count(_scrape(metrics_port))
+            await_true(
+                lambda: _answers(proxy_port, proxy, nginx_log), 30, "nginx to answer /healthz"
+            )
+            counted_before = healthz_count(scrape(metrics_port))
             with slow_sockets(
                 "127.0.0.1", proxy_port, SLOW_SOCKETS, interval=2.0, hold=HOLD_SECONDS
             ) as held:
@@ -148,16 +153,16 @@ def test_nginx_in_front_of_serve_answers_healthz_while_64_slow_sockets_are_held(
                 assert held.opened == SLOW_SOCKETS
                 assert not held.stop.is_set() and held.rounds >= 2
                 # Past client_header_timeout (10 s) the sockets are nginx's to drop.
-                _await(
+                await_true(
                     lambda: held.closed_by_server == SLOW_SOCKETS,
-                    "nginx to drop the slow sockets",
                     HOLD_SECONDS - 4,
+                    "nginx to drop the slow sockets",
                 )
             failed = [p for p in got if p.status != 200]
             assert failed == [], f"{len(failed)} of {len(got)} probes failed: {failed[:3]}"
             assert len(got) >= 10, f"only {len(got)} probes"
             # Only whole requests reached gunicorn: the probes, none of the slow ones.
-            assert _healthz_count(_scrape(metrics_port)) - counted_before == len(got)
+            assert healthz_count(scrape(metrics_port)) - counted_before == len(got)
     access = nginx_log.read_text(errors="replace")
     # The deployed access log: path, status and request id, never a query string.
     assert re.search(r'"GET /healthz" 200 \d+ [\d.]+ rid=[0-9a-f]{32}', access), access[-2000:]

@@ -17,20 +17,19 @@ import threading
 import time
 from pathlib import Path
 
-import pyotp
 import pytest
 
-from tests.e2e.test_embedded_flow import (
+from tests.e2e.service import (
     Service,
-    _assert_stopped,
-    _await,
-    _cli,
-    _cmdline,
-    _descendants,
-    _interrupt,
-    _stat,
+    assert_stopped,
+    cmdline,
+    descendants,
+    interrupt,
+    proc_stat,
     running,
 )
+from tests.support.polling import await_true
+from tests.support.processes import child_env, mfa_codes
 
 pytestmark = pytest.mark.slow
 
@@ -41,11 +40,11 @@ def _children(svc: Service) -> dict[str, int]:
     """`run`'s direct children by role: the word after `main()` on their command line,
     or the API (whose `serve` has become the HTTP server)."""
     found = {}
-    for pid in _descendants(svc.proc.pid):
-        st = _stat(pid)
+    for pid in descendants(svc.proc.pid):
+        st = proc_stat(pid)
         if st is None or st[0] != svc.proc.pid:
             continue
-        words = _cmdline(pid).split()
+        words = cmdline(pid).split()
         found["api" if "main()" not in words else words[words.index("main()") + 1]] = pid
     return found
 
@@ -88,7 +87,7 @@ def test_a_killed_worker_is_restarted_and_the_api_never_stops_then_a_killed_api_
     tmp_path: Path,
 ) -> None:
     with running(tmp_path) as svc:
-        before = _await(lambda: _children(svc) if len(_children(svc)) == 3 else None, "3", 10)
+        before = await_true(lambda: _children(svc) if len(_children(svc)) == 3 else None, 10, "3")
         probe = HealthProbe(svc)
         probe.start()
         os.killpg(before["worker"], signal.SIGKILL)  # its own group: the worker and its pool
@@ -98,19 +97,13 @@ def test_a_killed_worker_is_restarted_and_the_api_never_stops_then_a_killed_api_
             return pid if pid and pid != before["worker"] else None
 
         began = time.monotonic()
-        restarted = _await(new_worker, "a new worker", RESTARTED_WITHIN)
+        restarted = await_true(new_worker, RESTARTED_WITHIN, "a new worker")
         took = time.monotonic() - began
 
         # Work submitted after the kill is done by the new worker.
         svc.cli("org", "create", "acme")
-        svc.cli("user", "create", "acme", "alice")
-        user = svc.issue_token("acme", "alice", "user")
-        started = svc.call("POST", "/v1/me/mfa/enrollment", user)
-        assert started.status == 201, started.body
-        totp = pyotp.TOTP(started.json()["secret"]).now()
-        confirmed = svc.call("POST", "/v1/me/mfa/enrollment/confirm", user, {"totp": totp})
-        assert confirmed.status == 201, confirmed.body
-        done = svc.await_finished(user, confirmed.json()["regeneration"]["id"])
+        user, confirmed = svc.enroll("acme", "alice")
+        done = svc.await_finished(user, confirmed["regeneration"]["id"])
         assert done["status"] == "ready"
         probe.done.set()
         probe.join()
@@ -132,13 +125,13 @@ def test_a_killed_worker_is_restarted_and_the_api_never_stops_then_a_killed_api_
         # The API too: its group (gunicorn and its workers) killed, a new one serves.
         api_killed = time.monotonic()
         os.killpg(after["api"], signal.SIGKILL)
-        _await(lambda: _children(svc).get("api") not in (None, after["api"]), "a new API", 60.0)
-        _await(lambda: svc.answers("/healthz"), "the new API to answer", 60.0)
+        await_true(lambda: _children(svc).get("api") not in (None, after["api"]), 60.0, "a new API")
+        await_true(lambda: svc.answers("/healthz"), 60.0, "the new API to answer")
         assert _children(svc)["worker"] == restarted
         print(f"API answering again {time.monotonic() - api_killed:.1f}s after its kill")
 
         # Ctrl-C after restarts still stops everything, the new children included.
-        _assert_stopped(svc, *_interrupt(svc, whole_group=False))
+        assert_stopped(svc, *interrupt(svc, whole_group=False))
 
 
 def _loose_files(var: Path) -> list[str]:
@@ -155,11 +148,10 @@ def test_every_command_writes_its_files_private(tmp_path: Path) -> None:
     # A permissive umask in the caller, as a login shell's 022 or worse.
     previous = os.umask(0o002)
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MFA_")}
-        env["MFA_VAR_DIR"] = str(tmp_path / "cli" / "var")
+        env = child_env(MFA_VAR_DIR=str(tmp_path / "cli" / "var"))
         for command in (("db", "upgrade"), ("org", "create", "acme")):
             done = subprocess.run(
-                [*_cli(), *command],
+                [*mfa_codes(), *command],
                 env=env,
                 cwd=tmp_path,
                 capture_output=True,
@@ -175,18 +167,14 @@ def test_every_command_writes_its_files_private(tmp_path: Path) -> None:
         served.mkdir()
         with running(served) as svc:
             svc.cli("org", "create", "acme")
-            svc.cli("user", "create", "acme", "alice")
-            user = svc.issue_token("acme", "alice", "user")
-            started = svc.call("POST", "/v1/me/mfa/enrollment", user)
-            totp = pyotp.TOTP(started.json()["secret"]).now()
-            confirmed = svc.call("POST", "/v1/me/mfa/enrollment/confirm", user, {"totp": totp})
-            svc.await_finished(user, confirmed.json()["regeneration"]["id"])
+            user, confirmed = svc.enroll("acme", "alice")
+            svc.await_finished(user, confirmed["regeneration"]["id"])
             var = served / "var"
             names = {p.name for p in var.rglob("*")}
             # The files the issue named, all present while the service runs.
             assert {"mfa.db", "mfa.db-wal", "mfa.db-shm", "broker", "queue"} <= names, names
             assert _loose_files(var) == []
-            _assert_stopped(svc, *_interrupt(svc, whole_group=False))
+            assert_stopped(svc, *interrupt(svc, whole_group=False))
         assert _loose_files(var) == []
     finally:
         os.umask(previous)

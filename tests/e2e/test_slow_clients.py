@@ -11,8 +11,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.e2e.service import running
 from tests.e2e.slow_clients import probes, slow_sockets
-from tests.e2e.test_embedded_flow import _await, running
+from tests.support.polling import await_true
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -33,10 +34,10 @@ def test_run_answers_healthz_while_64_slow_sockets_are_held(tmp_path: Path) -> N
             # Still trickling when the last probe ran: the probes met the sockets held.
             assert not held.stop.is_set() and held.rounds >= 2
             # Past the request deadline (10 s) the server drops them itself.
-            _await(
+            await_true(
                 lambda: held.closed_by_server == SLOW_SOCKETS,
-                "the slow sockets to be dropped",
                 HOLD_SECONDS - (time.monotonic() - began),
+                "the slow sockets to be dropped",
             )
         failed = [p for p in got if p.status != 200]
         assert failed == [], (

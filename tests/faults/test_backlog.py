@@ -5,7 +5,7 @@ accepted them.
 Each user has a TOTP secret of their own and submits the code of the moment; the
 requests go to RabbitMQ through the after-commit publisher. By the time the
 worker judges them, every code is ten steps outside the +-1 step window of its
-own "now": only judging for `accepted_at` (API.md) lets them through, so none may
+own "now": only judging for `accepted_at` (docs/api.md) lets them through, so none may
 fail. (The clock offset stands for a five-minute queue without waiting for it.)
 
 MFA_SOAK=1 submits 5,000.
@@ -20,15 +20,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from domain import audit_types as types
 from domain import totp as otp
+from domain.audit.types import EventType
 from domain.models import Regeneration
-from tests.faults.conftest import (
+from tests.faults.stack import (
     Stack,
     assert_chain_ok,
     assert_one_active_set,
     await_statuses,
-    await_true,
     codes_by_user,
     event_counts,
     publishing_services,
@@ -38,6 +37,7 @@ from tests.faults.conftest import (
     submit,
     succeeded_once,
 )
+from tests.support.polling import await_true
 
 COUNT = soak(1000, 5000)
 CLOCK_OFFSET = 300  # seconds: ten 30 s steps, far outside the +-1 step window
@@ -72,13 +72,15 @@ def test_a_backlog_is_judged_for_when_each_request_was_accepted(stack: Stack) ->
             f"({COUNT / (drained - submitted):.0f}/s incl. worker start)"
         )
         assert Counter(final.values()) == {"ready": COUNT}
-        assert not event_counts(svc, org_id, types.REGENERATION_FAILED)
-        assert not event_counts(svc, org_id, types.TOTP_REJECTED)
+        assert not event_counts(svc, org_id, EventType.REGENERATION_FAILED)
+        assert not event_counts(svc, org_id, EventType.TOTP_REJECTED)
         succeeded_once(svc, org_id, ids)
 
-        with svc.unit_of_work() as session:
+        with svc.unit_of_work() as uow:
             regs = list(
-                session.execute(select(Regeneration).where(Regeneration.org_id == org_id)).scalars()
+                uow.session.execute(
+                    select(Regeneration).where(Regeneration.org_id == org_id)
+                ).scalars()
             )
         by_user = {r.user_id: r for r in regs}
         late = min(r.completed_at - r.accepted_at for r in regs if r.completed_at)
@@ -92,7 +94,7 @@ def test_a_backlog_is_judged_for_when_each_request_was_accepted(stack: Stack) ->
             assert reg.completed_at is not None
             # The code this user sent is valid at acceptance and its step lies outside
             # the window around the moment the worker judged it.
-            sent = m.totp(reg.accepted_at)
+            sent = m.code(reg.accepted_at)
             assert otp.judge(m.secret, sent, reg.accepted_at, None).verdict is otp.Verdict.ACCEPTED
             assert otp.step_at(reg.completed_at) - otp.step_at(reg.accepted_at) > otp.WINDOW
         assert_chain_ok(svc, org_id)

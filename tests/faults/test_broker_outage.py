@@ -15,13 +15,11 @@ import pytest
 from sqlalchemy import select
 
 from domain.models import OutboxMessage, Regeneration
-from domain.services import Services
-from tests.faults.conftest import (
-    Member,
+from infra.services import Services
+from tests.faults.stack import (
     Stack,
     assert_one_active_set,
     await_statuses,
-    await_true,
     codes_by_user,
     seed_members,
     soak,
@@ -30,7 +28,9 @@ from tests.faults.conftest import (
     succeeded_once,
 )
 from tests.faults.tcp_proxy import TcpProxy
-from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support.api_world import ApiWorld, api_world
+from tests.support.builders import Person
+from tests.support.polling import await_true
 
 DURING = soak(10, 200)  # requests taken while the link is down
 INTAKE_BOUND = 5.0  # seconds, for each request while the link is cut
@@ -39,9 +39,9 @@ REGENERATIONS = "/v1/me/backup-codes/regenerations"
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.slow]
 
 
-def _post(world: ApiWorld, token: str, member: Member) -> tuple[str, float]:
+def _post(world: ApiWorld, token: str, member: Person) -> tuple[str, float]:
     started = time.monotonic()
-    got = world.call("POST", REGENERATIONS, token, {"totp": member.totp()})
+    got = world.call("POST", REGENERATIONS, token, {"totp": member.code()})
     took = time.monotonic() - started
     assert got.status_code == 202, got.text
     return str(got.json["id"]), took
@@ -50,8 +50,8 @@ def _post(world: ApiWorld, token: str, member: Member) -> tuple[str, float]:
 def _outbox(svc: Services, ids: Sequence[str]) -> dict[str, OutboxMessage]:
     """The outbox row of each regeneration (the database is shared: filter by id)."""
     wanted = set(ids)
-    with svc.unit_of_work() as session:
-        rows = session.execute(select(OutboxMessage).order_by(OutboxMessage.id)).scalars()
+    with svc.unit_of_work() as uow:
+        rows = uow.session.execute(select(OutboxMessage).order_by(OutboxMessage.id)).scalars()
         return {
             str(r.args.get("regeneration_id")): r
             for r in rows
@@ -114,10 +114,10 @@ def test_intake_answers_while_the_broker_link_is_cut_and_nothing_is_lost(
             assert set(final.values()) == {"ready"}
             succeeded_once(svc, org_id, everything)
             codes = codes_by_user(svc, org_id)
-            with svc.unit_of_work() as session:
+            with svc.unit_of_work() as uow:
                 set_ids = {
                     r.user_id: r.set_id
-                    for r in session.execute(
+                    for r in uow.session.execute(
                         select(Regeneration).where(Regeneration.id.in_(everything))
                     ).scalars()
                 }

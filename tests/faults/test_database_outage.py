@@ -20,14 +20,12 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from domain.models import Regeneration
-from tests.faults.conftest import (
-    Member,
+from tests.faults.stack import (
     Stack,
     assert_chain_ok,
     assert_one_active_set,
     assert_sheet_is_active_set,
     await_statuses,
-    await_true,
     codes_by_user,
     seed_members,
     soak,
@@ -35,7 +33,9 @@ from tests.faults.conftest import (
     succeeded_once,
 )
 from tests.faults.tcp_proxy import TcpProxy
-from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support.api_world import ApiWorld, api_world
+from tests.support.builders import Person
+from tests.support.polling import await_true
 from workers.app import TASK_REPUBLISH_STALE
 
 IN_FLIGHT = soak(6, 60)
@@ -72,8 +72,8 @@ def _timed(
     return got
 
 
-def _post(world: ApiWorld, token: str, member: Member) -> str:
-    got = world.call("POST", REGENERATIONS, token, {"totp": member.totp()})
+def _post(world: ApiWorld, token: str, member: Person) -> str:
+    got = world.call("POST", REGENERATIONS, token, {"totp": member.code()})
     assert got.status_code == 202, got.text
     return str(got.json["id"])
 
@@ -108,7 +108,7 @@ def test_a_database_outage_mid_run_leaves_every_user_one_whole_set(
         while time.monotonic() < outage_ends:
             for method, path, body in (
                 ("GET", "/v1/me/mfa", None),
-                ("POST", REGENERATIONS, {"totp": members[-1].totp()}),
+                ("POST", REGENERATIONS, {"totp": members[-1].code()}),
                 ("GET", f"{REGENERATIONS}/{ids[0]}", None),
             ):
                 got = _timed(world, method, path, tokens[members[-1].external_id], json=body)
@@ -134,10 +134,10 @@ def test_a_database_outage_mid_run_leaves_every_user_one_whole_set(
         assert set(final.values()) == {"ready"}, final
 
         succeeded_once(svc, org_id, ids)
-        with svc.unit_of_work() as session:
+        with svc.unit_of_work() as uow:
             regs = {
                 r.user_id: r
-                for r in session.execute(
+                for r in uow.session.execute(
                     select(Regeneration).where(Regeneration.id.in_(ids))
                 ).scalars()
             }

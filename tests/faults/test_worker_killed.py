@@ -25,22 +25,22 @@ import pytest
 from sqlalchemy import select
 
 from domain.models import Regeneration
-from domain.services import Services
-from tests.faults.conftest import (
+from infra.services import Services
+from tests.faults.stack import (
     Stack,
     WorkerProcess,
     assert_chain_ok,
     assert_one_active_set,
     assert_sheet_is_active_set,
     await_statuses,
-    await_true,
     codes_by_user,
     seed_members,
     soak,
     statuses,
     succeeded_once,
 )
-from tests.integration.api_helpers import api_world
+from tests.support.api_world import api_world
+from tests.support.polling import await_true
 from workers.app import TASK_REPUBLISH_STALE
 
 ROUNDS = soak(20, 100)
@@ -72,7 +72,7 @@ def test_worker_killed_at_random_points_finishes_every_request_once(stack: Stack
             done = _ready(svc, ids)
             for m in members[round_no * PER_ROUND : (round_no + 1) * PER_ROUND]:
                 started = time.monotonic()
-                got = world.call("POST", REGENERATIONS, tokens[m.external_id], {"totp": m.totp()})
+                got = world.call("POST", REGENERATIONS, tokens[m.external_id], {"totp": m.code()})
                 assert got.status_code == 202, got.text
                 assert time.monotonic() - started < 5
                 ids.append(got.json["id"])
@@ -103,8 +103,8 @@ def test_worker_killed_at_random_points_finishes_every_request_once(stack: Stack
         assert caught["kills inside a task"] >= ROUNDS // 5, (seed, caught)
 
         succeeded_once(svc, org_id, ids)
-        with svc.unit_of_work() as session:
-            regs = session.execute(select(Regeneration).where(Regeneration.id.in_(ids)))
+        with svc.unit_of_work() as uow:
+            regs = uow.session.execute(select(Regeneration).where(Regeneration.id.in_(ids)))
             set_ids = {r.user_id: r.set_id for r in regs.scalars()}
         codes = codes_by_user(svc, org_id)
         for m in members:

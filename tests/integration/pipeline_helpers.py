@@ -2,55 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from domain import accounts, audit, enrollment, policy, regeneration
-from domain.models import AuditEvent, Regeneration, Sheet, User
-from domain.services import Services
-from domain.totp import code_for_step, step_at
-from tests.conftest import unique
+from domain import accounts, enrollment, regeneration
+from domain.models import Regeneration, Sheet, User
+from infra.services import Services
+from tests.support.builders import NOW as BUILDERS_NOW
+from tests.support.builders import USER_CTX as CTX
+from tests.support.builders import Person, new_org, new_user
+from tests.support.codes import wrong_totp
+from tests.support.records import process
 
-NOW = datetime(2026, 11, 28, 12, 0, 10, tzinfo=UTC)
+# Ten seconds into a TOTP step (the step begins at the builders' NOW).
+NOW = BUILDERS_NOW + timedelta(seconds=10)
 AUTO = object()  # request(): the right code for the moment
-CTX = audit.Context(
-    principal_id="alice", role="user", token_id="tok-1", request_id="req-1", source_ip="127.0.0.1"
-)
-
-
-@dataclass(frozen=True)
-class Person:
-    org_id: str
-    external_id: str
-    secret: str
-
-    def code(self, at: datetime, offset: int = 0) -> str:
-        return code_for_step(self.secret, step_at(at) + offset)
-
-
-def new_org(svc: Services, *, enabled: bool = True, code_count: int = 5) -> str:
-    org_id = unique()
-    with svc.unit_of_work() as session:
-        org = accounts.create_org(session, org_id, audit.CLI)
-        if not enabled or code_count != 5:
-            policy.set_policy(session, org, enabled, code_count, audit.CLI)
-    return org_id
-
-
-def new_user(
-    svc: Services, org_id: str, external_id: str = "alice", email: str | None = None
-) -> None:
-    with svc.unit_of_work() as session:
-        accounts.create_user(session, org_id, external_id, email, audit.CLI)
 
 
 def start(svc: Services, org_id: str, external_id: str = "alice") -> str:
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         secret, _ = enrollment.start_enrollment(
-            session, svc, user(session, org_id, external_id), CTX
+            uow, svc, user(uow.session, org_id, external_id), CTX
         )
     return secret
 
@@ -72,9 +45,9 @@ def enrolled(
     new_user(svc, org_id, external_id)
     secret = start(svc, org_id, external_id)
     person = Person(org_id, external_id, secret)
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         reg = enrollment.confirm_enrollment(
-            session, svc, user(session, org_id, external_id), person.code(at), at, CTX
+            uow, svc, user(uow.session, org_id, external_id), person.code(at), at, CTX
         )
         first = None if reg is None else reg.id
     if first is not None and settle:
@@ -94,11 +67,11 @@ def request(
     code: object = AUTO,
     key: str | None = None,
 ) -> regeneration.RequestOutcome:
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         return regeneration.request_regeneration(
-            session,
+            uow,
             svc,
-            user(session, person.org_id, person.external_id),
+            user(uow.session, person.org_id, person.external_id),
             person.code(at) if code is AUTO else code,
             key,
             at,
@@ -106,52 +79,32 @@ def request(
         )
 
 
-def process(svc: Services, regeneration_id: str, at: datetime) -> str:
-    with svc.unit_of_work() as session:
-        return regeneration.process_regeneration(session, svc, regeneration_id, at)
-
-
-def load(svc: Services, regeneration_id: str) -> Regeneration:
-    with svc.unit_of_work() as session:
-        reg = session.get(Regeneration, regeneration_id)
-        assert reg is not None
-        return reg
-
-
 def load_or_none(svc: Services, regeneration_id: str) -> Regeneration | None:
-    with svc.unit_of_work() as session:
-        return session.get(Regeneration, regeneration_id)
+    with svc.unit_of_work() as uow:
+        return uow.session.get(Regeneration, regeneration_id)
 
 
 def stored_sheet(svc: Services, regeneration_id: str) -> tuple[bytes, str] | None:
     """The stored sheet decrypted (pdf, text), read without retrieving it."""
-    with svc.unit_of_work() as session:
-        sheet = session.get(Sheet, regeneration_id)
+    with svc.unit_of_work() as uow:
+        sheet = uow.session.get(Sheet, regeneration_id)
         if sheet is None:
             return None
         return svc.box.decrypt(sheet.pdf_ciphertext), svc.box.decrypt_text(sheet.text_ciphertext)
 
 
 def retrieve(svc: Services, person: Person, regeneration_id: str, kind: str, at: datetime) -> bytes:
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         body, _ = regeneration.retrieve_sheet(
-            session,
+            uow,
             svc,
-            user(session, person.org_id, person.external_id),
+            user(uow.session, person.org_id, person.external_id),
             regeneration_id,
             kind,
             at,
             CTX,
         )
         return body
-
-
-def events(svc: Services, org_id: str, type_: str | None = None) -> list[AuditEvent]:
-    with svc.unit_of_work() as session:
-        query = select(AuditEvent).where(AuditEvent.org_id == org_id)
-        if type_ is not None:
-            query = query.where(AuditEvent.type == type_)
-        return list(session.execute(query.order_by(AuditEvent.seq)).scalars())
 
 
 def enrolled_and_fetched(svc: Services, at: datetime = NOW) -> Person:
@@ -166,4 +119,4 @@ def enrolled_and_fetched(svc: Services, at: datetime = NOW) -> Person:
 
 def wrong_code(person: Person, at: datetime) -> str:
     """A well-formed TOTP value that is not the one for `at`."""
-    return f"{(int(person.code(at)) + 1) % 1_000_000:06d}"
+    return wrong_totp(person.secret, at)

@@ -1,4 +1,4 @@
-"""API.md's conventions over HTTP: problem+json for every error, bearer auth,
+"""docs/api.md's conventions over HTTP: problem+json for every error, bearer auth,
 X-Request-Id, strict bodies with the 64 KiB limit, health and readiness.
 
 The real app on embedded SQLite, without a worker (nothing here needs one).
@@ -21,12 +21,12 @@ from falcon import testing
 from sqlalchemy import select
 
 from api.app import create_app
-from domain.audit_checkpoint import checkpoint_org
-from domain.migrate import upgrade
+from domain.audit.checkpoints import checkpoint_org
 from domain.models import AuditEvent
-from domain.services import Services
-from tests.conftest import make_settings, pg_amqp_settings
-from tests.integration.api_helpers import ApiWorld, api_world
+from infra.migrate import upgrade
+from infra.services import Services
+from tests.support.api_world import ApiWorld, api_world
+from tests.support.settings import make_settings, pg_amqp_settings
 from workers.app import make_celery
 from workers.publish import Publisher
 
@@ -443,8 +443,8 @@ def test_a_user_agent_with_control_characters_is_stored_printable(
             "POST", "/v1/me/mfa/enrollment", tok, headers={"User-Agent": "evil\x00agent\x1b[31m"}
         )
         assert got.status_code == 201
-        with world.services.unit_of_work() as session:
-            agents = session.scalars(
+        with world.services.unit_of_work() as uow:
+            agents = uow.session.scalars(
                 select(AuditEvent.user_agent).where(
                     AuditEvent.org_id == org, AuditEvent.type == "mfa.enrollment.started"
                 )
@@ -457,8 +457,8 @@ MILLIS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 def test_the_trail_answers_timestamps_with_milliseconds(world: ApiWorld, people: People) -> None:
     """Every timestamp of the API is RFC 3339 UTC with milliseconds, the trail's too."""
-    with world.services.unit_of_work() as session:
-        checkpoint_org(session, world.services.settings, people.org, datetime.now(UTC))
+    with world.services.unit_of_work() as uow:
+        checkpoint_org(uow, world.services.settings, people.org, datetime.now(UTC))
     events = world.call("GET", "/v1/audit/events", people.auditor).json["events"]
     assert events and all(MILLIS.match(e["occurred_at"]) for e in events), events[0]
     export = world.call(

@@ -1,4 +1,4 @@
-"""Who may call what: every /v1 endpoint of API.md x every role x own organization,
+"""Who may call what: every /v1 endpoint of docs/api.md x every role x own organization,
 another organization's token, no token and an unknown token, on PostgreSQL with a
 RabbitMQ worker. One expected status a cell, derived from three rules:
 
@@ -26,8 +26,9 @@ from sqlalchemy import func, select
 
 from domain import accounts, audit, tokens
 from domain.models import AttemptLimit, AuthFailure, BackupCode, Regeneration, Sheet, TotpEnrollment
-from tests.conftest import pg_amqp_settings, unique
-from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support.api_world import ApiWorld, api_world
+from tests.support.builders import unique
+from tests.support.settings import pg_amqp_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -62,29 +63,29 @@ class Shared:
 
 def victim_state(shared: Shared) -> tuple[Any, ...]:
     """Everything a refused call could have changed about A and its victim."""
-    with shared.world.services.unit_of_work() as session:
-        org = accounts.get_org(session, shared.a.id)
-        user = accounts.get_user(session, shared.a.id, VICTIM)
-        enrollment = session.get(TotpEnrollment, user.id)
-        codes = session.execute(
+    with shared.world.services.unit_of_work() as uow:
+        org = accounts.get_org(uow.session, shared.a.id)
+        user = accounts.get_user(uow.session, shared.a.id, VICTIM)
+        enrollment = uow.session.get(TotpEnrollment, user.id)
+        codes = uow.session.execute(
             select(BackupCode.id, BackupCode.spent_at, BackupCode.deactivated_at)
             .where(BackupCode.user_id == user.id)
             .order_by(BackupCode.id)
         ).all()
-        regenerations = session.execute(
+        regenerations = uow.session.execute(
             select(Regeneration.id, Regeneration.status)
             .where(Regeneration.user_id == user.id)
             .order_by(Regeneration.id)
         ).all()
-        sheets = session.execute(
+        sheets = uow.session.execute(
             select(func.count())
             .select_from(Sheet)
             .where(Sheet.regeneration_id == shared.victim_rid)
         ).scalar_one()
-        failures = session.execute(
+        failures = uow.session.execute(
             select(func.count()).select_from(AuthFailure).where(AuthFailure.user_id == user.id)
         ).scalar_one()
-        standing = session.execute(
+        standing = uow.session.execute(
             select(
                 AttemptLimit.factor,
                 AttemptLimit.consecutive_failures,
@@ -206,8 +207,8 @@ def prep_verify(s: Shared, org: Org) -> Call:
 
 
 def _policy_of(s: Shared, org: Org) -> dict[str, Any]:
-    with s.world.services.unit_of_work() as session:
-        o = accounts.get_org(session, org.id)
+    with s.world.services.unit_of_work() as uow:
+        o = accounts.get_org(uow.session, org.id)
         return {"backup_codes_enabled": o.backup_codes_enabled, "code_count": o.code_count}
 
 
@@ -466,10 +467,10 @@ def test_a_revoked_token_is_401(shared: Shared) -> None:
     s = shared
     tok = s.world.token(s.a.id, "short-lived", "admin")
     assert s.world.call("GET", "/v1/org/policy", tok).status_code == 200
-    with s.world.services.unit_of_work() as session:
-        row = tokens.authenticate(session, tok)
+    with s.world.services.unit_of_work() as uow:
+        row = tokens.authenticate(uow.session, tok)
         assert row is not None
-        assert tokens.revoke(session, row.id, audit.CLI).revoked_at is not None
+        assert tokens.revoke(uow, row.id, audit.CLI).revoked_at is not None
     got = s.world.call("GET", "/v1/org/policy", tok, remote_addr=next(SOURCES))
     assert got.status_code == 401
     assert got.json["type"] == "/problems/unauthenticated"

@@ -1,4 +1,4 @@
-"""Self-service over HTTP (API.md, role `user`): status, enrollment, regeneration
+"""Self-service over HTTP (docs/api.md, role `user`): status, enrollment, regeneration
 and the sheet, through the real app, the after-commit publisher and a real worker,
 on SQLite (embedded) and PostgreSQL. One world per backend and module; every test
 makes its own organization.
@@ -9,10 +9,8 @@ from __future__ import annotations
 import io
 import re
 import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pyotp
@@ -23,12 +21,13 @@ from pypdf import PdfReader
 from sqlalchemy import select, update
 
 from domain import accounts, audit, limits, regeneration
-from domain import audit_types as types
-from domain.db import utcnow
-from domain.migrate import upgrade
+from domain.audit.types import EventType
 from domain.models import AuditEvent, Regeneration, Sheet
-from tests.conftest import make_settings, pg_amqp_settings
-from tests.integration.api_helpers import ApiWorld, api_world
+from infra.db import utcnow
+from tests.support import codes
+from tests.support.api_world import ApiWorld, api_world
+from tests.support.codes import CODE_RE
+from tests.support.settings import backend_settings
 
 ME = "/v1/me/mfa"
 ENROLL = "/v1/me/mfa/enrollment"
@@ -45,22 +44,11 @@ REGENERATION_KEYS = {
     "code_count",
     "links",
 }
-CODE = re.compile(r"^[0-9A-Z]{4}(-[0-9A-Z]{4})+$")
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 NO_LIMITS = {"totp_throttled_until": None, "totp_locked": False, "backup_codes_locked": False}
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-def _settings(request: pytest.FixtureRequest, tmp: Path) -> Any:
-    if request.param == "sqlite":
-        settings = make_settings(tmp)
-        upgrade(settings.database_url)
-        return settings
-    return pg_amqp_settings(
-        tmp, request.getfixturevalue("pg_database_url"), request.getfixturevalue("amqp_url")
-    )
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -69,7 +57,7 @@ def world(
 ) -> Iterator[ApiWorld]:
     """The app with a worker thread; starting and stopping a worker costs seconds,
     so it is shared by the module's tests (each on an organization of its own)."""
-    with api_world(_settings(request, tmp_path_factory.mktemp("world"))) as built:
+    with api_world(backend_settings(request, tmp_path_factory.mktemp("world"))) as built:
         yield built
 
 
@@ -78,7 +66,7 @@ def idle_world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiWorld]:
     """No worker: whatever is requested stays queued."""
-    settings = _settings(request, tmp_path_factory.mktemp("idle"))
+    settings = backend_settings(request, tmp_path_factory.mktemp("idle"))
     with api_world(settings, worker=False) as built:
         yield built
 
@@ -97,9 +85,7 @@ def problem(result: testing.Result, status: int, slug: str) -> dict[str, Any]:
 
 def wrong_totp(world: ApiWorld, org: str, user: str = "alice") -> str:
     """A well-formed code that no step near now accepts."""
-    secret = world.secrets[(org, user)]
-    near = {pyotp.TOTP(secret).at(time.time() + 30 * k) for k in range(-3, 4)}
-    return next(c for c in ("000000", "111111", "222222", "333333", "444444") if c not in near)
+    return codes.wrong_totp(world.secrets[(org, user)])
 
 
 def regenerate(world: ApiWorld, token: str, totp: str, key: str | None = None) -> testing.Result:
@@ -230,7 +216,7 @@ def test_confirmation_issues_the_first_set_through_the_pipeline(world: ApiWorld)
     assert (first["reason"], first["code_count"]) == ("enrollment", 7)
     assert first["status"] in ("queued", "processing", "ready")
     codes = ready_codes(world, token, first["id"])
-    assert len(codes) == 7 and all(CODE.match(c) for c in codes)
+    assert len(codes) == 7 and all(CODE_RE.fullmatch(c) for c in codes)
     current = status(world, token)
     assert current["enrolled"] is True
     backup = current["backup_codes"]
@@ -339,7 +325,7 @@ def test_a_second_regeneration_while_one_is_pending_is_409_naming_it(
         assert got.headers["Location"] == first["links"]["self"]
     auditor = idle_world.token(org, "security", "auditor")
     refused = idle_world.call(
-        "GET", "/v1/audit/events", auditor, params={"type": types.REGENERATION_REFUSED}
+        "GET", "/v1/audit/events", auditor, params={"type": EventType.REGENERATION_REFUSED}
     ).json["events"]
     assert [e["details"]["reason"] for e in refused] == ["regeneration-pending"] * 2
 
@@ -414,9 +400,9 @@ def test_a_queued_regeneration_succeeds_although_failures_land_before_the_worker
     world = idle_world
     org = world.org()
     token, confirmed = world.enroll(org)
-    with world.services.unit_of_work() as session:  # the first set, made as the worker would
+    with world.services.unit_of_work() as uow:  # the first set, made as the worker would
         regeneration.process_regeneration(
-            session, world.services, confirmed["regeneration"]["id"], utcnow()
+            uow, world.services, confirmed["regeneration"]["id"], utcnow()
         )
     queued = regenerate(world, token, world.totp(org, offset_steps=1))
     assert queued.status_code == 202, queued.text
@@ -425,12 +411,12 @@ def test_a_queued_regeneration_succeeds_although_failures_land_before_the_worker
         body = {"code": "ZZZZ-ZZZZ-ZZZZ", "client_ip": f"192.0.2.{n % 5 + 1}"}
         got = world.call("POST", "/v1/users/alice/backup-codes/verify", service, json=body)
         assert got.status_code in (200, 429), got.text
-    with world.services.unit_of_work() as session:
-        user = accounts.lock_user(session, accounts.get_user(session, org, "alice"))
+    with world.services.unit_of_work() as uow:
+        user = uow.lock_user(accounts.get_user(uow.session, org, "alice"))
         for i in range(5):
             at = utcnow() + timedelta(milliseconds=i)
             limits.record_failure(
-                session, user, limits.TOTP, None, at, audit.SYSTEM, world.services.limits
+                uow, user, limits.TOTP, None, at, audit.SYSTEM, world.services.limits
             )
     assert status(world, token)["limits"]["totp_throttled_until"] is not None
     with start_worker(
@@ -443,13 +429,13 @@ def test_a_queued_regeneration_succeeds_although_failures_land_before_the_worker
 def test_a_hundred_consecutive_totp_failures_lock_it_until_an_unlock(world: ApiWorld) -> None:
     org = world.org()
     token, _ = enrolled_with_codes(world, org)
-    with world.services.unit_of_work() as session:
-        user = accounts.lock_user(session, accounts.get_user(session, org, "alice"))
+    with world.services.unit_of_work() as uow:
+        user = uow.lock_user(accounts.get_user(uow.session, org, "alice"))
         start = utcnow() - timedelta(days=2)
         for i in range(100):  # 5 every 15 minutes, as fast as the throttle lets them
             at = start + timedelta(minutes=15 * (i // 5), seconds=i % 5)
             limits.record_failure(
-                session, user, limits.TOTP, None, at, audit.SYSTEM, world.services.limits
+                uow, user, limits.TOTP, None, at, audit.SYSTEM, world.services.limits
             )
     locked = regenerate(world, token, world.totp(org, offset_steps=1))
     problem(locked, 429, "totp-locked")
@@ -540,7 +526,7 @@ def test_sheet_text_form_is_one_code_a_line_and_ends_retrieval(world: ApiWorld) 
     assert got.headers["Content-Type"].startswith("text/plain")
     assert got.headers["Cache-Control"] == "no-store"
     lines = got.text.splitlines()
-    assert len(lines) == 3 and all(CODE.match(line) for line in lines)
+    assert len(lines) == 3 and all(CODE_RE.fullmatch(line) for line in lines)
     assert verify(world, org, "alice", lines[1].lower().replace("-", " "))["accepted"] is True
     problem(world.call("GET", path, token), 410, "sheet-gone")
 
@@ -594,8 +580,8 @@ def test_sheet_not_fetched_in_time_is_410_sheet_expired(world: ApiWorld) -> None
     rid = confirmed["regeneration"]["id"]
     world.await_status(token, rid)
     # Instead of waiting for the TTL: the deadline moves into the past.
-    with world.services.unit_of_work() as session:
-        session.execute(
+    with world.services.unit_of_work() as uow:
+        uow.session.execute(
             update(Regeneration)
             .where(Regeneration.id == rid)
             .values(expires_at=utcnow() - timedelta(seconds=1))
@@ -624,10 +610,10 @@ def test_request_id_follows_a_regeneration_into_the_workers_events(world: ApiWor
     ).json["events"]
     kinds = {e["type"] for e in found}
     assert {
-        types.REGENERATION_REQUESTED,  # at intake
-        types.REGENERATION_STARTED,  # the worker's, on the request's behalf
-        types.SHEET_RENDERED,
-        types.REGENERATION_SUCCEEDED,
+        EventType.REGENERATION_REQUESTED,  # at intake
+        EventType.REGENERATION_STARTED,  # the worker's, on the request's behalf
+        EventType.SHEET_RENDERED,
+        EventType.REGENERATION_SUCCEEDED,
     } <= kinds, kinds
     assert all(e["request_id"] == "regen-trace-1" for e in found)
 
@@ -640,27 +626,31 @@ def _unfetched_ready(world: ApiWorld, org: str) -> tuple[str, str, list[str]]:
     token, confirmed = world.enroll(org)
     rid = confirmed["regeneration"]["id"]
     assert world.await_status(token, rid)["status"] == "ready"
-    with world.services.unit_of_work() as session:
-        sheet = session.get(Sheet, rid)
+    with world.services.unit_of_work() as uow:
+        sheet = uow.session.get(Sheet, rid)
         assert sheet is not None
         text = world.services.box.decrypt_text(sheet.text_ciphertext)
-    return token, rid, [line for line in text.splitlines() if CODE.match(line.strip())]
+    return token, rid, [line for line in text.splitlines() if CODE_RE.fullmatch(line.strip())]
 
 
 def _past_deadline(world: ApiWorld, rid: str) -> None:
     """The sheet's deadline moves into the past, and the expiry sweep runs."""
     past = utcnow() - timedelta(seconds=1)
-    with world.services.unit_of_work() as session:
-        session.execute(update(Regeneration).where(Regeneration.id == rid).values(expires_at=past))
-        session.execute(update(Sheet).where(Sheet.regeneration_id == rid).values(expires_at=past))
-    with world.services.unit_of_work() as session:
-        regeneration.expire_sheets(session, utcnow())
+    with world.services.unit_of_work() as uow:
+        uow.session.execute(
+            update(Regeneration).where(Regeneration.id == rid).values(expires_at=past)
+        )
+        uow.session.execute(
+            update(Sheet).where(Sheet.regeneration_id == rid).values(expires_at=past)
+        )
+    with world.services.unit_of_work() as uow:
+        regeneration.expire_sheets(uow, utcnow())
 
 
 def _events(world: ApiWorld, org: str, type_: str) -> list[AuditEvent]:
-    with world.services.unit_of_work() as session:
+    with world.services.unit_of_work() as uow:
         query = select(AuditEvent).where(AuditEvent.org_id == org, AuditEvent.type == type_)
-        return list(session.execute(query.order_by(AuditEvent.seq)).scalars())
+        return list(uow.session.execute(query.order_by(AuditEvent.seq)).scalars())
 
 
 def test_revocation_deletes_an_unfetched_sheet_whose_fetch_is_then_410(world: ApiWorld) -> None:
@@ -670,11 +660,11 @@ def test_revocation_deletes_an_unfetched_sheet_whose_fetch_is_then_410(world: Ap
     admin = world.token(org, "admin-1", "admin")
     got = world.call("POST", "/v1/users/alice/backup-codes/revocation", admin)
     assert got.status_code == 204, got.text
-    with world.services.unit_of_work() as session:
-        assert session.get(Sheet, rid) is None
+    with world.services.unit_of_work() as uow:
+        assert uow.session.get(Sheet, rid) is None
     assert world.await_status(token, rid)["status"] == "expired"
     problem(world.call("GET", f"{REGENERATIONS}/{rid}/sheet", token), 410, "sheet-expired")
-    [expired] = _events(world, org, types.SHEET_EXPIRED)
+    [expired] = _events(world, org, EventType.SHEET_EXPIRED)
     assert (expired.details, expired.actor_principal_id) == ({"regeneration_id": rid}, "admin-1")
     assert verify(world, org, "alice", codes[0])["accepted"] is False
     body = status(world, token)
@@ -691,7 +681,7 @@ def test_a_set_whose_sheet_expired_unfetched_is_deactivated_until_a_regeneration
     body = status(world, token)
     assert (body["backup_codes"], body["last_set_expired_unseen"]) == (None, True)
     assert verify(world, org, "alice", codes[0])["accepted"] is False
-    [deactivated] = _events(world, org, types.CODES_DEACTIVATED)
+    [deactivated] = _events(world, org, EventType.CODES_DEACTIVATED)
     assert deactivated.details == {"regeneration_id": rid, "count": 5, "reason": "sheet-expired"}
     # A regeneration gives working codes again and clears the flag.
     again = regenerate(world, token, world.totp(org, offset_steps=1)).json["id"]
@@ -712,7 +702,7 @@ def test_a_set_whose_sheet_was_fetched_stays_active_past_the_deadline(world: Api
     body = status(world, token)
     assert body["last_set_expired_unseen"] is False
     assert body["backup_codes"]["remaining"] == 5
-    assert _events(world, org, types.CODES_DEACTIVATED) == []
+    assert _events(world, org, EventType.CODES_DEACTIVATED) == []
     assert verify(world, org, "alice", codes[0])["accepted"] is True
 
 

@@ -1,5 +1,5 @@
 """Sign-in with a backup code and administration over HTTP, on PostgreSQL with a
-RabbitMQ worker: what API.md promises the sign-in front end and the admin, and the
+RabbitMQ worker: what docs/api.md promises the sign-in front end and the admin, and the
 audit events each of these leaves (read back through GET /v1/audit/events)."""
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ import pytest
 from sqlalchemy import select
 
 from domain import accounts, audit, limits, outbox
-from domain import audit_types as types
-from domain.db import utcnow
+from domain.audit.types import EventType, Outcome
 from domain.models import OutboxMessage
 from domain.slots import VerificationSlots
-from tests.conftest import pg_amqp_settings, unique
-from tests.integration.api_helpers import ApiWorld, api_world
+from infra.db import utcnow
 from tests.integration.codes_fixtures import CountingHasher
+from tests.support.api_world import ApiWorld, api_world
+from tests.support.builders import unique
+from tests.support.settings import pg_amqp_settings
 from workers.app import TASK_PROCESS
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -125,10 +126,10 @@ def test_a_right_code_is_accepted_once_then_refused(world: ApiWorld) -> None:
     assert first.json == {"accepted": True, "mistyped": False, "remaining": 4, "low": False}
     assert again.json == {"accepted": False, "mistyped": False, "remaining": 4, "low": False}
     assert first.headers["cache-control"] == "no-store"
-    accepted = h.events(types.CODE_ACCEPTED)
+    accepted = h.events(EventType.CODE_ACCEPTED)
     assert [(e["request_id"], e["details"]["remaining"]) for e in accepted] == [("signin-ok-1", 4)]
     assert accepted[0]["actor"]["role"] == "service"
-    [rejected] = h.events(types.CODE_REJECTED)
+    [rejected] = h.events(EventType.CODE_REJECTED)
     assert rejected["details"]["reason"] == "spent"  # a double submit, not a failure
     assert h.mfa()["limits"] == {
         "totp_throttled_until": None,
@@ -161,11 +162,11 @@ def test_a_wrong_code_is_refused_with_the_count_of_codes_left(world: ApiWorld) -
         got = h.verify(attempt)
         assert got.status_code == 200, got.text
         assert got.json == {"accepted": False, "mistyped": True, "remaining": 5, "low": False}
-    rejected = h.events(types.CODE_REJECTED)
+    rejected = h.events(EventType.CODE_REJECTED)
     # the wrong code, and the first mistyped input of this minute with its count
     assert [e["details"].get("reason") for e in rejected] == [None, "mistyped"]
     assert rejected[1]["details"]["count"] == 1
-    assert all(e["outcome"] == types.FAILURE for e in rejected)
+    assert all(e["outcome"] == Outcome.FAILURE for e in rejected)
 
 
 @pytest.mark.parametrize(
@@ -225,10 +226,10 @@ def test_five_failures_from_one_source_throttle_it_and_no_other(world: ApiWorld)
     assert h.mfa()["backup_codes"]["remaining"] == 5
     other = h.verify(h.codes[0], client_ip=B)
     assert other.json == {"accepted": True, "mistyped": False, "remaining": 4, "low": False}
-    assert h.events(types.LOCKOUT_STARTED) == []  # one source is not the user
-    refusals = h.events(types.SIGNIN_REFUSED)
+    assert h.events(EventType.LOCKOUT_STARTED) == []  # one source is not the user
+    refusals = h.events(EventType.SIGNIN_REFUSED)
     assert [e["details"]["reason"] for e in refusals] == ["too-many-attempts"] * 2
-    rejected = h.events(types.CODE_REJECTED)
+    rejected = h.events(EventType.CODE_REJECTED)
     assert {e["details"]["client_ip"] for e in rejected} == {A}
 
 
@@ -245,14 +246,14 @@ def test_wrong_backup_codes_never_block_the_users_regeneration(world: ApiWorld) 
 def _lock_backup_codes(world: ApiWorld, h: Holder) -> None:
     """100 consecutive failures, written as the limits count them (at HTTP speed the
     hourly budget would make this take five hours)."""
-    with world.services.unit_of_work() as session:
-        user = accounts.lock_user(session, accounts.get_user(session, h.org, h.user))
+    with world.services.unit_of_work() as uow:
+        user = uow.lock_user(accounts.get_user(uow.session, h.org, h.user))
         start = utcnow() - timedelta(hours=6)
         for i in range(100):
             at = start + timedelta(hours=i // 20, minutes=2 * (i % 20))
             ip = f"192.0.2.{i % 5 + 1}"
             limits.record_failure(
-                session, user, limits.BACKUP_CODES, ip, at, audit.SYSTEM, world.services.limits
+                uow, user, limits.BACKUP_CODES, ip, at, audit.SYSTEM, world.services.limits
             )
 
 
@@ -267,12 +268,12 @@ def test_a_hundred_consecutive_failures_lock_until_an_admin_unlocks(world: ApiWo
         "totp_locked": False,
         "backup_codes_locked": True,
     }
-    [permanent] = h.events(types.LOCKOUT_PERMANENT)
+    [permanent] = h.events(EventType.LOCKOUT_PERMANENT)
     assert permanent["details"] == {"factor": "backup_codes", "failures": 100}
     # the help desk unlocks; nothing else changes
     unlocked = world.call("POST", f"/v1/users/{h.user}/mfa/unlock", h.admin)
     assert unlocked.status_code == 204, unlocked.text
-    [cleared] = h.events(types.LOCKOUT_CLEARED)
+    [cleared] = h.events(EventType.LOCKOUT_CLEARED)
     assert (cleared["details"], cleared["actor"]["role"]) == (
         {"factors": ["backup_codes"]},
         "admin",
@@ -387,9 +388,9 @@ def test_policy_off_refuses_sign_in_and_intake_at_once(world: ApiWorld) -> None:
     )
     _problem(intake, 403, "backup-codes-disabled")
     assert h.mfa()["backup_codes_enabled"] is False
-    refused = h.events(types.SIGNIN_REFUSED)
+    refused = h.events(EventType.SIGNIN_REFUSED)
     assert [e["details"]["reason"] for e in refused] == ["backup-codes-disabled"]
-    assert len(h.events(types.REGENERATION_REFUSED)) == 1
+    assert len(h.events(EventType.REGENERATION_REFUSED)) == 1
     # Off is a refusal, not a deletion: on again, the same code signs in.
     assert h.put_policy(True, 5).status_code == 200
     assert h.verify(h.codes[0]).json == {
@@ -427,7 +428,7 @@ def test_policy_off_fails_a_regeneration_already_queued(world: ApiWorld) -> None
     assert (done["status"], done["failure"]) == ("failed", "backup-codes-disabled")
     sheet = world.call("GET", f"/v1/me/backup-codes/regenerations/{rid}/sheet", h.user_token)
     _problem(sheet, 409, "regeneration-failed")
-    failed = h.events(types.REGENERATION_FAILED)
+    failed = h.events(EventType.REGENERATION_FAILED)
     assert [(e["details"]["regeneration_id"], e["details"]["reason"]) for e in failed] == [
         (rid, "backup-codes-disabled")
     ]
@@ -437,8 +438,8 @@ def test_policy_off_fails_a_regeneration_already_queued(world: ApiWorld) -> None
 
 def _publish_pending(world: ApiWorld, rid: str) -> None:
     """Publish the one outbox row of `rid` (others in the shared database are left be)."""
-    with world.services.unit_of_work() as session:
-        rows = session.execute(
+    with world.services.unit_of_work() as uow:
+        rows = uow.session.execute(
             select(OutboxMessage)
             .where(OutboxMessage.published_at.is_(None), OutboxMessage.task == TASK_PROCESS)
             .order_by(OutboxMessage.id.desc())
@@ -447,14 +448,14 @@ def _publish_pending(world: ApiWorld, rid: str) -> None:
         mine = [r for r in rows if r.args.get("regeneration_id") == rid]
         assert len(mine) == 1, "the request left no pending outbox row"
         world.publisher.publish(TASK_PROCESS, mine[0].args)
-        outbox.mark_published(session, [mine[0].id], utcnow())
+        outbox.mark_published(uow.session, [mine[0].id], utcnow())
 
 
 def test_a_user_who_never_enrolled_is_409(world: ApiWorld) -> None:
     h = holder(world, with_codes=False)
     world.user(h.org, "bob")
     _problem(h.verify("0000-0000-0000", user="bob"), 409, "mfa-not-enrolled")
-    refused = h.events(types.SIGNIN_REFUSED, user="bob")
+    refused = h.events(EventType.SIGNIN_REFUSED, user="bob")
     assert [e["details"]["reason"] for e in refused] == ["mfa-not-enrolled"]
 
 
@@ -469,8 +470,8 @@ def test_another_organizations_user_and_nobody_get_the_same_404(world: ApiWorld)
     assert theirs.headers.get("retry-after") is None
     # The foreign user's code was neither spent nor counted as a failure in either org.
     assert other.verify(other.codes[0]).json["accepted"] is True
-    assert other.events(types.CODE_REJECTED, user="carol") == []
-    assert h.events(types.CODE_REJECTED) == []
+    assert other.events(EventType.CODE_REJECTED, user="carol") == []
+    assert h.events(EventType.CODE_REJECTED) == []
 
 
 # --- administration ------------------------------------------------------------------------
@@ -487,7 +488,7 @@ def test_code_count_applies_to_the_next_generation(world: ApiWorld) -> None:
     assert len(world.sheet_text(h.user_token, done["id"])) == 8
     current = h.mfa()["backup_codes"]
     assert (current["total"], current["remaining"]) == (8, 8)
-    changed = h.events(types.POLICY_CHANGED)
+    changed = h.events(EventType.POLICY_CHANGED)
     assert changed[-1]["details"] == {
         "old": {"backup_codes_enabled": True, "code_count": 5},
         "new": {"backup_codes_enabled": True, "code_count": 8},
@@ -508,7 +509,7 @@ def test_revocation_deactivates_every_code(world: ApiWorld) -> None:
     }
     assert h.mfa()["backup_codes"] is None
     assert h.mfa()["enrolled"] is True  # only the codes went
-    revoked = h.events(types.CODES_REVOKED)
+    revoked = h.events(EventType.CODES_REVOKED)
     assert [e["details"] for e in revoked] == [{"count": 4}]
     # A regeneration gives the user working codes again.
     done = h.regenerate()
@@ -532,7 +533,7 @@ def test_deleting_mfa_removes_the_enrollment_and_every_code(world: ApiWorld) -> 
         {"totp": world.totp(h.org, h.user, 1)},
     )
     _problem(intake, 409, "mfa-not-enrolled")
-    reset = h.events(types.MFA_RESET)
+    reset = h.events(EventType.MFA_RESET)
     assert len(reset) == 1
     assert reset[0]["details"]["was_enrolled"] is True
     assert reset[0]["details"]["codes_removed"] == 5
@@ -610,7 +611,7 @@ def test_put_policy_refuses_invalid_bodies_naming_the_field(
         "backup_codes_enabled": True,
         "code_count": 5,
     }
-    assert h.events(types.POLICY_CHANGED) == []
+    assert h.events(EventType.POLICY_CHANGED) == []
 
 
 @pytest.mark.parametrize("raw", [b"", b"{", b"code_count=5", b"\xff\xfe"])
@@ -644,7 +645,7 @@ def test_verify_refuses_invalid_bodies_naming_the_field(
     got = h.world.call("POST", f"/v1/users/{h.user}/backup-codes/verify", h.service, body)
     _problem(got, 422, "invalid-request")
     assert got.json["field"] == field
-    assert h.events(types.CODE_REJECTED) == []  # not an attempt: nothing counted
+    assert h.events(EventType.CODE_REJECTED) == []  # not an attempt: nothing counted
 
 
 def test_no_event_ever_holds_a_code(world: ApiWorld) -> None:

@@ -21,12 +21,13 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sqlalchemy import select
 
 from cli.main import cli
-from domain import accounts, audit, checkpoint_file
-from domain import audit_types as types
-from domain.audit_checkpoint import as_record, checkpoint_org, message
+from domain import accounts, audit
+from domain.audit import checkpoint_file
+from domain.audit.checkpoints import as_record, checkpoint_org, message
+from domain.audit.types import EventType, Outcome
 from domain.models import AuditCheckpoint, AuditEvent
-from domain.services import Services
-from tests.conftest import unique
+from infra.services import Services
+from tests.support.builders import unique
 
 CLI_MAIN = "from cli.main import main; main()"
 
@@ -48,10 +49,10 @@ def invoke(services: Services, *args: str) -> tuple[int, str, str]:
 
 def make_org(services: Services, users: int = 3) -> str:
     org = unique("cli")
-    with services.unit_of_work() as session:
-        accounts.create_org(session, org, audit.CLI)
+    with services.unit_of_work() as uow:
+        accounts.create_org(uow, org, audit.CLI)
         for i in range(users):
-            accounts.create_user(session, org, f"user-{i}", None, audit.CLI)
+            accounts.create_user(uow, org, f"user-{i}", None, audit.CLI)
     return org
 
 
@@ -61,13 +62,13 @@ def test_export_ndjson_is_the_whole_chain_oldest_first_and_is_audited(services: 
     assert code == 0, err
     events = [json.loads(line) for line in out.splitlines()]
     assert [e["seq"] for e in events] == [1, 2, 3, 4]
-    assert events[0]["type"] == types.ORG_CREATED and events[1]["user_id"] == "user-0"
+    assert events[0]["type"] == EventType.ORG_CREATED and events[1]["user_id"] == "user-0"
     assert events[1]["prev_hash"] == events[0]["hash"]
     assert "exporting" not in err  # no progress bar: stderr is not a terminal here
-    with services.unit_of_work() as session:
-        exported = session.execute(
+    with services.unit_of_work() as uow:
+        exported = uow.session.execute(
             select(AuditEvent).where(
-                AuditEvent.org_id == org, AuditEvent.type == types.AUDIT_EXPORTED
+                AuditEvent.org_id == org, AuditEvent.type == EventType.AUDIT_EXPORTED
             )
         ).scalar_one()
         assert exported.seq == 5
@@ -88,7 +89,7 @@ def test_export_csv_with_filters_to_a_file(services: Services, tmp_path: Path) -
     assert "3 events written" in err
     rows = list(csv.DictReader(io.StringIO(target.read_text())))
     assert [r["user_id"] for r in rows] == ["user-0", "user-1", "user-2"]
-    assert {r["type"] for r in rows} == {types.USER_CREATED}
+    assert {r["type"] for r in rows} == {EventType.USER_CREATED}
     assert json.loads(rows[0]["details"]) == {}
 
 
@@ -110,11 +111,11 @@ def test_checkpoint_signs_the_head_once_and_the_public_key_checks_it(services: S
     assert code == 0 and pem.startswith("-----BEGIN PUBLIC KEY-----")
     key = load_pem_public_key(pem.encode())
     assert isinstance(key, Ed25519PublicKey)
-    with services.unit_of_work() as session:
-        cp = session.execute(
+    with services.unit_of_work() as uow:
+        cp = uow.session.execute(
             select(AuditCheckpoint).where(AuditCheckpoint.org_id == org)
         ).scalar_one()
-        head_hash = session.execute(
+        head_hash = uow.session.execute(
             select(AuditEvent.hash).where(AuditEvent.org_id == org, AuditEvent.seq == 4)
         ).scalar_one()
     assert cp.hash == head_hash
@@ -126,12 +127,12 @@ def test_checkpoint_without_org_signs_every_moved_head(services: Services) -> No
     a, b = make_org(services), make_org(services)
     code, out, _ = invoke(services, "audit", "checkpoint")
     assert code == 0 and out.strip() == "2 checkpoints written"
-    with services.unit_of_work() as session:
-        audit.append(session, a, types.AUDIT_READ, types.SUCCESS, audit.CLI)
+    with services.unit_of_work() as uow:
+        audit.append(uow, a, EventType.AUDIT_READ, Outcome.SUCCESS, audit.CLI)
     code, out, _ = invoke(services, "audit", "checkpoint")
     assert out.strip() == "1 checkpoints written"
-    with services.unit_of_work() as session:
-        signed = session.execute(
+    with services.unit_of_work() as uow:
+        signed = uow.session.execute(
             select(AuditCheckpoint.org_id, AuditCheckpoint.seq).order_by(AuditCheckpoint.id)
         ).all()
     assert [tuple(r) for r in signed] == [*sorted([(a, 4), (b, 4)]), (a, 5)]
@@ -174,15 +175,17 @@ def test_a_checkpoint_leaves_the_database_once_committed_as_a_log_line_and_a_fil
 ) -> None:
     org = make_org(services)
     path = checkpoint_file.path_for(services.settings, org)
-    with pytest.raises(RuntimeError), services.unit_of_work() as session:
-        assert checkpoint_org(session, services.settings, org, datetime.now(UTC)) is not None
+    with pytest.raises(RuntimeError), services.unit_of_work() as uow:
+        assert checkpoint_org(uow, services.settings, org, datetime.now(UTC)) is not None
         raise RuntimeError("rolled back")
     assert not path.exists(), "a checkpoint rolled back never leaves the database"
     caplog.set_level(logging.INFO, logger="mfa.audit.checkpoint")
     code, out, _ = invoke(services, "audit", "checkpoint", "--org", org)
     assert code == 0 and f"{org}: checkpoint at seq 4" in out
-    with services.unit_of_work() as session:
-        row = session.execute(select(AuditCheckpoint).where(AuditCheckpoint.org_id == org)).one()[0]
+    with services.unit_of_work() as uow:
+        row = uow.session.execute(
+            select(AuditCheckpoint).where(AuditCheckpoint.org_id == org)
+        ).one()[0]
         record = as_record(row)
     assert [json.loads(line) for line in path.read_text().splitlines()] == [record]
     assert oct(path.stat().st_mode & 0o777) == "0o600"

@@ -10,12 +10,12 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
 from domain import accounts, audit
-from domain import audit_types as types
-from domain.audit_verify import verify_chain
-from domain.db import make_engine, make_session_factory, unit_of_work
+from domain.audit.types import EventType, Outcome
+from domain.audit.verify import verify_chain
 from domain.models import AuditEvent
-from domain.services import Services
-from tests.conftest import unique
+from infra.db import make_engine, make_session_factory, unit_of_work
+from infra.services import Services
+from tests.support.builders import unique
 
 PROCESSES = 4
 PER_PROCESS = 50
@@ -28,12 +28,12 @@ def _append_many(url: str, org: str, worker: int, start: object) -> None:
     sessions = make_session_factory(engine)
     try:
         for i in range(PER_PROCESS):
-            with unit_of_work(sessions) as session:
+            with unit_of_work(sessions) as uow:
                 audit.append(
-                    session,
+                    uow,
                     org,
-                    types.AUDIT_READ,
-                    types.SUCCESS,
+                    EventType.AUDIT_READ,
+                    Outcome.SUCCESS,
                     audit.Context(principal_id=f"worker-{worker}", role="auditor"),
                     details={"worker": worker, "i": i},
                 )
@@ -46,8 +46,8 @@ def test_processes_appending_to_one_org_make_one_gapless_chain(
     pg_services: Services, pg_database_url: str
 ) -> None:
     org = unique("conc")
-    with pg_services.unit_of_work() as session:
-        accounts.create_org(session, org, audit.CLI)
+    with pg_services.unit_of_work() as uow:
+        accounts.create_org(uow, org, audit.CLI)
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Event()
     procs = [
@@ -62,24 +62,24 @@ def test_processes_appending_to_one_org_make_one_gapless_chain(
     assert [p.exitcode for p in procs] == [0] * PROCESSES
 
     total = 1 + PROCESSES * PER_PROCESS
-    with pg_services.unit_of_work() as session:
+    with pg_services.unit_of_work() as uow:
         seqs = (
-            session.execute(
+            uow.session.execute(
                 select(AuditEvent.seq).where(AuditEvent.org_id == org).order_by(AuditEvent.seq)
             )
             .scalars()
             .all()
         )
         workers = (
-            session.execute(
+            uow.session.execute(
                 select(AuditEvent.actor_principal_id).where(
-                    AuditEvent.org_id == org, AuditEvent.type == types.AUDIT_READ
+                    AuditEvent.org_id == org, AuditEvent.type == EventType.AUDIT_READ
                 )
             )
             .scalars()
             .all()
         )
-        result = verify_chain(session, org, pg_services.settings)
+        result = verify_chain(uow.session, org, pg_services.settings)
     assert seqs == list(range(1, total + 1))
     assert sorted(set(workers)) == [f"worker-{w}" for w in range(PROCESSES)]
     assert result.ok and result.events_checked == total, result.reason
@@ -87,23 +87,23 @@ def test_processes_appending_to_one_org_make_one_gapless_chain(
 
 def test_an_open_append_in_one_org_does_not_hold_up_another(pg_services: Services) -> None:
     busy, free = unique("busy"), unique("free")
-    with pg_services.unit_of_work() as session:
-        accounts.create_org(session, busy, audit.CLI)
-        accounts.create_org(session, free, audit.CLI)
+    with pg_services.unit_of_work() as uow:
+        accounts.create_org(uow, busy, audit.CLI)
+        accounts.create_org(uow, free, audit.CLI)
     with pg_services.unit_of_work() as holder:
-        audit.append(holder, busy, types.AUDIT_READ, types.SUCCESS, audit.CLI)  # head locked
+        audit.append(holder, busy, EventType.AUDIT_READ, Outcome.SUCCESS, audit.CLI)  # head locked
         with pg_services.unit_of_work() as other:
-            other.execute(text("SET LOCAL lock_timeout = '2s'"))
-            event = audit.append(other, free, types.AUDIT_READ, types.SUCCESS, audit.CLI)
+            other.session.execute(text("SET LOCAL lock_timeout = '2s'"))
+            event = audit.append(other, free, EventType.AUDIT_READ, Outcome.SUCCESS, audit.CLI)
             assert event.seq == 2
         with pg_services.unit_of_work() as blocked:
-            blocked.execute(text("SET LOCAL lock_timeout = '200ms'"))
+            blocked.session.execute(text("SET LOCAL lock_timeout = '200ms'"))
             with pytest.raises(OperationalError, match="lock timeout"):
                 audit.append(
                     blocked,
                     busy,
-                    types.AUDIT_READ,
-                    types.SUCCESS,
+                    EventType.AUDIT_READ,
+                    Outcome.SUCCESS,
                     audit.CLI,
                     at=datetime.now(UTC),
                 )

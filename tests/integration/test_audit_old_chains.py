@@ -20,11 +20,12 @@ from alembic import command
 from sqlalchemy import create_engine, text
 
 from domain import audit
-from domain import audit_types as types
-from domain.audit_verify import verify_chain
-from domain.migrate import alembic_config, upgrade
-from domain.services import Services
-from tests.conftest import fresh_postgres_database, make_settings, owner_url
+from domain.audit.types import EventType, Outcome
+from domain.audit.verify import verify_chain
+from infra.migrate import alembic_config, upgrade
+from infra.services import Services
+from tests.support.postgres import fresh_postgres_database, owner_url
+from tests.support.settings import make_settings
 
 GENESIS = "0" * 64
 # The columns audit_events had at 0002, and no others.
@@ -96,8 +97,8 @@ def test_an_old_chain_verifies_after_the_upgrade_and_grows_with_server_ids(
                     "org_id": "acme",
                     "seq": seq,
                     "occurred_at": datetime.now(UTC),
-                    "type": types.TOKEN_ISSUED,
-                    "outcome": types.SUCCESS,
+                    "type": EventType.TOKEN_ISSUED,
+                    "outcome": Outcome.SUCCESS,
                     "actor_principal_id": "cli",
                     "actor_role": "operator",
                     "actor_token_id": None,
@@ -129,13 +130,13 @@ def test_an_old_chain_verifies_after_the_upgrade_and_grows_with_server_ids(
     services = Services.build(settings)
     try:
         ctx = audit.Context(principal_id="cli", role="operator", server_request_id="srv-new-1")
-        with services.unit_of_work() as session:
-            appended = audit.append(session, "acme", types.TOKEN_ISSUED, types.SUCCESS, ctx)
+        with services.unit_of_work() as uow:
+            appended = audit.append(uow, "acme", EventType.TOKEN_ISSUED, Outcome.SUCCESS, ctx)
             assert appended.seq == old_events + 1
             assert appended.prev_hash == prev
             assert b'"server_request_id":"srv-new-1"' in audit.canonical(appended)
-        with services.unit_of_work() as session:
-            result = verify_chain(session, "acme", settings)
+        with services.unit_of_work() as uow:
+            result = verify_chain(uow.session, "acme", settings)
         assert (result.ok, result.first_bad_seq, result.events_checked) == (
             True,
             None,

@@ -19,14 +19,15 @@ from cryptography.hazmat.primitives.serialization import (
 
 from cli.main import cli
 from domain import accounts, audit
-from domain.audit_checkpoint import checkpoint_org
-from domain.audit_verify import verify_chain
-from domain.db import utcnow
+from domain.audit.checkpoints import checkpoint_org
+from domain.audit.verify import verify_chain
 from domain.errors import ConfigurationError
-from domain.migrate import upgrade
-from domain.services import Services
-from domain.settings import Settings
-from tests.conftest import make_settings, unique
+from infra.db import utcnow
+from infra.migrate import upgrade
+from infra.services import Services
+from infra.settings import Settings
+from tests.support.builders import unique
+from tests.support.settings import make_settings
 
 
 def _keypair() -> tuple[str, str]:
@@ -59,13 +60,13 @@ class Chain:
         settings = self.settings(signing)
         services = Services.build(settings)
         try:
-            with services.unit_of_work() as session:
+            with services.unit_of_work() as uow:
                 if self.users == 0:
-                    accounts.create_org(session, self.org, audit.CLI)
+                    accounts.create_org(uow, self.org, audit.CLI)
                 self.users += 1
-                accounts.create_user(session, self.org, f"u{self.users}", None, audit.CLI)
-            with services.unit_of_work() as session:
-                assert checkpoint_org(session, settings, self.org, utcnow())
+                accounts.create_user(uow, self.org, f"u{self.users}", None, audit.CLI)
+            with services.unit_of_work() as uow:
+                assert checkpoint_org(uow, settings, self.org, utcnow())
         finally:
             services.close()
 
@@ -73,8 +74,8 @@ class Chain:
         settings = self.settings(signing, retired)
         services = Services.build(settings)
         try:
-            with services.unit_of_work() as session:
-                result = verify_chain(session, self.org, settings)
+            with services.unit_of_work() as uow:
+                result = verify_chain(uow.session, self.org, settings)
             return result.ok, result.reason
         finally:
             services.close()

@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
@@ -24,13 +23,14 @@ from sqlalchemy import Connection, create_engine, delete, select, text, update
 
 from cli.main import cli
 from domain import accounts, audit
-from domain import audit_types as types
-from domain.audit_checkpoint import checkpoint_org
-from domain.audit_verify import Verification, verify_chain
-from domain.checkpoint_file import path_for as checkpoint_file_path
+from domain.audit.checkpoint_file import path_for as checkpoint_file_path
+from domain.audit.checkpoints import checkpoint_org
+from domain.audit.types import EventType, Outcome
+from domain.audit.verify import Verification, verify_chain
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
-from domain.services import Services
-from tests.conftest import owner_url, unique
+from infra.services import Services
+from tests.support.builders import unique
+from tests.support.postgres import owner_url
 
 N = 30
 EVENTS = AuditEvent.__table__
@@ -49,21 +49,15 @@ SQLITE_TRIGGER_NAMES = (
 )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def svc(request: pytest.FixtureRequest) -> Services:
-    name = "services" if request.param == "sqlite" else "pg_services"
-    return request.getfixturevalue(name)  # type: ignore[no-any-return]
-
-
 def build_chain(services: Services, checkpoints_at: tuple[int, ...] = ()) -> str:
     """An organization whose chain holds N events, signed at the given seqs."""
     org = unique("tamper")
     # Recent, as on a running service: the last events are not yet due for a checkpoint.
     start = datetime.now(UTC) - timedelta(seconds=N + 1)
-    with services.unit_of_work() as session:
-        accounts.create_org(session, org, audit.CLI)
+    with services.unit_of_work() as uow:
+        accounts.create_org(uow, org, audit.CLI)
     for seq in range(2, N + 1):
-        with services.unit_of_work() as session:
+        with services.unit_of_work() as uow:
             ctx = audit.Context(
                 principal_id=f"user-{seq % 4}",
                 role="user",
@@ -73,17 +67,17 @@ def build_chain(services: Services, checkpoints_at: tuple[int, ...] = ()) -> str
                 user_agent="pytest",
             )
             audit.append(
-                session,
+                uow,
                 org,
-                types.REGENERATION_REQUESTED if seq % 2 else types.CODE_REJECTED,
-                types.SUCCESS if seq % 2 else types.FAILURE,
+                EventType.REGENERATION_REQUESTED if seq % 2 else EventType.CODE_REJECTED,
+                Outcome.SUCCESS if seq % 2 else Outcome.FAILURE,
                 ctx,
                 user_id=f"user-{seq % 4}",
                 details={"n": seq, "remaining": seq % 5},
                 at=start + timedelta(seconds=seq),
             )
             if seq in checkpoints_at:
-                checkpoint_org(session, services.settings, org, start + timedelta(seconds=seq))
+                checkpoint_org(uow, services.settings, org, start + timedelta(seconds=seq))
     return org
 
 
@@ -134,8 +128,8 @@ def set_head(conn: Connection, org: str, seq: int) -> None:
 
 
 def verify(services: Services, org: str) -> Verification:
-    with services.unit_of_work() as session:
-        return verify_chain(session, org, services.settings)
+    with services.unit_of_work() as uow:
+        return verify_chain(uow.session, org, services.settings)
 
 
 def cli_verify(services: Services, org: str, *extra: str) -> tuple[int, str]:
@@ -170,8 +164,8 @@ def test_an_intact_chain_verifies_with_its_checkpoint(svc: Services) -> None:
     result = verify(svc, org)
     assert result.ok and result.first_bad_seq is None and result.reason is None
     assert result.events_checked == N
-    with svc.unit_of_work() as session:
-        head = session.get(AuditHead, org)
+    with svc.unit_of_work() as uow:
+        head = uow.session.get(AuditHead, org)
         assert head is not None
         assert result.head == {"seq": N, "hash": head.hash}
     assert result.checkpoint is not None
@@ -182,14 +176,14 @@ def test_an_intact_chain_verifies_with_its_checkpoint(svc: Services) -> None:
 
 def test_batches_smaller_than_the_chain_give_the_same_verdicts(svc: Services) -> None:
     org = build_chain(svc, checkpoints_at=(7, 20))
-    with svc.unit_of_work() as session:
-        small = verify_chain(session, org, svc.settings, batch=4)
+    with svc.unit_of_work() as uow:
+        small = verify_chain(uow.session, org, svc.settings, batch=4)
     assert small.ok and small.events_checked == N and small.checkpoint is not None
     tamper(
         svc, lambda c: c.execute(delete(EVENTS).where(EVENTS.c.org_id == org, EVENTS.c.seq == 13))
     )
-    with svc.unit_of_work() as session:
-        broken = verify_chain(session, org, svc.settings, batch=4)
+    with svc.unit_of_work() as uow:
+        broken = verify_chain(uow.session, org, svc.settings, batch=4)
     assert broken.first_bad_seq == 13
 
 
@@ -251,7 +245,7 @@ def test_an_inserted_event_with_a_valid_hash_is_named(svc: Services) -> None:
             before,
             id="00000000-0000-4000-8000-00000000f0f0",
             seq=12,
-            type=types.CODES_REVOKED,
+            type=EventType.CODES_REVOKED,
             details={"forged": True},
             prev_hash=before.hash,
         )
@@ -355,8 +349,8 @@ def test_a_rewritten_chain_without_checkpoints_fails_once_a_checkpoint_is_overdu
     assert before is not None and after.head is not None
     assert after.head["hash"] != before["hash"]  # rewritten, and nothing shows yet
     overdue = datetime.now(UTC) + timedelta(seconds=2 * svc.settings.checkpoint_interval_seconds)
-    with svc.unit_of_work() as session:
-        late = verify_chain(session, org, svc.settings, now=overdue)
+    with svc.unit_of_work() as uow:
+        late = verify_chain(uow.session, org, svc.settings, now=overdue)
     assert not late.ok and late.first_bad_seq == 1 and late.unsigned_events == N
     assert late.reason is not None and "no checkpoint covers it" in late.reason
 
@@ -369,8 +363,8 @@ def test_checkpoints_re_signed_with_another_key_are_refused(svc: Services) -> No
     )
     forger = replace(svc.settings, audit_signing_key=other)
     tamper(svc, lambda c: c.execute(delete(CHECKPOINTS).where(CHECKPOINTS.c.org_id == org)))
-    with svc.unit_of_work() as session:
-        checkpoint_org(session, forger, org, datetime.now(UTC))
+    with svc.unit_of_work() as uow:
+        checkpoint_org(uow, forger, org, datetime.now(UTC))
     assert_found(svc, org, N, "signed by an unknown key")
 
 
@@ -406,13 +400,13 @@ def test_verify_over_every_organization_fails_if_one_fails(
     assert result.exit_code == 1
     assert f"{good}: ok" in result.output
     assert f"{bad}: BROKEN at seq 3" in result.output
-    with services.unit_of_work() as session:
-        recorded = session.execute(
+    with services.unit_of_work() as uow:
+        recorded = uow.session.execute(
             select(AuditEvent.outcome, AuditEvent.details).where(
-                AuditEvent.org_id == good, AuditEvent.type == types.AUDIT_VERIFIED
+                AuditEvent.org_id == good, AuditEvent.type == EventType.AUDIT_VERIFIED
             )
         ).one()
-    assert recorded.outcome == types.SUCCESS
+    assert recorded.outcome == Outcome.SUCCESS
     assert recorded.details["ok"] is True and recorded.details["events_checked"] == N
 
 
@@ -557,22 +551,22 @@ def test_unsigned_events_are_reported_and_fail_once_older_than_twice_the_interva
     org = build_chain(svc, checkpoints_at=(20,))
     fresh = verify(svc, org)
     assert fresh.ok and fresh.unsigned_events == N - 20
-    with svc.unit_of_work() as session:
-        oldest = session.execute(
+    with svc.unit_of_work() as uow:
+        oldest = uow.session.execute(
             select(AuditEvent.occurred_at).where(AuditEvent.org_id == org, AuditEvent.seq == 21)
         ).scalar_one()
     limit = timedelta(seconds=2 * svc.settings.checkpoint_interval_seconds)
-    with svc.unit_of_work() as session:
-        just_in_time = verify_chain(session, org, svc.settings, now=oldest + limit)
+    with svc.unit_of_work() as uow:
+        just_in_time = verify_chain(uow.session, org, svc.settings, now=oldest + limit)
         overdue = verify_chain(
-            session, org, svc.settings, now=oldest + limit + timedelta(seconds=1)
+            uow.session, org, svc.settings, now=oldest + limit + timedelta(seconds=1)
         )
     assert just_in_time.ok
     assert not overdue.ok and overdue.first_bad_seq == 21 and overdue.unsigned_events == N - 20
-    with svc.unit_of_work() as session:
-        checkpoint_org(session, svc.settings, org, datetime.now(UTC))
-    with svc.unit_of_work() as session:
-        signed = verify_chain(session, org, svc.settings, now=oldest + 10 * limit)
+    with svc.unit_of_work() as uow:
+        checkpoint_org(uow, svc.settings, org, datetime.now(UTC))
+    with svc.unit_of_work() as uow:
+        signed = verify_chain(uow.session, org, svc.settings, now=oldest + 10 * limit)
     assert signed.ok and signed.unsigned_events == 0
 
 

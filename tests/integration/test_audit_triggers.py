@@ -14,25 +14,26 @@ from sqlalchemy import Connection, create_engine, select, text
 from sqlalchemy.exc import DBAPIError
 
 from domain import accounts, audit
-from domain.audit_checkpoint import checkpoint_org
-from domain.migrate import upgrade
+from domain.audit.checkpoints import checkpoint_org
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
-from domain.services import Services
-from tests.conftest import owner_url, unique
+from infra.migrate import upgrade
+from infra.services import Services
+from tests.support.builders import unique
+from tests.support.postgres import owner_url
 
 
 def _org_with_events(services: Services) -> str:
     org = unique("trig")
-    with services.unit_of_work() as session:
-        accounts.create_org(session, org, audit.CLI)
-        accounts.create_user(session, org, "alice", None, audit.CLI)
+    with services.unit_of_work() as uow:
+        accounts.create_org(uow, org, audit.CLI)
+        accounts.create_user(uow, org, "alice", None, audit.CLI)
     return org
 
 
 def _events(services: Services, org: str) -> list[tuple[int, str, str]]:
-    with services.unit_of_work() as session:
+    with services.unit_of_work() as uow:
         query = select(AuditEvent.seq, AuditEvent.outcome, AuditEvent.hash)
-        return [tuple(r) for r in session.execute(query.where(AuditEvent.org_id == org))]
+        return [tuple(r) for r in uow.session.execute(query.where(AuditEvent.org_id == org))]
 
 
 STATEMENTS = {
@@ -45,8 +46,8 @@ STATEMENTS = {
 def test_sqlite_refuses(services: Services, kind: str) -> None:
     org = _org_with_events(services)
     before = _events(services, org)
-    with pytest.raises(DBAPIError, match="append-only"), services.unit_of_work() as session:
-        session.execute(text(STATEMENTS[kind]), {"org": org})
+    with pytest.raises(DBAPIError, match="append-only"), services.unit_of_work() as uow:
+        uow.session.execute(text(STATEMENTS[kind]), {"org": org})
     assert _events(services, org) == before and len(before) == 2
 
 
@@ -56,8 +57,8 @@ def test_postgres_refuses(pg_services: Services, kind: str) -> None:
     org = _org_with_events(pg_services)
     before = _events(pg_services, org)
     refused = pytest.raises(DBAPIError, match="permission denied for table audit_events")
-    with refused, pg_services.unit_of_work() as session:
-        session.execute(text(STATEMENTS[kind]), {"org": org})
+    with refused, pg_services.unit_of_work() as uow:
+        uow.session.execute(text(STATEMENTS[kind]), {"org": org})
     with pytest.raises(DBAPIError, match="append-only"), _owner(pg_services) as conn:
         conn.execute(text(STATEMENTS[kind]), {"org": org})
     assert _events(pg_services, org) == before and len(before) == 2
@@ -75,16 +76,16 @@ def _owner(services: Services) -> Iterator[Connection]:
 
 def _signed_org(services: Services) -> str:
     org = _org_with_events(services)
-    with services.unit_of_work() as session:
-        assert checkpoint_org(session, services.settings, org, datetime.now(UTC)) is not None
+    with services.unit_of_work() as uow:
+        assert checkpoint_org(uow, services.settings, org, datetime.now(UTC)) is not None
     return org
 
 
 def _state(services: Services, org: str) -> tuple[object, ...]:
-    with services.unit_of_work() as session:
-        head = session.get(AuditHead, org)
+    with services.unit_of_work() as uow:
+        head = uow.session.get(AuditHead, org)
         assert head is not None
-        checkpoints = session.execute(
+        checkpoints = uow.session.execute(
             select(AuditCheckpoint.seq, AuditCheckpoint.hash).where(AuditCheckpoint.org_id == org)
         ).all()
         state = (head.seq, head.hash, head.checkpoints, tuple(checkpoints))
@@ -116,14 +117,14 @@ def test_the_service_role_cannot_erase_the_evidence(pg_services: Services, attem
     org = _signed_org(pg_services)
     before = _state(pg_services, org)
     refused = pytest.raises(DBAPIError, match=r"must be owner|permission denied|only move forward")
-    with refused, pg_services.unit_of_work() as session:
-        session.execute(text(APP_ROLE_REFUSED[attempt]), {"org": org})
+    with refused, pg_services.unit_of_work() as uow:
+        uow.session.execute(text(APP_ROLE_REFUSED[attempt]), {"org": org})
     assert _state(pg_services, org) == before
 
 
 def test_the_service_role_owns_nothing_and_moves_heads_forward(pg_services: Services) -> None:
-    with pg_services.unit_of_work() as session:
-        owned = session.execute(
+    with pg_services.unit_of_work() as uow:
+        owned = uow.session.execute(
             text(
                 "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "WHERE n.nspname = 'public' AND pg_get_userbyid(c.relowner) = current_user"
@@ -131,8 +132,8 @@ def test_the_service_role_owns_nothing_and_moves_heads_forward(pg_services: Serv
         ).scalar_one()
     assert owned == 0
     org = _signed_org(pg_services)
-    with pg_services.unit_of_work() as session:
-        audit.append(session, org, "audit.read", "success", audit.CLI)
+    with pg_services.unit_of_work() as uow:
+        audit.append(uow, org, "audit.read", "success", audit.CLI)
     assert _state(pg_services, org)[0] == 3
 
 
@@ -171,17 +172,17 @@ def test_sqlite_refuses_changing_checkpoints_and_heads(services: Services, attem
     org = _signed_org(services)
     before = _state(services, org)
     refused = pytest.raises(DBAPIError, match=r"append-only|only move forward")
-    with refused, services.unit_of_work() as session:
-        session.execute(text(SQLITE_REFUSED[attempt]), {"org": org})
+    with refused, services.unit_of_work() as uow:
+        uow.session.execute(text(SQLITE_REFUSED[attempt]), {"org": org})
     assert _state(services, org) == before
 
 
 def test_appending_still_works_after_a_refusal(services: Services) -> None:
     org = _org_with_events(services)
-    with pytest.raises(DBAPIError), services.unit_of_work() as session:
-        session.execute(text(STATEMENTS["delete"]), {"org": org})
-    with services.unit_of_work() as session:
-        audit.append(session, org, "audit.read", "success", audit.CLI)
+    with pytest.raises(DBAPIError), services.unit_of_work() as uow:
+        uow.session.execute(text(STATEMENTS["delete"]), {"org": org})
+    with services.unit_of_work() as uow:
+        audit.append(uow, org, "audit.read", "success", audit.CLI)
     assert [seq for seq, _, _ in _events(services, org)] == [1, 2, 3]
 
 

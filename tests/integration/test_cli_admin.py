@@ -11,12 +11,12 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from cli.main import cli
-from domain import audit_types as types
 from domain import tokens
+from domain.audit.types import EventType
 from domain.models import ApiToken, AuditEvent
-from domain.services import Services
-from domain.settings import Settings
-from tests.conftest import FAST_ARGON2, TEST_SECRET_KEY
+from infra.services import Services
+from infra.settings import Settings
+from tests.support.settings import FAST_ARGON2, TEST_SECRET_KEY
 
 
 @pytest.fixture
@@ -45,13 +45,13 @@ def test_full_setup_prints_the_token_last_and_stores_only_its_hash(env: dict[str
 
     services = Services.build(Settings.from_env(env=env, dotenv=None))
     try:
-        with services.unit_of_work() as session:
-            row = tokens.authenticate(session, token)
+        with services.unit_of_work() as uow:
+            row = tokens.authenticate(uow.session, token)
             assert row is not None and row.role == "user" and row.principal_id == "alice"
-            stored = session.execute(select(ApiToken.token_hash)).scalars().all()
+            stored = uow.session.execute(select(ApiToken.token_hash)).scalars().all()
             assert token not in stored
             event_text = " ".join(
-                str(e.details) for e in session.execute(select(AuditEvent)).scalars()
+                str(e.details) for e in uow.session.execute(select(AuditEvent)).scalars()
             )
             assert token not in event_text
     finally:
@@ -114,9 +114,9 @@ def test_keys_rotate_reports_the_count_and_is_on_every_chain(env: dict[str, str]
     assert code == 0 and out.strip().endswith("re-encrypted under the newest key")
     services = Services.build(Settings.from_env(env=env, dotenv=None))
     try:
-        with services.unit_of_work() as session:
-            rekeyed = session.scalars(
-                select(AuditEvent).where(AuditEvent.type == types.SECRETS_REKEYED)
+        with services.unit_of_work() as uow:
+            rekeyed = uow.session.scalars(
+                select(AuditEvent).where(AuditEvent.type == EventType.SECRETS_REKEYED)
             ).all()
             assert sorted(e.org_id for e in rekeyed) == ["acme", "globex"]
             assert {e.actor_role for e in rekeyed} == {"operator"}
@@ -142,15 +142,15 @@ def test_token_ttl_list_and_revoke(env: dict[str, str]) -> None:
 
     services = Services.build(Settings.from_env(env=env, dotenv=None))
     try:
-        with services.unit_of_work() as session:
-            row = tokens.authenticate(session, short)
+        with services.unit_of_work() as uow:
+            row = tokens.authenticate(uow.session, short)
             assert row is not None and row.expires_at is not None
             lifetime = row.expires_at - row.created_at
             assert lifetime == timedelta(minutes=15)
-            assert tokens.authenticate(session, forever).expires_at is None  # type: ignore[union-attr]
-            [issued] = session.scalars(
+            assert tokens.authenticate(uow.session, forever).expires_at is None  # type: ignore[union-attr]
+            [issued] = uow.session.scalars(
                 select(AuditEvent).where(
-                    AuditEvent.type == types.TOKEN_ISSUED, AuditEvent.user_id == "alice"
+                    AuditEvent.type == EventType.TOKEN_ISSUED, AuditEvent.user_id == "alice"
                 )
             ).all()
             assert issued.details["ttl_seconds"] == 900
@@ -158,11 +158,11 @@ def test_token_ttl_list_and_revoke(env: dict[str, str]) -> None:
         code, out, err = invoke(env, "token", "revoke", forever_id)
         assert code == 0, err
         assert out.startswith(f"token {forever_id} for frontend (service) in acme revoked")
-        with services.unit_of_work() as session:
-            assert tokens.authenticate(session, forever) is None  # revoked at once
-            assert tokens.authenticate(session, short) is not None
-            [revoked] = session.scalars(
-                select(AuditEvent).where(AuditEvent.type == types.TOKEN_REVOKED)
+        with services.unit_of_work() as uow:
+            assert tokens.authenticate(uow.session, forever) is None  # revoked at once
+            assert tokens.authenticate(uow.session, short) is not None
+            [revoked] = uow.session.scalars(
+                select(AuditEvent).where(AuditEvent.type == EventType.TOKEN_REVOKED)
             ).all()
             assert revoked.details["revoked_token_id"] == forever_id
             assert (revoked.actor_principal_id, revoked.actor_role) == ("cli", "operator")
@@ -199,6 +199,6 @@ def test_a_ttl_out_of_range_or_malformed_is_a_usage_error(env: dict[str, str], t
     "ttl, seconds", [("60", 60), ("60s", 60), ("2h", 7200), ("365d", 365 * 86400)]
 )
 def test_ttl_units(env: dict[str, str], ttl: str, seconds: int) -> None:
-    from cli.admin_commands import parse_ttl
+    from cli.admin import parse_ttl
 
     assert parse_ttl(ttl) == timedelta(seconds=seconds)

@@ -14,7 +14,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from cli.main import cli
-from tests.conftest import FAST_ARGON2, TEST_SECRET_KEY, fresh_postgres_database, owner_url
+from tests.support.postgres import fresh_postgres_database, owner_url
+from tests.support.settings import FAST_ARGON2, TEST_SECRET_KEY
 
 
 @pytest.fixture

@@ -10,12 +10,13 @@ from cryptography.fernet import Fernet
 from sqlalchemy import select
 
 from domain import accounts, audit
+from domain.audit.types import EventType
 from domain.crypto import SecretBox, SecretBoxError
 from domain.key_rotation import rotate_all
-from domain.migrate import upgrade
-from domain.models import Regeneration, Sheet, TotpEnrollment
-from domain.services import Services
-from tests.conftest import make_settings
+from domain.models import AuditEvent, Regeneration, Sheet, TotpEnrollment
+from infra.migrate import upgrade
+from infra.services import Services
+from tests.support.settings import make_settings
 
 
 def test_rotation_moves_every_secret_to_the_new_key(tmp_path: Path) -> None:
@@ -23,11 +24,11 @@ def test_rotation_moves_every_secret_to_the_new_key(tmp_path: Path) -> None:
     before = Services.build(make_settings(tmp_path, MFA_SECRET_KEY=old))
     upgrade(before.settings.database_url)
     now = datetime.now(UTC)
-    with before.unit_of_work() as session:
-        accounts.create_org(session, "acme", audit.CLI)
-        users = [accounts.create_user(session, "acme", f"u{i}", None, audit.CLI) for i in range(7)]
+    with before.unit_of_work() as uow:
+        accounts.create_org(uow, "acme", audit.CLI)
+        users = [accounts.create_user(uow, "acme", f"u{i}", None, audit.CLI) for i in range(7)]
         for user in users:
-            session.add(
+            uow.session.add(
                 TotpEnrollment(user_id=user.id, secret_ciphertext=before.box.encrypt(b"S" * 32))
             )
         reg = Regeneration(
@@ -38,9 +39,9 @@ def test_rotation_moves_every_secret_to_the_new_key(tmp_path: Path) -> None:
             accepted_at=now,
             totp_ciphertext=before.box.encrypt(b"123456"),
         )
-        session.add(reg)
-        session.flush()
-        session.add(
+        uow.session.add(reg)
+        uow.session.flush()
+        uow.session.add(
             Sheet(
                 regeneration_id=reg.id,
                 pdf_ciphertext=before.box.encrypt(b"%PDF"),
@@ -52,20 +53,50 @@ def test_rotation_moves_every_secret_to_the_new_key(tmp_path: Path) -> None:
 
     during = Services.build(make_settings(tmp_path, MFA_SECRET_KEY=f"{new},{old}"))
     seen: list[int] = []
-    rotated = rotate_all(during.sessions, during.box, batch=3, progress=seen.append)
+    rotated = rotate_all(
+        during.unit_of_work, during.box, audit.CLI, keys_configured=2, batch=3, progress=seen.append
+    )
     during.close()
     assert rotated == 7 + 1 + 2
     assert sum(seen) == rotated
 
     only_new, only_old = SecretBox([new]), SecretBox([old])
     after = Services.build(make_settings(tmp_path, MFA_SECRET_KEY=new))
-    with after.unit_of_work() as session:
-        secrets = session.execute(select(TotpEnrollment.secret_ciphertext)).scalars().all()
+    with after.unit_of_work() as uow:
+        secrets = uow.session.execute(select(TotpEnrollment.secret_ciphertext)).scalars().all()
         assert [only_new.decrypt(s) for s in secrets] == [b"S" * 32] * 7
-        sheet = session.execute(select(Sheet)).scalar_one()
+        sheet = uow.session.execute(select(Sheet)).scalar_one()
         assert only_new.decrypt(sheet.text_ciphertext) == b"codes"
-        pending = session.execute(select(Regeneration.totp_ciphertext)).scalar_one()
+        pending = uow.session.execute(select(Regeneration.totp_ciphertext)).scalar_one()
         assert pending is not None and only_new.decrypt(pending) == b"123456"
         with pytest.raises(SecretBoxError):
             only_old.decrypt(sheet.pdf_ciphertext)
+        rekeyed = uow.session.scalars(
+            select(AuditEvent).where(AuditEvent.type == EventType.SECRETS_REKEYED)
+        ).all()
+        assert [(e.org_id, e.details) for e in rekeyed] == [("acme", {"keys_configured": 2})]
     after.close()
+
+
+def test_a_rotation_that_fails_records_no_rekeyed_event(tmp_path: Path) -> None:
+    """The event commits with the last re-encrypting transaction, so a rotation that
+    stops half-way (a secret under a key no longer configured) leaves none."""
+    stray, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    services = Services.build(make_settings(tmp_path, MFA_SECRET_KEY=new))
+    upgrade(services.settings.database_url)
+    try:
+        with services.unit_of_work() as uow:
+            accounts.create_org(uow, "acme", audit.CLI)
+            user = accounts.create_user(uow, "acme", "alice", None, audit.CLI)
+            uow.session.add(
+                TotpEnrollment(user_id=user.id, secret_ciphertext=SecretBox([stray]).encrypt(b"S"))
+            )
+        with pytest.raises(SecretBoxError):
+            rotate_all(services.unit_of_work, services.box, audit.CLI, keys_configured=1)
+        with services.unit_of_work() as uow:
+            rekeyed = uow.session.scalars(
+                select(AuditEvent).where(AuditEvent.type == EventType.SECRETS_REKEYED)
+            ).all()
+            assert rekeyed == []
+    finally:
+        services.close()

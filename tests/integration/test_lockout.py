@@ -2,46 +2,41 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
 from domain import accounts, audit, limits
-from domain import audit_types as types
+from domain.audit.types import EventType
 from domain.errors import InvalidRequest, TooManyAttempts, TotpLocked
 from domain.models import AuditEvent
-from domain.services import Services
-from tests.conftest import unique
-
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+from infra.services import Services
+from tests.support.builders import NOW, new_org, new_user
 
 
 def _user(services: Services) -> tuple[str, str]:
-    org_id = unique()
-    with services.unit_of_work() as session:
-        accounts.create_org(session, org_id, audit.CLI)
-        user = accounts.create_user(session, org_id, "alice", None, audit.CLI)
-        return org_id, user.id
+    org_id = new_org(services)
+    return org_id, new_user(services, org_id)
 
 
 def _fail(services: Services, org_id: str, at: datetime) -> None:
-    with services.unit_of_work() as session:
-        user = accounts.lock_user(session, accounts.get_user(session, org_id, "alice"))
-        limits.record_failure(session, user, limits.TOTP, None, at, audit.SYSTEM, services.limits)
+    with services.unit_of_work() as uow:
+        user = uow.lock_user(accounts.get_user(uow.session, org_id, "alice"))
+        limits.record_failure(uow, user, limits.TOTP, None, at, audit.SYSTEM, services.limits)
 
 
 def _check(services: Services, org_id: str, at: datetime) -> None:
-    with services.unit_of_work() as session:
-        user = accounts.lock_user(session, accounts.get_user(session, org_id, "alice"))
-        limits.end_expired(session, user, limits.TOTP, at, audit.SYSTEM, services.limits)
-        limits.check_totp(session, user, at, services.limits)
+    with services.unit_of_work() as uow:
+        user = uow.lock_user(accounts.get_user(uow.session, org_id, "alice"))
+        limits.end_expired(uow, user, limits.TOTP, at, audit.SYSTEM, services.limits)
+        limits.check_totp(uow.session, user, at, services.limits)
 
 
 def _types(services: Services, org_id: str) -> list[str]:
-    with services.unit_of_work() as session:
+    with services.unit_of_work() as uow:
         query = select(AuditEvent.type).where(AuditEvent.org_id == org_id).order_by(AuditEvent.seq)
-        return list(session.execute(query).scalars())
+        return list(uow.session.execute(query).scalars())
 
 
 def test_fifth_totp_failure_within_the_window_throttles_and_is_audited(services: Services) -> None:
@@ -53,7 +48,7 @@ def test_fifth_totp_failure_within_the_window_throttles_and_is_audited(services:
     with pytest.raises(TooManyAttempts) as info:
         _check(services, org_id, NOW + timedelta(minutes=5))
     assert info.value.retry_after == 10 * 60  # the rest of the window begun at NOW
-    assert _types(services, org_id).count(types.LOCKOUT_STARTED) == 1
+    assert _types(services, org_id).count(EventType.LOCKOUT_STARTED) == 1
 
 
 def test_failures_spread_beyond_the_window_do_not_throttle(services: Services) -> None:
@@ -69,7 +64,7 @@ def test_a_throttle_ends_when_the_window_passes_and_the_end_is_audited(services:
         _fail(services, org_id, NOW + timedelta(seconds=i))
     later = NOW + timedelta(minutes=16)
     _check(services, org_id, later)
-    assert _types(services, org_id)[-1] == types.LOCKOUT_ENDED
+    assert _types(services, org_id)[-1] == EventType.LOCKOUT_ENDED
     # a new window: four more failures do not throttle again
     for i in range(4):
         _fail(services, org_id, later + timedelta(seconds=i))
@@ -82,10 +77,10 @@ def test_a_hundred_consecutive_totp_failures_lock_until_an_unlock(services: Serv
         _fail(services, org_id, NOW + timedelta(minutes=15 * (i // 5), seconds=i % 5))
     with pytest.raises(TotpLocked):
         _check(services, org_id, NOW + timedelta(days=30))
-    assert _types(services, org_id).count(types.LOCKOUT_PERMANENT) == 1
-    with services.unit_of_work() as session:
-        user = accounts.lock_user(session, accounts.get_user(session, org_id, "alice"))
-        assert limits.clear(session, user) == [limits.TOTP]
+    assert _types(services, org_id).count(EventType.LOCKOUT_PERMANENT) == 1
+    with services.unit_of_work() as uow:
+        user = uow.lock_user(accounts.get_user(uow.session, org_id, "alice"))
+        assert limits.clear(uow.session, user) == [limits.TOTP]
     _check(services, org_id, NOW + timedelta(days=30))
 
 
@@ -93,9 +88,9 @@ def test_a_success_resets_the_count(services: Services) -> None:
     org_id, _ = _user(services)
     for i in range(4):
         _fail(services, org_id, NOW + timedelta(seconds=i))
-    with services.unit_of_work() as session:
-        user = accounts.lock_user(session, accounts.get_user(session, org_id, "alice"))
-        limits.record_success(session, user, limits.TOTP, None, NOW + timedelta(seconds=5))
+    with services.unit_of_work() as uow:
+        user = uow.lock_user(accounts.get_user(uow.session, org_id, "alice"))
+        limits.record_success(uow.session, user, limits.TOTP, None, NOW + timedelta(seconds=5))
     _fail(services, org_id, NOW + timedelta(seconds=10))
     _check(services, org_id, NOW + timedelta(seconds=11))
 

@@ -7,10 +7,8 @@ sources is one budget for both processes."""
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
-import os
 import re
 import subprocess
 import sys
@@ -24,11 +22,14 @@ from typing import Any
 import pytest
 
 from domain import audit, throttles, tokens
-from domain import audit_types as types
-from domain.services import Services
-from domain.settings import Settings
-from tests.conftest import FAST_ARGON2, pg_amqp_settings
-from tests.integration.codes_fixtures import Holder, events, holder, row_of
+from domain.audit.types import EventType
+from infra.services import Services
+from infra.settings import Settings
+from tests.integration.codes_fixtures import row_of
+from tests.support.builders import Holder, holder
+from tests.support.processes import settings_env
+from tests.support.records import events
+from tests.support.settings import pg_amqp_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -105,21 +106,8 @@ class ApiProcess:
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    """The test's settings as the processes' environment (Settings.from_env's names)."""
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MFA_")}
-    return {
-        **inherited,
-        **FAST_ARGON2,
-        "MFA_DATABASE_URL": settings.database_url,
-        "MFA_BROKER_URL": settings.broker_url,
-        "MFA_SECRET_KEY": ",".join(settings.secret_keys),
-        "MFA_AUDIT_SIGNING_KEY": base64.b64encode(settings.audit_signing_key).decode(),
-        "MFA_VAR_DIR": str(settings.var_dir),
-        "MFA_QUEUE_PREFIX": settings.queue_prefix,
-        "MFA_LOG_LEVEL": "WARNING",
-        # The test is the proxy: a test of per-source counts names its own source.
-        "MFA_TRUSTED_PROXIES": "127.0.0.1/32",
-    }
+    # The test is the proxy: a test of per-source counts names its own source.
+    return settings_env(settings, MFA_LOG_LEVEL="WARNING", MFA_TRUSTED_PROXIES="127.0.0.1/32")
 
 
 def _start(name: str, settings: Settings, workdir: Path) -> ApiProcess:
@@ -172,8 +160,8 @@ def pair(
 
 
 def _service_token(p: Pair, h: Holder) -> str:
-    with p.services.unit_of_work() as session:
-        _, plaintext = tokens.issue(session, h.org_id, "signin-frontend", "service", audit.CLI)
+    with p.services.unit_of_work() as uow:
+        _, plaintext = tokens.issue(uow, h.org_id, "signin-frontend", "service", audit.CLI)
     return plaintext
 
 
@@ -211,8 +199,8 @@ def test_failures_alternating_between_processes_throttle_the_source_on_both(
         assert right.status == 429, (api.name, right.body)
         assert int(right.headers["retry-after"]) > 0
     assert row_of(pair.services, h.user_id, h.codes[0]).spent_at is None
-    assert events(pair.services, h.org_id, types.LOCKOUT_STARTED) == []  # a source only
-    assert len(events(pair.services, h.org_id, types.CODE_REJECTED)) == 5
+    assert events(pair.services, h.org_id, EventType.LOCKOUT_STARTED) == []  # a source only
+    assert len(events(pair.services, h.org_id, EventType.CODE_REJECTED)) == 5
     # the user's own visitor address, on either process, is not throttled
     for i, api in enumerate((pair.a, pair.b)):
         mine = _verify(api, token, h, h.codes[i], client_ip="203.0.113.44")
@@ -279,14 +267,14 @@ def test_failed_authentications_are_counted_across_both_processes(pair: Pair) ->
 def test_a_revocation_holds_on_both_processes_from_the_next_request(pair: Pair) -> None:
     h = holder(pair.services)
     token = _service_token(pair, h)
-    with pair.services.unit_of_work() as session:
-        row = tokens.authenticate(session, token)
+    with pair.services.unit_of_work() as uow:
+        row = tokens.authenticate(uow.session, token)
         assert row is not None
         token_id = row.id
     assert [api.request("GET", "/readyz").status for api in (pair.a, pair.b)] == [200, 200]
     assert _verify(pair.a, token, h, WRONG).status == 200
-    with pair.services.unit_of_work() as session:
-        tokens.revoke(session, token_id, audit.CLI)
+    with pair.services.unit_of_work() as uow:
+        tokens.revoke(uow, token_id, audit.CLI)
     for api in (pair.a, pair.b):
         got = _verify(api, token, h, WRONG)
         assert got.status == 401, (api.name, got.body)
@@ -304,4 +292,4 @@ def test_the_hourly_budget_across_sources_is_shared_by_both_processes(pair: Pair
         assert fresh.status == 429, (api.name, fresh.body)
         assert fresh.body["type"] == "/problems/too-many-attempts"
         assert 0 < int(fresh.headers["retry-after"]) <= 3600
-    assert len(events(pair.services, h.org_id, types.LOCKOUT_STARTED)) == 1
+    assert len(events(pair.services, h.org_id, EventType.LOCKOUT_STARTED)) == 1

@@ -5,18 +5,16 @@ real port); the API port itself no longer serves /metrics."""
 from __future__ import annotations
 
 import re
-import time
-from pathlib import Path
 from wsgiref.validate import WSGIWarning
 
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from domain import metrics as domain_metrics
-from domain.migrate import upgrade
-from tests.conftest import make_settings
-from tests.integration.api_helpers import api_world
+from infra import metrics as domain_metrics
+from infra.settings import Settings
+from tests.support.api_world import api_world
+from tests.support.polling import await_true
 
 
 def _scrape() -> str:
@@ -36,9 +34,7 @@ def _value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_metrics_count_requests_by_route_template_not_by_concrete_path(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
-    upgrade(settings.database_url)
+def test_metrics_count_requests_by_route_template_not_by_concrete_path(settings: Settings) -> None:
     with api_world(settings, worker=False) as world:
         org = world.org()
         tok, body = world.enroll(org)
@@ -61,9 +57,9 @@ def test_metrics_count_requests_by_route_template_not_by_concrete_path(tmp_path:
         assert reg_id not in text and "alice" not in text and org not in text
 
 
-def test_metrics_count_regenerations_lockouts_and_signins_once_committed(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
-    upgrade(settings.database_url)
+def test_metrics_count_regenerations_lockouts_and_signins_once_committed(
+    settings: Settings,
+) -> None:
     with api_world(settings) as world:
         before = _samples()
         org = world.org()
@@ -93,7 +89,7 @@ def test_metrics_count_regenerations_lockouts_and_signins_once_committed(tmp_pat
     )
 
 
-def test_worker_records_task_durations_by_task_name(tmp_path: Path) -> None:
+def test_worker_records_task_durations_by_task_name(settings: Settings) -> None:
     from prometheus_client import REGISTRY
 
     from workers import metrics as worker_metrics
@@ -102,50 +98,48 @@ def test_worker_records_task_durations_by_task_name(tmp_path: Path) -> None:
     name = "mfa_task_duration_seconds_count"
     labels = {"task": "regeneration.process", "state": "SUCCESS"}
     before = REGISTRY.get_sample_value(name, labels) or 0.0
-    settings = make_settings(tmp_path)
-    upgrade(settings.database_url)
     with api_world(settings) as world:
         org = world.org()
         tok, body = world.enroll(org)
         world.await_status(tok, body["regeneration"]["id"])
         # The status is committed inside the task; its postrun signal follows.
-        deadline = time.monotonic() + 10
-        while (REGISTRY.get_sample_value(name, labels) or 0.0) == before:
-            assert time.monotonic() < deadline, "no task duration recorded"
-            time.sleep(0.02)
+        await_true(
+            lambda: (REGISTRY.get_sample_value(name, labels) or 0.0) != before,
+            10,
+            "a task duration recorded",
+            every=0.02,
+        )
     assert (REGISTRY.get_sample_value(name, labels) or 0.0) - before == 1
 
 
 def test_events_of_a_savepoint_count_once_at_the_outer_commit_and_never_if_rolled_back(
-    tmp_path: Path,
+    settings: Settings,
 ) -> None:
     from prometheus_client import REGISTRY
 
     from domain import accounts, audit
-    from domain import audit_types as types
-    from domain.services import Services
+    from domain.audit.types import EventType
+    from infra.services import Services
 
-    settings = make_settings(tmp_path)
-    upgrade(settings.database_url)
     services = Services.build(settings)
     org = "metrics-savepoints"
     name = "mfa_audit_events_total"
-    kept = {"type": types.AUDIT_VERIFIED, "outcome": "success"}
-    lost = {"type": types.AUDIT_READ, "outcome": "success"}
+    kept = {"type": EventType.AUDIT_VERIFIED, "outcome": "success"}
+    lost = {"type": EventType.AUDIT_READ, "outcome": "success"}
     before = {
         k: REGISTRY.get_sample_value(name, v) or 0.0 for k, v in (("kept", kept), ("lost", lost))
     }
     try:
-        with services.unit_of_work() as session:
-            accounts.create_org(session, org, audit.CLI)
-        with services.unit_of_work() as session:
-            with session.begin_nested():
-                audit.append(session, org, types.AUDIT_VERIFIED, "success", audit.CLI)
+        with services.unit_of_work() as uow:
+            accounts.create_org(uow, org, audit.CLI)
+        with services.unit_of_work() as uow:
+            with uow.savepoint():
+                audit.append(uow, org, EventType.AUDIT_VERIFIED, "success", audit.CLI)
             # Released, not committed: nothing counted yet.
             assert (REGISTRY.get_sample_value(name, kept) or 0.0) == before["kept"]
             try:
-                with session.begin_nested():
-                    audit.append(session, org, types.AUDIT_READ, "success", audit.CLI)
+                with uow.savepoint():
+                    audit.append(uow, org, EventType.AUDIT_READ, "success", audit.CLI)
                     raise RuntimeError("roll this savepoint back")
             except RuntimeError:
                 pass
@@ -155,9 +149,7 @@ def test_events_of_a_savepoint_count_once_at_the_outer_commit_and_never_if_rolle
     assert (REGISTRY.get_sample_value(name, lost) or 0.0) == before["lost"]
 
 
-def test_invented_methods_share_one_label(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
-    upgrade(settings.database_url)
+def test_invented_methods_share_one_label(settings: Settings) -> None:
     with api_world(settings, worker=False) as world:
         for method in ("FOOBAR1", "FOOBAR2"):
             # The test client's WSGI validator warns about the method; a server does not.
@@ -168,9 +160,7 @@ def test_invented_methods_share_one_label(tmp_path: Path) -> None:
     assert re.search(r'mfa_http_requests_total\{[^}]*method="other"', text)
 
 
-def test_the_api_port_serves_no_metrics(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
-    upgrade(settings.database_url)
+def test_the_api_port_serves_no_metrics(settings: Settings) -> None:
     with api_world(settings, worker=False) as world:
         got = world.call("GET", "/metrics")
     assert got.status_code == 404

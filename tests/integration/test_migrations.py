@@ -10,11 +10,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from domain.db import make_engine
-from domain.migrate import alembic_config, current_heads, upgrade
 from domain.models import Base
-from domain.settings import Settings
-from tests.conftest import fresh_postgres_database, owner_url
+from infra.db import make_engine
+from infra.migrate import alembic_config, current_heads, upgrade
+from infra.settings import Settings
+from tests.support.postgres import fresh_postgres_database, owner_url
 
 
 def _drift(url: str) -> list[object]:

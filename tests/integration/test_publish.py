@@ -16,13 +16,16 @@ from celery import Celery
 from sqlalchemy import select
 
 from domain import regeneration
-from domain.db import utcnow
-from domain.migrate import upgrade
 from domain.models import OutboxMessage, Regeneration
-from domain.services import Services
-from domain.settings import Settings
-from tests.conftest import make_settings
+from infra.db import utcnow
+from infra.migrate import upgrade
+from infra.services import Services
+from infra.settings import Settings
 from tests.integration import pipeline_helpers as h
+from tests.support import records
+from tests.support.builders import USER_CTX as CTX
+from tests.support.polling import await_true
+from tests.support.settings import make_settings
 from workers import publish
 from workers.app import TASK_PROCESS, make_celery, regeneration_queue
 from workers.publish import Publisher
@@ -89,8 +92,8 @@ def queued(app: Celery, settings: Settings) -> list[tuple[str, dict[str, Any]]]:
 
 
 def outbox_rows(svc: Services, regeneration_ids: list[str]) -> list[OutboxMessage]:
-    with svc.unit_of_work() as session:
-        rows = session.execute(select(OutboxMessage).order_by(OutboxMessage.id)).scalars()
+    with svc.unit_of_work() as uow:
+        rows = uow.session.execute(select(OutboxMessage).order_by(OutboxMessage.id)).scalars()
         return [r for r in rows if r.args.get("regeneration_id") in regeneration_ids]
 
 
@@ -109,10 +112,10 @@ def test_a_commit_publishes_its_outbox_rows_after_the_commit_and_marks_them(
     assert queued(app, settings) == [(TASK_PROCESS, {"regeneration_id": enrollment_id})]
 
     now = utcnow()
-    h.process(svc, enrollment_id, now)  # one pending regeneration a user at a time
-    with svc.unit_of_work() as session:
+    records.process(svc, enrollment_id, now)  # one pending regeneration a user at a time
+    with svc.unit_of_work() as uow:
         outcome = regeneration.request_regeneration(
-            session, svc, h.user(session, person.org_id), person.code(now, 1), None, now, h.CTX
+            uow, svc, h.user(uow.session, person.org_id), person.code(now, 1), None, now, CTX
         )
         assert queued(app, settings) == []  # nothing leaves before the commit
     assert queued(app, settings) == [(TASK_PROCESS, {"regeneration_id": outcome.regeneration.id})]
@@ -129,18 +132,18 @@ def test_a_rollback_publishes_nothing_and_leaks_nothing_into_the_next_commit(
 
     now = utcnow()
     assert enrollment_id is not None
-    h.process(svc, enrollment_id, now)  # one pending regeneration a user at a time
+    records.process(svc, enrollment_id, now)  # one pending regeneration a user at a time
     rolled_back: list[str] = []
-    with pytest.raises(RuntimeError, match="after the request"), svc.unit_of_work() as session:
+    with pytest.raises(RuntimeError, match="after the request"), svc.unit_of_work() as uow:
         outcome = regeneration.request_regeneration(
-            session, svc, h.user(session, person.org_id), person.code(now, 1), None, now, h.CTX
+            uow, svc, h.user(uow.session, person.org_id), person.code(now, 1), None, now, CTX
         )
         rolled_back.append(outcome.regeneration.id)
         raise RuntimeError("something failed after the request")
     assert queued(app, settings) == []
     assert outbox_rows(svc, rolled_back) == []
-    with svc.unit_of_work() as session:
-        assert session.get(Regeneration, rolled_back[0]) is None
+    with svc.unit_of_work() as uow:
+        assert uow.session.get(Regeneration, rolled_back[0]) is None
 
     # The same session factory's next commit publishes its own row, and only it.
     later = h.request(svc, person, now)
@@ -160,7 +163,7 @@ def test_a_broker_outage_leaves_the_row_pending_and_flush_pending_sends_it_later
     down = make_celery(
         settings.with_overrides(broker_url=f"amqp://guest:guest@127.0.0.1:{closed_port()}//")
     )
-    h.process(svc, enrollment_id, utcnow())  # one pending regeneration a user at a time
+    records.process(svc, enrollment_id, utcnow())  # one pending regeneration a user at a time
     failing = Publisher(down, svc)
     assert failing.ping() is False
     failing.install()
@@ -171,7 +174,7 @@ def test_a_broker_outage_leaves_the_row_pending_and_flush_pending_sends_it_later
     finally:
         failing.uninstall()
     ids = [enrollment_id, outcome.regeneration.id]
-    assert h.load(svc, outcome.regeneration.id).status == "queued"
+    assert records.load_regeneration(svc, outcome.regeneration.id).status == "queued"
     assert [r.published_at for r in outbox_rows(svc, ids)] == [None, None]
     assert failing.flush_pending(None) == 0  # still down: nothing sent, nothing marked
     down.close()
@@ -195,10 +198,12 @@ def test_batched_marks_reach_the_database_shortly_after_the_commit(
     try:
         _, first = h.enrolled(svc, at=utcnow(), settle=False)
         assert first is not None
-        deadline = time.monotonic() + 10
-        while outbox_rows(svc, [first])[0].published_at is None:
-            assert time.monotonic() < deadline, "the background thread never marked the row"
-            time.sleep(0.02)
+        await_true(
+            lambda: outbox_rows(svc, [first])[0].published_at is not None,
+            10,
+            "the background thread to mark the row",
+            every=0.02,
+        )
     finally:
         batched.uninstall()
     assert [kw["regeneration_id"] for _, kw in queued(app, svc.settings)] == [first]

@@ -17,28 +17,30 @@ import pytest
 from sqlalchemy import func, select
 
 from domain import purge
-from domain.audit_verify import verify_chain
+from domain.audit.verify import verify_chain
 from domain.models import AuditEvent, AuthFailure, OutboxMessage, Regeneration, Sheet
-from domain.services import Services
-from tests.conftest import fresh_postgres_database, make_settings
+from infra.services import Services
 from tests.integration.pipeline_helpers import (
     NOW,
-    Person,
     enrolled,
     enrolled_and_fetched,
-    load,
-    process,
     request,
     retrieve,
     user,
     wrong_code,
 )
+from tests.support.builders import Person
+from tests.support.postgres import fresh_postgres_database
+from tests.support.records import load_regeneration as load
+from tests.support.records import process
+from tests.support.settings import make_settings
 
 DAY = timedelta(days=1)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def svc(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Services]:
+    """The integration tests' `svc`, but a PostgreSQL database of this test's own."""
     if request.param == "sqlite":
         yield request.getfixturevalue("services")
         return
@@ -51,23 +53,23 @@ def svc(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Services]:
 
 
 def _exists(svc: Services, model: type[object], key: object) -> bool:
-    with svc.unit_of_work() as session:
-        return session.get(model, key) is not None
+    with svc.unit_of_work() as uow:
+        return uow.session.get(model, key) is not None
 
 
 def _audit_rows(svc: Services, org_id: str) -> list[tuple[int, str]]:
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         return [
             (e.seq, e.hash)
-            for e in session.execute(
+            for e in uow.session.execute(
                 select(AuditEvent).where(AuditEvent.org_id == org_id).order_by(AuditEvent.seq)
             ).scalars()
         ]
 
 
 def _chain_verifies(svc: Services, org_id: str) -> bool:
-    with svc.unit_of_work() as session:
-        return verify_chain(session, org_id, svc.settings).ok
+    with svc.unit_of_work() as uow:
+        return verify_chain(uow.session, org_id, svc.settings).ok
 
 
 def _ready(svc: Services, person: Person, at: datetime, key: str | None = None) -> str:
@@ -82,7 +84,7 @@ def _ready(svc: Services, person: Person, at: datetime, key: str | None = None) 
 def test_published_outbox_rows_older_than_the_retention_go_in_batches(svc: Services) -> None:
     now = NOW + 400 * DAY
     keep = svc.settings.outbox_retention_seconds
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         old = [
             OutboxMessage(task="t", args={}, created_at=now - 3 * DAY, published_at=now - 2 * DAY)
             for _ in range(5)
@@ -91,8 +93,8 @@ def test_published_outbox_rows_older_than_the_retention_go_in_batches(svc: Servi
             task="t", args={}, created_at=now, published_at=now - timedelta(seconds=keep - 60)
         )
         unpublished = OutboxMessage(task="t", args={}, created_at=now - 30 * DAY)
-        session.add_all([*old, recent, unpublished])
-        session.flush()
+        uow.session.add_all([*old, recent, unpublished])
+        uow.session.flush()
         old_ids = [m.id for m in old]
         recent_id, pending_id = recent.id, unpublished.id
 
@@ -106,8 +108,8 @@ def test_published_outbox_rows_older_than_the_retention_go_in_batches(svc: Servi
 
 def test_a_batch_bound_stops_a_run_and_the_next_run_goes_on(services: Services) -> None:
     now = NOW + 400 * DAY
-    with services.unit_of_work() as session:
-        session.add_all(
+    with services.unit_of_work() as uow:
+        uow.session.add_all(
             OutboxMessage(task="t", args={}, created_at=now - 3 * DAY, published_at=now - 2 * DAY)
             for _ in range(7)
         )
@@ -183,17 +185,17 @@ def test_failure_rows_older_than_the_longest_window_that_reads_them_go(svc: Serv
     now = NOW + 400 * DAY
     cutoff = purge.auth_failure_cutoff(svc.settings, now)
     assert now - cutoff >= timedelta(seconds=svc.settings.lockout_window_seconds)
-    with svc.unit_of_work() as session:
-        user_id = user(session, person.org_id).id
+    with svc.unit_of_work() as uow:
+        user_id = user(uow.session, person.org_id).id
         second = timedelta(seconds=1)
-        session.add_all(
+        uow.session.add_all(
             AuthFailure(user_id=user_id, kind="code", occurred_at=cutoff + offset)
             for offset in (-second, -10 * DAY, second)
         )
     audit_before = _audit_rows(svc, person.org_id)
     assert purge.purge(svc, now)["auth_failures"] >= 2
-    with svc.unit_of_work() as session:
-        left = session.execute(
+    with svc.unit_of_work() as uow:
+        left = uow.session.execute(
             select(AuthFailure.occurred_at).where(AuthFailure.user_id == user_id)
         ).scalars()
         assert list(left) == [cutoff + timedelta(seconds=1)]
@@ -203,15 +205,15 @@ def test_failure_rows_older_than_the_longest_window_that_reads_them_go(svc: Serv
 def test_purge_older_than_deletes_by_age_alone(svc: Services) -> None:
     person, _ = enrolled(svc)
     now = NOW + 500 * DAY
-    with svc.unit_of_work() as session:
-        user_id = user(session, person.org_id).id
-        session.add_all(
+    with svc.unit_of_work() as uow:
+        user_id = user(uow.session, person.org_id).id
+        uow.session.add_all(
             AuthFailure(user_id=user_id, kind="totp", occurred_at=now - timedelta(hours=h))
             for h in (1, 3, 5)
         )
-    with svc.unit_of_work() as session:
-        assert purge.purge_auth_failures(session, now - timedelta(hours=2), batch=10) >= 2
-        remaining = session.execute(
+    with svc.unit_of_work() as uow:
+        assert purge.purge_auth_failures(uow.session, now - timedelta(hours=2), batch=10) >= 2
+        remaining = uow.session.execute(
             select(func.count()).where(AuthFailure.user_id == user_id)
         ).scalar_one()
     assert remaining == 1

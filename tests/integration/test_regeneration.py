@@ -12,8 +12,9 @@ import pytest
 from pypdf import PdfReader
 from sqlalchemy import delete, select, text
 
+from api import representations
 from domain import accounts, audit, limits, outbox, policy, regeneration
-from domain import audit_types as types
+from domain.audit.types import EventType, Outcome
 from domain.codes import normalise
 from domain.errors import (
     BackupCodesDisabled,
@@ -30,41 +31,32 @@ from domain.errors import (
     TooManyAttempts,
 )
 from domain.models import AuthFailure, BackupCode, OutboxMessage, Regeneration, TotpEnrollment
-from domain.services import Services
 from domain.totp import Verdict, judge
+from infra.services import Services
 from tests.integration.pipeline_helpers import (
-    CTX,
     NOW,
-    Person,
     enrolled,
-    events,
-    load,
-    new_org,
-    new_user,
-    process,
     request,
     retrieve,
     start,
     stored_sheet,
     user,
+    wrong_code,
 )
+from tests.support.builders import USER_CTX as CTX
+from tests.support.builders import Person, new_org, new_user
+from tests.support.records import events, process
+from tests.support.records import load_regeneration as load
 
 T = NOW + timedelta(minutes=2)  # well after the step that confirmed the enrollment
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def svc(request: pytest.FixtureRequest) -> Services:
-    name = "services" if request.param == "sqlite" else "pg_services"
-    result: Services = request.getfixturevalue(name)
-    return result
-
-
 def _codes(svc: Services, person: Person) -> list[BackupCode]:
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         return list(
-            session.execute(
+            uow.session.execute(
                 select(BackupCode)
-                .where(BackupCode.user_id == user(session, person.org_id).id)
+                .where(BackupCode.user_id == user(uow.session, person.org_id).id)
                 .order_by(BackupCode.generation, BackupCode.position)
             ).scalars()
         )
@@ -75,10 +67,6 @@ def _ready(svc: Services, at: datetime = T) -> tuple[Person, str]:
     reg_id = request(svc, person, at).regeneration.id
     assert process(svc, reg_id, at) == "ready"
     return person, reg_id
-
-
-def _wrong(person: Person, at: datetime) -> str:
-    return f"{(int(person.code(at)) + 1) % 1_000_000:06d}"
 
 
 # --- processing ---------------------------------------------------------------
@@ -107,9 +95,9 @@ def test_a_regeneration_deactivates_every_earlier_code_spent_or_not(svc: Service
     person, first_id = enrolled(svc)
     assert first_id is not None
     assert process(svc, first_id, NOW) == "ready"
-    with svc.unit_of_work() as session:
-        owner = user(session, person.org_id).id
-        spent = session.execute(
+    with svc.unit_of_work() as uow:
+        owner = user(uow.session, person.org_id).id
+        spent = uow.session.execute(
             select(BackupCode).where(BackupCode.user_id == owner, BackupCode.position == 1)
         ).scalar_one()
         spent.spent_at = NOW
@@ -120,7 +108,7 @@ def test_a_regeneration_deactivates_every_earlier_code_spent_or_not(svc: Service
     new = [r for r in rows if r.generation == 2]
     assert len(old) == 5 and all(r.deactivated_at == T for r in old)
     assert len(new) == 5 and all(r.deactivated_at is None for r in new)
-    assert [e.details for e in events(svc, person.org_id, types.CODES_DEACTIVATED)] == [
+    assert [e.details for e in events(svc, person.org_id, EventType.CODES_DEACTIVATED)] == [
         {"count": 5, "regeneration_id": reg_id}
     ]
 
@@ -132,11 +120,11 @@ def test_a_time_step_is_accepted_only_once_and_a_replay_is_a_failure(svc: Servic
     second = request(svc, person, T + timedelta(seconds=1)).regeneration.id  # same step
     assert process(svc, second, T + timedelta(seconds=1)) == "failed"
     assert load(svc, second).failure == "totp-replayed"
-    replays = events(svc, person.org_id, types.TOTP_REPLAYED)
+    replays = events(svc, person.org_id, EventType.TOTP_REPLAYED)
     assert [e.details for e in replays] == [{"regeneration_id": second}]
-    with svc.unit_of_work() as session:
-        owner = user(session, person.org_id).id
-        kinds = session.execute(select(AuthFailure.kind).where(AuthFailure.user_id == owner))
+    with svc.unit_of_work() as uow:
+        owner = user(uow.session, person.org_id).id
+        kinds = uow.session.execute(select(AuthFailure.kind).where(AuthFailure.user_id == owner))
         assert list(kinds.scalars()) == ["totp"]  # counted against the TOTP budget
 
 
@@ -159,14 +147,14 @@ def test_processing_twice_changes_nothing(svc: Services) -> None:
         [(c.id, c.hash, c.deactivated_at) for c in _codes(svc, person)],
         len(events(svc, person.org_id)),
         stored_sheet(svc, reg_id),
-        regeneration.to_dict(load(svc, reg_id)),
+        representations.regeneration(load(svc, reg_id)),
     )
     assert process(svc, reg_id, T + timedelta(minutes=1)) == "ready"
     after = (
         [(c.id, c.hash, c.deactivated_at) for c in _codes(svc, person)],
         len(events(svc, person.org_id)),
         stored_sheet(svc, reg_id),
-        regeneration.to_dict(load(svc, reg_id)),
+        representations.regeneration(load(svc, reg_id)),
     )
     assert after == before
     retrieve(svc, person, reg_id, "text", T)
@@ -180,8 +168,8 @@ def test_an_unknown_id_is_reported_missing(svc: Services) -> None:
 def test_backup_codes_turned_off_before_processing_fail_the_request(svc: Services) -> None:
     person, _ = enrolled(svc)
     reg_id = request(svc, person, T).regeneration.id
-    with svc.unit_of_work() as session:
-        policy.set_policy(session, accounts.get_org(session, person.org_id), False, 5, audit.CLI)
+    with svc.unit_of_work() as uow:
+        policy.set_policy(uow, accounts.get_org(uow.session, person.org_id), False, 5, audit.CLI)
     assert process(svc, reg_id, T) == "failed"
     reg = load(svc, reg_id)
     assert (reg.failure, reg.totp_ciphertext, reg.completed_at) == (
@@ -192,7 +180,7 @@ def test_backup_codes_turned_off_before_processing_fail_the_request(svc: Service
     # the first set is left as it was, and no sheet was made
     assert {c.generation for c in _codes(svc, person) if c.deactivated_at is None} == {1}
     assert stored_sheet(svc, reg_id) is None
-    failed = events(svc, person.org_id, types.REGENERATION_FAILED)
+    failed = events(svc, person.org_id, EventType.REGENERATION_FAILED)
     assert [e.details for e in failed] == [
         {"regeneration_id": reg_id, "reason": "backup-codes-disabled"}
     ]
@@ -201,9 +189,11 @@ def test_backup_codes_turned_off_before_processing_fail_the_request(svc: Service
 def test_an_enrollment_removed_before_processing_fails_mfa_not_enrolled(svc: Services) -> None:
     person, _ = enrolled(svc)
     reg_id = request(svc, person, T).regeneration.id
-    with svc.unit_of_work() as session:
-        session.execute(
-            delete(TotpEnrollment).where(TotpEnrollment.user_id == user(session, person.org_id).id)
+    with svc.unit_of_work() as uow:
+        uow.session.execute(
+            delete(TotpEnrollment).where(
+                TotpEnrollment.user_id == user(uow.session, person.org_id).id
+            )
         )
     assert process(svc, reg_id, T) == "failed"
     assert load(svc, reg_id).failure == "mfa-not-enrolled"
@@ -211,17 +201,19 @@ def test_an_enrollment_removed_before_processing_fails_mfa_not_enrolled(svc: Ser
 
 def test_a_wrong_code_fails_is_counted_and_wiped(svc: Services) -> None:
     person, _ = enrolled(svc)
-    reg_id = request(svc, person, T, code=_wrong(person, T)).regeneration.id
+    reg_id = request(svc, person, T, code=wrong_code(person, T)).regeneration.id
     assert load(svc, reg_id).totp_ciphertext is not None
     assert process(svc, reg_id, T) == "failed"
     reg = load(svc, reg_id)
     assert (reg.failure, reg.totp_ciphertext) == ("invalid-totp", None)
-    with svc.unit_of_work() as session:
-        kinds = session.execute(
-            select(AuthFailure.kind).where(AuthFailure.user_id == user(session, person.org_id).id)
+    with svc.unit_of_work() as uow:
+        kinds = uow.session.execute(
+            select(AuthFailure.kind).where(
+                AuthFailure.user_id == user(uow.session, person.org_id).id
+            )
         ).scalars()
         assert list(kinds) == ["totp"]
-    assert len(events(svc, person.org_id, types.TOTP_REJECTED)) == 1
+    assert len(events(svc, person.org_id, EventType.TOTP_REJECTED)) == 1
 
 
 def test_a_request_queued_before_a_throttle_is_judged_on_its_own_merits(svc: Services) -> None:
@@ -229,13 +221,13 @@ def test_a_request_queued_before_a_throttle_is_judged_on_its_own_merits(svc: Ser
     enrollment or another factor) throttle later requests, not the queued one."""
     person, _ = enrolled(svc)
     good = request(svc, person, T).regeneration.id
-    with svc.unit_of_work() as session:
-        locked = accounts.lock_user(session, user(session, person.org_id))
+    with svc.unit_of_work() as uow:
+        locked = uow.lock_user(user(uow.session, person.org_id))
         for i in range(5):
             limits.record_failure(
-                session, locked, limits.TOTP, None, T + timedelta(seconds=i), CTX, svc.limits
+                uow, locked, limits.TOTP, None, T + timedelta(seconds=i), CTX, svc.limits
             )
-    assert len(events(svc, person.org_id, types.LOCKOUT_STARTED)) == 1
+    assert len(events(svc, person.org_id, EventType.LOCKOUT_STARTED)) == 1
     assert process(svc, good, T + timedelta(seconds=10)) == "ready"
     assert load(svc, good).totp_ciphertext is None
     # the success resets the TOTP window; an intake after it is not throttled
@@ -274,29 +266,29 @@ def test_audit_events_record_the_pipeline_without_secrets(svc: Services) -> None
     process(svc, first_id, NOW)
     first_codes = stored_sheet(svc, first_id)
     reg_id = request(svc, person, T).regeneration.id
-    with svc.unit_of_work() as session:
-        assert regeneration.mark_started(session, reg_id, T)
+    with svc.unit_of_work() as uow:
+        assert regeneration.mark_started(uow, reg_id, T)
     process(svc, reg_id, T)
     sheet = stored_sheet(svc, reg_id)
     assert sheet is not None and first_codes is not None
     retrieve(svc, person, reg_id, "pdf", T)
-    bad = request(svc, person, T + timedelta(minutes=1), code=_wrong(person, T)).regeneration.id
+    bad = request(svc, person, T + timedelta(minutes=1), code=wrong_code(person, T)).regeneration.id
     process(svc, bad, T + timedelta(minutes=1))
 
     trail = events(svc, person.org_id)
     kinds = [e.type for e in trail]
     for expected in (
-        types.REGENERATION_REQUESTED,
-        types.REGENERATION_STARTED,
-        types.CODES_DEACTIVATED,
-        types.SHEET_RENDERED,
-        types.REGENERATION_SUCCEEDED,
-        types.SHEET_RETRIEVED,
-        types.TOTP_REJECTED,
-        types.REGENERATION_FAILED,
+        EventType.REGENERATION_REQUESTED,
+        EventType.REGENERATION_STARTED,
+        EventType.CODES_DEACTIVATED,
+        EventType.SHEET_RENDERED,
+        EventType.REGENERATION_SUCCEEDED,
+        EventType.SHEET_RETRIEVED,
+        EventType.TOTP_REJECTED,
+        EventType.REGENERATION_FAILED,
     ):
         assert expected in kinds
-    succeeded = [e for e in trail if e.type == types.REGENERATION_SUCCEEDED][-1]
+    succeeded = [e for e in trail if e.type == EventType.REGENERATION_SUCCEEDED][-1]
     assert succeeded.details == {
         "regeneration_id": reg_id,
         "set_id": load(svc, reg_id).set_id,
@@ -304,7 +296,7 @@ def test_audit_events_record_the_pipeline_without_secrets(svc: Services) -> None
     }
     # the worker's events carry the requester's context
     assert (succeeded.actor_principal_id, succeeded.request_id) == ("alice", "req-1")
-    secrets_ = [person.secret, person.code(T), _wrong(person, T), person.code(NOW)]
+    secrets_ = [person.secret, person.code(T), wrong_code(person, T), person.code(NOW)]
     for plain in (first_codes[1], sheet[1]):
         for line in plain.splitlines():
             secrets_ += [line, normalise(line) or line]
@@ -316,13 +308,13 @@ def test_audit_events_record_the_pipeline_without_secrets(svc: Services) -> None
 def test_mark_started_moves_queued_to_processing_once(svc: Services) -> None:
     person, _ = enrolled(svc)
     reg_id = request(svc, person, T).regeneration.id
-    with svc.unit_of_work() as session:
-        assert regeneration.mark_started(session, reg_id, T + timedelta(seconds=1))
-    with svc.unit_of_work() as session:
-        assert not regeneration.mark_started(session, reg_id, T + timedelta(seconds=2))
+    with svc.unit_of_work() as uow:
+        assert regeneration.mark_started(uow, reg_id, T + timedelta(seconds=1))
+    with svc.unit_of_work() as uow:
+        assert not regeneration.mark_started(uow, reg_id, T + timedelta(seconds=2))
     reg = load(svc, reg_id)
     assert (reg.status, reg.started_at) == ("processing", T + timedelta(seconds=1))
-    assert len(events(svc, person.org_id, types.REGENERATION_STARTED)) == 1
+    assert len(events(svc, person.org_id, EventType.REGENERATION_STARTED)) == 1
     assert process(svc, reg_id, T + timedelta(seconds=3)) == "ready"
     assert load(svc, reg_id).started_at == T + timedelta(seconds=1)
 
@@ -332,25 +324,25 @@ def test_mark_started_moves_queued_to_processing_once(svc: Services) -> None:
 
 def test_a_request_is_queued_with_its_outbox_row_and_event(svc: Services) -> None:
     person, _ = enrolled(svc)
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         outcome = regeneration.request_regeneration(
-            session, svc, user(session, person.org_id), person.code(T), None, T, CTX
+            uow, svc, user(uow.session, person.org_id), person.code(T), None, T, CTX
         )
-        noted = list(session.info[outbox.OUTBOX_IDS])
+        noted = [queued.id for queued in uow.outbox]
     reg = outcome.regeneration
     assert outcome.created
-    body = regeneration.to_dict(reg)
+    body = representations.regeneration(reg)
     assert (body["status"], body["reason"], body["code_count"]) == ("queued", "regeneration", 5)
     assert (reg.accepted_at, reg.dispatched_at, reg.actor["request_id"]) == (T, T, "req-1")
-    with svc.unit_of_work() as session:
-        message = session.get(OutboxMessage, noted[-1])
+    with svc.unit_of_work() as uow:
+        message = uow.session.get(OutboxMessage, noted[-1])
         assert message is not None
         assert (message.task, message.args, message.published_at) == (
             outbox.TASK_PROCESS_REGENERATION,
             {"regeneration_id": reg.id},
             None,
         )
-    requested = events(svc, person.org_id, types.REGENERATION_REQUESTED)[-1]
+    requested = events(svc, person.org_id, EventType.REGENERATION_REQUESTED)[-1]
     assert requested.details == {
         "regeneration_id": reg.id,
         "reason": "regeneration",
@@ -370,43 +362,46 @@ def test_a_malformed_totp_is_refused_and_only_the_refusal_is_written(
     after = events(svc, person.org_id)
     assert len(after) == len(before) + 1
     # The user's wrong input: a failure, as a wrong TOTP is (a policy refusal is denied).
-    assert (after[-1].type, after[-1].outcome) == (types.REGENERATION_REFUSED, types.FAILURE)
+    assert (after[-1].type, after[-1].outcome) == (EventType.REGENERATION_REFUSED, Outcome.FAILURE)
     assert after[-1].details == {"reason": "invalid-request"}
-    with svc.unit_of_work() as session:
-        owner = user(session, person.org_id)
+    with svc.unit_of_work() as uow:
+        owner = user(uow.session, person.org_id)
         # Only the enrollment's regeneration: the refused request left no row.
-        assert len(session.scalars(select(Regeneration).filter_by(user_id=owner.id)).all()) == 1
+        assert len(uow.session.scalars(select(Regeneration).filter_by(user_id=owner.id)).all()) == 1
 
 
 def _refusal(svc: Services, person: Person, error: type[DomainError]) -> DomainError:
+    """The request fails with `error`, and its refusal is on record (committed)."""
     with pytest.raises(error) as info:
         request(svc, person, T)
     last = events(svc, person.org_id)[-1]
-    assert (last.type, last.outcome) == (types.REGENERATION_REFUSED, types.DENIED)
+    assert (last.type, last.outcome) == (EventType.REGENERATION_REFUSED, Outcome.DENIED)
     assert last.details == {"reason": error.slug}
     return info.value
 
 
 def test_refused_when_backup_codes_are_off_and_the_refusal_is_kept(svc: Services) -> None:
     person, _ = enrolled(svc, enabled=False)
-    assert _refusal(svc, person, BackupCodesDisabled).commit_before_raising
+    assert isinstance(_refusal(svc, person, BackupCodesDisabled), BackupCodesDisabled)
 
 
 def test_refused_when_not_enrolled(svc: Services) -> None:
     org_id = new_org(svc)
     new_user(svc, org_id)
-    assert _refusal(svc, Person(org_id, "alice", "A" * 32), MfaNotEnrolled).commit_before_raising
+    assert isinstance(
+        _refusal(svc, Person(org_id, "alice", "A" * 32), MfaNotEnrolled), MfaNotEnrolled
+    )
     pending = Person(org_id, "alice", start(svc, org_id))  # pending is not enrolled
-    assert _refusal(svc, pending, MfaNotEnrolled).commit_before_raising
+    assert isinstance(_refusal(svc, pending, MfaNotEnrolled), MfaNotEnrolled)
 
 
 def test_refused_while_locked_out(svc: Services) -> None:
     person, _ = enrolled(svc)
-    with svc.unit_of_work() as session:
-        locked = accounts.lock_user(session, user(session, person.org_id))
+    with svc.unit_of_work() as uow:
+        locked = uow.lock_user(user(uow.session, person.org_id))
         for i in range(5):
             limits.record_failure(
-                session, locked, limits.TOTP, None, T - timedelta(seconds=5 - i), CTX, svc.limits
+                uow, locked, limits.TOTP, None, T - timedelta(seconds=5 - i), CTX, svc.limits
             )
     error = _refusal(svc, person, TooManyAttempts)
     assert isinstance(error, TooManyAttempts) and 0 < error.retry_after <= 900
@@ -416,10 +411,10 @@ def test_a_second_request_while_one_is_pending_is_refused_naming_it(svc: Service
     person, _ = enrolled(svc)
     pending = request(svc, person, T).regeneration.id
     error = _refusal(svc, person, RegenerationPending)
-    assert isinstance(error, RegenerationPending) and error.commit_before_raising
-    assert error.location == f"/v1/me/backup-codes/regenerations/{pending}"
-    with svc.unit_of_work() as session:
-        assert regeneration.mark_started(session, pending, T)  # processing is pending too
+    assert isinstance(error, RegenerationPending)
+    assert error.regeneration_id == pending  # the API names it in Location
+    with svc.unit_of_work() as uow:
+        assert regeneration.mark_started(uow, pending, T)  # processing is pending too
     _refusal(svc, person, RegenerationPending)
     assert process(svc, pending, T) == "ready"
     later = T + timedelta(minutes=1)
@@ -444,7 +439,7 @@ def test_a_replay_loop_queues_a_bounded_number_of_regenerations(svc: Services) -
         assert process(svc, reg_id, at) == "failed"
         assert load(svc, reg_id).failure == "totp-replayed"
     assert (queued, throttled) == (5, 15)
-    assert len(events(svc, person.org_id, types.LOCKOUT_STARTED)) == 1
+    assert len(events(svc, person.org_id, EventType.LOCKOUT_STARTED)) == 1
 
 
 def test_same_idempotency_key_and_body_answer_the_same_regeneration(svc: Services) -> None:
@@ -459,14 +454,16 @@ def test_same_idempotency_key_and_body_answer_the_same_regeneration(svc: Service
     assert later.regeneration.id == first.regeneration.id and later.regeneration.status == "ready"
     stored = load(svc, first.regeneration.id).body_fingerprint
     assert stored is not None and code not in stored
-    assert len(events(svc, person.org_id, types.REGENERATION_REQUESTED)) == 2  # enrollment + one
+    assert (
+        len(events(svc, person.org_id, EventType.REGENERATION_REQUESTED)) == 2
+    )  # enrollment + one
 
 
 def test_same_idempotency_key_with_another_body_is_refused(svc: Services) -> None:
     person, _ = enrolled(svc)
     request(svc, person, T, key="k-2")
     with pytest.raises(IdempotencyKeyReused):
-        request(svc, person, T, code=_wrong(person, T), key="k-2")
+        request(svc, person, T, code=wrong_code(person, T), key="k-2")
     assert events(svc, person.org_id)[-1].details == {"reason": "idempotency-key-reused"}
 
 
@@ -495,14 +492,16 @@ def test_stale_requests_are_handed_out_once_per_deadline(svc: Services) -> None:
     assert enrollment_reg is not None
     process(svc, enrollment_reg, NOW)
     reg_id = request(svc, person, T).regeneration.id
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         assert reg_id not in regeneration.stale_regenerations(
-            session, T + timedelta(seconds=30), 60
+            uow.session, T + timedelta(seconds=30), 60
         )
-    with svc.unit_of_work() as session:
-        assert reg_id in regeneration.stale_regenerations(session, T + timedelta(seconds=61), 60)
-    with svc.unit_of_work() as session:
-        handed = regeneration.stale_regenerations(session, T + timedelta(seconds=62), 60)
+    with svc.unit_of_work() as uow:
+        assert reg_id in regeneration.stale_regenerations(
+            uow.session, T + timedelta(seconds=61), 60
+        )
+    with svc.unit_of_work() as uow:
+        handed = regeneration.stale_regenerations(uow.session, T + timedelta(seconds=62), 60)
         assert reg_id not in handed and enrollment_reg not in handed
     reg = load(svc, reg_id)
     assert (reg.dispatched_at, reg.dispatch_count) == (T + timedelta(seconds=61), 2)
@@ -515,13 +514,16 @@ def test_get_regeneration_is_not_found_for_anything_not_the_users(svc: Services)
     alice, _ = enrolled(svc)
     bob, _ = enrolled(svc, org_id=alice.org_id, external_id="bob")
     reg_id = request(svc, alice, T).regeneration.id
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         assert (
-            regeneration.get_regeneration(session, user(session, alice.org_id), reg_id).id == reg_id
+            regeneration.get_regeneration(uow.session, user(uow.session, alice.org_id), reg_id).id
+            == reg_id
         )
         for probe in (reg_id, "not-a-uuid", "' OR 1=1 --", "", "0" * 5000):
             with pytest.raises(NotFound):
-                regeneration.get_regeneration(session, user(session, bob.org_id, "bob"), probe)
+                regeneration.get_regeneration(
+                    uow.session, user(uow.session, bob.org_id, "bob"), probe
+                )
     with pytest.raises(NotFound):
         retrieve(svc, bob, reg_id, "pdf", T)
 
@@ -538,13 +540,13 @@ def test_the_sheet_is_served_once_then_gone(svc: Services) -> None:
     assert stored_sheet(svc, reg_id) is None
     reg = load(svc, reg_id)
     assert (reg.status, reg.retrieved_at) == ("retrieved", T)
-    assert [e.details for e in events(svc, person.org_id, types.SHEET_RETRIEVED)] == [
+    assert [e.details for e in events(svc, person.org_id, EventType.SHEET_RETRIEVED)] == [
         {"regeneration_id": reg_id, "format": "text"}
     ]
-    refused = events(svc, person.org_id, types.SHEET_RETRIEVAL_REFUSED)
+    refused = events(svc, person.org_id, EventType.SHEET_RETRIEVAL_REFUSED)
     assert [(e.outcome, e.details["reason"]) for e in refused] == [
-        (types.DENIED, "sheet-gone"),
-        (types.DENIED, "sheet-gone"),
+        (Outcome.DENIED, "sheet-gone"),
+        (Outcome.DENIED, "sheet-gone"),
     ]
 
 
@@ -557,7 +559,7 @@ def test_the_pdf_form_is_the_stored_pdf(svc: Services) -> None:
 
 def test_a_sheet_not_ready_or_failed_is_refused_and_audited(svc: Services) -> None:
     person, _ = enrolled(svc)
-    failed = request(svc, person, T, code=_wrong(person, T)).regeneration.id
+    failed = request(svc, person, T, code=wrong_code(person, T)).regeneration.id
     process(svc, failed, T)
     with pytest.raises(RegenerationFailed):
         retrieve(svc, person, failed, "pdf", T)
@@ -567,7 +569,7 @@ def test_a_sheet_not_ready_or_failed_is_refused_and_audited(svc: Services) -> No
     assert info.value.retry_after == 1
     with pytest.raises(InvalidRequest):
         retrieve(svc, person, queued, "docx", T)
-    refused = events(svc, person.org_id, types.SHEET_RETRIEVAL_REFUSED)
+    refused = events(svc, person.org_id, EventType.SHEET_RETRIEVAL_REFUSED)
     assert [e.details["reason"] for e in refused] == ["regeneration-failed", "not-ready"]
 
 
@@ -577,15 +579,15 @@ def test_expiry_purges_unfetched_sheets(svc: Services) -> None:
     assert expires == T + timedelta(seconds=svc.settings.sheet_ttl_seconds)
     # Counts cover every organization (PostgreSQL is shared by the session's tests),
     # so this one's state is what is checked.
-    with svc.unit_of_work() as session:
-        regeneration.expire_sheets(session, expires - timedelta(seconds=1))
+    with svc.unit_of_work() as uow:
+        regeneration.expire_sheets(uow, expires - timedelta(seconds=1))
     assert stored_sheet(svc, reg_id) is not None and load(svc, reg_id).status == "ready"
-    with svc.unit_of_work() as session:
-        assert regeneration.expire_sheets(session, expires) >= 1
+    with svc.unit_of_work() as uow:
+        assert regeneration.expire_sheets(uow, expires) >= 1
     assert stored_sheet(svc, reg_id) is None and load(svc, reg_id).status == "expired"
-    with svc.unit_of_work() as session:
-        regeneration.expire_sheets(session, expires + timedelta(hours=1))
-    expired = [e.details for e in events(svc, person.org_id, types.SHEET_EXPIRED)]
+    with svc.unit_of_work() as uow:
+        regeneration.expire_sheets(uow, expires + timedelta(hours=1))
+    expired = [e.details for e in events(svc, person.org_id, EventType.SHEET_EXPIRED)]
     assert expired.count({"regeneration_id": reg_id}) == 1  # (the first set's expired too)
     with pytest.raises(SheetExpired):
         retrieve(svc, person, reg_id, "pdf", expires)
@@ -598,7 +600,7 @@ def test_a_sheet_past_its_expiry_is_refused_and_purged_on_retrieval(svc: Service
     with pytest.raises(SheetExpired):
         retrieve(svc, person, reg_id, "text", expires)
     assert stored_sheet(svc, reg_id) is None and load(svc, reg_id).status == "expired"
-    assert len(events(svc, person.org_id, types.SHEET_EXPIRED)) == 1
+    assert len(events(svc, person.org_id, EventType.SHEET_EXPIRED)) == 1
 
 
 # --- PostgreSQL: two simultaneous retrievals ------------------------------------
@@ -648,9 +650,9 @@ def test_a_retrieval_waiting_on_the_winners_claim_gets_sheet_gone(pg_services: S
             loser.append(exc)
 
     thread = threading.Thread(target=fetch)
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         body, _ = regeneration.retrieve_sheet(
-            session, svc, user(session, person.org_id), reg_id, "text", T, CTX
+            uow, svc, user(uow.session, person.org_id), reg_id, "text", T, CTX
         )
         thread.start()
         deadline = time.monotonic() + 10
@@ -685,8 +687,8 @@ def test_a_rolled_back_processing_leaves_the_old_set_active(svc: Services) -> No
     assert first_id is not None
     process(svc, first_id, NOW)
     reg_id = request(svc, person, T).regeneration.id
-    with pytest.raises(RuntimeError), svc.unit_of_work() as session:
-        assert regeneration.process_regeneration(session, svc, reg_id, T) == "ready"
+    with pytest.raises(RuntimeError), svc.unit_of_work() as uow:
+        assert regeneration.process_regeneration(uow, svc, reg_id, T) == "ready"
         raise RuntimeError("worker killed before commit")
     rows = _codes(svc, person)
     assert len(rows) == 5 and all(r.deactivated_at is None for r in rows)

@@ -23,10 +23,9 @@ from falcon import testing
 from sqlalchemy import func, select
 
 from domain import audit, throttles, tokens
-from domain import audit_types as types
+from domain.audit.types import EventType
 from domain.models import AuditEvent
-from tests.conftest import fresh_postgres_database, make_settings, pg_amqp_settings
-from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support.api_world import ApiWorld, world_on
 
 T = TypeVar("T")
 _addresses = (f"198.51.100.{n}" for n in itertools.count(1))
@@ -36,20 +35,7 @@ _addresses = (f"198.51.100.{n}" for n in itertools.count(1))
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiWorld]:
-    tmp = tmp_path_factory.mktemp(f"throttles-{request.param}")
-    if request.param == "sqlite":
-        from domain.migrate import upgrade
-
-        settings = make_settings(tmp)
-        upgrade(settings.database_url)
-        with api_world(settings, worker=False) as built:
-            yield built
-        return
-    amqp = request.getfixturevalue("amqp_url")
-    with (
-        fresh_postgres_database("mfa_throttles") as url,
-        api_world(pg_amqp_settings(tmp, url, amqp), worker=False) as built,
-    ):
+    with world_on(request, tmp_path_factory, "throttles") as built:
         yield built
 
 
@@ -64,15 +50,15 @@ def in_one_window(run: Callable[[str], T]) -> T:
 
 
 def issue(world: ApiWorld, org: str, principal: str, role: str) -> str:
-    with world.services.unit_of_work() as session:
-        _, plaintext = tokens.issue(session, org, principal, role, audit.CLI)
+    with world.services.unit_of_work() as uow:
+        _, plaintext = tokens.issue(uow, org, principal, role, audit.CLI)
     return plaintext
 
 
 def event_count(world: ApiWorld, org: str) -> int:
-    with world.services.unit_of_work() as session:
+    with world.services.unit_of_work() as uow:
         return int(
-            session.scalar(
+            uow.session.scalar(
                 select(func.count()).select_from(AuditEvent).where(AuditEvent.org_id == org)
             )
             or 0
@@ -174,6 +160,33 @@ def test_the_61st_audited_403_is_429_and_never_reaches_the_chain(
     assert world.call("GET", path, user, remote_addr="203.0.113.10").status_code == 403
 
 
+def test_the_61st_backup_codes_disabled_is_429_before_its_refusal_is_recorded(
+    world: ApiWorld,
+) -> None:
+    """A refusal the domain records (backup-codes-disabled, a 403) is gated like the
+    middleware's own 403s: past the budget nothing more reaches the chain."""
+    org = world.org(enabled=False)
+    world.user(org)
+    user = issue(world, org, "alice", "user")
+    regenerations = "/v1/me/backup-codes/regenerations"
+
+    def run(source: str) -> tuple[list[str], testing.Result, int, int]:
+        before = event_count(world, org)
+        answers = [
+            world.call("POST", regenerations, user, json={"totp": "123456"}, remote_addr=source)
+            for _ in range(throttles.REFUSALS_PER_MINUTE)
+        ]
+        middle = event_count(world, org)
+        last = world.call("POST", regenerations, user, json={"totp": "123456"}, remote_addr=source)
+        assert middle - before == throttles.REFUSALS_PER_MINUTE  # one refusal event each
+        return [a.json["type"] for a in answers], last, middle, event_count(world, org)
+
+    types, last, middle, after = in_one_window(run)
+    assert types == ["/problems/backup-codes-disabled"] * throttles.REFUSALS_PER_MINUTE
+    assert_throttled(last)
+    assert after == middle
+
+
 def test_a_throttled_service_token_still_gets_the_200_of_verify(world: ApiWorld) -> None:
     org = world.org()
     world.enroll(org, "alice")
@@ -231,7 +244,7 @@ def test_two_requests_with_one_request_id_have_their_own_server_request_ids(
         return list(got.json["events"])
 
     both = find(rid)
-    assert [e["type"] for e in both] == [types.ENROLLMENT_STARTED] * 2
+    assert [e["type"] for e in both] == [EventType.ENROLLMENT_STARTED] * 2
     assert {e["request_id"] for e in both} == {rid}
     server_ids = [e["server_request_id"] for e in both]
     assert len(set(server_ids)) == 2 and all(server_ids)
@@ -276,10 +289,10 @@ def test_a_user_agent_is_stored_as_it_was_sent(world: ApiWorld, sent: bytes, sto
     world.user(org)
     user = issue(world, org, "alice", "user")
     assert _post_over_http(world, user, sent) == 201
-    with world.services.unit_of_work() as session:
-        agents = session.scalars(
+    with world.services.unit_of_work() as uow:
+        agents = uow.session.scalars(
             select(AuditEvent.user_agent).where(
-                AuditEvent.org_id == org, AuditEvent.type == types.ENROLLMENT_STARTED
+                AuditEvent.org_id == org, AuditEvent.type == EventType.ENROLLMENT_STARTED
             )
         ).all()
     assert agents == [stored]
@@ -290,20 +303,22 @@ def test_throttle_counts_live_in_the_database_and_restart_each_minute(
 ) -> None:
     """Another engine on the database sees the same count (processes share it too:
     test_lockout_two_processes); a new window starts from one."""
-    from domain.services import Services
+    from infra.services import Services
 
     other = Services.build(world.settings)
     try:
         key = throttles.auth_failure_key(next(_addresses))
-        with world.services.unit_of_work() as session:
-            throttles.hit(session, key, throttles.AUTH_FAILURES_PER_MINUTE, now=1_000_000.0)
-        with other.unit_of_work() as session:
+        with world.services.unit_of_work() as uow:
+            throttles.hit(uow.session, key, throttles.AUTH_FAILURES_PER_MINUTE, now=1_000_000.0)
+        with other.unit_of_work() as uow:
             verdict = throttles.hit(
-                session, key, throttles.AUTH_FAILURES_PER_MINUTE, now=1_000_001.0
+                uow.session, key, throttles.AUTH_FAILURES_PER_MINUTE, now=1_000_001.0
             )
         assert verdict.count == 2
-        with other.unit_of_work() as session:
-            later = throttles.hit(session, key, throttles.AUTH_FAILURES_PER_MINUTE, now=1_000_061.0)
+        with other.unit_of_work() as uow:
+            later = throttles.hit(
+                uow.session, key, throttles.AUTH_FAILURES_PER_MINUTE, now=1_000_061.0
+            )
         assert later.count == 1  # a new window
     finally:
         other.close()
@@ -312,12 +327,12 @@ def test_throttle_counts_live_in_the_database_and_restart_each_minute(
 def test_purge_ends_old_windows_and_keeps_the_current_and_previous(world: ApiWorld) -> None:
     now = 2_000_000_000.0  # far ahead of the other tests' windows
     keys = [f"purge:{n}" for n in range(3)]
-    with world.services.unit_of_work() as session:
-        throttles.hit(session, keys[0], 30, now=now - 180)  # three windows back
-        throttles.hit(session, keys[1], 30, now=now - 60)  # the previous window
-        throttles.hit(session, keys[2], 30, now=now)
-    with world.services.unit_of_work() as session:
-        assert throttles.purge(session, now=now) >= 1
-        assert throttles.peek(session, keys[0], 30, now=now - 180).count == 0
-        assert throttles.peek(session, keys[1], 30, now=now - 60).count == 1
-        assert throttles.peek(session, keys[2], 30, now=now).count == 1
+    with world.services.unit_of_work() as uow:
+        throttles.hit(uow.session, keys[0], 30, now=now - 180)  # three windows back
+        throttles.hit(uow.session, keys[1], 30, now=now - 60)  # the previous window
+        throttles.hit(uow.session, keys[2], 30, now=now)
+    with world.services.unit_of_work() as uow:
+        assert throttles.purge(uow.session, now=now) >= 1
+        assert throttles.peek(uow.session, keys[0], 30, now=now - 180).count == 0
+        assert throttles.peek(uow.session, keys[1], 30, now=now - 60).count == 1
+        assert throttles.peek(uow.session, keys[2], 30, now=now).count == 1

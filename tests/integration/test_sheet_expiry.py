@@ -9,33 +9,26 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from api import representations
 from domain import admin, audit, regeneration
-from domain import audit_types as types
+from domain.audit.types import EventType, Outcome
 from domain.errors import SheetExpired
 from domain.models import BackupCode, Sheet
-from domain.services import Services
+from infra.services import Services
 from tests.integration.pipeline_helpers import (
     NOW,
-    Person,
     enrolled_and_fetched,
-    events,
-    load,
-    process,
     request,
     retrieve,
     stored_sheet,
     user,
 )
+from tests.support.builders import Person
+from tests.support.records import events, process
+from tests.support.records import load_regeneration as load
 
 T = NOW + timedelta(minutes=2)
 ADMIN = audit.Context(principal_id="root", role="admin", token_id="tok-adm", request_id="req-adm")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def svc(request: pytest.FixtureRequest) -> Services:
-    name = "services" if request.param == "sqlite" else "pg_services"
-    result: Services = request.getfixturevalue(name)
-    return result
 
 
 def _ready(svc: Services, at: datetime = T) -> tuple[Person, str]:
@@ -46,25 +39,28 @@ def _ready(svc: Services, at: datetime = T) -> tuple[Person, str]:
 
 
 def _status(svc: Services, person: Person) -> dict[str, Any]:
-    with svc.unit_of_work() as session:
-        return admin.mfa_status(session, svc, user(session, person.org_id, person.external_id))
+    with svc.unit_of_work() as uow:
+        shown = admin.mfa_status(
+            uow.session, svc, user(uow.session, person.org_id, person.external_id)
+        )
+    return representations.mfa_status(shown)
 
 
 def _set_rows(svc: Services, set_id: str | None) -> list[BackupCode]:
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         query = select(BackupCode).where(BackupCode.set_id == set_id)
-        return list(session.execute(query).scalars())
+        return list(uow.session.execute(query).scalars())
 
 
 def _expiry_deactivations(svc: Services, person: Person) -> list[Any]:
     """The deactivation events an expiry wrote (a regeneration writes its own)."""
-    found = events(svc, person.org_id, types.CODES_DEACTIVATED)
+    found = events(svc, person.org_id, EventType.CODES_DEACTIVATED)
     return [e for e in found if e.details.get("reason") == "sheet-expired"]
 
 
 def _expire(svc: Services, at: datetime) -> None:
-    with svc.unit_of_work() as session:
-        regeneration.expire_sheets(session, at)
+    with svc.unit_of_work() as uow:
+        regeneration.expire_sheets(uow, at)
 
 
 def test_an_unfetched_sheet_that_expires_deactivates_its_set_and_the_status_says_so(
@@ -80,7 +76,7 @@ def test_an_unfetched_sheet_that_expires_deactivates_its_set_and_the_status_says
     body = _status(svc, person)
     assert (body["backup_codes"], body["last_set_expired_unseen"]) == (None, True)
     [deactivated] = _expiry_deactivations(svc, person)
-    assert (deactivated.outcome, deactivated.actor_role) == (types.SUCCESS, "system")
+    assert (deactivated.outcome, deactivated.actor_role) == (Outcome.SUCCESS, "system")
     assert deactivated.details == {
         "regeneration_id": reg_id,
         "count": 5,
@@ -89,7 +85,7 @@ def test_an_unfetched_sheet_that_expires_deactivates_its_set_and_the_status_says
     # The expiry and the deactivation are one step, written together, once.
     _expire(svc, reg.expires_at + timedelta(hours=1))
     assert len(_expiry_deactivations(svc, person)) == 1
-    assert len(events(svc, person.org_id, types.SHEET_EXPIRED)) == 1
+    assert len(events(svc, person.org_id, EventType.SHEET_EXPIRED)) == 1
 
 
 def test_a_retrieval_that_finds_the_sheet_expired_deactivates_the_set_too(svc: Services) -> None:
@@ -134,17 +130,17 @@ def test_revocation_deletes_an_unfetched_sheet_and_ends_its_regeneration_expired
     svc: Services,
 ) -> None:
     person, reg_id = _ready(svc)
-    with svc.unit_of_work() as session:
-        admin.revoke_codes(session, person.org_id, person.external_id, ADMIN)
+    with svc.unit_of_work() as uow:
+        admin.revoke_codes(uow, person.org_id, person.external_id, ADMIN)
     assert stored_sheet(svc, reg_id) is None
-    with svc.unit_of_work() as session:
-        assert session.get(Sheet, reg_id) is None
+    with svc.unit_of_work() as uow:
+        assert uow.session.get(Sheet, reg_id) is None
     assert load(svc, reg_id).status == "expired"
     with pytest.raises(SheetExpired):
         retrieve(svc, person, reg_id, "text", T)
-    [expired] = events(svc, person.org_id, types.SHEET_EXPIRED)
+    [expired] = events(svc, person.org_id, EventType.SHEET_EXPIRED)
     assert (expired.details, expired.actor_principal_id) == ({"regeneration_id": reg_id}, "root")
-    [revoked] = events(svc, person.org_id, types.CODES_REVOKED)
+    [revoked] = events(svc, person.org_id, EventType.CODES_REVOKED)
     assert revoked.details == {"count": 5}
     assert revoked.seq < expired.seq
     # The codes were revoked, not deactivated by the expiry: one event says so, not two.
@@ -157,8 +153,8 @@ def test_revocation_deletes_an_unfetched_sheet_and_ends_its_regeneration_expired
 def test_revocation_leaves_a_fetched_sheets_regeneration_retrieved(svc: Services) -> None:
     person, reg_id = _ready(svc)
     retrieve(svc, person, reg_id, "text", T)
-    with svc.unit_of_work() as session:
-        admin.revoke_codes(session, person.org_id, person.external_id, ADMIN)
+    with svc.unit_of_work() as uow:
+        admin.revoke_codes(uow, person.org_id, person.external_id, ADMIN)
     assert load(svc, reg_id).status == "retrieved"
-    assert events(svc, person.org_id, types.SHEET_EXPIRED) == []
+    assert events(svc, person.org_id, EventType.SHEET_EXPIRED) == []
     assert _status(svc, person)["last_set_expired_unseen"] is False

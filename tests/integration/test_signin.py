@@ -9,8 +9,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
+from api import representations
+from api.errors import status_of
 from domain import admin, limits
-from domain import audit_types as types
+from domain.audit.types import EventType, Outcome
 from domain.codes import CodeHasher
 from domain.errors import (
     BackupCodesDisabled,
@@ -21,32 +23,25 @@ from domain.errors import (
     TooManyAttempts,
 )
 from domain.models import AuthFailure, BackupCode
-from domain.services import Services
+from infra.services import Services
 from tests.integration.codes_fixtures import (
-    ADMIN,
-    NOW,
-    Holder,
     counting,
-    enroll,
-    events,
     fail,
-    holder,
-    insert_codes,
     load_user,
-    new_org,
-    new_user,
-    process,
     queue_rotation,
     row_of,
     sheet_codes,
     verify,
 )
+from tests.support.builders import ADMIN_CTX as ADMIN
+from tests.support.builders import NOW, Holder, enroll, holder, insert_codes, new_org, new_user
+from tests.support.records import events, process
 
 
 def failures(svc: Services, h: Holder, kind: str = "backup_code") -> int:
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         return int(
-            session.execute(
+            uow.session.execute(
                 select(func.count())
                 .select_from(AuthFailure)
                 .where(AuthFailure.user_id == h.user_id, AuthFailure.kind == kind)
@@ -61,12 +56,22 @@ def test_a_right_code_is_accepted_once_and_refused_the_second_time(services: Ser
     h = holder(services)
     first = verify(services, h, h.codes[0])
     second = verify(services, h, h.codes[0], NOW + timedelta(seconds=1))
-    assert first.as_dict() == {"accepted": True, "mistyped": False, "remaining": 4, "low": False}
-    assert second.as_dict() == {"accepted": False, "mistyped": False, "remaining": 4, "low": False}
+    assert representations.verification(first) == {
+        "accepted": True,
+        "mistyped": False,
+        "remaining": 4,
+        "low": False,
+    }
+    assert representations.verification(second) == {
+        "accepted": False,
+        "mistyped": False,
+        "remaining": 4,
+        "low": False,
+    }
     assert row_of(services, h.user_id, h.codes[0]).spent_at == NOW
     # a spent code of the current set (a double submit, a retry) is not a failure
     assert failures(services, h) == 0
-    [rejected] = events(services, h.org_id, types.CODE_REJECTED)
+    [rejected] = events(services, h.org_id, EventType.CODE_REJECTED)
     assert rejected.details == {"remaining": 4, "reason": "spent"}
 
 
@@ -106,10 +111,15 @@ def test_a_wrong_code_is_refused_counted_and_audited_without_the_code(services: 
     # a real code's locator with a wrong secret: the row is found, the hash says no
     wrong = h.codes[0][:5] + ("A" if h.codes[0][5] != "A" else "B") + h.codes[0][6:]
     result = verify(services, h, wrong)
-    assert result.as_dict() == {"accepted": False, "mistyped": False, "remaining": 5, "low": False}
+    assert representations.verification(result) == {
+        "accepted": False,
+        "mistyped": False,
+        "remaining": 5,
+        "low": False,
+    }
     assert failures(services, h) == 1
-    [rejected] = events(services, h.org_id, types.CODE_REJECTED)
-    assert rejected.outcome == types.FAILURE
+    [rejected] = events(services, h.org_id, EventType.CODE_REJECTED)
+    assert rejected.outcome == Outcome.FAILURE
     assert rejected.details == {"remaining": 5}
     assert rejected.user_id == h.external_id and rejected.actor_role == "service"
     for event in events(services, h.org_id):
@@ -120,30 +130,35 @@ def test_a_wrong_code_is_refused_counted_and_audited_without_the_code(services: 
 def test_acceptance_is_audited_with_remaining_and_set_id_only(services: Services) -> None:
     h = holder(services)
     verify(services, h, h.codes[2])
-    [accepted] = events(services, h.org_id, types.CODE_ACCEPTED)
-    assert accepted.outcome == types.SUCCESS
+    [accepted] = events(services, h.org_id, EventType.CODE_ACCEPTED)
+    assert accepted.outcome == Outcome.SUCCESS
     assert accepted.details == {"remaining": 4, "set_id": h.set_id}
     assert accepted.request_id == "req-signin"
 
 
 def test_a_deactivated_code_is_refused(services: Services) -> None:
     h = holder(services)
-    with services.unit_of_work() as session:
-        admin.revoke_codes(session, h.org_id, h.external_id, ADMIN)
+    with services.unit_of_work() as uow:
+        admin.revoke_codes(uow, h.org_id, h.external_id, ADMIN)
     result = verify(services, h, h.codes[0])
-    assert result.as_dict() == {"accepted": False, "mistyped": False, "remaining": 0, "low": True}
+    assert representations.verification(result) == {
+        "accepted": False,
+        "mistyped": False,
+        "remaining": 0,
+        "low": True,
+    }
     assert row_of(services, h.user_id, h.codes[0]).spent_at is None
 
 
 def test_a_code_of_an_older_set_is_refused_once_a_new_set_replaced_it(services: Services) -> None:
     h = holder(services)
-    with services.unit_of_work() as session:
-        session.execute(
+    with services.unit_of_work() as uow:
+        uow.session.execute(
             update(BackupCode).where(BackupCode.user_id == h.user_id).values(deactivated_at=NOW)
         )
     _, fresh = insert_codes(services, h.user_id, 5)
     assert not verify(services, h, h.codes[0]).accepted
-    assert verify(services, h, fresh[0].display).as_dict() == {
+    assert representations.verification(verify(services, h, fresh[0].display)) == {
         "accepted": True,
         "mistyped": False,
         "remaining": 4,
@@ -178,10 +193,15 @@ def test_an_input_that_cannot_be_a_code_is_mistyped_costs_no_hash_and_is_no_fail
     h = holder(services)
     hasher = counting(services)
     result = verify(services, h, raw)
-    assert result.as_dict() == {"accepted": False, "mistyped": True, "remaining": 5, "low": False}
+    assert representations.verification(result) == {
+        "accepted": False,
+        "mistyped": True,
+        "remaining": 5,
+        "low": False,
+    }
     assert hasher.verifications == 0
     assert failures(services, h, kind="backup_code") == 0
-    [rejected] = events(services, h.org_id, types.CODE_REJECTED)
+    [rejected] = events(services, h.org_id, EventType.CODE_REJECTED)
     assert rejected.details == {"reason": "mistyped", "count": 1}
 
 
@@ -211,7 +231,7 @@ def test_mistyped_inputs_have_a_budget_of_their_own_audited_once_a_minute(
     assert hasher.verifications == 1
     batches = [
         e.details
-        for e in events(services, h.org_id, types.CODE_REJECTED)
+        for e in events(services, h.org_id, EventType.CODE_REJECTED)
         if e.details.get("reason") == "mistyped"
     ]
     # seconds 0..29 from 127.0.0.1: one event at 0 (count 1); the next would come a
@@ -225,7 +245,7 @@ def test_mistyped_inputs_have_a_budget_of_their_own_audited_once_a_minute(
     assert verify(services, h, "nope", NOW + timedelta(seconds=92), client_ip="192.0.2.7").mistyped
     # at 61 and 62 s the last event (31 s) is under a minute old; at 92 s it is not:
     # one event counting the three since
-    later = [e.details for e in events(services, h.org_id, types.CODE_REJECTED)]
+    later = [e.details for e in events(services, h.org_id, EventType.CODE_REJECTED)]
     assert later[-1] == {"reason": "mistyped", "count": 3, "client_ip": "192.0.2.7"}
     assert len(later) == 3
     assert failures(services, h, kind="backup_code") == 0
@@ -281,8 +301,11 @@ def test_policy_off_refuses_and_the_audited_refusal_is_committed(services: Servi
     h = holder(services, enabled=False)
     with pytest.raises(BackupCodesDisabled):
         verify(services, h, h.codes[0])
-    [refused] = events(services, h.org_id, types.SIGNIN_REFUSED)
-    assert (refused.outcome, refused.details) == (types.DENIED, {"reason": "backup-codes-disabled"})
+    [refused] = events(services, h.org_id, EventType.SIGNIN_REFUSED)
+    assert (refused.outcome, refused.details) == (
+        Outcome.DENIED,
+        {"reason": "backup-codes-disabled"},
+    )
     assert row_of(services, h.user_id, h.codes[0]).spent_at is None
 
 
@@ -297,7 +320,7 @@ def test_a_user_not_enrolled_is_refused_and_the_refusal_is_committed(
         h = Holder(org_id, "alice", new_user(services, org_id), "", ("ABCD-EFGH-JKMN",))
     with pytest.raises(MfaNotEnrolled):
         verify(services, h, h.codes[0])
-    [refused] = events(services, h.org_id, types.SIGNIN_REFUSED)
+    [refused] = events(services, h.org_id, EventType.SIGNIN_REFUSED)
     assert refused.details == {"reason": "mfa-not-enrolled"}
 
 
@@ -317,11 +340,12 @@ def test_five_failures_from_one_source_throttle_that_source_only(services: Servi
     assert failures(services, h) == 5  # a refused attempt is not counted again
     # another source, and the user's TOTP, are unaffected; no lockout of the user
     assert verify(services, h, h.codes[0], NOW + timedelta(minutes=14, seconds=6), client_ip=B)
-    assert events(services, h.org_id, types.LOCKOUT_STARTED) == []
-    refused = events(services, h.org_id, types.SIGNIN_REFUSED)
+    assert events(services, h.org_id, EventType.LOCKOUT_STARTED) == []
+    refused = events(services, h.org_id, EventType.SIGNIN_REFUSED)
     assert [e.details for e in refused] == [{"reason": "too-many-attempts"}]  # committed
-    with services.unit_of_work() as session:
-        assert limits.status(session, load_user(services, h.user_id), NOW, services.limits) == {
+    with services.unit_of_work() as uow:
+        standing = limits.status(uow.session, load_user(services, h.user_id), NOW, services.limits)
+        assert representations.limits(standing) == {
             "totp_throttled_until": None,
             "totp_locked": False,
             "backup_codes_locked": False,
@@ -354,7 +378,7 @@ def test_twenty_failures_an_hour_across_sources_throttle_the_user_announced_once
     for i in range(20):  # 4 from each of 5 sources: no source is throttled on its own
         ip = f"192.0.2.{i % 5 + 1}"
         verify(services, h, "ZZZZ-ZZZZ-ZZZZ", NOW + timedelta(minutes=2 * i), client_ip=ip)
-    [started] = events(services, h.org_id, types.LOCKOUT_STARTED)
+    [started] = events(services, h.org_id, EventType.LOCKOUT_STARTED)
     assert started.details == {
         "factor": "backup_codes",
         "failures": 20,
@@ -367,8 +391,8 @@ def test_twenty_failures_an_hour_across_sources_throttle_the_user_announced_once
     assert row_of(services, h.user_id, h.codes[0]).spent_at is None
     # the hour over, the right code works, the end is audited, nothing is announced again
     assert verify(services, h, h.codes[0], NOW + timedelta(minutes=61), client_ip="192.0.2.200")
-    assert len(events(services, h.org_id, types.LOCKOUT_STARTED)) == 1
-    assert [e.details for e in events(services, h.org_id, types.LOCKOUT_ENDED)] == [
+    assert len(events(services, h.org_id, EventType.LOCKOUT_STARTED)) == 1
+    assert [e.details for e in events(services, h.org_id, EventType.LOCKOUT_ENDED)] == [
         {"factor": "backup_codes"}
     ]
 
@@ -383,16 +407,19 @@ def _hundred_failures(services: Services, h: Holder) -> None:
 def test_a_hundred_consecutive_failures_lock_until_a_new_set(services: Services) -> None:
     h = holder(services)
     _hundred_failures(services, h)
-    [permanent] = events(services, h.org_id, types.LOCKOUT_PERMANENT)
+    [permanent] = events(services, h.org_id, EventType.LOCKOUT_PERMANENT)
     assert permanent.details == {"factor": "backup_codes", "failures": 100}
-    assert len(events(services, h.org_id, types.LOCKOUT_STARTED)) == 5  # once each hour
+    assert len(events(services, h.org_id, EventType.LOCKOUT_STARTED)) == 5  # once each hour
     much_later = NOW + timedelta(days=3)  # the passing of a window resets nothing
     with pytest.raises(BackupCodesLocked) as locked:
         verify(services, h, h.codes[0], much_later, client_ip="192.0.2.99")
-    assert locked.value.status == 429 and "retry_after" not in locked.value.extra
-    with services.unit_of_work() as session:
-        shown = limits.status(session, load_user(services, h.user_id), much_later, services.limits)
-    assert shown["backup_codes_locked"] is True and shown["totp_locked"] is False
+    assert status_of(locked.value) == 429 and "retry_after" not in locked.value.extra
+    assert locked.value.retry_after is None
+    with services.unit_of_work() as uow:
+        shown = limits.status(
+            uow.session, load_user(services, h.user_id), much_later, services.limits
+        )
+    assert shown.backup_codes_locked is True and shown.totp_locked is False
     # a new set (the regeneration pipeline) ends the lock
     reg_id = queue_rotation(services, h, much_later)
     assert process(services, reg_id, much_later) == "ready"
@@ -412,7 +439,7 @@ def test_the_window_passing_does_not_reset_the_consecutive_count_a_success_does(
     for i in range(99):
         at = later + timedelta(hours=1 + i // 20, minutes=2 * (i % 20))
         verify(services, h, "ZZZZ-ZZZZ-ZZZZ", at, client_ip=f"192.0.2.{i % 5 + 1}")
-    assert events(services, h.org_id, types.LOCKOUT_PERMANENT) == []
+    assert events(services, h.org_id, EventType.LOCKOUT_PERMANENT) == []
     assert verify(services, h, h.codes[1], later + timedelta(days=1)).accepted
 
 
@@ -420,14 +447,14 @@ def test_the_window_passing_does_not_reset_the_consecutive_count_a_success_does(
 def test_an_unlock_or_a_reset_clears_the_lock(services: Services, how: str) -> None:
     h = holder(services)
     _hundred_failures(services, h)
-    with services.unit_of_work() as session:
+    with services.unit_of_work() as uow:
         if how == "unlock":
-            admin.unlock(session, h.org_id, h.external_id, ADMIN)
+            admin.unlock(uow, h.org_id, h.external_id, ADMIN)
         else:
-            admin.reset_mfa(session, h.org_id, h.external_id, ADMIN)
+            admin.reset_mfa(uow, h.org_id, h.external_id, ADMIN)
     assert failures(services, h) == 0
     if how == "unlock":
-        [cleared] = events(services, h.org_id, types.LOCKOUT_CLEARED)
+        [cleared] = events(services, h.org_id, EventType.LOCKOUT_CLEARED)
         assert cleared.details == {"factors": ["backup_codes"]}
         assert verify(services, h, h.codes[0], NOW + timedelta(days=1)).accepted
     else:
@@ -453,7 +480,7 @@ def test_client_ip_and_user_agent_are_checked_and_recorded(services: Services) -
         verify(services, h, h.codes[0], user_agent="x" * 513)
     assert bad_agent.value.field == "user_agent"
     assert verify(services, h, h.codes[0], client_ip="2001:DB8::1", user_agent="Firefox/140")
-    [accepted] = events(services, h.org_id, types.CODE_ACCEPTED)
+    [accepted] = events(services, h.org_id, EventType.CODE_ACCEPTED)
     assert accepted.details["client_ip"] == "2001:db8::1"
     assert accepted.details["user_agent"] == "Firefox/140"
 
@@ -475,7 +502,7 @@ def test_the_mistyped_budget_is_per_source_across_the_users_it_names(
     assert verify(services, first, first.codes[0], NOW + timedelta(seconds=32)).accepted
     batches = [
         e.details
-        for e in events(services, first.org_id, types.CODE_REJECTED)
+        for e in events(services, first.org_id, EventType.CODE_REJECTED)
         if e.details.get("reason") == "mistyped"
     ]
     # audited once per source per minute, whichever user: one event for 127.0.0.1

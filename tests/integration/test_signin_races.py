@@ -11,29 +11,25 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import func, select, text
 
-from domain import audit_types as types
+from domain.audit.types import EventType
 from domain.codes import CodeHasher
-from domain.db import make_engine
 from domain.errors import TooManyAttempts
 from domain.models import AuthFailure
-from domain.services import Services
-from domain.settings import Settings
 from domain.signin import VerifyResult, verify_backup_code
+from infra.db import make_engine
+from infra.services import Services
+from infra.settings import Settings
 from tests.integration.codes_fixtures import (
-    CTX,
-    NOW,
-    Holder,
-    events,
     fail,
-    holder,
-    load_regeneration,
-    process,
     queue_rotation,
     row_of,
     run_together,
     sheet_codes,
     verify,
 )
+from tests.support.builders import NOW, Holder, holder
+from tests.support.builders import SIGNIN_CTX as CTX
+from tests.support.records import events, load_regeneration, process
 
 pytestmark = pytest.mark.postgres
 
@@ -58,11 +54,11 @@ def attempt(
 
     def job(barrier: threading.Barrier) -> VerifyResult | TooManyAttempts:
         try:
-            with svc.unit_of_work() as session:
-                session.execute(text("SELECT 1"))  # the connection is taken before the start
+            with svc.unit_of_work() as uow:
+                uow.session.execute(text("SELECT 1"))  # the connection is taken before the start
                 barrier.wait()
                 return verify_backup_code(
-                    session, svc, h.org_id, h.external_id, code, at, CTX, client_ip=client_ip
+                    uow, svc, h.org_id, h.external_id, code, at, CTX, client_ip=client_ip
                 )
         except TooManyAttempts as locked:
             return locked
@@ -71,9 +67,9 @@ def attempt(
 
 
 def failures(svc: Services, h: Holder) -> int:
-    with svc.unit_of_work() as session:
+    with svc.unit_of_work() as uow:
         query = select(func.count()).select_from(AuthFailure)
-        return int(session.execute(query.where(AuthFailure.user_id == h.user_id)).scalar_one())
+        return int(uow.session.execute(query.where(AuthFailure.user_id == h.user_id)).scalar_one())
 
 
 @pytest.mark.parametrize("round_", range(20))
@@ -90,7 +86,7 @@ def test_fifty_concurrent_attempts_with_one_code_accept_exactly_one(
     answered = [r for r in results if isinstance(r, VerifyResult)]
     assert len(answered) == RACERS and not any(r.mistyped for r in answered)
     assert failures(wide, h) == 0
-    assert len(events(wide, h.org_id, types.CODE_ACCEPTED)) == 1
+    assert len(events(wide, h.org_id, EventType.CODE_ACCEPTED)) == 1
     assert row_of(wide, h.user_id, h.codes[0]).spent_at == NOW
 
 
@@ -114,8 +110,8 @@ def test_a_regeneration_racing_sign_ins_never_leaves_old_and_new_both_usable(
     # Both transactions append to the organization's chain while holding its head
     # lock until they commit, so the chain's order is the commit order.
     kinds = [e.type for e in events(wide, h.org_id)]
-    rotated_at = kinds.index(types.CODES_DEACTIVATED)
-    accepted_at = [i for i, k in enumerate(kinds) if k == types.CODE_ACCEPTED]
+    rotated_at = kinds.index(EventType.CODES_DEACTIVATED)
+    accepted_at = [i for i, k in enumerate(kinds) if k == EventType.CODE_ACCEPTED]
     assert len(accepted_at) == len(accepted)
     assert all(i < rotated_at for i in accepted_at), "an old code was accepted after the rotation"
 
@@ -206,8 +202,8 @@ def test_concurrent_wrong_attempts_from_two_processes_get_at_most_five_verdicts(
         assert not any(r.accepted for r in judged)
         assert all(r.retry_after > 0 for r in locked)
         # one source throttled for this user: not a lockout of the user
-        assert events(engines[0], h.org_id, types.LOCKOUT_STARTED) == []
-        assert len(events(engines[0], h.org_id, types.SIGNIN_REFUSED)) == 15
+        assert events(engines[0], h.org_id, EventType.LOCKOUT_STARTED) == []
+        assert len(events(engines[0], h.org_id, EventType.SIGNIN_REFUSED)) == 15
         assert failures(engines[1], h) == 5
         # another source is not affected
         assert verify(engines[1], h, h.codes[0], NOW + timedelta(seconds=1), client_ip=OTHER)
@@ -239,7 +235,7 @@ def test_concurrent_wrong_attempts_from_many_sources_stop_at_the_users_twenty(
         judged = [r for r in results if isinstance(r, VerifyResult)]
         throttled = [r for r in results if isinstance(r, TooManyAttempts)]
         assert (len(judged), len(throttled)) == (20, 10)
-        assert len(events(engines[0], h.org_id, types.LOCKOUT_STARTED)) == 1
+        assert len(events(engines[0], h.org_id, EventType.LOCKOUT_STARTED)) == 1
         assert failures(engines[1], h) == 20
         with pytest.raises(TooManyAttempts) as later:
             verify(engines[1], h, h.codes[0], NOW + timedelta(minutes=30), client_ip=OTHER)

@@ -13,10 +13,9 @@ from falcon import testing
 from sqlalchemy import select
 
 from domain import audit, tokens
-from domain import audit_types as types
+from domain.audit.types import EventType
 from domain.models import ApiToken, AuditEvent
-from tests.conftest import fresh_postgres_database, make_settings, pg_amqp_settings
-from tests.integration.api_helpers import ApiWorld, api_world
+from tests.support.api_world import ApiWorld, world_on
 
 ENROLL = "/v1/me/mfa/enrollment"
 
@@ -25,20 +24,7 @@ ENROLL = "/v1/me/mfa/enrollment"
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiWorld]:
-    tmp = tmp_path_factory.mktemp(f"tokens-{request.param}")
-    if request.param == "sqlite":
-        from domain.migrate import upgrade
-
-        settings = make_settings(tmp)
-        upgrade(settings.database_url)
-        with api_world(settings, worker=False) as built:
-            yield built
-        return
-    amqp = request.getfixturevalue("amqp_url")
-    with (
-        fresh_postgres_database("mfa_tokens") as url,
-        api_world(pg_amqp_settings(tmp, url, amqp), worker=False) as built,
-    ):
+    with world_on(request, tmp_path_factory, "tokens") as built:
         yield built
 
 
@@ -50,15 +36,15 @@ def issue(
     ttl: timedelta | None = None,
     now: datetime | None = None,
 ) -> tuple[str, str]:
-    with world.services.unit_of_work() as session:
-        row, plaintext = tokens.issue(session, org, principal, role, audit.CLI, ttl=ttl, now=now)
+    with world.services.unit_of_work() as uow:
+        row, plaintext = tokens.issue(uow, org, principal, role, audit.CLI, ttl=ttl, now=now)
         return row.id, plaintext
 
 
 def events_of(world: ApiWorld, org: str, type_: str) -> list[AuditEvent]:
-    with world.services.unit_of_work() as session:
+    with world.services.unit_of_work() as uow:
         return list(
-            session.scalars(
+            uow.session.scalars(
                 select(AuditEvent)
                 .where(AuditEvent.org_id == org, AuditEvent.type == type_)
                 .order_by(AuditEvent.seq)
@@ -87,16 +73,16 @@ def test_a_revoked_token_is_401_from_the_next_request_on(world: ApiWorld) -> Non
     world.user(org)
     token_id, tok = issue(world, org, "alice", "user")
     assert world.call("GET", "/v1/me/mfa", tok).status_code == 200
-    with world.services.unit_of_work() as session:
-        tokens.revoke(session, token_id, audit.CLI)
+    with world.services.unit_of_work() as uow:
+        tokens.revoke(uow, token_id, audit.CLI)
     assert_unauthenticated(world.call("GET", "/v1/me/mfa", tok))
-    [revoked] = events_of(world, org, types.TOKEN_REVOKED)
+    [revoked] = events_of(world, org, EventType.TOKEN_REVOKED)
     assert revoked.details["revoked_token_id"] == token_id
     assert (revoked.actor_principal_id, revoked.actor_role) == ("cli", "operator")
     # Revoking again changes nothing and appends nothing.
-    with world.services.unit_of_work() as session:
-        tokens.revoke(session, token_id, audit.CLI)
-    assert len(events_of(world, org, types.TOKEN_REVOKED)) == 1
+    with world.services.unit_of_work() as uow:
+        tokens.revoke(uow, token_id, audit.CLI)
+    assert len(events_of(world, org, EventType.TOKEN_REVOKED)) == 1
 
 
 def test_a_stolen_token_cannot_enroll_after_the_help_desk_resets_mfa(world: ApiWorld) -> None:
@@ -105,9 +91,9 @@ def test_a_stolen_token_cannot_enroll_after_the_help_desk_resets_mfa(world: ApiW
     org = world.org()
     stolen, _ = world.enroll(org, "victim")
     _, admin = issue(world, org, "helpdesk", "admin")
-    with world.services.unit_of_work() as session:
+    with world.services.unit_of_work() as uow:
         victim_token_ids = set(
-            session.scalars(select(ApiToken.id).where(ApiToken.principal_id == "victim"))
+            uow.session.scalars(select(ApiToken.id).where(ApiToken.principal_id == "victim"))
         )
 
     reset = world.call("DELETE", "/v1/users/victim/mfa", admin)
@@ -123,13 +109,13 @@ def test_a_stolen_token_cannot_enroll_after_the_help_desk_resets_mfa(world: ApiW
     confirmed = world.call("POST", f"{ENROLL}/confirm", fresh, json={"totp": totp})
     assert confirmed.status_code == 201, confirmed.text
 
-    revoked = events_of(world, org, types.TOKEN_REVOKED)
+    revoked = events_of(world, org, EventType.TOKEN_REVOKED)
     assert {e.details["revoked_token_id"] for e in revoked} == victim_token_ids
     assert {(e.actor_principal_id, e.actor_role, e.user_id) for e in revoked} == {
         ("helpdesk", "admin", "victim")
     }
     assert {e.details["reason"] for e in revoked} == {"mfa.reset"}
-    [reset_event] = events_of(world, org, types.MFA_RESET)
+    [reset_event] = events_of(world, org, EventType.MFA_RESET)
     assert reset_event.details["tokens_revoked"] == len(victim_token_ids)
     # Other principals' tokens are untouched.
     assert world.call("GET", "/v1/org/policy", admin).status_code == 200
@@ -140,11 +126,11 @@ def test_listing_shows_revoked_and_expired_tokens_but_never_a_token(world: ApiWo
     world.user(org)
     kept, kept_plain = issue(world, org, "alice", "user", ttl=timedelta(hours=1))
     gone, _ = issue(world, org, "frontend", "service")
-    with world.services.unit_of_work() as session:
-        tokens.revoke(session, gone, audit.CLI)
-    with world.services.unit_of_work() as session:
-        listed = tokens.list_tokens(session, org)
-        live = tokens.list_tokens(session, org, include_revoked=False)
+    with world.services.unit_of_work() as uow:
+        tokens.revoke(uow, gone, audit.CLI)
+    with world.services.unit_of_work() as uow:
+        listed = tokens.list_tokens(uow.session, org)
+        live = tokens.list_tokens(uow.session, org, include_revoked=False)
     assert [t.token_id for t in listed] == [gone, kept]  # newest first
     assert listed[0].revoked_at is not None and listed[1].expires_at is not None
     assert [t.token_id for t in live] == [kept]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import re
 import threading
 import time
 import uuid
@@ -27,11 +26,9 @@ from celery import Celery, signals
 from celery.contrib.testing.worker import start_worker
 from sqlalchemy import func, select, update
 
-from domain import audit_types as types
-from domain.audit_verify import verify_chain
+from domain.audit.types import EventType
+from domain.audit.verify import verify_chain
 from domain.codes import LOCATOR_LENGTH, normalise
-from domain.db import utcnow
-from domain.migrate import upgrade
 from domain.models import (
     AuditCheckpoint,
     AuditEvent,
@@ -41,10 +38,17 @@ from domain.models import (
     Regeneration,
     Sheet,
 )
-from domain.services import Services
-from domain.settings import Settings
-from tests.conftest import delete_broker_queues, fresh_postgres_database, make_settings
+from infra.db import utcnow
+from infra.migrate import upgrade
+from infra.services import Services
+from infra.settings import Settings
 from tests.integration import pipeline_helpers as h
+from tests.support import records
+from tests.support.broker import delete_broker_queues
+from tests.support.builders import Person, new_org
+from tests.support.codes import CODE_RE
+from tests.support.postgres import fresh_postgres_database
+from tests.support.settings import make_settings
 from workers.app import (
     TASK_CHECKPOINT,
     TASK_EXPIRE_SHEETS,
@@ -56,7 +60,6 @@ from workers.publish import Publisher
 from workers.runtime import WorkerRuntime, build_worker, make_publisher
 
 DEADLINE = 20.0
-CODE_RE = re.compile(r"\b[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}\b")
 SIGNING_KEY = base64.b64encode(os.urandom(32)).decode()
 
 
@@ -87,7 +90,7 @@ class Finished:
 def await_status(svc: Services, regeneration_id: str, wanted: str = "ready") -> Regeneration:
     end = time.monotonic() + DEADLINE
     while True:
-        reg = h.load(svc, regeneration_id)
+        reg = records.load_regeneration(svc, regeneration_id)
         if reg.status == wanted:
             return reg
         assert reg.status in ("queued", "processing"), (reg.status, reg.failure)
@@ -152,14 +155,14 @@ def running(
         runtime.close()
 
 
-def enrolled_and_ready(stack: Stack) -> tuple[h.Person, str]:
+def enrolled_and_ready(stack: Stack) -> tuple[Person, str]:
     person, enrollment_id = h.enrolled(stack.api, at=utcnow())
     assert enrollment_id is not None
     await_status(stack.api, enrollment_id)
     return person, enrollment_id
 
 
-def request(stack: Stack, person: h.Person) -> str:
+def request(stack: Stack, person: Person) -> str:
     """A regeneration with the next time step's code (the enrollment used this one)."""
     now = utcnow()
     return h.request(stack.api, person, now, code=person.code(now, 1)).regeneration.id
@@ -171,13 +174,13 @@ def sheet_codes(svc: Services, regeneration_id: str) -> list[str]:
     return CODE_RE.findall(stored[1])
 
 
-def active_codes(svc: Services, person: h.Person) -> list[BackupCode]:
-    with svc.unit_of_work() as session:
-        user = h.user(session, person.org_id, person.external_id)
+def active_codes(svc: Services, person: Person) -> list[BackupCode]:
+    with svc.unit_of_work() as uow:
+        user = h.user(uow.session, person.org_id, person.external_id)
         query = select(BackupCode).where(
             BackupCode.user_id == user.id, BackupCode.deactivated_at.is_(None)
         )
-        return list(session.execute(query).scalars())
+        return list(uow.session.execute(query).scalars())
 
 
 # --- PostgreSQL + RabbitMQ ----------------------------------------------------------------
@@ -243,11 +246,11 @@ class TestOnPostgresAndRabbitMQ:
         person, regeneration_id = enrolled_and_ready(stack)
 
         def snapshot() -> tuple[Any, ...]:
-            with stack.api.unit_of_work() as session:
-                reg = session.get(Regeneration, regeneration_id)
-                sheet = session.get(Sheet, regeneration_id)
+            with stack.api.unit_of_work() as uow:
+                reg = uow.session.get(Regeneration, regeneration_id)
+                sheet = uow.session.get(Sheet, regeneration_id)
                 assert reg is not None and sheet is not None
-                events = session.execute(
+                events = uow.session.execute(
                     select(func.count()).where(AuditEvent.org_id == person.org_id)
                 ).scalar_one()
                 return (
@@ -272,19 +275,19 @@ class TestOnPostgresAndRabbitMQ:
             regeneration_id = request(stack, person)
         finally:
             stack.publisher.install()
-        with stack.api.unit_of_work() as session:
+        with stack.api.unit_of_work() as uow:
             # Older than the grace the sweep leaves to the after-commit publisher.
-            session.execute(
+            uow.session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.published_at.is_(None))
                 .values(created_at=utcnow() - timedelta(minutes=1))
             )
-        assert h.load(stack.api, regeneration_id).status == "queued"
+        assert records.load_regeneration(stack.api, regeneration_id).status == "queued"
 
         assert stack.run(TASK_REPUBLISH_STALE) == {"outbox": 1, "stale": 0}
         await_status(stack.api, regeneration_id)
-        with stack.api.unit_of_work() as session:
-            pending = session.execute(
+        with stack.api.unit_of_work() as uow:
+            pending = uow.session.execute(
                 select(func.count()).where(OutboxMessage.published_at.is_(None))
             ).scalar_one()
         assert pending == 0
@@ -297,10 +300,10 @@ class TestOnPostgresAndRabbitMQ:
         finally:
             stack.publisher.install()
         stale = stack.api.settings.stale_after_seconds + 5
-        with stack.api.unit_of_work() as session:
+        with stack.api.unit_of_work() as uow:
             # Published, then lost (a broker restart, a killed embedded worker).
-            session.execute(update(OutboxMessage).values(published_at=utcnow()))
-            session.execute(
+            uow.session.execute(update(OutboxMessage).values(published_at=utcnow()))
+            uow.session.execute(
                 update(Regeneration)
                 .where(Regeneration.id == regeneration_id)
                 .values(dispatched_at=utcnow() - timedelta(seconds=stale))
@@ -314,30 +317,30 @@ class TestOnPostgresAndRabbitMQ:
     def test_expire_sheets_purges_a_sheet_nobody_fetched_in_time(self, stack: Stack) -> None:
         person, regeneration_id = enrolled_and_ready(stack)
         past = utcnow() - timedelta(seconds=1)
-        with stack.api.unit_of_work() as session:
-            session.execute(
+        with stack.api.unit_of_work() as uow:
+            uow.session.execute(
                 update(Regeneration)
                 .where(Regeneration.id == regeneration_id)
                 .values(expires_at=past)
             )
-            session.execute(
+            uow.session.execute(
                 update(Sheet)
                 .where(Sheet.regeneration_id == regeneration_id)
                 .values(expires_at=past)
             )
 
         assert stack.run(TASK_EXPIRE_SHEETS) == 1
-        assert h.load(stack.api, regeneration_id).status == "expired"
+        assert records.load_regeneration(stack.api, regeneration_id).status == "expired"
         assert h.stored_sheet(stack.api, regeneration_id) is None
-        assert len(h.events(stack.api, person.org_id, types.SHEET_EXPIRED)) == 1
+        assert len(records.events(stack.api, person.org_id, EventType.SHEET_EXPIRED)) == 1
         assert stack.run(TASK_EXPIRE_SHEETS) == 0
 
     def test_checkpoint_signs_every_chain_head_that_moved(self, stack: Stack) -> None:
-        org_id = h.new_org(stack.api)
+        org_id = new_org(stack.api)
         signed = stack.run(TASK_CHECKPOINT)
         assert signed >= 1
-        with stack.api.unit_of_work() as session:
-            mine = session.execute(
+        with stack.api.unit_of_work() as uow:
+            mine = uow.session.execute(
                 select(AuditCheckpoint).where(AuditCheckpoint.org_id == org_id)
             ).scalars()
             assert len(list(mine)) == 1
@@ -354,35 +357,37 @@ class TestOnPostgresAndRabbitMQ:
         h.retrieve(stack.api, person, enrollment_id, "text", utcnow())
         await_status(stack.api, request(stack, person))  # a newer set: the enrollment's is old
         long_ago = utcnow() - timedelta(days=400)
-        with stack.api.unit_of_work() as session:
-            session.execute(
+        with stack.api.unit_of_work() as uow:
+            uow.session.execute(
                 update(Regeneration)
                 .where(Regeneration.id == enrollment_id)
                 .values(created_at=long_ago, completed_at=long_ago)
             )
-            published = session.execute(
+            published = uow.session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.published_at.is_not(None))
                 .values(published_at=long_ago)
             ).rowcount
-            user_id = h.user(session, person.org_id).id
-            session.add_all(
+            user_id = h.user(uow.session, person.org_id).id
+            uow.session.add_all(
                 AuthFailure(user_id=user_id, kind="totp", occurred_at=at)
                 for at in (long_ago, utcnow())
             )
-            events_before = session.execute(select(func.count(AuditEvent.id))).scalar_one()
+            events_before = uow.session.execute(select(func.count(AuditEvent.id))).scalar_one()
         assert published >= 2  # this test's two requests, and the class's earlier ones
 
         counts = stack.run(TASK_PURGE)
         assert counts == {"outbox": published, "regenerations": 1, "auth_failures": 1, "batches": 3}
         assert h.load_or_none(stack.api, enrollment_id) is None
-        with stack.api.unit_of_work() as session:
-            assert session.execute(select(func.count(AuditEvent.id))).scalar_one() == events_before
-            left = session.execute(
+        with stack.api.unit_of_work() as uow:
+            assert (
+                uow.session.execute(select(func.count(AuditEvent.id))).scalar_one() == events_before
+            )
+            left = uow.session.execute(
                 select(func.count(AuthFailure.id)).where(AuthFailure.user_id == user_id)
             ).scalar_one()
             assert left == 1
-            assert verify_chain(session, person.org_id, stack.api.settings).ok
+            assert verify_chain(uow.session, person.org_id, stack.api.settings).ok
         again = stack.run(TASK_PURGE)
         assert again == {"outbox": 0, "regenerations": 0, "auth_failures": 0, "batches": 3}
 
@@ -403,11 +408,9 @@ def test_the_embedded_default_runs_the_pipeline_end_to_end(tmp_path: Path) -> No
         assert embedded.publisher.ping() is True
 
 
-def test_an_undecodable_message_file_does_not_stop_the_embedded_worker(tmp_path: Path) -> None:
+def test_an_undecodable_message_file_does_not_stop_the_embedded_worker(settings: Settings) -> None:
     """kombu's own folder transport raised on an empty file (its publish shows the file
     before writing it) and Celery stopped the worker: "Unrecoverable error"."""
-    settings = make_settings(tmp_path)
-    upgrade(settings.database_url)
     with running(settings, pool="threads", concurrency=2) as embedded:
         queue_dir = settings.broker_folder / "queue"
         regeneration_queue = f"{settings.queue_prefix}.regeneration"

@@ -3,25 +3,20 @@ few retries, its TOTP value wiped, instead of coming back every sweep forever.""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy import select
 
-from domain import audit_types as types
-from domain.migrate import upgrade
+from domain.audit.types import EventType
 from domain.models import AuditEvent, Regeneration
-from tests.conftest import make_settings
-from tests.integration.api_helpers import api_world
+from infra.settings import Settings
+from tests.support.api_world import api_world
 from workers import tasks
 
 
 def test_a_request_that_fails_every_time_is_failed_after_the_retries(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(tasks, "RETRY_BACKOFF_SECONDS", 0.01)
-    settings = make_settings(tmp_path)
-    upgrade(settings.database_url)
     with api_world(settings) as world:
         org = world.org()
         token, body = world.enroll(org)
@@ -32,19 +27,19 @@ def test_a_request_that_fails_every_time_is_failed_after_the_retries(
         )
         assert got.status_code == 202, got.text
         reg_id = got.json["id"]
-        with world.services.unit_of_work() as session:
-            reg = session.get(Regeneration, reg_id)
+        with world.services.unit_of_work() as uow:
+            reg = uow.session.get(Regeneration, reg_id)
             assert reg is not None
             reg.totp_ciphertext = b"not a Fernet token"  # undecryptable, every time
     with api_world(settings) as world:
         done = world.await_status(token, reg_id)
         assert (done["status"], done["failure"]) == ("failed", "processing-failed")
-        with world.services.unit_of_work() as session:
-            reg = session.get(Regeneration, reg_id)
+        with world.services.unit_of_work() as uow:
+            reg = uow.session.get(Regeneration, reg_id)
             assert reg is not None and reg.totp_ciphertext is None
-            failed = session.scalars(
+            failed = uow.session.scalars(
                 select(AuditEvent).where(
-                    AuditEvent.org_id == org, AuditEvent.type == types.REGENERATION_FAILED
+                    AuditEvent.org_id == org, AuditEvent.type == EventType.REGENERATION_FAILED
                 )
             ).all()
         assert [e.details.get("reason") for e in failed] == ["processing-failed"]

@@ -3,12 +3,7 @@ adding up what its children counted (PROMETHEUS_MULTIPROC_DIR)."""
 
 from __future__ import annotations
 
-import base64
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -16,16 +11,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import FAST_ARGON2, TEST_SECRET_KEY, make_settings
-from tests.integration.api_helpers import api_world
+from tests.support.api_world import api_world
+from tests.support.processes import MFA_CODES, free_port, settings_env, stop_group
+from tests.support.settings import pg_amqp_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.timeout(120)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -41,31 +31,14 @@ def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_a_prefork_worker_serves_task_durations_and_queue_latency(
     tmp_path: Path, pg_database_url: str, amqp_url: str
 ) -> None:
-    signing_key = base64.b64encode(os.urandom(32)).decode()
-    settings = make_settings(
-        tmp_path,
-        MFA_DATABASE_URL=pg_database_url,
-        MFA_BROKER_URL=amqp_url,
-        MFA_AUDIT_SIGNING_KEY=signing_key,
-    )
-    port = _free_port()
+    settings = pg_amqp_settings(tmp_path, pg_database_url, amqp_url)
+    port = free_port()
     multiproc = tmp_path / "prom"
     multiproc.mkdir()
-    env = {
-        **os.environ,
-        **FAST_ARGON2,
-        "MFA_DATABASE_URL": pg_database_url,
-        "MFA_BROKER_URL": amqp_url,
-        "MFA_SECRET_KEY": TEST_SECRET_KEY,
-        "MFA_AUDIT_SIGNING_KEY": signing_key,
-        "MFA_VAR_DIR": str(settings.var_dir),
-        "MFA_QUEUE_PREFIX": settings.queue_prefix,
-        "MFA_WORKER_METRICS_PORT": str(port),
-        "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
-    }
-    script = Path(sys.executable).with_name("mfa-codes")
+    env = settings_env(settings, MFA_WORKER_METRICS_PORT=str(port))
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc)
     worker = subprocess.Popen(
-        [str(script), "worker", "--pool", "prefork", "--concurrency", "1"],
+        [str(MFA_CODES), "worker", "--pool", "prefork", "--concurrency", "1"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -94,9 +67,4 @@ def test_a_prefork_worker_serves_task_durations_and_queue_latency(
         assert samples[("mfa_regeneration_queue_latency_seconds_count", ())] == 1.0
         assert samples[("mfa_regenerations_total", (("outcome", "ready"),))] == 1.0
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
+        stop_group(worker, timeout=30)

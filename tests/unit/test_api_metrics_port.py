@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from api import metrics_port
-from cli.process_commands import prepare_api_metrics
-from domain.settings import Settings
+from cli.processes import prepare_api_metrics
+from infra.settings import Settings
 
 
 def _settings(tmp_path: Path, **env: str) -> Settings:

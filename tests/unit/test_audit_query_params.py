@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from domain.audit_query import (
+from domain.audit.query import (
     Filters,
     Page,
     decode_cursor,

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from cli import process_commands as proc
-from domain.services import Services
-from domain.settings import Settings
-from tests.conftest import make_settings
+from cli import processes as proc
+from infra.services import Services
+from infra.settings import Settings
+from tests.support.settings import make_settings
 from workers import app as celery_config
 from workers import folder_broker
 from workers.app import (
@@ -203,7 +203,7 @@ def test_each_app_is_independent(tmp_path: Path) -> None:
     assert first.conf.task_default_queue != second.conf.task_default_queue
 
 
-# --- process defaults (cli/process_commands.py) ---------------------------------------
+# --- process defaults (cli/processes.py) ---------------------------------------
 
 
 def test_the_worker_pool_is_prefork_on_deployments_and_threads_when_embedded(

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from domain import logs
+from infra import logs
 
 
 @pytest.fixture

@@ -10,15 +10,11 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from cryptography.fernet import Fernet
 
+from api.representations import regeneration as to_dict
+from domain.clock import rfc3339_millis as format_timestamp
 from domain.errors import InvalidRequest
 from domain.models import Regeneration
-from domain.regeneration import (
-    body_fingerprint,
-    check_idempotency_key,
-    format_timestamp,
-    same_body,
-    to_dict,
-)
+from domain.regeneration.idempotency import body_fingerprint, check_idempotency_key, same_body
 
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 KEY_OLD = Fernet.generate_key().decode()

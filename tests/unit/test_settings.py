@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
+from api.errors import status_of
 from domain.errors import Busy, ConfigurationError
-from domain.settings import Settings
 from domain.slots import VerificationSlots
+from infra.settings import Settings
 
 
 def test_nothing_set_runs_embedded_under_var_with_key_files_0600(tmp_path: Path) -> None:
@@ -197,6 +198,6 @@ def test_a_verification_waits_for_a_free_slot_then_is_busy() -> None:
         with pytest.raises(Busy) as busy, slots.held():
             pass
         assert time.monotonic() - started >= 0.05
-    assert (busy.value.status, busy.value.slug, busy.value.retry_after) == (503, "busy", 1)
+    assert (status_of(busy.value), busy.value.slug, busy.value.retry_after) == (503, "busy", 1)
     with slots.held():  # released: free again
         pass

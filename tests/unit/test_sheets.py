@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from pypdf import PdfReader
 
-from domain.sheets import SheetContent, render_pdf, render_text, sheet_filename
+from domain.sheets.render import SheetContent, render_pdf, render_text, sheet_filename
 
 GENERATED_AT = datetime(2026, 11, 28, 9, 14, 3, tzinfo=UTC)
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

@@ -1,0 +1,119 @@
+"""JSON of the domain's models, with the API's URLs: the only place that knows them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row
+
+from domain.admin import CodeSet, MfaStatus
+from domain.audit.query import event_to_dict
+from domain.audit.verify import Verification
+from domain.clock import rfc3339_millis
+from domain.limits import Standing
+from domain.models import AuditEvent, Regeneration
+from domain.policy import Policy
+from domain.signin import VerifyResult
+
+REGENERATIONS_PATH = "/v1/me/backup-codes/regenerations"
+
+
+def _ts(moment: datetime | None) -> str | None:
+    return None if moment is None else rfc3339_millis(moment)
+
+
+def regeneration_path(regeneration_id: str) -> str:
+    return f"{REGENERATIONS_PATH}/{regeneration_id}"
+
+
+def regeneration(reg: Regeneration) -> dict[str, Any]:
+    """docs/api.md's Regeneration JSON."""
+    path = regeneration_path(reg.id)
+    return {
+        "id": reg.id,
+        "status": reg.status,
+        "reason": reg.reason,
+        "failure": reg.failure,
+        "created_at": _ts(reg.created_at),
+        "completed_at": _ts(reg.completed_at),
+        "expires_at": _ts(reg.expires_at),
+        "code_count": reg.code_count,
+        "links": {"self": path, "sheet": f"{path}/sheet"},
+    }
+
+
+def mfa_status(status: MfaStatus) -> dict[str, Any]:
+    """docs/api.md's MfaStatus JSON."""
+    return {
+        "enrolled": status.enrolled,
+        "enrolled_at": _ts(status.enrolled_at),
+        "backup_codes_enabled": status.backup_codes_enabled,
+        "backup_codes": None if status.backup_codes is None else _code_set(status.backup_codes),
+        "last_set_expired_unseen": status.last_set_expired_unseen,
+        "limits": limits(status.limits),
+    }
+
+
+def _code_set(current: CodeSet) -> dict[str, Any]:
+    return {
+        "set_id": current.set_id,
+        "remaining": current.remaining,
+        "total": current.total,
+        "low": current.low,
+        "generated_at": rfc3339_millis(current.generated_at),
+        "last_used_at": _ts(current.last_used_at),
+    }
+
+
+def limits(standing: Standing) -> dict[str, Any]:
+    """MfaStatus.limits."""
+    return {
+        "totp_throttled_until": _ts(standing.totp_throttled_until),
+        "totp_locked": standing.totp_locked,
+        "backup_codes_locked": standing.backup_codes_locked,
+    }
+
+
+def policy(current: Policy) -> dict[str, Any]:
+    """docs/api.md's Policy JSON."""
+    return {"backup_codes_enabled": current.backup_codes_enabled, "code_count": current.code_count}
+
+
+def verification(result: VerifyResult) -> dict[str, Any]:
+    """docs/api.md's VerifyResult JSON."""
+    return {
+        "accepted": result.accepted,
+        "mistyped": result.mistyped,
+        "remaining": result.remaining,
+        "low": result.low,
+    }
+
+
+def audit_verification(result: Verification) -> dict[str, Any]:
+    """The body of GET /v1/audit/verification (docs/api.md), plus `reason` in words."""
+    return {
+        "ok": result.ok,
+        "events_checked": result.events_checked,
+        "head": result.head,
+        "first_bad_seq": result.first_bad_seq,
+        "reason": result.reason,
+        "checkpoint": result.checkpoint,
+        "unsigned_events": result.unsigned_events,
+    }
+
+
+def enrollment(secret: str, otpauth_uri: str) -> dict[str, Any]:
+    """The answer to POST /v1/me/mfa/enrollment: the secret, shown this once."""
+    return {"secret": secret, "otpauth_uri": otpauth_uri}
+
+
+def enrollment_confirmed(first: Regeneration | None) -> dict[str, Any]:
+    """The answer to a confirmed enrollment, with the first set's regeneration, if any."""
+    return {"enrolled": True, "regeneration": None if first is None else regeneration(first)}
+
+
+def audit_page(rows: Iterable[AuditEvent | Row[Any]], next_cursor: str | None) -> dict[str, Any]:
+    """A page of GET /v1/audit/events: each event as the export writes it."""
+    return {"events": [event_to_dict(r) for r in rows], "next": next_cursor}

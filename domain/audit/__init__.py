@@ -1,0 +1,159 @@
+"""The audit trail: append with the hash chain.
+
+hash = SHA-256(canonical JSON of the event + prev_hash), with a gapless seq per
+organization. The head row's lock serialises appends within one organization;
+organizations never wait for each other. Events go into the caller's
+transaction, so they commit or roll back with the change they record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from domain import throttles
+from domain.audit.chain import GENESIS_HASH as GENESIS_HASH
+from domain.audit.chain import canonical as canonical
+from domain.audit.chain import chain_hash as chain_hash
+from domain.audit.types import EventType, Outcome
+from domain.clock import whole_millis
+from domain.errors import BUDGETED_REFUSALS, DomainError
+from domain.models import AuditEvent, AuditHead, new_id
+from domain.uow import RecordedEvent, UnitOfWork
+
+# Detail names that would mean a secret slipped in: refused outright.
+_FORBIDDEN_DETAIL_WORDS = frozenset(
+    {"code", "codes", "totp", "secret", "token", "password", "otp", "plaintext", "sheet"}
+)
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who caused the change and from where; copied onto every event."""
+
+    principal_id: str | None = None
+    role: str | None = None
+    token_id: str | None = None
+    request_id: str | None = None
+    source_ip: str | None = None
+    user_agent: str | None = None
+    server_request_id: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "principal_id": self.principal_id,
+            "role": self.role,
+            "token_id": self.token_id,
+            "request_id": self.request_id,
+            "source_ip": self.source_ip,
+            "user_agent": self.user_agent,
+            "server_request_id": self.server_request_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Context:
+        data = data or {}
+        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+
+
+SYSTEM = Context(principal_id="system", role="system")
+CLI = Context(principal_id="cli", role="operator")
+
+
+def _check_details(details: dict[str, Any]) -> None:
+    """Refuse a detail whose name says it holds a secret (`code`, `new_totp`...).
+    Names are judged by their last word, so `code_count` or `token_id` pass."""
+    for key, value in details.items():
+        if key.lower().rsplit("_", 1)[-1] in _FORBIDDEN_DETAIL_WORDS:
+            raise ValueError(f"audit details may not carry {key!r}")
+        if isinstance(value, dict):
+            _check_details(value)
+
+
+def ensure_head(session: Session, org_id: str) -> None:
+    """Create an organization's chain head (at organization creation)."""
+    if session.get(AuditHead, org_id) is None:
+        session.add(AuditHead(org_id=org_id, seq=0, hash=GENESIS_HASH, checkpoints=0))
+        session.flush()
+
+
+def append(
+    uow: UnitOfWork,
+    org_id: str,
+    type: str,
+    outcome: str,
+    ctx: Context,
+    *,
+    user_id: str | None = None,
+    details: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> AuditEvent:
+    if type not in set(EventType):
+        raise ValueError(f"unknown audit event type {type!r}")
+    if outcome not in set(Outcome):
+        raise ValueError(f"unknown outcome {outcome!r}")
+    details = dict(details or {})
+    _check_details(details)
+    session = uow.session
+    head = session.execute(
+        select(AuditHead).where(AuditHead.org_id == org_id).with_for_update()
+    ).scalar_one_or_none()
+    if head is None:
+        ensure_head(session, org_id)
+        head = session.execute(
+            select(AuditHead).where(AuditHead.org_id == org_id).with_for_update()
+        ).scalar_one()
+    event = AuditEvent(
+        id=new_id(),
+        org_id=org_id,
+        seq=head.seq + 1,
+        occurred_at=whole_millis(at or datetime.now(UTC)),
+        type=type,
+        outcome=outcome,
+        actor_principal_id=ctx.principal_id,
+        actor_role=ctx.role,
+        actor_token_id=ctx.token_id,
+        user_id=user_id,
+        request_id=ctx.request_id,
+        server_request_id=ctx.server_request_id,
+        source_ip=ctx.source_ip,
+        user_agent=(ctx.user_agent or None) and ctx.user_agent[:512],
+        details=details,
+        prev_hash=head.hash,
+    )
+    event.hash = chain_hash(event, head.hash)
+    session.add(event)
+    head.seq = event.seq
+    head.hash = event.hash
+    session.flush()
+    uow.events.append(RecordedEvent(type, outcome, details))  # counted once committed
+    return event
+
+
+def refusal(
+    uow: UnitOfWork,
+    org_id: str,
+    user_id: str,
+    type: str,
+    error: DomainError,
+    ctx: Context,
+    outcome: str = Outcome.DENIED,
+    details: dict[str, Any] | None = None,
+) -> DomainError:
+    """Record a refused request (its details and the error's slug as `reason`) and
+    commit it, so that the record survives the request's failure:
+    `raise audit.refusal(...)` (use cases call it through domain.guards.refuse;
+    UnitOfWork.commit_refusal).
+
+    A refusal the API answers 401, 403 or 404 (errors.BUDGETED_REFUSALS), of a (token,
+    source) over its minute's refusals, raises 429 instead, before the chain head's
+    lock is taken (domain.throttles)."""
+    if isinstance(error, BUDGETED_REFUSALS):
+        throttles.refusal_gate(uow.session, ctx.token_id, ctx.source_ip)
+    details = {**(details or {}), "reason": error.slug}
+    append(uow, org_id, type, outcome, ctx, user_id=user_id, details=details)
+    return uow.commit_refusal(error)

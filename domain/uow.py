@@ -1,0 +1,165 @@
+"""The unit of work: one transaction, and what it produced for after the commit.
+
+Use cases write through `uow.session` and record in the unit of work what must
+happen once the transaction is durable: the outbox rows to publish (`.outbox`),
+the audit events to count (`.events`), any other after-commit step
+(`call_after_commit`). The user row locks it holds are in it too (`lock_user`).
+On the outermost commit it hands a `Committed` record to the hooks the
+composition root gave it (publishing, metrics), then runs the steps; a rollback
+discards them. A savepoint (`savepoint()`) keeps what it added when released and
+drops it when rolled back, so nothing of a rolled-back savepoint is published,
+counted or believed locked.
+
+A refusal that must stay on record although the request fails (an audited
+refusal, a counted failure) is committed explicitly: `raise uow.commit_refusal(e)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from domain.models import User
+
+E = TypeVar("E", bound=BaseException)
+
+
+@dataclass(frozen=True)
+class QueuedTask:
+    """An outbox row of this transaction: the publisher sends it without reading it back."""
+
+    id: int
+    task: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """An audit event appended in this transaction (for the business metrics)."""
+
+    type: str
+    outcome: str
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What a committed transaction produced, for the after-commit hooks."""
+
+    outbox: tuple[QueuedTask, ...]
+    events: tuple[RecordedEvent, ...]
+
+
+AfterCommit = Callable[[Committed], None]
+
+
+@dataclass
+class _Mark:
+    """Where a savepoint began in each list, and the locks it took."""
+
+    outbox: int
+    events: int
+    steps: int
+    locks: set[str] = field(default_factory=set)
+
+
+class UnitOfWork:
+    def __init__(self, session: Session, hooks: Sequence[AfterCommit] = ()) -> None:
+        self.session = session
+        self._hooks = tuple(hooks)
+        self.outbox: list[QueuedTask] = []
+        self.events: list[RecordedEvent] = []
+        self._steps: list[Callable[[], None]] = []
+        self._locks: set[str] = set()
+        self._savepoints: list[_Mark] = []
+
+    # --- what the transaction holds and produces -------------------------------------
+
+    def lock_user(self, user: User) -> User:
+        """Take the user's row lock (PostgreSQL; SQLite's writer lock already holds)
+        so that spending, regenerating and counting failures never interleave. Once
+        held, the row is fresh for the rest of the transaction: no second read."""
+        if user.id in self._locks:
+            return user
+        locked = self.session.execute(
+            select(User)
+            .where(User.id == user.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).scalar_one()
+        self.note_locked(locked.id)
+        return locked
+
+    def note_locked(self, user_id: str) -> None:
+        """A user row the caller locked in its own read (SELECT ... FOR UPDATE)."""
+        self._locks.add(user_id)
+        if self._savepoints:
+            self._savepoints[-1].locks.add(user_id)
+
+    def call_after_commit(self, step: Callable[[], None]) -> None:
+        """Run `step` once the outermost transaction has committed; never if rolled back."""
+        self._steps.append(step)
+
+    # --- nesting ---------------------------------------------------------------------
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A SAVEPOINT: released with the block, rolled back (and forgotten) if it raises."""
+        mark = _Mark(len(self.outbox), len(self.events), len(self._steps))
+        self._savepoints.append(mark)
+        try:
+            with self.session.begin_nested():
+                yield
+        except BaseException:
+            self._savepoints.pop()
+            del self.outbox[mark.outbox :]
+            del self.events[mark.events :]
+            del self._steps[mark.steps :]
+            # A rolled-back savepoint releases the row locks taken inside it.
+            self._locks -= mark.locks
+            raise
+        self._savepoints.pop()
+        if self._savepoints:
+            self._savepoints[-1].locks |= mark.locks
+
+    # --- ending ----------------------------------------------------------------------
+
+    def commit(self) -> None:
+        """Commit, then hand what was produced (if anything) to the hooks, then run the steps."""
+        if self._savepoints:
+            raise RuntimeError("commit inside a savepoint")
+        self.session.commit()
+        done = Committed(tuple(self.outbox), tuple(self.events))
+        steps = self._steps
+        self._forget()
+        if done.outbox or done.events:
+            for hook in self._hooks:
+                hook(done)
+        for step in steps:
+            step()
+
+    def rollback(self) -> None:
+        self.session.rollback()
+        self._savepoints.clear()
+        self._forget()
+
+    def commit_refusal(self, error: E) -> E:
+        """Commit what was written (the refusal's audit event, a counted failure) and
+        return the error, for the caller to raise: `raise uow.commit_refusal(error)`."""
+        self.commit()
+        return error
+
+    def _forget(self) -> None:
+        self.outbox = []
+        self.events = []
+        self._steps = []
+        self._locks = set()
+
+
+# What a batch job takes from its caller: a new unit of work, one per batch.
+UnitOfWorkFactory = Callable[[], AbstractContextManager[UnitOfWork]]
