@@ -64,6 +64,8 @@ def client_ip(req: falcon.Request, trusted: tuple[IPv4Network | IPv6Network, ...
     for hop in reversed(hops):
         if not is_trusted(hop):
             try:
+                if "%" in hop:  # a zone names an interface, and can be as long as one likes
+                    raise ValueError(hop)
                 return str(ip_address(hop))
             except ValueError:
                 return peer  # garbage from the proxy chain: fall back to what we know

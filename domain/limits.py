@@ -38,7 +38,6 @@ from domain.uow import UnitOfWork
 
 BACKUP_CODES, TOTP = "backup_codes", "totp"
 KIND_BACKUP, KIND_TOTP, KIND_MISTYPED = "backup_code", "totp", "mistyped"
-UNKNOWN_SOURCE = "unknown"
 MAX_USER_AGENT = 512
 _KEEP_ROWS = timedelta(hours=1)  # longer than any sliding window over the rows
 _MISTYPED_AUDIT_EVERY = timedelta(minutes=1)
@@ -93,23 +92,6 @@ def check_user_agent(value: str | None) -> str | None:
             field="user_agent",
         )
     return value
-
-
-def source_key(client_ip: str | None, caller_ip: str | None) -> str:
-    """What a per-source budget is keyed by: the visitor's address, else the caller's;
-    IPv6 by its /64 (one host holds a whole /64), IPv4-mapped IPv6 as IPv4."""
-    raw = client_ip or caller_ip
-    if not raw:
-        return UNKNOWN_SOURCE
-    try:
-        address = ipaddress.ip_address(raw)
-    except ValueError:
-        return raw[:64]
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
 
 
 # --- reading --------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from domain.errors import (
 )
 from domain.models import BackupCode, User
 from domain.ports import Services
+from domain.sources import source_key
 from domain.sql import rowcount
 from domain.uow import UnitOfWork
 
@@ -71,7 +72,7 @@ def verify_backup_code(
     visitor_ip = limits.parse_client_ip(client_ip)
     visitor_agent = limits.check_user_agent(user_agent)
     visitor = {k: v for k, v in (("client_ip", visitor_ip), ("user_agent", visitor_agent)) if v}
-    source = limits.source_key(visitor_ip, ctx.source_ip)
+    source = source_key(visitor_ip, ctx.source_ip)
     rules = services.limits
     user = accounts.find_user(session, org_id, user_external_id)
     if user is None:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from domain.errors import TooManyAttempts
 from domain.models import RequestThrottle
+from domain.sources import source_key
 from domain.sql import rowcount
 
 WINDOW_SECONDS = 60
@@ -48,11 +49,11 @@ def _window(now: float) -> tuple[int, int]:
 
 
 def auth_failure_key(source_ip: str | None) -> str:
-    return f"auth:{source_ip or '-'}"[:MAX_KEY]
+    return f"auth:{source_key(None, source_ip)}"[:MAX_KEY]
 
 
 def refusal_key(token_id: str | None, source_ip: str | None) -> str:
-    return f"refused:{token_id or '-'}:{source_ip or '-'}"[:MAX_KEY]
+    return f"refused:{token_id or '-'}:{source_key(None, source_ip)}"[:MAX_KEY]
 
 
 def hit(session: Session, key: str, limit: int, now: float | None = None) -> Verdict:

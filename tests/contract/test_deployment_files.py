@@ -233,7 +233,10 @@ def test_nginx_runs_the_repository_config_in_front_of_the_api() -> None:
     assert directives["proxy_request_buffering"] == "on"
     assert directives["client_header_timeout"] == "10s"
     assert directives["client_body_timeout"] == "10s"
-    assert "X-Forwarded-For $proxy_add_x_forwarded_for" in conf
+    # The client's own address replaces whatever X-Forwarded-For it sent (the API
+    # believes the header from nginx, so a client must not choose what it says).
+    assert "X-Forwarded-For $remote_addr" in conf
+    assert "$proxy_add_x_forwarded_for" not in conf
     # The access log writes the path ($uri), never the query string ($request, $args).
     log_format = re.search(r"log_format mfa ([^;]+);", conf)
     assert log_format and "$uri" in log_format.group(1)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from domain import accounts, audit, limits
+from domain import accounts, audit, limits, sources
 from domain.audit.types import EventType
 from domain.errors import InvalidRequest, TooManyAttempts, TotpLocked
 from domain.models import AuditEvent
@@ -102,11 +102,11 @@ def test_a_success_resets_the_count(services: Services) -> None:
         (None, "127.0.0.1", "127.0.0.1"),
         ("2001:db8:1:2:3:4:5:6", None, "2001:db8:1:2::/64"),
         ("::ffff:192.0.2.1", None, "192.0.2.1"),
-        (None, None, limits.UNKNOWN_SOURCE),
+        (None, None, sources.UNKNOWN_SOURCE),
     ],
 )
 def test_source_keys(client_ip: str | None, caller: str | None, key: str) -> None:
-    assert limits.source_key(client_ip, caller) == key
+    assert sources.source_key(client_ip, caller) == key
 
 
 @pytest.mark.parametrize(

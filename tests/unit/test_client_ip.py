@@ -42,3 +42,9 @@ def test_a_chain_of_trusted_proxies_is_walked_from_the_right() -> None:
 @pytest.mark.parametrize("garbage", ["not-an-ip", "<script>", "1.2.3.4.5"])
 def test_garbage_in_the_header_falls_back_to_the_peer(garbage: str) -> None:
     assert client_ip(_req("10.0.0.5", garbage), PROXY) == "10.0.0.5"
+
+
+def test_a_scoped_ipv6_address_is_not_taken_as_the_client() -> None:
+    # A zone can make the "address" as long as the client likes: the peer is kept.
+    scoped = "2001:db8::1%" + "A" * 100
+    assert client_ip(_req("10.0.0.5", scoped), PROXY) == "10.0.0.5"
