@@ -78,7 +78,21 @@ def _lines(handle: Any) -> Iterator[dict[str, Any]]:
                 record = json.loads(line)
             except ValueError:
                 record = None
-            if not isinstance(record, dict) or any(f not in record for f in FIELDS):
+            if not _well_formed(record):
                 yield {"line": number, "bad": True}
                 continue
             yield record
+
+
+def _well_formed(record: object) -> bool:
+    """Every field there, the seq a whole number and the rest text: anything else in
+    the file is named as a bad line, never a crash of the verification."""
+    if not isinstance(record, dict) or any(f not in record for f in FIELDS):
+        return False
+    seq = record["seq"]
+    texts = (record[f] for f in FIELDS if f != "seq")
+    return (
+        isinstance(seq, int)
+        and not isinstance(seq, bool)
+        and all(isinstance(t, str) for t in texts)
+    )

@@ -491,6 +491,26 @@ def test_a_checkpoint_differing_from_its_line_in_the_file_is_named(svc: Services
     assert_found(svc, org, 20, "seq 20 differs from the checkpoint file")
 
 
+def test_checkpoint_file_lines_written_out_of_seq_order_still_verify(svc: Services) -> None:
+    """Two signers (the beat and `audit checkpoint`) may append their lines after their
+    commits in either order: each line is held against the row of its seq."""
+    org = build_chain(svc, checkpoints_at=(10, 20, N))
+    path = checkpoint_file(svc, org)
+    first, second, third = path.read_text().splitlines()
+    path.write_text("\n".join([second, first, third]) + "\n")
+    result = verify(svc, org)
+    assert result.ok, result.reason
+
+
+def test_a_checkpoint_file_line_with_a_seq_that_is_no_number_is_named(svc: Services) -> None:
+    org = build_chain(svc, checkpoints_at=(10, 20, N))
+    path = checkpoint_file(svc, org)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    lines[1]["seq"] = "twenty"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert_found(svc, org, 1, "line 2 of the checkpoint file is not a checkpoint")
+
+
 def test_reordered_checkpoints_are_found(svc: Services) -> None:
     org = build_chain(svc, checkpoints_at=(10, 20, N))
 
