@@ -294,7 +294,7 @@ def _answers(host: str, port: int) -> bool:
     try:
         conn.request("GET", "/healthz")
         conn.getresponse().read()
-    except OSError:
+    except (OSError, http.client.HTTPException):  # not up yet, or not speaking HTTP yet
         return False
     finally:
         conn.close()

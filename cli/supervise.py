@@ -124,7 +124,19 @@ class Supervisor:
     def _restart_due(self, now: float) -> None:
         for child in self.children:
             if child.restart_at is not None and now >= child.restart_at:
-                self._start(child)
+                try:
+                    self._start(child)
+                except OSError as error:  # no such program, no memory, no process slot
+                    pause, child.delay = restart_delay(child.delay, 0.0)
+                    child.restart_at = now + pause
+                    log.error(
+                        "%s could not be started (%s): trying again in %.0f s",
+                        child.spec.name,
+                        type(error).__name__,
+                        pause,
+                        extra={"child": child.spec.name, "restart_in": pause},
+                    )
+                    continue
                 child.restarts += 1
                 log.info(
                     "%s restarted",
