@@ -16,6 +16,7 @@ refusal, a counted failure) is committed explicitly: `raise uow.commit_refusal(e
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain.models import User
+
+log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=BaseException)
 
@@ -137,11 +140,14 @@ class UnitOfWork:
         done = Committed(tuple(self.outbox), tuple(self.events))
         steps = self._steps
         self._forget()
+        # Nothing may raise from here on: the change is durable, and a failure now would
+        # tell the caller it was not (a 500, a task retry). The outbox sweep republishes
+        # what a failed publish left; a failed step is logged.
         if done.outbox or done.events:
             for hook in self._hooks:
-                hook(done)
+                _safely(hook, done)
         for step in steps:
-            step()
+            _safely(step)
 
     def rollback(self) -> None:
         self.session.rollback()
@@ -159,6 +165,14 @@ class UnitOfWork:
         self.events = []
         self._steps = []
         self._locks = set()
+
+
+def _safely(call: Callable[..., None], *args: object) -> None:
+    """Run an after-commit hook or step; a failure is logged, never raised."""
+    try:
+        call(*args)
+    except Exception:
+        log.exception("an after-commit step failed (the transaction is committed)")
 
 
 # What a batch job takes from its caller: a new unit of work, one per batch.

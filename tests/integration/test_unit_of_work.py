@@ -188,3 +188,26 @@ def test_user_locks_follow_savepoints(svc: Services) -> None:
             raise RuntimeError("roll back")
         # Released with its savepoint: taken again, by a fresh read.
         assert _reads(svc, lambda: uow.lock_user(alice)) == 1
+
+
+def test_a_failing_hook_neither_undoes_nor_fails_a_committed_transaction(
+    svc: Services, committed: list[Committed], caplog: pytest.LogCaptureFixture
+) -> None:
+    """After the commit nothing may raise: the change is durable, so the caller must
+    not see a failure (a 500, a task retry), and the other hooks and steps still run."""
+
+    def broken(done: Committed) -> None:
+        raise RuntimeError("a publisher that cannot start its thread")
+
+    svc.after_commit.insert(0, broken)
+    steps: list[str] = []
+    try:
+        org_id = _org(svc)
+        with svc.unit_of_work() as uow:
+            _append_refusal(uow, org_id)
+            uow.call_after_commit(lambda: steps.append("ran"))
+    finally:
+        svc.after_commit.remove(broken)
+    assert _refusals(svc, org_id) == 1
+    assert committed and steps == ["ran"]
+    assert any("after-commit" in r.getMessage() for r in caplog.records)
