@@ -1,7 +1,7 @@
 """create_app(settings) -> falcon.App. Nothing happens at import time.
 
 The app publishes the outbox rows of every committed request to the broker
-(workers.publish, installed on the session factory), and maps every error to
+(workers.publish, an after-commit hook of every unit of work), and maps every error to
 problem+json in one place (api.errors).
 """
 

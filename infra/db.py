@@ -79,8 +79,3 @@ def unit_of_work(
         raise
     finally:
         uow.session.close()
-
-
-def is_postgres(session: Session) -> bool:
-    bind = session.get_bind()
-    return bind.dialect.name == "postgresql"

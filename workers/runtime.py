@@ -22,7 +22,7 @@ from workers.tasks import RegisteredTasks, register_tasks
 def make_publisher(
     services: Services, celery_app: Celery | None = None, *, batch_marks: bool = False
 ) -> Publisher:
-    """A Publisher installed on `services.sessions`: from now on every unit of work
+    """A Publisher installed as an after-commit hook (`services.after_commit`): every unit of work
     publishes its outbox rows once it has committed. Its `ping()` is the broker
     check of /readyz. The API batches the marking of sent rows (`batch_marks`)."""
     publisher = Publisher(

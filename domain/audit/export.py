@@ -21,7 +21,7 @@ _EVENTS = AuditEvent.__table__
 def stream_events(
     unit_of_work: UnitOfWorkFactory, org_id: str, filters: Filters, batch: int = 1000
 ) -> Iterator[Row[Any]]:
-    """Like iter_events, but each batch in its own short unit of work, from the
+    """Every matching event, oldest first, each batch in its own short unit of work, from the
     caller's factory (Services.unit_of_work).
 
     For exports that take as long as the reader: no transaction (on SQLite, no

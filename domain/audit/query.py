@@ -11,7 +11,7 @@ import base64
 import binascii
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -228,20 +228,6 @@ def last_seq(session: Session, org_id: str) -> int:
     """The newest seq, to pin an export to the chain as it is now."""
     query = select(func.max(_EVENTS.c.seq)).where(_EVENTS.c.org_id == org_id)
     return int(session.execute(query).scalar_one() or 0)
-
-
-def iter_events(
-    session: Session, org_id: str, filters: Filters, batch: int = 1000
-) -> Iterator[Row[Any]]:
-    """Every matching event, oldest first, read a batch at a time."""
-    after = 0
-    base = where_filters(select(_EVENTS), org_id, filters).order_by(_EVENTS.c.seq).limit(batch)
-    while True:
-        rows = session.execute(base.where(_EVENTS.c.seq > after)).all()
-        yield from rows
-        if len(rows) < batch:
-            return
-        after = rows[-1].seq
 
 
 def event_to_dict(ev: AuditEvent | Row[Any]) -> dict[str, Any]:
