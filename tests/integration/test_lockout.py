@@ -33,6 +33,12 @@ def _check(services: Services, org_id: str, at: datetime) -> None:
         limits.check_totp(uow.session, user, at, services.limits)
 
 
+def _throttled_until(services: Services, org_id: str, at: datetime) -> datetime | None:
+    with services.unit_of_work() as uow:
+        user = accounts.get_user(uow.session, org_id, "alice")
+        return limits.status(uow.session, user, at, services.limits).totp_throttled_until
+
+
 def _types(services: Services, org_id: str) -> list[str]:
     with services.unit_of_work() as uow:
         query = select(AuditEvent.type).where(AuditEvent.org_id == org_id).order_by(AuditEvent.seq)
@@ -56,6 +62,8 @@ def test_failures_spread_beyond_the_window_do_not_throttle(services: Services) -
     for i in range(6):
         _fail(services, org_id, NOW + timedelta(minutes=4 * i))
         _check(services, org_id, NOW + timedelta(minutes=4 * i, seconds=1))
+    assert _throttled_until(services, org_id, NOW + timedelta(minutes=20, seconds=1)) is None
+    assert EventType.LOCKOUT_STARTED not in _types(services, org_id)
 
 
 def test_a_throttle_ends_when_the_window_passes_and_the_end_is_audited(services: Services) -> None:
@@ -93,6 +101,8 @@ def test_a_success_resets_the_count(services: Services) -> None:
         limits.record_success(uow.session, user, limits.TOTP, None, NOW + timedelta(seconds=5))
     _fail(services, org_id, NOW + timedelta(seconds=10))
     _check(services, org_id, NOW + timedelta(seconds=11))
+    assert _throttled_until(services, org_id, NOW + timedelta(seconds=11)) is None
+    assert EventType.LOCKOUT_STARTED not in _types(services, org_id)
 
 
 @pytest.mark.parametrize(
