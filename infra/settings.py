@@ -16,6 +16,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from domain.errors import ConfigurationError
+from domain.limits import Limits
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -78,10 +79,11 @@ class Settings:
     queue_prefix: str = "mfa"
     stale_after_seconds: int = 60
     checkpoint_interval_seconds: int = 300
-    # Attempt limits (domain.limits): per source (and TOTP per user) `threshold` in
-    # `window`; per user across sources; the consecutive cap; mistyped inputs.
-    lockout_threshold: int = 5
-    lockout_window_seconds: int = 900
+    # Attempt limits, their defaults from domain.limits.Limits (one place): per
+    # source (and TOTP per user) `threshold` in `window`; per user across sources;
+    # the consecutive cap; mistyped inputs.
+    lockout_threshold: int = Limits.threshold
+    lockout_window_seconds: int = Limits.window_seconds
     # The purge (domain.purge): how long rows nothing reads any more are kept.
     outbox_retention_seconds: int = 86400
     # At least 2 days: longer than the 24 h in which an Idempotency-Key answers.
@@ -89,11 +91,11 @@ class Settings:
     # Never less than the longest window that reads the failure counters.
     auth_failure_retention_seconds: int = 86400
     purge_interval_seconds: int = 3600
-    lockout_user_threshold: int = 20
-    lockout_user_window_seconds: int = 3600
-    lockout_consecutive_cap: int = 100
-    mistyped_threshold: int = 30
-    mistyped_window_seconds: int = 900
+    lockout_user_threshold: int = Limits.user_threshold
+    lockout_user_window_seconds: int = Limits.user_window_seconds
+    lockout_consecutive_cap: int = Limits.consecutive_cap
+    mistyped_threshold: int = Limits.mistyped_threshold
+    mistyped_window_seconds: int = Limits.mistyped_window_seconds
     # Concurrent argon2 verifications a process runs, and how long one waits for a
     # slot before answering 503 busy.
     verify_slots: int = 4
