@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from tests.integration import pipeline_helpers as h
 from tests.support import records
 from tests.support.builders import USER_CTX as CTX
 from tests.support.polling import await_true
+from tests.support.processes import free_port
 from tests.support.settings import make_settings
 from workers import publish
 from workers.app import TASK_PROCESS, make_celery, regeneration_queue
@@ -97,12 +97,6 @@ def outbox_rows(svc: Services, regeneration_ids: list[str]) -> list[OutboxMessag
         return [r for r in rows if r.args.get("regeneration_id") in regeneration_ids]
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_a_commit_publishes_its_outbox_rows_after_the_commit_and_marks_them(
     svc: Services, app: Celery, publisher: Publisher
 ) -> None:
@@ -161,7 +155,7 @@ def test_a_broker_outage_leaves_the_row_pending_and_flush_pending_sends_it_later
     person, enrollment_id = h.enrolled(svc, at=utcnow(), settle=False)
     assert enrollment_id is not None
     down = make_celery(
-        settings.with_overrides(broker_url=f"amqp://guest:guest@127.0.0.1:{closed_port()}//")
+        settings.with_overrides(broker_url=f"amqp://guest:guest@127.0.0.1:{free_port()}//")
     )
     records.process(svc, enrollment_id, utcnow())  # one pending regeneration a user at a time
     failing = Publisher(down, svc)

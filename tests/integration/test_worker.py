@@ -43,10 +43,10 @@ from infra.migrate import upgrade
 from infra.services import Services
 from infra.settings import Settings
 from tests.integration import pipeline_helpers as h
+from tests.integration.codes_fixtures import sheet_codes
 from tests.support import records
 from tests.support.broker import delete_broker_queues
 from tests.support.builders import Person, new_org
-from tests.support.codes import CODE_RE
 from tests.support.postgres import fresh_postgres_database
 from tests.support.settings import make_settings
 from workers.app import (
@@ -166,12 +166,6 @@ def request(stack: Stack, person: Person) -> str:
     """A regeneration with the next time step's code (the enrollment used this one)."""
     now = utcnow()
     return h.request(stack.api, person, now, code=person.code(now, 1)).regeneration.id
-
-
-def sheet_codes(svc: Services, regeneration_id: str) -> list[str]:
-    stored = h.stored_sheet(svc, regeneration_id)
-    assert stored is not None
-    return CODE_RE.findall(stored[1])
 
 
 def active_codes(svc: Services, person: Person) -> list[BackupCode]:
