@@ -128,7 +128,10 @@ class User(Base):
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
     external_id: Mapped[str] = mapped_column(String(128))
     email: Mapped[str | None] = mapped_column(String(320))
+    recovery_email: Mapped[str | None] = mapped_column(String(320))
+    display_name: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime | None]
 
 
 class TotpEnrollment(Base):
@@ -157,6 +160,8 @@ class BackupCode(Base):
     position: Mapped[int] = mapped_column(Integer)
     locator: Mapped[str] = mapped_column(String(4))
     hash: Mapped[str] = mapped_column(String(255))
+    # How many symbols the code has: 12 (sets made before the check symbol) or 16.
+    symbols: Mapped[int] = mapped_column(Integer, default=12, server_default="12")
     created_at: Mapped[datetime] = mapped_column(default=_now)
     spent_at: Mapped[datetime | None]
     deactivated_at: Mapped[datetime | None]
