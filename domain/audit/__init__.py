@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from domain import throttles
+from domain import notify, throttles
 from domain.audit.chain import GENESIS_HASH as GENESIS_HASH
 from domain.audit.chain import canonical as canonical
 from domain.audit.chain import chain_hash as chain_hash
@@ -131,6 +131,7 @@ def append(
     head.hash = event.hash
     session.flush()
     uow.events.append(RecordedEvent(type, outcome, details))  # counted once committed
+    notify.project(uow, event)  # its mails and webhook deliveries, in this transaction
     return event
 
 

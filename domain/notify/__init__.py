@@ -1,0 +1,20 @@
+"""Projections of the audit stream: which event becomes which mail or webhook delivery.
+
+audit.append calls `project` for every event it appends, in the same transaction,
+so a delivery row exists exactly when its event does (a rollback takes both). The
+rules are pure; the rows they insert are sent by the delivery workers after commit.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from domain.models import AuditEvent
+    from domain.uow import UnitOfWork
+
+
+def project(uow: UnitOfWork, event: AuditEvent) -> None:
+    """Insert the deliveries `event` causes (none yet: mails and webhooks come next).
+    Imports stay inside: the projections use the audit module that calls this."""
+    del uow, event
