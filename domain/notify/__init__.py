@@ -18,3 +18,11 @@ def project(uow: UnitOfWork, event: AuditEvent) -> None:
     """Insert the deliveries `event` causes (none yet: mails and webhooks come next).
     Imports stay inside: the projections use the audit module that calls this."""
     del uow, event
+
+
+def address_changed(uow: UnitOfWork, event: AuditEvent, field: str, old_address: str) -> None:
+    """Tell `old_address` that the user's `field` (email or recovery_email) changed.
+    Called by the use case that changed it, beside its `user.upserted` event: the event
+    names the field, never an address, so the old address comes from the caller. A
+    no-op until mail lands."""
+    del uow, event, field, old_address
