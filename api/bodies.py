@@ -38,10 +38,13 @@ class Verification(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Policy(msgspec.Struct, forbid_unknown_fields=True):
-    """The organization's policy, replaced whole (its range is the domain's rule)."""
+    """The organization's policy (its range is the domain's rule); the mail settings
+    may be left out, keeping their value; support_contact null removes it."""
 
     backup_codes_enabled: bool
     code_count: int
+    notify_users: bool | msgspec.UnsetType = msgspec.UNSET
+    support_contact: str | msgspec.UnsetType | None = msgspec.UNSET
 
 
 def present(value: str | msgspec.UnsetType) -> str | None:

@@ -78,7 +78,12 @@ def limits(standing: Standing) -> dict[str, Any]:
 
 def policy(current: Policy) -> dict[str, Any]:
     """docs/api.md's Policy JSON."""
-    return {"backup_codes_enabled": current.backup_codes_enabled, "code_count": current.code_count}
+    return {
+        "backup_codes_enabled": current.backup_codes_enabled,
+        "code_count": current.code_count,
+        "notify_users": current.notify_users,
+        "support_contact": current.support_contact,
+    }
 
 
 def verification(result: VerifyResult) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from infra.settings import Settings
 log = logging.getLogger(__name__)
 
 QUEUES = ("regeneration", "maintenance")
+# Deliveries (mails) have a worker of their own: `worker -Q deliveries`.
+ALL_QUEUES = (*QUEUES, "deliveries")
 POOLS = ("prefork", "threads", "solo")
 # SQLite has one writer at a time: more threads than this only queue for the lock.
 SQLITE_CONCURRENCY = 2
@@ -75,11 +77,12 @@ def default_concurrency(settings: Settings, pool: str) -> int | None:
 
 
 def queue_names(settings: Settings, wanted: Sequence[str]) -> list[str]:
-    from workers.app import maintenance_queue, regeneration_queue
+    from workers.app import delivery_queue, maintenance_queue, regeneration_queue
 
     full = {
         "regeneration": regeneration_queue(settings),
         "maintenance": maintenance_queue(settings),
+        "deliveries": delivery_queue(settings),
     }
     return [full[name] for name in (wanted or QUEUES)]
 
@@ -104,8 +107,8 @@ def queue_names(settings: Settings, wanted: Sequence[str]) -> list[str]:
     "--queue",
     "queues",
     multiple=True,
-    type=click.Choice(QUEUES),
-    help="Consume only this queue (repeatable) [default: both].",
+    type=click.Choice(ALL_QUEUES),
+    help="Consume only this queue (repeatable) [default: regeneration and maintenance].",
 )
 @click.option("-n", "--hostname", default=None, help="Node name [default: celery@HOST].")
 @handle_errors

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -43,6 +44,10 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
         except OSError as exc:
             raise ConfigurationError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
     return None
+
+
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+DEFAULT_MAIL_FROM = "mfa-backup-codes@localhost"
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,14 @@ class Settings:
     api_metrics_port: int = 0
     # Reverse proxies whose X-Forwarded-For is believed (the audit trail's source IP).
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    # Mails to users (domain.notify): the address links point at, the sender, and the
+    # SMTP server (None: written to a Maildir under var_dir/mail). The URL may hold a
+    # password: out of repr.
+    public_url: str = DEFAULT_PUBLIC_URL
+    mail_from: str = DEFAULT_MAIL_FROM
+    smtp_url: str | None = field(default=None, repr=False)
+    # A CA bundle the SMTP server's certificate is checked against (None: the system's).
+    smtp_ca_file: Path | None = None
 
     @property
     def embedded_broker(self) -> bool:
@@ -117,6 +130,11 @@ class Settings:
     @property
     def broker_folder(self) -> Path:
         return self.var_dir / "broker"
+
+    @property
+    def mail_folder(self) -> Path:
+        """The Maildir mails are written to when no SMTP server is set."""
+        return self.var_dir / "mail"
 
     @property
     def checkpoint_folder(self) -> Path:
@@ -209,6 +227,14 @@ class Settings:
             trusted_proxies=_networks(merged, "MFA_TRUSTED_PROXIES"),
             verify_slots=_int(merged, "MFA_VERIFY_SLOTS", 4, 1, 1024),
             verify_slot_wait_ms=_int(merged, "MFA_VERIFY_SLOT_WAIT_MS", 2000, 0, 60000),
+            public_url=_public_url(merged.get("MFA_PUBLIC_URL") or DEFAULT_PUBLIC_URL),
+            mail_from=_mail_from(merged.get("MFA_MAIL_FROM") or DEFAULT_MAIL_FROM),
+            smtp_url=_smtp_url(_secret(merged, "MFA_SMTP_URL")),
+            smtp_ca_file=(
+                Path(merged["MFA_SMTP_CA_FILE"]).absolute()
+                if merged.get("MFA_SMTP_CA_FILE")
+                else None
+            ),
         )
 
 
@@ -223,6 +249,36 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[IPv4Network | IPv6Netw
                     f"{name}: {part.strip()!r} is not an IP address or network"
                 ) from None
     return tuple(networks)
+
+
+def _public_url(value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise ConfigurationError("MFA_PUBLIC_URL must be an http(s) URL without a query")
+    return value.strip().rstrip("/")
+
+
+def _mail_from(value: str) -> str:
+    text = value.strip()
+    if any(ch in text for ch in "\r\n") or "@" not in text:
+        raise ConfigurationError("MFA_MAIL_FROM must be an address (one line)")
+    return text
+
+
+def _smtp_url(value: str | None) -> str | None:
+    """smtp://[user:pass@]host[:port] or smtps://...; the error never repeats the URL,
+    which may hold a password."""
+    if not value:
+        return None
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ConfigurationError("MFA_SMTP_URL is not a URL") from None
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ConfigurationError("MFA_SMTP_URL must be smtp://host:port or smtps://host:port")
+    del port
+    return value
 
 
 def _new_fernet_key() -> str:

@@ -42,6 +42,9 @@ class EventType(StrEnum):
     AUDIT_EXPORTED = "audit.exported"
     AUDIT_VERIFIED = "audit.verified"
     AUDIT_CHECKPOINT = "audit.checkpoint"
+    USER_REPUDIATED = "user.repudiated"  # the user said "this wasn't me" (domain.notify)
+    NOTIFICATION_SENT = "notification.sent"
+    NOTIFICATION_FAILED = "notification.failed"
 
 
 class Outcome(StrEnum):

@@ -29,7 +29,7 @@ PROBLEM_REF = "#/components/schemas/Problem"
 REQUEST_ID_REF = "#/components/headers/X-Request-Id"
 DOC_URI = "urn:mfa-backup-codes:openapi"
 
-UNAUTHENTICATED = {"/healthz", "/readyz", "/openapi.json"}
+UNAUTHENTICATED = {"/healthz", "/readyz", "/openapi.json", "/v1/repudiations/{ticket}"}
 
 # Every status docs/api.md names, plus 401/403/429 (throttled refusals) for /v1, 400/422 for
 # input, 404 where a resource id is in the path, 413 on POST/PUT.
@@ -54,6 +54,8 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("/v1/users/{user_id}/mfa/unlock", "post"): "204 400 401 403 404 413 422 429 503",
     ("/v1/audit/events", "get"): "200 400 401 403 422 429 503",
     ("/v1/audit/verification", "get"): "200 401 403 429 503",
+    ("/v1/repudiations/{ticket}", "get"): "200 404 410 429 503",
+    ("/v1/repudiations/{ticket}", "post"): "200 204 404 410 413 429 503",
 }
 
 
@@ -271,7 +273,7 @@ def test_every_path_template_parameter_is_declared(doc: dict[str, Any]) -> None:
         keys = [(p["name"].lower(), p["in"]) for p in declared]
         assert len(keys) == len(set(keys)), f"{method} {path} declares a parameter twice"
     names = {n for path in doc["paths"] for n in re.findall(r"{([^}]+)}", path)}
-    assert names == {"regeneration_id", "user_id"}
+    assert names == {"regeneration_id", "user_id", "ticket"}
 
 
 def test_v1_operations_need_a_bearer_token_and_the_others_none(doc: dict[str, Any]) -> None:
@@ -409,8 +411,11 @@ def test_request_bodies_are_strict_json_objects(doc: dict[str, Any]) -> None:
         assert set(body["content"]) == {"application/json"}, f"{method} {path}"
         schema = _resolve(doc, body["content"]["application/json"]["schema"])
         assert schema["type"] == "object" and schema["additionalProperties"] is False
-        # Every field is required but what the sign-in front end saw of its visitor.
+        # Every field is required but what the sign-in front end saw of its visitor,
+        # and the policy's mail settings (left out, they keep their value).
         optional = {"client_ip", "user_agent"} if path.endswith("/verify") else set()
+        if path == "/v1/org/policy":
+            optional = {"notify_users", "support_contact"}
         assert set(schema["required"]) == set(schema["properties"]) - optional
         assert optional <= set(schema["properties"])
     assert bodies == 4
