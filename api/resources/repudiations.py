@@ -105,7 +105,8 @@ class Repudiation:
             repudiation.repudiate(
                 uow, ticket, utcnow(), source, user_agent(req), req.context.request_id
             )
-        if req.client_prefers([falcon.MEDIA_JSON, falcon.MEDIA_HTML]) == falcon.MEDIA_JSON:
+        # A browser (or no Accept at all) gets the page; a client asking for JSON, 204.
+        if req.client_prefers([falcon.MEDIA_HTML, falcon.MEDIA_JSON]) == falcon.MEDIA_JSON:
             resp.status = falcon.HTTP_204
             return
         self._html(resp, _page(texts.DONE_TITLE, texts.DONE_EXPLAIN))
