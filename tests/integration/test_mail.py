@@ -311,3 +311,62 @@ def test_the_address_never_reaches_the_audit_trail_or_the_outbox(svc: Services) 
     assert PRIMARY in rows
     for address in (PRIMARY, RECOVERY):
         assert address not in trail and address not in queued
+
+
+def test_a_changed_address_is_told_at_the_old_one_only(svc: Services) -> None:
+    from domain import audit, notify
+
+    org_id, user_id = person(svc, email="new@example.com")
+    with svc.unit_of_work() as uow:
+        # The users API appends its own event beside the change; any event of the
+        # user stands in for it here.
+        event = audit.append(
+            uow, org_id, EventType.USER_CREATED, "success", audit.CLI, user_id="alice"
+        )
+        notify.address_changed(uow, event, "email", "old@example.com")
+        notify.address_changed(uow, event, "not-a-field", "x@example.com")
+    (row,) = mails_of(svc, user_id)
+    assert (row.kind, row.recipient_kind, row.recipient) == (
+        "address_changed",
+        "email",
+        "old@example.com",
+    )
+    with smtp_server() as server:
+        assert send_all(svc, smtp_of(server), user_id) == [SENT]
+        (received,) = server.inbox.messages
+    assert received.rcpt_tos == ("old@example.com",)
+    text = "\n".join(parts(received.message))
+    assert "email address of your account" in text
+    assert "new@example.com" not in text and RECOVERY not in text
+
+
+def test_a_changed_address_is_not_told_with_notifications_off(svc: Services) -> None:
+    from domain import audit, notify
+
+    org_id, user_id = person(svc, notify=False)
+    with svc.unit_of_work() as uow:
+        event = audit.append(
+            uow, org_id, EventType.USER_CREATED, "success", audit.CLI, user_id="alice"
+        )
+        notify.address_changed(uow, event, "recovery_email", "old@example.com")
+    assert mails_of(svc, user_id) == []
+
+
+def test_sent_and_failed_mails_are_counted(services: Services) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(outcome: str) -> float:
+        return REGISTRY.get_sample_value("mfa_mails_total", {"outcome": outcome}) or 0.0
+
+    before = {o: sample(o) for o in ("sent", "retry", "failed")}
+    org_id, user_id = person(services)
+    append(services, org_id, EventType.CODES_REVOKED, {"count": 1})
+    with smtp_server() as server:
+        server.inbox.refuse = True
+        assert send_all(services, smtp_of(server), user_id) == [RETRY, RETRY]
+        server.inbox.refuse = False
+        later = utcnow() + timedelta(hours=1)
+        assert send_all(services, smtp_of(server), user_id, at(later)) == [SENT, SENT]
+    assert sample("retry") - before["retry"] == 2
+    assert sample("sent") - before["sent"] == 2
+    assert sample("failed") == before["failed"]
