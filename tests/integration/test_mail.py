@@ -370,3 +370,28 @@ def test_sent_and_failed_mails_are_counted(services: Services) -> None:
     assert sample("retry") - before["retry"] == 2
     assert sample("sent") - before["sent"] == 2
     assert sample("failed") == before["failed"]
+
+
+def test_the_purge_removes_finished_mails_and_expired_tickets_only(svc: Services) -> None:
+    from domain import purge
+    from domain.models import RepudiationTicket
+
+    org_id, user_id = person(svc, recovery=None)
+    append(svc, org_id, EventType.CODES_REVOKED, {"count": 1})
+    append(svc, org_id, EventType.MFA_RESET)
+    done, waiting = mails_of(svc, user_id)
+    with smtp_server() as server:
+        assert send_one(svc, smtp_of(server), done.id) == SENT
+    retention = timedelta(seconds=svc.settings.outbox_retention_seconds)
+    soon = utcnow() + retention + timedelta(minutes=1)
+    purge.purge(svc, soon)
+    assert [m.id for m in mails_of(svc, user_id)] == [waiting.id]  # pending stays
+    with svc.unit_of_work() as uow:
+        # The sent mail's ticket is still valid (7 days), so it stays too.
+        assert len(uow.session.execute(select(RepudiationTicket)).all()) >= 1
+    purge.purge(svc, utcnow() + timedelta(days=7) + retention + timedelta(minutes=1))
+    with svc.unit_of_work() as uow:
+        left = uow.session.execute(
+            select(RepudiationTicket).where(RepudiationTicket.user_id == user_id)
+        ).all()
+    assert left == []
