@@ -209,7 +209,12 @@ def prep_verify(s: Shared, org: Org) -> Call:
 def _policy_of(s: Shared, org: Org) -> dict[str, Any]:
     with s.world.services.unit_of_work() as uow:
         o = accounts.get_org(uow.session, org.id)
-        return {"backup_codes_enabled": o.backup_codes_enabled, "code_count": o.code_count}
+        return {
+            "backup_codes_enabled": o.backup_codes_enabled,
+            "code_count": o.code_count,
+            "notify_users": o.notify_users,
+            "support_contact": o.support_contact,
+        }
 
 
 def prep_get_policy(s: Shared, org: Org) -> Call:
@@ -404,8 +409,14 @@ def test_the_matrix_covers_every_v1_route_of_the_app(shared: Shared) -> None:
     router = app._router  # Falcon keeps its routes there
     assert isinstance(router, CompiledRouter)
     served = set()
+    public = set()
     for node in _walk(router._roots):
         if node.resource is None or not node.uri_template.startswith("/v1/"):
+            continue
+        if getattr(node.resource, "public", False):
+            # No token, no role: the ticket in the path is the credential
+            # (tests/integration/test_repudiation.py).
+            public.add(_normalise(node.uri_template))
             continue
         for method in node.method_map:
             # Falcon answers 405 and OPTIONS for what the resource does not define.
@@ -413,6 +424,7 @@ def test_the_matrix_covers_every_v1_route_of_the_app(shared: Shared) -> None:
                 served.add((method, _normalise(node.uri_template)))
     listed = {(ep.method, _normalise(ep.template)) for ep in ENDPOINTS}
     assert served == listed
+    assert public == {"/v1/repudiations/{}"}
 
 
 def _walk(nodes: list[Any]) -> Iterator[Any]:
