@@ -15,6 +15,7 @@ SUITES = [
     ("Code primitives", "bench.bench_codes"),
     ("Sign-in check: one verification vs every hash in turn", "bench.bench_signin"),
     ("Audit trail", "bench.bench_audit"),
+    ("Mail: an event that causes mails vs one that does not", "bench.bench_mail"),
     ("Worker: regeneration vs its irreducible work", "bench.bench_worker"),
     ("Intake: POST regenerations vs a bare Falcon INSERT", "bench.bench_intake"),
     ("Latency: POST to ready vs the worker's own time", "bench.bench_latency"),

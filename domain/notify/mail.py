@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from domain import outbox
-from domain.models import AuditEvent, MailDelivery, MailStatus, Organization, User
+from domain.models import AuditEvent, MailDelivery, MailStatus, Organization, User, new_id
 from domain.notify.mail_rules import (
     MailKind,
     RecipientKind,
@@ -80,6 +80,7 @@ def _insert(
 ) -> None:
     now = event.occurred_at
     row = MailDelivery(
+        id=new_id(),  # known now: no flush before the outbox row names it
         event_id=event.id,
         org_id=event.org_id,
         user_id=user.id,
@@ -92,7 +93,6 @@ def _insert(
         created_at=now,
     )
     uow.session.add(row)
-    uow.session.flush()
     outbox.enqueue(uow, TASK_SEND_MAIL, {"mail_id": row.id})
 
 
