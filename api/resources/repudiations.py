@@ -19,7 +19,7 @@ import falcon
 from api.middleware import MAX_BODY_BYTES, client_ip, user_agent
 from domain import throttles
 from domain.clock import utcnow
-from domain.errors import TooManyAttempts
+from domain.errors import TicketGone, TooManyAttempts
 from domain.notify import mail_texts as texts
 from domain.notify import repudiation
 from domain.sources import source_key
@@ -65,6 +65,10 @@ def _page(title: str, paragraph: str, form_action: str | None = None) -> str:
     )
 
 
+def _prefers_html(req: falcon.Request) -> bool:
+    return req.client_prefers([falcon.MEDIA_HTML, falcon.MEDIA_JSON]) != falcon.MEDIA_JSON
+
+
 class Repudiation:
     # No bearer token: the ticket is the credential (api.app's check accepts `public`).
     public: ClassVar[bool] = True
@@ -90,10 +94,22 @@ class Repudiation:
         for name, value in SECURITY_HEADERS.items():
             resp.set_header(name, value)
 
+    def _gone(self, req: falcon.Request, resp: falcon.Response, error: TicketGone) -> None:
+        """410 as a page for a browser (it asks for HTML by name), else problem+json."""
+        accept = req.get_header("Accept") or ""
+        if "text/html" not in accept or not _prefers_html(req):
+            raise error
+        resp.status = falcon.HTTP_410
+        self._html(resp, _page(texts.GONE_TITLE, texts.GONE_EXPLAIN))
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, ticket: str) -> None:
         self._throttle(req)
-        with self.services.unit_of_work() as uow:
-            repudiation.usable(uow, ticket, utcnow())  # TicketGone: 410
+        try:
+            with self.services.unit_of_work() as uow:
+                repudiation.usable(uow, ticket, utcnow())
+        except TicketGone as gone:
+            self._gone(req, resp, gone)
+            return
         # The form posts back to this very path (relative: no host to get wrong).
         self._html(resp, _page(texts.PAGE_TITLE, texts.PAGE_EXPLAIN, form_action=ticket))
 
@@ -101,12 +117,16 @@ class Repudiation:
         source = self._throttle(req)
         # An empty body or the page's form: whatever it holds means nothing here.
         req.bounded_stream.read(MAX_BODY_BYTES)
-        with self.services.unit_of_work() as uow:
-            repudiation.repudiate(
-                uow, ticket, utcnow(), source, user_agent(req), req.context.request_id
-            )
+        try:
+            with self.services.unit_of_work() as uow:
+                repudiation.repudiate(
+                    uow, ticket, utcnow(), source, user_agent(req), req.context.request_id
+                )
+        except TicketGone as gone:
+            self._gone(req, resp, gone)
+            return
         # A browser (or no Accept at all) gets the page; a client asking for JSON, 204.
-        if req.client_prefers([falcon.MEDIA_HTML, falcon.MEDIA_JSON]) == falcon.MEDIA_JSON:
+        if not _prefers_html(req):
             resp.status = falcon.HTTP_204
             return
         self._html(resp, _page(texts.DONE_TITLE, texts.DONE_EXPLAIN))

@@ -112,3 +112,8 @@ DONE_EXPLAIN = (
     "is locked. Ask your administrator to reset two-step verification, then set it up "
     "again. A mail confirms this."
 )
+GONE_TITLE = "This link no longer works"
+GONE_EXPLAIN = (
+    "The link was used already, or it is older than 7 days. If you still think someone "
+    "else is using your account, contact your administrator."
+)

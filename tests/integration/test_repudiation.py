@@ -173,3 +173,17 @@ def test_the_ticket_never_reaches_a_log(world: ApiWorld, caplog: pytest.LogCaptu
     world.call("POST", f"/v1/repudiations/{ticket}")  # 410
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert ticket not in logged
+
+
+def test_a_browser_is_shown_a_page_for_a_gone_ticket_and_a_client_the_problem(
+    world: ApiWorld,
+) -> None:
+    browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    page = world.call("GET", "/v1/repudiations/used-or-expired", headers=browser)
+    assert page.status_code == 410
+    assert page.headers["content-type"].startswith("text/html")
+    assert "no longer works" in page.text
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    for accept in ("*/*", "application/json", "application/problem+json"):
+        got = world.call("POST", "/v1/repudiations/used", headers={"Accept": accept})
+        assert got.status_code == 410 and got.json["type"] == "/problems/ticket-gone"
