@@ -8,6 +8,7 @@ over TLS. `parts()` decodes every part of a message, for the leak hunt.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import email
 import email.policy
@@ -43,11 +44,13 @@ class Received:
 class Inbox:
     messages: list[Received] = field(default_factory=list)
     refuse: bool = False  # answer 451 to every message (a server in trouble)
+    stall: bool = False  # take the message, then answer nothing until released
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.refuse:
             return "451 4.3.0 try again later"
+        stalled = self.stall
         raw = bytes(envelope.content)
         parsed = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
@@ -61,6 +64,10 @@ class Inbox:
                     session.ssl is not None,
                 )
             )
+        for _ in range(1200):  # at most a minute: every wait in a test is bounded
+            if not (stalled and self.stall):
+                break
+            await asyncio.sleep(0.05)
         return "250 OK"
 
     def to(self, address: str) -> list[Received]:
