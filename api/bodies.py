@@ -133,3 +133,20 @@ def _field_at_fault(message: str, fields: tuple[msgspec.structs.FieldInfo, ...])
             types = [t for t in get_args(f.type) if t is not msgspec.UnsetType] or [f.type]
             return f.encode_name, _JSON_TYPES.get(types[0], "value")
     return "body", "object"
+
+
+class WebhookCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """A new webhook: where to, which types (or prefixes ending in `*`, or `*`)."""
+
+    url: str
+    events: list[str]
+    description: str = ""
+
+
+class WebhookChange(msgspec.Struct, forbid_unknown_fields=True):
+    """What PATCH may change; a field left out stays as it is."""
+
+    url: str | msgspec.UnsetType = msgspec.UNSET
+    events: list[str] | msgspec.UnsetType = msgspec.UNSET
+    description: str | msgspec.UnsetType = msgspec.UNSET
+    enabled: bool | msgspec.UnsetType = msgspec.UNSET

@@ -46,6 +46,7 @@ STATUS_OF_SLUG: dict[str, int] = {
     "sheet-gone": 410,
     "sheet-expired": 410,
     "conflict": 409,
+    "too-many-webhooks": 409,
 }
 
 

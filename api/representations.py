@@ -13,7 +13,7 @@ from domain.audit.query import event_to_dict
 from domain.audit.verify import Verification
 from domain.clock import rfc3339_millis
 from domain.limits import Standing
-from domain.models import AuditEvent, Regeneration
+from domain.models import AuditEvent, Regeneration, Webhook, WebhookDelivery
 from domain.policy import Policy
 from domain.signin import VerifyResult
 
@@ -117,3 +117,30 @@ def enrollment_confirmed(first: Regeneration | None) -> dict[str, Any]:
 def audit_page(rows: Iterable[AuditEvent | Row[Any]], next_cursor: str | None) -> dict[str, Any]:
     """A page of GET /v1/audit/events: each event as the export writes it."""
     return {"events": [event_to_dict(r) for r in rows], "next": next_cursor}
+
+
+def webhook(hook: Webhook) -> dict[str, Any]:
+    """A webhook as the API shows it: never its secret."""
+    return {
+        "id": hook.id,
+        "url": hook.url,
+        "events": list(hook.events),
+        "description": hook.description,
+        "enabled": hook.enabled,
+        "created_at": _ts(hook.created_at),
+        "disabled_reason": hook.disabled_reason,
+    }
+
+
+def webhook_delivery(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "id": str(delivery.id),
+        "event_id": delivery.message_id,
+        "type": delivery.type,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "last_attempt_at": _ts(delivery.last_attempt_at),
+        "next_attempt_at": _ts(delivery.next_attempt_at),
+        "last_status_code": delivery.last_status_code,
+        "last_error": delivery.last_error,
+    }

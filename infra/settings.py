@@ -17,6 +17,8 @@ from dotenv import dotenv_values
 
 from domain.errors import ConfigurationError
 from domain.limits import Limits
+from domain.notify.webhook_addresses import AllowPrivate
+from domain.notify.webhook_delivery import DEFAULT_SCHEDULE
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -109,6 +111,11 @@ class Settings:
     api_metrics_port: int = 0
     # Reverse proxies whose X-Forwarded-For is believed (the audit trail's source IP).
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    # Which non-public addresses webhooks may reach: none, loopback (and http://; the
+    # embedded default) or private (RFC 1918 and ULA too). Never link-local or CGNAT.
+    webhook_allow_private: AllowPrivate = AllowPrivate.NONE
+    # Seconds between a failed delivery attempt and the next; after the last, dead.
+    webhook_retry_schedule: tuple[int, ...] = DEFAULT_SCHEDULE
 
     @property
     def embedded_broker(self) -> bool:
@@ -209,7 +216,37 @@ class Settings:
             trusted_proxies=_networks(merged, "MFA_TRUSTED_PROXIES"),
             verify_slots=_int(merged, "MFA_VERIFY_SLOTS", 4, 1, 1024),
             verify_slot_wait_ms=_int(merged, "MFA_VERIFY_SLOT_WAIT_MS", 2000, 0, 60000),
+            webhook_allow_private=_allow_private(merged, embedded),
+            webhook_retry_schedule=_schedule(merged, "MFA_WEBHOOK_RETRY_SCHEDULE"),
         )
+
+
+def _allow_private(env: Mapping[str, str], embedded: bool) -> AllowPrivate:
+    name = "MFA_WEBHOOK_ALLOW_PRIVATE"
+    default = AllowPrivate.LOOPBACK if embedded else AllowPrivate.NONE
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in ("", "none", "no", "off"):
+        return AllowPrivate.NONE
+    try:
+        return AllowPrivate(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be loopback, private or none, got {raw!r}") from None
+
+
+def _schedule(env: Mapping[str, str], name: str) -> tuple[int, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return DEFAULT_SCHEDULE
+    try:
+        waits = tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigurationError(f"{name} must be seconds separated by commas") from None
+    if not 1 <= len(waits) <= 50 or any(not 0 <= w <= 7 * 86400 for w in waits):
+        raise ConfigurationError(f"{name}: 1 to 50 waits, each 0 to 604800 seconds")
+    return waits
 
 
 def _networks(env: Mapping[str, str], name: str) -> tuple[IPv4Network | IPv6Network, ...]:

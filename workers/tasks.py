@@ -22,6 +22,7 @@ from domain.audit.checkpoints import moved_heads, sign_if_moved
 from infra import logs
 from infra.db import utcnow
 from infra.services import Services
+from infra.webhook_client import WebhookClient
 from workers.app import (
     TASK_CHECKPOINT,
     TASK_EXPIRE_SHEETS,
@@ -29,6 +30,7 @@ from workers.app import (
     TASK_PURGE,
     TASK_REPUBLISH_STALE,
 )
+from workers.deliveries import register_delivery_tasks, republish_due
 from workers.publish import Publisher
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class RegisteredTasks:
     expire_sheets: Task[[], int]
     checkpoint: Task[[], int]
     purge: Task[[], dict[str, int]]
+    deliver_webhook: Task[[int], str]
 
 
 @contextmanager
@@ -69,10 +72,14 @@ def _db_error(exc: SQLAlchemyError) -> str:
 
 
 def register_tasks(
-    celery_app: Celery, services: Services, publisher: Publisher | None = None
+    celery_app: Celery,
+    services: Services,
+    publisher: Publisher | None = None,
+    webhook_client: WebhookClient | None = None,
 ) -> RegisteredTasks:
     publisher = publisher or Publisher(celery_app, services)
     settings = services.settings
+    deliver_webhook = register_delivery_tasks(celery_app, services, publisher, webhook_client)
 
     @celery_app.task(name=TASK_PROCESS, shared=False, bind=True, max_retries=MAX_RETRIES)
     def process(self: Task[Any, Any], regeneration_id: str) -> str:
@@ -137,9 +144,15 @@ def register_tasks(
                     log.warning("republish of stale regenerations stopped: %s", type(exc).__name__)
                     break
                 sent += 1
-            if outbox or sent:
-                log.info("republished %d outbox messages and %d stale regenerations", outbox, sent)
-            return {"outbox": outbox, "stale": sent}
+            deliveries = republish_due(services, publisher)
+            if outbox or sent or deliveries:
+                log.info(
+                    "republished %d outbox messages, %d stale regenerations, %d due deliveries",
+                    outbox,
+                    sent,
+                    deliveries,
+                )
+            return {"outbox": outbox, "stale": sent, "deliveries": deliveries}
 
     @celery_app.task(name=TASK_EXPIRE_SHEETS, shared=False, bind=True)
     def expire_sheets(self: Task[Any, Any]) -> int:
@@ -183,4 +196,6 @@ def register_tasks(
                 )
             return counts
 
-    return RegisteredTasks(process, republish_stale, expire_sheets, checkpoint, purge_old_rows)
+    return RegisteredTasks(
+        process, republish_stale, expire_sheets, checkpoint, purge_old_rows, deliver_webhook
+    )

@@ -89,16 +89,18 @@ def test_tasks_are_registered_under_their_explicit_names(
         services.close()
 
 
-def test_the_two_queues_are_separate_and_carry_the_prefix(
+def test_the_three_queues_are_separate_and_carry_the_prefix(
     app: Celery, amqp_settings: Settings
 ) -> None:
     regeneration, maintenance = regeneration_queue(amqp_settings), maintenance_queue(amqp_settings)
-    assert regeneration != maintenance
-    assert regeneration.startswith(amqp_settings.queue_prefix + ".")
-    assert maintenance.startswith(amqp_settings.queue_prefix + ".")
+    deliveries = celery_config.deliveries_queue(amqp_settings)
+    assert len({regeneration, maintenance, deliveries}) == 3
+    for name in (regeneration, maintenance, deliveries):
+        assert name.startswith(amqp_settings.queue_prefix + ".")
     queues = {q.name: q for q in app.conf.task_queues}
-    assert set(queues) == {regeneration, maintenance}
-    assert queues[regeneration].exchange.name != queues[maintenance].exchange.name
+    assert set(queues) == {regeneration, maintenance, deliveries}
+    exchanges = {queues[name].exchange.name for name in (regeneration, maintenance, deliveries)}
+    assert len(exchanges) == 3
     assert app.conf.task_default_queue == maintenance
     assert app.conf.task_create_missing_queues is False
 
@@ -111,6 +113,7 @@ def test_the_two_queues_are_separate_and_carry_the_prefix(
         (TASK_EXPIRE_SHEETS, "maintenance"),
         (TASK_CHECKPOINT, "maintenance"),
         (TASK_PURGE, "maintenance"),
+        ("webhook.deliver", "deliveries"),
         ("something.else", "maintenance"),
     ],
 )
