@@ -305,7 +305,7 @@ def _answers(host: str, port: int) -> bool:
 def _banner(url: str, settings: Settings) -> str:
     return f"""
 mfa-backup-codes is running at {url}
-  API, a worker, a delivery worker and the scheduler; data under {settings.var_dir}. Ctrl-C stops them all.
+  API, the workers and the scheduler; data under {settings.var_dir}. Ctrl-C stops them all.
 
 Next steps, in another terminal (same directory and environment):
   mfa-codes org create acme
