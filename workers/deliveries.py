@@ -36,31 +36,16 @@ def register_delivery_tasks(
     publisher: Publisher,
     client: WebhookClient | None = None,
 ) -> Task[[int], str]:
-    settings = services.settings
-    sender = client or WebhookClient(settings.webhook_allow_private)
+    sender = client or WebhookClient(services.settings.webhook_allow_private)
 
     @celery_app.task(name=TASK_DELIVER_WEBHOOK, shared=False, bind=True)
     def deliver(self: Task[Any, Any], delivery_id: int) -> str:
         if not isinstance(delivery_id, int) or isinstance(delivery_id, bool):
             log.warning("webhook.deliver: ignored a message without an integer id")
             return "invalid"
-        with services.unit_of_work() as uow:
-            attempt = webhook_delivery.claim(uow, services.box, delivery_id, utcnow())
-        if attempt is None:
+        recorded = deliver_once(services, sender, delivery_id)
+        if recorded is None:
             return "skipped"  # done, dead, paused, not due, or another worker has it
-        answer = sender.send(attempt)
-        with services.unit_of_work() as uow:
-            recorded = webhook_delivery.record(
-                uow, attempt, answer, utcnow(), settings.webhook_retry_schedule
-            )
-        metrics.WEBHOOK_DELIVERIES.labels(recorded.outcome).inc()
-        log.info(
-            "webhook delivery %d attempt %d: %s (%s)",
-            delivery_id,
-            attempt.number,
-            recorded.outcome,
-            answer.status if answer.status is not None else answer.error,
-        )
         wait = recorded.retry_in
         if wait is not None and wait <= COUNTDOWN_UP_TO_SECONDS:
             try:
@@ -70,6 +55,30 @@ def register_delivery_tasks(
         return recorded.outcome
 
     return deliver
+
+
+def deliver_once(
+    services: Services, sender: WebhookClient, delivery_id: int
+) -> webhook_delivery.Recorded | None:
+    """One attempt of one delivery (what the task does); None when nothing was due."""
+    with services.unit_of_work() as uow:
+        attempt = webhook_delivery.claim(uow, services.box, delivery_id, utcnow())
+    if attempt is None:
+        return None
+    answer = sender.send(attempt)
+    with services.unit_of_work() as uow:
+        recorded = webhook_delivery.record(
+            uow, attempt, answer, utcnow(), services.settings.webhook_retry_schedule
+        )
+    metrics.WEBHOOK_DELIVERIES.labels(recorded.outcome).inc()
+    log.info(
+        "webhook delivery %d attempt %d: %s (%s)",
+        delivery_id,
+        attempt.number,
+        recorded.outcome,
+        answer.status if answer.status is not None else answer.error,
+    )
+    return recorded
 
 
 def republish_due(services: Services, publisher: Publisher) -> int:

@@ -86,7 +86,7 @@ def claim(uow: UnitOfWork, box: SecretBox, delivery_id: int, now: datetime) -> A
     ).one_or_none()
     if row is None:
         return None
-    delivery, webhook = row.tuple()
+    delivery, webhook = row[0], row[1]
     due = delivery.next_attempt_at is None or delivery.next_attempt_at <= now
     if delivery.status != DeliveryStatus.PENDING or not due or not webhook.enabled:
         return None
