@@ -45,7 +45,7 @@ REFUSED_EVERYWHERE = [
     "::ffff:169.254.169.254",
     "0.0.0.0",
     "fe80::1",
-]  # noqa: S104
+]
 
 
 @pytest.mark.parametrize("allow", list(AllowPrivate))
