@@ -25,7 +25,16 @@ import pytest
 from sqlalchemy import func, select
 
 from domain import accounts, audit, tokens
-from domain.models import AttemptLimit, AuthFailure, BackupCode, Regeneration, Sheet, TotpEnrollment
+from domain.models import (
+    AttemptLimit,
+    AuthFailure,
+    BackupCode,
+    Regeneration,
+    Sheet,
+    TotpEnrollment,
+    Webhook,
+)
+from domain.notify.webhook_addresses import AllowPrivate
 from tests.support.api_world import ApiWorld, api_world
 from tests.support.builders import unique
 from tests.support.settings import pg_amqp_settings
@@ -52,8 +61,11 @@ class Shared:
     a: Org
     b: Org
     victim_rid: str
+    victim_hook: str = ""  # a webhook of A, and a delivery of it
+    victim_delivery: str = ""
     baseline: tuple[Any, ...] = ()
     fresh: Iterator[int] = field(default_factory=lambda: iter(range(10**6)))
+    scratch_hooks: dict[str, str] = field(default_factory=dict)  # org -> a webhook to use
 
     def new_user(self, org: Org) -> str:
         external = f"u{next(self.fresh)}"
@@ -85,6 +97,18 @@ def victim_state(shared: Shared) -> tuple[Any, ...]:
         failures = uow.session.execute(
             select(func.count()).select_from(AuthFailure).where(AuthFailure.user_id == user.id)
         ).scalar_one()
+        hook = uow.session.get(Webhook, shared.victim_hook)
+        hook_state = (
+            None
+            if hook is None
+            else (
+                hook.url,
+                tuple(hook.events),
+                hook.description,
+                hook.enabled,
+                hook.secret_ciphertext,
+            )
+        )
         standing = uow.session.execute(
             select(
                 AttemptLimit.factor,
@@ -104,6 +128,7 @@ def victim_state(shared: Shared) -> tuple[Any, ...]:
             tuple(regenerations),
             sheets,
             failures,
+            hook_state,
         )
 
 
@@ -119,7 +144,9 @@ def _org_with_tokens(world: ApiWorld, user_principal: str) -> Org:
 def shared(
     tmp_path_factory: pytest.TempPathFactory, pg_database_url: str, amqp_url: str
 ) -> Iterator[Shared]:
-    settings = pg_amqp_settings(tmp_path_factory.mktemp("matrix"), pg_database_url, amqp_url)
+    settings = pg_amqp_settings(
+        tmp_path_factory.mktemp("matrix"), pg_database_url, amqp_url
+    ).with_overrides(webhook_allow_private=AllowPrivate.LOOPBACK)  # deliveries stay on 127.0.0.1
     with api_world(settings) as world:
         a_id = world.org(code_count=A_POLICY["code_count"])
         _, confirmed = world.enroll(a_id, VICTIM)
@@ -128,6 +155,10 @@ def shared(
         a.tokens["user"] = world.token(a_id, VICTIM, "user")
         b = _org_with_tokens(world, "bob")
         s = Shared(world, a, b, rid)
+        s.victim_hook = _new_hook(s, a)
+        ping = world.call("POST", f"{HOOKS}/{s.victim_hook}/ping", a.tokens["admin"])
+        assert ping.status_code == 202, ping.text
+        s.victim_delivery = ping.json["id"]
         assert world.await_status(a.tokens["user"], rid)["status"] == "ready"
         s.baseline = victim_state(s)
         yield s
@@ -261,6 +292,74 @@ def prep_verification(s: Shared, org: Org) -> Call:
     return Call("/v1/audit/verification", org.tokens["auditor"], check=check)
 
 
+HOOKS = "/v1/org/webhooks"
+# A closed port on loopback: the deliveries the matrix causes fail at once, on 127.0.0.1.
+HOOK_BODY = {"url": "http://127.0.0.1:9/hook", "events": ["webhook.ping"], "description": "m"}
+
+
+def _new_hook(s: Shared, org: Org) -> str:
+    got = s.world.call("POST", HOOKS, org.tokens["admin"], HOOK_BODY)
+    assert got.status_code == 201, got.text
+    return str(got.json["id"])
+
+
+def _scratch_hook(s: Shared, org: Org) -> str:
+    if org.id not in s.scratch_hooks:
+        s.scratch_hooks[org.id] = _new_hook(s, org)
+    return s.scratch_hooks[org.id]
+
+
+def prep_create_hook(s: Shared, org: Org) -> Call:
+    def check(body: Any) -> None:
+        assert body["secret"].startswith("whsec_") and body["enabled"] is True
+        got = s.world.call("DELETE", f"{HOOKS}/{body['id']}", org.tokens["admin"])
+        assert got.status_code == 204  # (at most 10 an organization)
+
+    return Call(HOOKS, org.tokens["admin"], HOOK_BODY, check=check)
+
+
+def prep_list_hooks(s: Shared, org: Org) -> Call:
+    mine = _scratch_hook(s, org)
+
+    def check(body: Any) -> None:
+        ids = {h["id"] for h in body["webhooks"]}
+        assert mine in ids and (s.victim_hook in ids) == (org is s.a)
+        assert all("secret" not in h for h in body["webhooks"])
+
+    return Call(HOOKS, org.tokens["admin"], check=check)
+
+
+def prep_get_hook(s: Shared, org: Org) -> Call:
+    return Call(f"{HOOKS}/{_scratch_hook(s, org)}", org.tokens["admin"])
+
+
+def prep_patch_hook(s: Shared, org: Org) -> Call:
+    return Call(f"{HOOKS}/{_scratch_hook(s, org)}", org.tokens["admin"], {"description": "n"})
+
+
+def prep_delete_hook(s: Shared, org: Org) -> Call:
+    return Call(f"{HOOKS}/{_new_hook(s, org)}", org.tokens["admin"])
+
+
+def prep_hook_secret(s: Shared, org: Org) -> Call:
+    return Call(f"{HOOKS}/{_scratch_hook(s, org)}/secret", org.tokens["admin"])
+
+
+def prep_hook_ping(s: Shared, org: Org) -> Call:
+    return Call(f"{HOOKS}/{_scratch_hook(s, org)}/ping", org.tokens["admin"])
+
+
+def prep_hook_deliveries(s: Shared, org: Org) -> Call:
+    return Call(f"{HOOKS}/{_scratch_hook(s, org)}/deliveries", org.tokens["admin"])
+
+
+def prep_hook_retry(s: Shared, org: Org) -> Call:
+    hook = _scratch_hook(s, org)
+    ping = s.world.call("POST", f"{HOOKS}/{hook}/ping", org.tokens["admin"])
+    assert ping.status_code == 202, ping.text
+    return Call(f"{HOOKS}/{hook}/deliveries/{ping.json['id']}/retry", org.tokens["admin"])
+
+
 TEXT = {"Accept": "text/plain"}
 BAD_TOTP = {"totp": "123456"}
 
@@ -325,6 +424,22 @@ ENDPOINTS = [
     ),
     Endpoint("DELETE", "/v1/users/{user}/mfa", "admin", 204, True, prep_reset),
     Endpoint("POST", "/v1/users/{user}/mfa/unlock", "admin", 204, True, prep_unlock),
+    Endpoint("POST", HOOKS, "admin", 201, False, prep_create_hook, HOOK_BODY),
+    Endpoint("GET", HOOKS, "admin", 200, False, prep_list_hooks),
+    Endpoint("GET", HOOKS + "/{hook}", "admin", 200, True, prep_get_hook),
+    Endpoint("PATCH", HOOKS + "/{hook}", "admin", 200, True, prep_patch_hook, {"enabled": False}),
+    Endpoint("DELETE", HOOKS + "/{hook}", "admin", 204, True, prep_delete_hook),
+    Endpoint("POST", HOOKS + "/{hook}/secret", "admin", 201, True, prep_hook_secret),
+    Endpoint("POST", HOOKS + "/{hook}/ping", "admin", 202, True, prep_hook_ping),
+    Endpoint("GET", HOOKS + "/{hook}/deliveries", "admin", 200, True, prep_hook_deliveries),
+    Endpoint(
+        "POST",
+        HOOKS + "/{hook}/deliveries/{delivery}/retry",
+        "admin",
+        202,
+        True,
+        prep_hook_retry,
+    ),
     Endpoint("GET", "/v1/audit/events", "auditor", 200, False, prep_events),
     Endpoint("GET", "/v1/audit/verification", "auditor", 200, False, prep_verification),
 ]
@@ -357,7 +472,9 @@ SOURCES = (f"198.18.{n // 250}.{n % 250 + 1}" for n in itertools.count())
 
 
 def _refused_call(s: Shared, ep: Endpoint, who: str, role: str | None) -> Call:
-    path = ep.template.format(user=VICTIM, rid=s.victim_rid)
+    path = ep.template.format(
+        user=VICTIM, rid=s.victim_rid, hook=s.victim_hook, delivery=s.victim_delivery
+    )
     if who == "none":
         token = None
     elif who == "unknown":

@@ -43,7 +43,7 @@ REFUSED_EVERYWHERE = [
     "169.254.169.254",
     "100.64.0.1",
     "::ffff:169.254.169.254",
-    "0.0.0.0",
+    "0.0.0.0",  # noqa: S104 (an address under test; nothing binds)
     "fe80::1",
 ]
 
