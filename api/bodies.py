@@ -121,7 +121,8 @@ def _read_raw(req: falcon.Request) -> bytes:
 
 
 _JSON_TYPES: dict[object, str] = {str: "string", int: "integer", bool: "boolean"}
-_AT_FIELD = re.compile(r"at `\$\.([^`\[]+)`")
+# `$.events` or, inside a list, `$.events[0]`: the field is the name before the index.
+_AT_FIELD = re.compile(r"at `\$\.([^`\[]+)(?:\[[^`]*\])?`")
 
 
 def _field_at_fault(message: str, fields: tuple[msgspec.structs.FieldInfo, ...]) -> tuple[str, str]:
