@@ -20,6 +20,7 @@ SUITES = [
     ("Latency: POST to ready vs the worker's own time", "bench.bench_latency"),
     ("Worker scaling: 1 vs 2 processes", "bench.bench_scaling"),
     ("Slow clients: /healthz with and without 64 slow sockets", "bench.bench_slow_clients"),
+    ("Webhooks: deliveries vs bare POSTs; intake with 2 webhooks vs none", "bench.bench_webhooks"),
 ]
 
 
