@@ -5,9 +5,9 @@ to a regeneration's intake.
    then delivered one after another in this process by the delivery task's own code
    (workers.deliveries.deliver_once: claim in a transaction, decrypt the secret, sign,
    POST through the SSRF-guarded client, record in a transaction) to a local receiver
-   that answers at once, THREADS at a time as `run`'s delivery worker does. The baseline is a bare loop of the same POSTs (same body,
-   headers and a new connection each, as the client makes) with http.client from one
-   process. Bar: >= 0.5x the baseline's rate.
+   that answers at once, THREADS at a time as `run`'s delivery worker does. The
+   baseline is a bare loop of the same POSTs (same body, headers and a new connection
+   each, as the client makes) with http.client from one process. Bar: >= 0.5x the baseline's rate.
 2. Intake: a regeneration request (domain use case, as POST regenerations runs it, no
    publish) in an organization with 2 webhooks against one with none, taking turns.
    Bar: <= 1.2x.
