@@ -227,8 +227,18 @@ def test_the_worker_pool_is_prefork_on_deployments_and_threads_when_embedded(
     assert proc.queue_names(embedded, ()) == [
         regeneration_queue(embedded),
         maintenance_queue(embedded),
+        celery_config.deliveries_queue(embedded),
     ]
     assert proc.queue_names(embedded, ("maintenance",)) == [maintenance_queue(embedded)]
+
+
+def test_run_starts_a_delivery_worker_beside_the_regeneration_worker() -> None:
+    children = {c.name: c.argv for c in proc.run_children("127.0.0.1", 8000)}
+    assert set(children) == {"worker", "deliveries", "beat", "api"}
+    worker, deliveries = children["worker"], children["deliveries"]
+    assert "deliveries" not in worker and "regeneration" in worker
+    queues = [deliveries[i + 1] for i, word in enumerate(deliveries) if word == "-Q"]
+    assert queues == ["deliveries"]
 
 
 def test_serve_binds_to_the_options_then_mfa_bind_then_the_images_config(
