@@ -14,6 +14,7 @@ from bench.common import markdown_table
 SUITES = [
     ("Code primitives", "bench.bench_codes"),
     ("Sign-in check: one verification vs every hash in turn", "bench.bench_signin"),
+    ("Sign-in under load: verify vs bare argon2id, 1-8 clients", "bench.bench_signin_load"),
     ("Audit trail", "bench.bench_audit"),
     ("Worker: regeneration vs its irreducible work", "bench.bench_worker"),
     ("Intake: POST regenerations vs a bare Falcon INSERT", "bench.bench_intake"),
