@@ -67,7 +67,7 @@ from infra.services import Services
 from tests.support.builders import add_code_set, add_enrollment
 
 CLIENTS = (1, 2, 4, 8)
-REQUESTS = int(os.environ.get("BENCH_SIGNIN_LOAD_REQUESTS", "96"))  # per N and server
+REQUESTS = int(os.environ.get("BENCH_SIGNIN_LOAD_REQUESTS", "160"))  # per N and server
 CHEAP_REQUESTS = int(os.environ.get("BENCH_SIGNIN_LOAD_CHEAP_REQUESTS", "480"))
 WARMUP = 16
 ROUNDS = 2
