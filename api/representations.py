@@ -13,9 +13,11 @@ from domain.audit.query import event_to_dict
 from domain.audit.verify import Verification
 from domain.clock import rfc3339_millis
 from domain.limits import Standing
-from domain.models import AuditEvent, Regeneration
+from domain.models import ApiToken, AuditEvent, Regeneration
 from domain.policy import Policy
 from domain.signin import VerifyResult
+from domain.tokens import TokenInfo
+from domain.totp_signin import TotpCheck
 
 REGENERATIONS_PATH = "/v1/me/backup-codes/regenerations"
 
@@ -89,6 +91,39 @@ def verification(result: VerifyResult) -> dict[str, Any]:
         "remaining": result.remaining,
         "low": result.low,
     }
+
+
+def totp_check(result: TotpCheck) -> dict[str, Any]:
+    """The answer to POST /v1/users/{id}/totp/verify."""
+    return {"accepted": result.accepted, "replayed": result.replayed}
+
+
+def issued_token(row: ApiToken, plaintext: str) -> dict[str, Any]:
+    """The answer to POST /v1/users/{id}/tokens: the token, shown this once."""
+    return {
+        "token": plaintext,
+        "token_id": row.id,
+        "role": row.role,
+        "expires_at": _ts(row.expires_at),
+    }
+
+
+def token_info(info: TokenInfo) -> dict[str, Any]:
+    """A token as GET /v1/org/tokens lists it: never the token, nor its hash."""
+    return {
+        "token_id": info.token_id,
+        "principal_id": info.principal_id,
+        "role": info.role,
+        "kind": info.kind,
+        "created_at": _ts(info.created_at),
+        "expires_at": _ts(info.expires_at),
+        "last_used_at": _ts(info.last_used_at),
+        "revoked_at": _ts(info.revoked_at),
+    }
+
+
+def token_page(infos: Iterable[TokenInfo], next_cursor: str | None) -> dict[str, Any]:
+    return {"tokens": [token_info(i) for i in infos], "next": next_cursor}
 
 
 def audit_verification(result: Verification) -> dict[str, Any]:

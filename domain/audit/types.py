@@ -16,6 +16,7 @@ class EventType(StrEnum):
     REGENERATION_STARTED = "backup_codes.regeneration.started"
     REGENERATION_SUCCEEDED = "backup_codes.regeneration.succeeded"
     REGENERATION_FAILED = "backup_codes.regeneration.failed"
+    TOTP_ACCEPTED = "mfa.totp.accepted"
     TOTP_REJECTED = "mfa.totp.rejected"
     TOTP_REPLAYED = "mfa.totp.replayed"
     CODES_DEACTIVATED = "backup_codes.deactivated"

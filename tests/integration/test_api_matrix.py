@@ -3,8 +3,9 @@ another organization's token, no token and an unknown token, on PostgreSQL with 
 RabbitMQ worker. One expected status a cell, derived from three rules:
 
 - no token or an unknown one: 401 `unauthenticated` with `WWW-Authenticate: Bearer`;
-- a token of the wrong role: 403 `forbidden` (whatever its organization);
-- the right role, but the path names a user or regeneration of another
+- a token of the wrong role: 403 `forbidden` (whatever its organization); sign-out
+  admits every role;
+- the right role, but the path names a user, regeneration or token of another
   organization: 404 `not-found`; otherwise the endpoint's success status.
 
 Refused cells aim at a shared victim in organization A, with a body that would
@@ -25,7 +26,15 @@ import pytest
 from sqlalchemy import func, select
 
 from domain import accounts, audit, tokens
-from domain.models import AttemptLimit, AuthFailure, BackupCode, Regeneration, Sheet, TotpEnrollment
+from domain.models import (
+    ApiToken,
+    AttemptLimit,
+    AuthFailure,
+    BackupCode,
+    Regeneration,
+    Sheet,
+    TotpEnrollment,
+)
 from tests.support.api_world import ApiWorld, api_world
 from tests.support.builders import unique
 from tests.support.settings import pg_amqp_settings
@@ -52,6 +61,7 @@ class Shared:
     a: Org
     b: Org
     victim_rid: str
+    victim_token_id: str = ""
     baseline: tuple[Any, ...] = ()
     fresh: Iterator[int] = field(default_factory=lambda: iter(range(10**6)))
 
@@ -95,7 +105,13 @@ def victim_state(shared: Shared) -> tuple[Any, ...]:
             .where(AttemptLimit.user_id == user.id)
             .order_by(AttemptLimit.factor)
         ).all()
+        victim_tokens = uow.session.execute(
+            select(ApiToken.id, ApiToken.revoked_at)
+            .where(ApiToken.org_id == shared.a.id, ApiToken.principal_id == VICTIM)
+            .order_by(ApiToken.id)
+        ).all()
         return (
+            tuple(victim_tokens),
             org.backup_codes_enabled,
             org.code_count,
             tuple(standing),
@@ -128,6 +144,10 @@ def shared(
         a.tokens["user"] = world.token(a_id, VICTIM, "user")
         b = _org_with_tokens(world, "bob")
         s = Shared(world, a, b, rid)
+        with world.services.unit_of_work() as uow:
+            victim_token = tokens.authenticate(uow.session, a.tokens["user"])
+            assert victim_token is not None
+            s.victim_token_id = victim_token.id
         assert world.await_status(a.tokens["user"], rid)["status"] == "ready"
         s.baseline = victim_state(s)
         yield s
@@ -261,6 +281,47 @@ def prep_verification(s: Shared, org: Org) -> Call:
     return Call("/v1/audit/verification", org.tokens["auditor"], check=check)
 
 
+def prep_totp_verify(s: Shared, org: Org) -> Call:
+    user, _, _ = _enrolled(s, org)
+
+    def check(body: Any) -> None:
+        assert body == {"accepted": True, "replayed": False}
+
+    totp = {"totp": s.world.totp(org.id, user, offset_steps=1)}
+    return Call(f"/v1/users/{user}/totp/verify", org.tokens["service"], totp, check=check)
+
+
+def prep_user_token(s: Shared, org: Org, role: str) -> Call:
+    user = s.new_user(org)
+
+    def check(body: Any) -> None:
+        assert body["role"] == "user"
+        assert s.world.call("GET", "/v1/me/mfa", body["token"]).status_code == 200
+
+    return Call(f"/v1/users/{user}/tokens", org.tokens[role], {"ttl_seconds": 600}, check=check)
+
+
+def prep_list_tokens(s: Shared, org: Org) -> Call:
+    def check(body: Any) -> None:
+        ids = {t["token_id"] for t in body["tokens"]}
+        assert (s.victim_token_id in ids) == (org is s.a)  # B's admin never sees A's tokens
+        assert not any("token" in t for t in body["tokens"])
+
+    return Call("/v1/org/tokens?limit=1000", org.tokens["admin"], check=check)
+
+
+def prep_revoke_token(s: Shared, org: Org) -> Call:
+    with s.world.services.unit_of_work() as uow:
+        row, _ = tokens.issue(uow, org.id, s.new_user(org), "user", audit.CLI)
+    return Call(f"/v1/org/tokens/{row.id}", org.tokens["admin"])
+
+
+def prep_sign_out(s: Shared, org: Org, role: str) -> Call:
+    # A token of its own: signing out the organization's shared one would end the matrix.
+    principal = s.new_user(org) if role == "user" else f"{role}-leaving"
+    return Call("/v1/me/token", s.world.token(org.id, principal, role))
+
+
 TEXT = {"Accept": "text/plain"}
 BAD_TOTP = {"totp": "123456"}
 
@@ -274,9 +335,15 @@ class Endpoint:
     # Names a user or a regeneration: another organization's token gets 404. The
     # others only ever address the caller's own organization.
     addressed: bool
-    prepare: Callable[[Shared, Org], Call]
+    prepare: Callable[[Shared, Org], Call] | None
     harmful: Any = None  # what refused cells send: it would change the victim
     headers: dict[str, str] = field(default_factory=dict)
+    also: tuple[str, ...] = ()  # further roles admitted ("any": every role)
+    # Instead of `prepare`, for an endpoint that more than one role may call.
+    prepare_as: Callable[[Shared, Org, str], Call] | None = None
+
+    def admits(self, role: str) -> bool:
+        return role == self.role or role in self.also or "any" in self.also
 
     def __str__(self) -> str:
         return f"{self.method} {self.template}"
@@ -325,6 +392,31 @@ ENDPOINTS = [
     ),
     Endpoint("DELETE", "/v1/users/{user}/mfa", "admin", 204, True, prep_reset),
     Endpoint("POST", "/v1/users/{user}/mfa/unlock", "admin", 204, True, prep_unlock),
+    Endpoint(
+        "POST",
+        "/v1/users/{user}/totp/verify",
+        "service",
+        200,
+        True,
+        prep_totp_verify,
+        BAD_TOTP,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/users/{user}/tokens",
+        "service",
+        201,
+        True,
+        None,
+        {"ttl_seconds": 3600},
+        also=("admin",),
+        prepare_as=prep_user_token,
+    ),
+    Endpoint("GET", "/v1/org/tokens", "admin", 200, False, prep_list_tokens),
+    Endpoint("DELETE", "/v1/org/tokens/{token}", "admin", 204, True, prep_revoke_token),
+    Endpoint(
+        "DELETE", "/v1/me/token", "user", 204, False, None, also=("any",), prepare_as=prep_sign_out
+    ),
     Endpoint("GET", "/v1/audit/events", "auditor", 200, False, prep_events),
     Endpoint("GET", "/v1/audit/verification", "auditor", 200, False, prep_verification),
 ]
@@ -338,7 +430,7 @@ CALLERS = [("none", None), ("unknown", None)] + [
 def expected(ep: Endpoint, who: str, role: str | None) -> int:
     if role is None:
         return 401
-    if role != ep.role:
+    if not ep.admits(role):
         return 403
     if who == "foreign" and ep.addressed:
         return 404
@@ -357,7 +449,7 @@ SOURCES = (f"198.18.{n // 250}.{n % 250 + 1}" for n in itertools.count())
 
 
 def _refused_call(s: Shared, ep: Endpoint, who: str, role: str | None) -> Call:
-    path = ep.template.format(user=VICTIM, rid=s.victim_rid)
+    path = ep.template.format(user=VICTIM, rid=s.victim_rid, token=s.victim_token_id)
     if who == "none":
         token = None
     elif who == "unknown":
@@ -387,7 +479,13 @@ def test_matrix(shared: Shared, ep: Endpoint, who: str, role: str | None, status
         if status == 401:
             assert got.headers["www-authenticate"] == "Bearer"
     else:
-        call = ep.prepare(s, s.a if who == "own" else s.b)
+        org = s.a if who == "own" else s.b
+        if ep.prepare_as is not None:
+            assert role is not None
+            call = ep.prepare_as(s, org, role)
+        else:
+            assert ep.prepare is not None
+            call = ep.prepare(s, org)
         got = s.world.call(ep.method, call.path, call.token, call.json, call.headers)
         assert got.status_code == status, got.text
         if call.check is not None:
