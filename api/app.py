@@ -16,7 +16,7 @@ from falcon.inspect import inspect_routes
 
 from api import errors, metrics
 from api.middleware import RequestContext
-from api.resources import admin, audit, health, me, openapi, regenerations, signin
+from api.resources import admin, audit, health, me, openapi, regenerations, signin, users
 from infra.services import Services
 from infra.settings import Settings
 
@@ -48,6 +48,7 @@ def create_app(
     signin.register(app, services)
     admin.register(app, services)
     audit.register(app, services)
+    users.register(app, services)
     _require_roles_on_v1(app)
     return app
 
