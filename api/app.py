@@ -16,7 +16,7 @@ from falcon.inspect import inspect_routes
 
 from api import errors, metrics
 from api.middleware import RequestContext
-from api.resources import admin, audit, health, me, openapi, regenerations, signin, tokens
+from api.resources import admin, audit, health, me, openapi, regenerations, signin, tokens, users
 from infra.services import Services
 from infra.settings import Settings
 
@@ -49,6 +49,7 @@ def create_app(
     admin.register(app, services)
     tokens.register(app, services)
     audit.register(app, services)
+    users.register(app, services)
     _require_roles_on_v1(app)
     return app
 

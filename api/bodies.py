@@ -58,6 +58,22 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True):
     code_count: int
 
 
+class UserProfile(msgspec.Struct, forbid_unknown_fields=True):
+    """PUT /v1/users/{user_id}: a field left out is kept (UNSET), null clears it."""
+
+    email: str | msgspec.UnsetType | None = msgspec.UNSET
+    recovery_email: str | msgspec.UnsetType | None = msgspec.UNSET
+    display_name: str | msgspec.UnsetType | None = msgspec.UNSET
+
+    def given(self) -> dict[str, str | None]:
+        """The fields the body named, with their values (None: cleared)."""
+        return {
+            f.name: value
+            for f in msgspec.structs.fields(self)
+            if not isinstance(value := getattr(self, f.name), msgspec.UnsetType)
+        }
+
+
 P = TypeVar("P", str, int)
 
 

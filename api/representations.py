@@ -13,7 +13,7 @@ from domain.audit.query import event_to_dict
 from domain.audit.verify import Verification
 from domain.clock import rfc3339_millis
 from domain.limits import Standing
-from domain.models import ApiToken, AuditEvent, Regeneration
+from domain.models import ApiToken, AuditEvent, Regeneration, User
 from domain.policy import Policy
 from domain.signin import VerifyResult
 from domain.tokens import TokenInfo
@@ -55,6 +55,30 @@ def mfa_status(status: MfaStatus) -> dict[str, Any]:
         "backup_codes": None if status.backup_codes is None else _code_set(status.backup_codes),
         "last_set_expired_unseen": status.last_set_expired_unseen,
         "limits": limits(status.limits),
+    }
+
+
+def user(row: User, status: MfaStatus) -> dict[str, Any]:
+    """docs/api.md's User JSON: the profile and its MfaStatus, nothing secret."""
+    return {
+        "user_id": row.external_id,
+        "email": row.email,
+        "recovery_email": row.recovery_email,
+        "display_name": row.display_name,
+        "created_at": rfc3339_millis(row.created_at),
+        "mfa": mfa_status(status),
+    }
+
+
+def own_event(event: AuditEvent) -> dict[str, Any]:
+    """One event of GET /v1/me/events: what happened, when and from where."""
+    return {
+        "type": event.type,
+        "occurred_at": rfc3339_millis(event.occurred_at),
+        "outcome": event.outcome,
+        "source_ip": event.source_ip,
+        "user_agent": event.user_agent,
+        "details": event.details,
     }
 
 

@@ -92,9 +92,10 @@ def test_resources_admit_the_roles_the_document_names(
                 continue
             named = operation.get("x-roles", [operation["x-role"]])
             expected = () if named == ["any"] else tuple(named)
-            if resource.roles == () and path.startswith("/v1/audit/"):
+            admitted = getattr(resource, "method_roles", {}).get(method.upper(), resource.roles)
+            if admitted == () and path.startswith("/v1/audit/"):
                 continue  # any token reaches the audit resources, which refuse on record
-            assert tuple(resource.roles) == expected, f"{method.upper()} {path}"
+            assert set(admitted) == set(expected), f"{method.upper()} {path}"
             checked += 1
     assert checked >= 15
 

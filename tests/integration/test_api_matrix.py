@@ -3,8 +3,9 @@ another organization's token, no token and an unknown token, on PostgreSQL with 
 RabbitMQ worker. One expected status a cell, derived from three rules:
 
 - no token or an unknown one: 401 `unauthenticated` with `WWW-Authenticate: Bearer`;
-- a token of the wrong role: 403 `forbidden` (whatever its organization); sign-out
-  admits every role;
+- a token of the wrong role: 403 `forbidden` (whatever its organization); an
+  endpoint may admit a second role (`also`: GET and PUT /v1/users/{id} are the
+  service's and the admin's); sign-out admits every role;
 - the right role, but the path names a user, regeneration or token of another
   organization: 404 `not-found`; otherwise the endpoint's success status.
 
@@ -16,6 +17,7 @@ token of an endpoint that only ever addresses the caller's own organization).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import secrets
 from collections.abc import Callable, Iterator
@@ -111,6 +113,7 @@ def victim_state(shared: Shared) -> tuple[Any, ...]:
             .order_by(ApiToken.id)
         ).all()
         return (
+            (user.email, user.recovery_email, user.display_name, user.updated_at),
             tuple(victim_tokens),
             org.backup_codes_enabled,
             org.code_count,
@@ -322,8 +325,51 @@ def prep_sign_out(s: Shared, org: Org, role: str) -> Call:
     return Call("/v1/me/token", s.world.token(org.id, principal, role))
 
 
+def prep_put_user(s: Shared, org: Org) -> Call:
+    fresh = f"p{next(s.fresh)}"
+
+    def check(body: Any) -> None:
+        assert (body["user_id"], body["display_name"]) == (fresh, "New")
+        with s.world.services.unit_of_work() as uow:
+            assert accounts.find_user(uow.session, org.id, fresh) is not None
+
+    path = f"/v1/users/{fresh}"
+    return Call(path, org.tokens["service"], {"display_name": "New"}, check=check)
+
+
+def prep_get_user(s: Shared, org: Org) -> Call:
+    user = s.new_user(org)
+
+    def check(body: Any) -> None:
+        assert body["user_id"] == user and "mfa" in body
+
+    return Call(f"/v1/users/{user}", org.tokens["service"], check=check)
+
+
+def prep_delete_user(s: Shared, org: Org) -> Call:
+    return Call(f"/v1/users/{s.new_user(org)}", org.tokens["admin"])
+
+
+def prep_list_users(s: Shared, org: Org) -> Call:
+    def check(body: Any) -> None:
+        listed = {u["user_id"] for u in body["users"]}
+        assert (VICTIM in listed) == (org is s.a)  # B's admin never sees A's users
+
+    return Call("/v1/users?limit=1000", org.tokens["admin"], check=check)
+
+
+def prep_own_events(s: Shared, org: Org) -> Call:
+    def check(body: Any) -> None:
+        # A fresh user's own: created by the CLI, then its token issued; nobody else's.
+        assert {e["type"] for e in body["events"]} == {"user.created", "token.issued"}
+
+    call = _me(s, org, "/v1/me/events")
+    return dataclasses.replace(call, check=check)
+
+
 TEXT = {"Accept": "text/plain"}
 BAD_TOTP = {"totp": "123456"}
+HOSTILE_PROFILE = {"email": "attacker@example.org", "display_name": "pwned"}
 
 
 @dataclass(frozen=True)
@@ -419,6 +465,21 @@ ENDPOINTS = [
     ),
     Endpoint("GET", "/v1/audit/events", "auditor", 200, False, prep_events),
     Endpoint("GET", "/v1/audit/verification", "auditor", 200, False, prep_verification),
+    # A PUT never answers 404: another organization's token provisions a user of its own.
+    Endpoint(
+        "PUT",
+        "/v1/users/{user}",
+        "service",
+        201,
+        False,
+        prep_put_user,
+        HOSTILE_PROFILE,
+        also=("admin",),
+    ),
+    Endpoint("GET", "/v1/users/{user}", "service", 200, True, prep_get_user, also=("admin",)),
+    Endpoint("DELETE", "/v1/users/{user}", "admin", 204, True, prep_delete_user),
+    Endpoint("GET", "/v1/users", "admin", 200, False, prep_list_users),
+    Endpoint("GET", "/v1/me/events", "user", 200, False, prep_own_events),
 ]
 
 # (who, role): "none" and "unknown" carry no role; "own" is organization A, "foreign" B.
@@ -486,6 +547,8 @@ def test_matrix(shared: Shared, ep: Endpoint, who: str, role: str | None, status
         else:
             assert ep.prepare is not None
             call = ep.prepare(s, org)
+            if role in ep.also and role in org.tokens:
+                call = dataclasses.replace(call, token=org.tokens[role])
         got = s.world.call(ep.method, call.path, call.token, call.json, call.headers)
         assert got.status_code == status, got.text
         if call.check is not None:
