@@ -27,6 +27,7 @@ from infra.services import Services
 from infra.settings import Settings
 from tests.integration.codes_fixtures import row_of
 from tests.support.builders import Holder, holder
+from tests.support.codes import WRONG_CODE
 from tests.support.processes import settings_env
 from tests.support.records import events
 from tests.support.settings import pg_amqp_settings
@@ -35,7 +36,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
 START_TIMEOUT = 30.0
 _LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
-WRONG = "ZZZZ-ZZZZ-ZZZZ"
+WRONG = WRONG_CODE  # well formed, held by nobody
 
 
 @dataclass
