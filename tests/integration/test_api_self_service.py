@@ -711,6 +711,7 @@ def test_status_names_when_the_set_was_generated_and_last_used(world: ApiWorld) 
     token, codes = enrolled_with_codes(world, org)
     backup = status(world, token)["backup_codes"]
     assert TIMESTAMP.match(backup["generated_at"]) and backup["last_used_at"] is None
+    assert backup["format"] == 16  # a set made now: nothing to invite the user to
     assert verify(world, org, "alice", codes[0])["accepted"] is True
     used = status(world, token)["backup_codes"]["last_used_at"]
     assert TIMESTAMP.match(used) and used >= backup["generated_at"]
