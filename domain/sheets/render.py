@@ -45,6 +45,8 @@ NOTE_ACCENT: Style = (SANS_BOLD, 9, ACCENT)
 FINE: Style = (SANS, 8, MUTED)
 NUMBER: Style = (SANS, 11, MUTED)
 CODE: Style = ("Courier-Bold", 17, INK)
+# Two columns of 16-symbol codes fit an A4 page's cut-out at 14 pt, not at 17.
+CODE_TWO_COLUMNS: Style = ("Courier-Bold", 14, INK)
 
 # Lines broken by hand to fit the narrower page (A4) at 10 pt.
 GUIDANCE = (
@@ -62,7 +64,7 @@ class SheetContent:
     account: str  # the user's id or email
     set_id: str  # short non-secret label of the code set, e.g. "K7Q2-9M"
     generated_at: datetime  # aware, UTC
-    # Formatted codes such as "AB12-CDEF-GH34"; out of repr, so no log or traceback shows them.
+    # Formatted codes such as "AB12-CDEF-GH34-JK5M"; out of repr, so no log or traceback shows them.
     codes: tuple[str, ...] = field(repr=False)
 
     def __post_init__(self) -> None:
@@ -189,7 +191,8 @@ def _code_block(
     _text(c, inner_right, y, when, NOTE, right=True)
     y -= header
 
-    code_width = max(_width(code, CODE) for code in codes)
+    code_style = CODE if columns == 1 else CODE_TWO_COLUMNS
+    code_width = max(_width(code, code_style) for code in codes)
     number_width = _width("20.", NUMBER) + 10
     cell = number_width + code_width
     span = inner_right - inner_left
@@ -202,7 +205,7 @@ def _code_block(
         column, row = divmod(index, rows)
         x, row_y = starts[column], y - row * row_height
         _text(c, x + number_width - 10, row_y + 1, f"{index + 1}.", NUMBER, right=True)
-        _text(c, x + number_width, row_y, code, CODE)
+        _text(c, x + number_width, row_y, code, code_style)
     return bottom
 
 

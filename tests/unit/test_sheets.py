@@ -21,8 +21,8 @@ def make_codes(count: int, seed: int = 0) -> tuple[str, ...]:
     codes = []
     for i in range(count):
         n = (i + 1) * 7919 + seed * 104729
-        symbols = "".join(ALPHABET[(n * (k + 3) + k * k) % 32] for k in range(12))
-        codes.append(f"{symbols[:4]}-{symbols[4:8]}-{symbols[8:]}")
+        symbols = "".join(ALPHABET[(n * (k + 3) + k * k) % 32] for k in range(16))
+        codes.append(f"{symbols[:4]}-{symbols[4:8]}-{symbols[8:12]}-{symbols[12:]}")
     assert len(set(codes)) == count
     return tuple(codes)
 
@@ -66,7 +66,7 @@ def test_the_pdf_says_codes_work_once_and_replace_earlier_ones() -> None:
 def test_codes_are_numbered_in_order() -> None:
     content = make_content(20)
     text = page_text(render_pdf(content))
-    pairs = re.findall(r"(\d+)\.\s*([0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4})", text)
+    pairs = re.findall(r"(\d+)\.\s*([0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4})", text)
     assert {int(n): code for n, code in pairs} == {
         i + 1: code for i, code in enumerate(content.codes)
     }
@@ -184,7 +184,7 @@ def test_the_content_repr_never_shows_a_code() -> None:
         account="alice",
         set_id="K7Q2-9M",
         generated_at=datetime(2026, 11, 29, tzinfo=UTC),
-        codes=("AB12-CDEF-GH34", "XY98-ZZZZ-QQQQ"),
+        codes=("AB12-CDEF-GH34-JK5M", "XY98-ZZZZ-QQQQ-RRRR"),
     )
     shown = repr(content)
     assert "AB12" not in shown and "XY98" not in shown and "acme" in shown
