@@ -28,6 +28,11 @@ def well_formed(body: str) -> str:
 WRONG_CODE = well_formed("Z" * 15)
 
 
+def wrong_code(n: int) -> str:
+    """The n-th of a series of distinct wrong codes (locator ZZ, well formed)."""
+    return well_formed(f"ZZZZZZZZ{n:07d}")
+
+
 def wrong_secret(shown: str) -> str:
     """A well-formed code with the locator of `shown` and another secret: its row
     is found and the hash says no."""
