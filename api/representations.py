@@ -90,6 +90,7 @@ def _code_set(current: CodeSet) -> dict[str, Any]:
         "low": current.low,
         "generated_at": rfc3339_millis(current.generated_at),
         "last_used_at": _ts(current.last_used_at),
+        "format": current.format,
     }
 
 

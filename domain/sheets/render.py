@@ -75,7 +75,7 @@ class SheetContent:
     account: str  # the user's id or email
     set_id: str  # short non-secret label of the code set, e.g. "K7Q2-9M"
     generated_at: datetime  # aware, UTC
-    # Formatted codes such as "AB12-CDEF-GH34"; out of repr, so no log or traceback shows them.
+    # Formatted codes such as "AB12-CDEF-GH34-JK5M"; out of repr, so no log or traceback shows them.
     codes: tuple[str, ...] = field(repr=False)
 
     def __post_init__(self) -> None:

@@ -415,10 +415,10 @@ def test_the_hunt_finds_what_is_there() -> None:
     """The search itself: every kind of secret is found where it is, in any case and
     form, and six-digit runs inside timestamps or longer numbers are not mistaken."""
     s = Secrets(totps={"123456"}, totp_secrets={"JBSWY3DPEHPK3PXP"}, tokens={"mfa_abc"})
-    s.add_code("AB12-CD34-EF56")
-    assert s.found_in("x", "code ab12cd34ef56 seen")
-    assert s.found_in("x", "part 12cd34ef56")
-    assert s.found_in("x", "typed 'ab12 cd34 ef56'")
+    s.add_code("AB12-CD34-EF56-GH7K")
+    assert s.found_in("x", "code ab12cd34ef56gh7k seen")
+    assert s.found_in("x", "part 12cd34ef56gh7k")
+    assert s.found_in("x", "typed 'ab12 cd34 ef56 gh7k'")
     assert s.found_in("x", "secret jbswy3dpehpk3pxp")
     assert s.found_in("x", "Authorization: Bearer mfa_abc")
     assert s.found_in("x", '{"totp": "123456"}')

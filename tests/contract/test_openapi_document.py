@@ -523,6 +523,7 @@ VALID = [
                 "low": True,
                 "generated_at": "2026-11-28T09:14:03.120Z",
                 "last_used_at": None,
+                "format": 16,
             },
             "last_set_expired_unseen": False,
             "limits": {

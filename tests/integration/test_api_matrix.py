@@ -39,6 +39,7 @@ from domain.models import (
 )
 from tests.support.api_world import ApiWorld, api_world
 from tests.support.builders import unique
+from tests.support.codes import WRONG_CODE
 from tests.support.settings import pg_amqp_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -226,7 +227,7 @@ def prep_verify(s: Shared, org: Org) -> Call:
         assert body["accepted"] is False
 
     path = f"/v1/users/{user}/backup-codes/verify"
-    return Call(path, org.tokens["service"], {"code": "0000-0000-0000"}, check=check)
+    return Call(path, org.tokens["service"], {"code": WRONG_CODE}, check=check)
 
 
 def _policy_of(s: Shared, org: Org) -> dict[str, Any]:
@@ -421,7 +422,7 @@ ENDPOINTS = [
         200,
         True,
         prep_verify,
-        {"code": "0000-0000-0000"},
+        {"code": WRONG_CODE},
     ),
     Endpoint("GET", "/v1/org/policy", "admin", 200, False, prep_get_policy),
     Endpoint(

@@ -36,7 +36,7 @@ from domain.models import AttemptLimit, Regeneration
 from infra.db import utcnow
 from tests.support import codes
 from tests.support.api_world import ApiWorld, api_world
-from tests.support.codes import CODE_RE
+from tests.support.codes import CODE_RE, WRONG_CODE, wrong_code
 from tests.support.settings import backend_settings
 from workers.app import TASK_EXPIRE_SHEETS
 
@@ -211,7 +211,7 @@ class Harness:
         got = None
         for i in range(n):
             ip = f"192.0.2.{i % sources + 1}" if sources else None
-            got = self.verify(f"ZZZZ-ZZZZ-{i:04d}", client_ip=ip)
+            got = self.verify(wrong_code(i), client_ip=ip)
             assert got.status_code == 200, got.text
         assert got is not None
         return got
@@ -432,7 +432,7 @@ def _code_accepted(h: Harness) -> testing.Result:
 
 def _code_rejected(h: Harness) -> testing.Result:
     h.enrolled()
-    return h.verify("ZZZZ-ZZZZ-ZZZZ", act=True)
+    return h.verify(WRONG_CODE, act=True)
 
 
 def _signin_codes_off(h: Harness) -> testing.Result:
@@ -443,7 +443,7 @@ def _signin_codes_off(h: Harness) -> testing.Result:
 
 def _signin_not_enrolled(h: Harness) -> testing.Result:
     h.user()
-    return h.verify("ZZZZ-ZZZZ-ZZZZ", act=True)
+    return h.verify(WRONG_CODE, act=True)
 
 
 def _signin_locked(h: Harness) -> testing.Result:
@@ -466,7 +466,7 @@ def _code_spent(h: Harness) -> testing.Result:
 def _lockout_by_codes(h: Harness) -> testing.Result:
     h.enrolled()
     h.wrong_codes(19, sources=5)  # 4 a source at most: none is throttled on its own
-    return h.verify("ZZZZ-ZZZZ-ZZZZ", act=True, client_ip=VISITOR)
+    return h.verify(WRONG_CODE, act=True, client_ip=VISITOR)
 
 
 def _lockout_by_totp(h: Harness) -> None:
@@ -488,7 +488,7 @@ def _lockout_ended(h: Harness) -> testing.Result:
 def _lockout_permanent(h: Harness) -> testing.Result:
     h.enrolled()
     h.failures_before(99)
-    return h.verify("ZZZZ-ZZZZ-ZZZZ", act=True)
+    return h.verify(WRONG_CODE, act=True)
 
 
 def _signin_backup_codes_locked(h: Harness) -> testing.Result:

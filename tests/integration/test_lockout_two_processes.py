@@ -21,12 +21,13 @@ from infra.settings import Settings
 from tests.integration.codes_fixtures import row_of
 from tests.support.api_processes import START_TIMEOUT, Answer, ApiProcess, start_api
 from tests.support.builders import Holder, holder
+from tests.support.codes import WRONG_CODE
 from tests.support.records import events
 from tests.support.settings import pg_amqp_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
-WRONG = "ZZZZ-ZZZZ-ZZZZ"
+WRONG = WRONG_CODE  # well formed, held by nobody
 
 
 @dataclass

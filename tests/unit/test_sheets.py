@@ -131,6 +131,31 @@ def test_twenty_codes_fit_on_one_page(page_size: str, symbols: int) -> None:
     assert all(code in text for code in content.codes)
 
 
+@pytest.mark.parametrize("page_size", ["A4", "Letter"])
+def test_two_columns_of_16_symbol_codes_keep_apart_inside_the_cut_out(page_size: str) -> None:
+    """Where each code and each number is drawn, and how wide a code is (Courier:
+    0.6 em a character): the left column's codes end well before the right
+    column's numbers begin, and the right column's codes inside the margin."""
+    content = make_content(20)
+    codes: list[tuple[float, float]] = []  # (x, font size)
+    numbers: list[float] = []  # x of the right column's "11." to "20."
+
+    def visit(text: str, cm: Any, tm: Any, font: Any, size: float) -> None:
+        if text.strip() in content.codes:
+            codes.append((tm[4], size * tm[0]))
+        elif re.fullmatch(r"(1[1-9]|20)\.", text.strip()):
+            numbers.append(tm[4])
+
+    page = read(render_pdf(content, page_size)).pages[0]
+    page.extract_text(visitor_text=visit)
+    assert len(codes) == 20 and len(numbers) == 10
+    lefts = sorted({round(x, 1) for x, _ in codes})
+    assert len(lefts) == 2
+    code_width = len(content.codes[0]) * 0.6 * max(size for _, size in codes)
+    assert lefts[0] + code_width + 12 < min(numbers)  # a clear gap between the columns
+    assert lefts[1] + code_width < float(page.mediabox.width) - 54
+
+
 def test_a_single_code_renders() -> None:
     content = make_content(1)
     assert content.codes[0] in page_text(render_pdf(content))
@@ -199,7 +224,7 @@ def test_the_content_repr_never_shows_a_code() -> None:
         account="alice",
         set_id="K7Q2-9M",
         generated_at=datetime(2026, 11, 29, tzinfo=UTC),
-        codes=("AB12-CDEF-GH34", "XY98-ZZZZ-QQQQ"),
+        codes=("AB12-CDEF-GH34-JK5M", "XY98-ZZZZ-QQQQ-RRRR"),
     )
     shown = repr(content)
     assert "AB12" not in shown and "XY98" not in shown and "acme" in shown
