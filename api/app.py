@@ -24,6 +24,8 @@ from api.resources import (
     openapi,
     regenerations,
     signin,
+    tokens,
+    users,
     webhooks,
 )
 from infra.services import Services
@@ -56,7 +58,9 @@ def create_app(
     regenerations.register(app, services)
     signin.register(app, services)
     admin.register(app, services)
+    tokens.register(app, services)
     audit.register(app, services)
+    users.register(app, services)
     webhooks.register(app, services)
     _require_roles_on_v1(app)
     return app

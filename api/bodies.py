@@ -37,6 +37,20 @@ class Verification(msgspec.Struct, forbid_unknown_fields=True):
     user_agent: str | msgspec.UnsetType = msgspec.UNSET
 
 
+class TotpVerification(msgspec.Struct, forbid_unknown_fields=True):
+    """An authenticator code to check at sign-in, and what the front end saw of its visitor."""
+
+    totp: str
+    client_ip: str | msgspec.UnsetType = msgspec.UNSET
+    user_agent: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class UserTokenRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """POST /v1/users/{id}/tokens: how long the token lives (its range is the domain's rule)."""
+
+    ttl_seconds: int | msgspec.UnsetType = msgspec.UNSET
+
+
 class Policy(msgspec.Struct, forbid_unknown_fields=True):
     """The organization's policy, replaced whole (its range is the domain's rule)."""
 
@@ -44,7 +58,26 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True):
     code_count: int
 
 
-def present(value: str | msgspec.UnsetType) -> str | None:
+class UserProfile(msgspec.Struct, forbid_unknown_fields=True):
+    """PUT /v1/users/{user_id}: a field left out is kept (UNSET), null clears it."""
+
+    email: str | msgspec.UnsetType | None = msgspec.UNSET
+    recovery_email: str | msgspec.UnsetType | None = msgspec.UNSET
+    display_name: str | msgspec.UnsetType | None = msgspec.UNSET
+
+    def given(self) -> dict[str, str | None]:
+        """The fields the body named, with their values (None: cleared)."""
+        return {
+            f.name: value
+            for f in msgspec.structs.fields(self)
+            if not isinstance(value := getattr(self, f.name), msgspec.UnsetType)
+        }
+
+
+P = TypeVar("P", str, int)
+
+
+def present(value: P | msgspec.UnsetType) -> P | None:
     """An optional field's value, None when it was left out."""
     return None if isinstance(value, msgspec.UnsetType) else value
 

@@ -161,7 +161,9 @@ class BackupCode(Base):
     locator: Mapped[str] = mapped_column(String(4))
     hash: Mapped[str] = mapped_column(String(255))
     # How many symbols the code has: 12 (sets made before the check symbol) or 16.
-    symbols: Mapped[int] = mapped_column(Integer, default=12, server_default="12")
+    # Written by whoever inserts a code (PlainCode.symbols); the server default 12
+    # is what migration 0006 gave the codes that existed before.
+    symbols: Mapped[int] = mapped_column(Integer, server_default="12")
     created_at: Mapped[datetime] = mapped_column(default=_now)
     spent_at: Mapped[datetime | None]
     deactivated_at: Mapped[datetime | None]

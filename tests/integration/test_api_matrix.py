@@ -3,8 +3,10 @@ another organization's token, no token and an unknown token, on PostgreSQL with 
 RabbitMQ worker. One expected status a cell, derived from three rules:
 
 - no token or an unknown one: 401 `unauthenticated` with `WWW-Authenticate: Bearer`;
-- a token of the wrong role: 403 `forbidden` (whatever its organization);
-- the right role, but the path names a user or regeneration of another
+- a token of the wrong role: 403 `forbidden` (whatever its organization); an
+  endpoint may admit a second role (`also`: GET and PUT /v1/users/{id} are the
+  service's and the admin's); sign-out admits every role;
+- the right role, but the path names a user, regeneration or token of another
   organization: 404 `not-found`; otherwise the endpoint's success status.
 
 Refused cells aim at a shared victim in organization A, with a body that would
@@ -15,6 +17,7 @@ token of an endpoint that only ever addresses the caller's own organization).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import secrets
 from collections.abc import Callable, Iterator
@@ -26,6 +29,7 @@ from sqlalchemy import func, select
 
 from domain import accounts, audit, tokens
 from domain.models import (
+    ApiToken,
     AttemptLimit,
     AuthFailure,
     BackupCode,
@@ -37,6 +41,7 @@ from domain.models import (
 from domain.notify.webhook_addresses import AllowPrivate
 from tests.support.api_world import ApiWorld, api_world
 from tests.support.builders import unique
+from tests.support.codes import WRONG_CODE
 from tests.support.settings import pg_amqp_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -63,6 +68,7 @@ class Shared:
     victim_rid: str
     victim_hook: str = ""  # a webhook of A, and a delivery of it
     victim_delivery: str = ""
+    victim_token_id: str = ""
     baseline: tuple[Any, ...] = ()
     fresh: Iterator[int] = field(default_factory=lambda: iter(range(10**6)))
     scratch_hooks: dict[str, str] = field(default_factory=dict)  # org -> a webhook to use
@@ -119,7 +125,14 @@ def victim_state(shared: Shared) -> tuple[Any, ...]:
             .where(AttemptLimit.user_id == user.id)
             .order_by(AttemptLimit.factor)
         ).all()
+        victim_tokens = uow.session.execute(
+            select(ApiToken.id, ApiToken.revoked_at)
+            .where(ApiToken.org_id == shared.a.id, ApiToken.principal_id == VICTIM)
+            .order_by(ApiToken.id)
+        ).all()
         return (
+            (user.email, user.recovery_email, user.display_name, user.updated_at),
+            tuple(victim_tokens),
             org.backup_codes_enabled,
             org.code_count,
             tuple(standing),
@@ -159,6 +172,10 @@ def shared(
         ping = world.call("POST", f"{HOOKS}/{s.victim_hook}/ping", a.tokens["admin"])
         assert ping.status_code == 202, ping.text
         s.victim_delivery = ping.json["id"]
+        with world.services.unit_of_work() as uow:
+            victim_token = tokens.authenticate(uow.session, a.tokens["user"])
+            assert victim_token is not None
+            s.victim_token_id = victim_token.id
         assert world.await_status(a.tokens["user"], rid)["status"] == "ready"
         s.baseline = victim_state(s)
         yield s
@@ -234,7 +251,7 @@ def prep_verify(s: Shared, org: Org) -> Call:
         assert body["accepted"] is False
 
     path = f"/v1/users/{user}/backup-codes/verify"
-    return Call(path, org.tokens["service"], {"code": "0000-0000-0000"}, check=check)
+    return Call(path, org.tokens["service"], {"code": WRONG_CODE}, check=check)
 
 
 def _policy_of(s: Shared, org: Org) -> dict[str, Any]:
@@ -360,8 +377,92 @@ def prep_hook_retry(s: Shared, org: Org) -> Call:
     return Call(f"{HOOKS}/{hook}/deliveries/{ping.json['id']}/retry", org.tokens["admin"])
 
 
+def prep_totp_verify(s: Shared, org: Org) -> Call:
+    user, _, _ = _enrolled(s, org)
+
+    def check(body: Any) -> None:
+        assert body == {"accepted": True, "replayed": False}
+
+    totp = {"totp": s.world.totp(org.id, user, offset_steps=1)}
+    return Call(f"/v1/users/{user}/totp/verify", org.tokens["service"], totp, check=check)
+
+
+def prep_user_token(s: Shared, org: Org, role: str) -> Call:
+    user = s.new_user(org)
+
+    def check(body: Any) -> None:
+        assert body["role"] == "user"
+        assert s.world.call("GET", "/v1/me/mfa", body["token"]).status_code == 200
+
+    return Call(f"/v1/users/{user}/tokens", org.tokens[role], {"ttl_seconds": 600}, check=check)
+
+
+def prep_list_tokens(s: Shared, org: Org) -> Call:
+    def check(body: Any) -> None:
+        ids = {t["token_id"] for t in body["tokens"]}
+        assert (s.victim_token_id in ids) == (org is s.a)  # B's admin never sees A's tokens
+        assert not any("token" in t for t in body["tokens"])
+
+    return Call("/v1/org/tokens?limit=1000", org.tokens["admin"], check=check)
+
+
+def prep_revoke_token(s: Shared, org: Org) -> Call:
+    with s.world.services.unit_of_work() as uow:
+        row, _ = tokens.issue(uow, org.id, s.new_user(org), "user", audit.CLI)
+    return Call(f"/v1/org/tokens/{row.id}", org.tokens["admin"])
+
+
+def prep_sign_out(s: Shared, org: Org, role: str) -> Call:
+    # A token of its own: signing out the organization's shared one would end the matrix.
+    principal = s.new_user(org) if role == "user" else f"{role}-leaving"
+    return Call("/v1/me/token", s.world.token(org.id, principal, role))
+
+
+def prep_put_user(s: Shared, org: Org) -> Call:
+    fresh = f"p{next(s.fresh)}"
+
+    def check(body: Any) -> None:
+        assert (body["user_id"], body["display_name"]) == (fresh, "New")
+        with s.world.services.unit_of_work() as uow:
+            assert accounts.find_user(uow.session, org.id, fresh) is not None
+
+    path = f"/v1/users/{fresh}"
+    return Call(path, org.tokens["service"], {"display_name": "New"}, check=check)
+
+
+def prep_get_user(s: Shared, org: Org) -> Call:
+    user = s.new_user(org)
+
+    def check(body: Any) -> None:
+        assert body["user_id"] == user and "mfa" in body
+
+    return Call(f"/v1/users/{user}", org.tokens["service"], check=check)
+
+
+def prep_delete_user(s: Shared, org: Org) -> Call:
+    return Call(f"/v1/users/{s.new_user(org)}", org.tokens["admin"])
+
+
+def prep_list_users(s: Shared, org: Org) -> Call:
+    def check(body: Any) -> None:
+        listed = {u["user_id"] for u in body["users"]}
+        assert (VICTIM in listed) == (org is s.a)  # B's admin never sees A's users
+
+    return Call("/v1/users?limit=1000", org.tokens["admin"], check=check)
+
+
+def prep_own_events(s: Shared, org: Org) -> Call:
+    def check(body: Any) -> None:
+        # A fresh user's own: created by the CLI, then its token issued; nobody else's.
+        assert {e["type"] for e in body["events"]} == {"user.created", "token.issued"}
+
+    call = _me(s, org, "/v1/me/events")
+    return dataclasses.replace(call, check=check)
+
+
 TEXT = {"Accept": "text/plain"}
 BAD_TOTP = {"totp": "123456"}
+HOSTILE_PROFILE = {"email": "attacker@example.org", "display_name": "pwned"}
 
 
 @dataclass(frozen=True)
@@ -373,9 +474,15 @@ class Endpoint:
     # Names a user or a regeneration: another organization's token gets 404. The
     # others only ever address the caller's own organization.
     addressed: bool
-    prepare: Callable[[Shared, Org], Call]
+    prepare: Callable[[Shared, Org], Call] | None
     harmful: Any = None  # what refused cells send: it would change the victim
     headers: dict[str, str] = field(default_factory=dict)
+    also: tuple[str, ...] = ()  # further roles admitted ("any": every role)
+    # Instead of `prepare`, for an endpoint that more than one role may call.
+    prepare_as: Callable[[Shared, Org, str], Call] | None = None
+
+    def admits(self, role: str) -> bool:
+        return role == self.role or role in self.also or "any" in self.also
 
     def __str__(self) -> str:
         return f"{self.method} {self.template}"
@@ -407,7 +514,7 @@ ENDPOINTS = [
         200,
         True,
         prep_verify,
-        {"code": "0000-0000-0000"},
+        {"code": WRONG_CODE},
     ),
     Endpoint("GET", "/v1/org/policy", "admin", 200, False, prep_get_policy),
     Endpoint(
@@ -440,8 +547,48 @@ ENDPOINTS = [
         True,
         prep_hook_retry,
     ),
+    Endpoint(
+        "POST",
+        "/v1/users/{user}/totp/verify",
+        "service",
+        200,
+        True,
+        prep_totp_verify,
+        BAD_TOTP,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/users/{user}/tokens",
+        "service",
+        201,
+        True,
+        None,
+        {"ttl_seconds": 3600},
+        also=("admin",),
+        prepare_as=prep_user_token,
+    ),
+    Endpoint("GET", "/v1/org/tokens", "admin", 200, False, prep_list_tokens),
+    Endpoint("DELETE", "/v1/org/tokens/{token}", "admin", 204, True, prep_revoke_token),
+    Endpoint(
+        "DELETE", "/v1/me/token", "user", 204, False, None, also=("any",), prepare_as=prep_sign_out
+    ),
     Endpoint("GET", "/v1/audit/events", "auditor", 200, False, prep_events),
     Endpoint("GET", "/v1/audit/verification", "auditor", 200, False, prep_verification),
+    # A PUT never answers 404: another organization's token provisions a user of its own.
+    Endpoint(
+        "PUT",
+        "/v1/users/{user}",
+        "service",
+        201,
+        False,
+        prep_put_user,
+        HOSTILE_PROFILE,
+        also=("admin",),
+    ),
+    Endpoint("GET", "/v1/users/{user}", "service", 200, True, prep_get_user, also=("admin",)),
+    Endpoint("DELETE", "/v1/users/{user}", "admin", 204, True, prep_delete_user),
+    Endpoint("GET", "/v1/users", "admin", 200, False, prep_list_users),
+    Endpoint("GET", "/v1/me/events", "user", 200, False, prep_own_events),
 ]
 
 # (who, role): "none" and "unknown" carry no role; "own" is organization A, "foreign" B.
@@ -453,7 +600,7 @@ CALLERS = [("none", None), ("unknown", None)] + [
 def expected(ep: Endpoint, who: str, role: str | None) -> int:
     if role is None:
         return 401
-    if role != ep.role:
+    if not ep.admits(role):
         return 403
     if who == "foreign" and ep.addressed:
         return 404
@@ -473,7 +620,11 @@ SOURCES = (f"198.18.{n // 250}.{n % 250 + 1}" for n in itertools.count())
 
 def _refused_call(s: Shared, ep: Endpoint, who: str, role: str | None) -> Call:
     path = ep.template.format(
-        user=VICTIM, rid=s.victim_rid, hook=s.victim_hook, delivery=s.victim_delivery
+        user=VICTIM,
+        rid=s.victim_rid,
+        token=s.victim_token_id,
+        hook=s.victim_hook,
+        delivery=s.victim_delivery,
     )
     if who == "none":
         token = None
@@ -504,7 +655,15 @@ def test_matrix(shared: Shared, ep: Endpoint, who: str, role: str | None, status
         if status == 401:
             assert got.headers["www-authenticate"] == "Bearer"
     else:
-        call = ep.prepare(s, s.a if who == "own" else s.b)
+        org = s.a if who == "own" else s.b
+        if ep.prepare_as is not None:
+            assert role is not None
+            call = ep.prepare_as(s, org, role)
+        else:
+            assert ep.prepare is not None
+            call = ep.prepare(s, org)
+            if role in ep.also and role in org.tokens:
+                call = dataclasses.replace(call, token=org.tokens[role])
         got = s.world.call(ep.method, call.path, call.token, call.json, call.headers)
         assert got.status_code == status, got.text
         if call.check is not None:
