@@ -25,6 +25,9 @@ from api.resources import (
     regenerations,
     repudiations,
     signin,
+    tokens,
+    users,
+    webhooks,
 )
 from infra.services import Services
 from infra.settings import Settings
@@ -56,8 +59,11 @@ def create_app(
     regenerations.register(app, services)
     signin.register(app, services)
     admin.register(app, services)
+    tokens.register(app, services)
     audit.register(app, services)
     repudiations.register(app, services)
+    users.register(app, services)
+    webhooks.register(app, services)
     _require_roles_on_v1(app)
     return app
 

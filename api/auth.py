@@ -6,15 +6,23 @@ authentication runs for every /v1 route, so no resource can forget it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import NoReturn
 
 import falcon
+from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from domain import throttles, tokens
 from domain.errors import Forbidden, TooManyAttempts, Unauthenticated
+from domain.models import ApiToken
+from infra.db import not_waiting_for_locks
 from infra.services import Services
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,10 +53,24 @@ def authenticate(req: falcon.Request, services: Services, source_ip: str) -> Pri
         services.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
         Session(bind=conn) as session,
     ):
-        row = tokens.authenticate(session, presented)
+        now = datetime.now(UTC)
+        row = tokens.authenticate(session, presented, now)
         if row is not None:
+            if tokens.due_for_use_mark(row, now):
+                _mark_used(conn, session, row, now)
             return Principal(row.id, row.org_id, row.principal_id, row.role)
     _failed(services, source_ip, "The token is unknown, expired or revoked")
+
+
+def _mark_used(conn: Connection, session: Session, row: ApiToken, now: datetime) -> None:
+    """last_used_at, at most once a minute a token (the row just read says when it was
+    last written): one conditional UPDATE in the same autocommit connection, which
+    waits for no lock and whose failure never fails the request (it is bookkeeping)."""
+    try:
+        with not_waiting_for_locks(conn):
+            tokens.mark_used(session, row.id, now)
+    except SQLAlchemyError as exc:
+        log.info("last_used_at of token %s not written: %s", row.id, type(exc).__name__)
 
 
 def _failed(services: Services, source_ip: str, detail: str) -> NoReturn:

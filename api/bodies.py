@@ -37,6 +37,20 @@ class Verification(msgspec.Struct, forbid_unknown_fields=True):
     user_agent: str | msgspec.UnsetType = msgspec.UNSET
 
 
+class TotpVerification(msgspec.Struct, forbid_unknown_fields=True):
+    """An authenticator code to check at sign-in, and what the front end saw of its visitor."""
+
+    totp: str
+    client_ip: str | msgspec.UnsetType = msgspec.UNSET
+    user_agent: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class UserTokenRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """POST /v1/users/{id}/tokens: how long the token lives (its range is the domain's rule)."""
+
+    ttl_seconds: int | msgspec.UnsetType = msgspec.UNSET
+
+
 class Policy(msgspec.Struct, forbid_unknown_fields=True):
     """The organization's policy (its range is the domain's rule); the mail settings
     may be left out, keeping their value; support_contact null removes it."""
@@ -47,7 +61,26 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True):
     support_contact: str | msgspec.UnsetType | None = msgspec.UNSET
 
 
-def present(value: str | msgspec.UnsetType) -> str | None:
+class UserProfile(msgspec.Struct, forbid_unknown_fields=True):
+    """PUT /v1/users/{user_id}: a field left out is kept (UNSET), null clears it."""
+
+    email: str | msgspec.UnsetType | None = msgspec.UNSET
+    recovery_email: str | msgspec.UnsetType | None = msgspec.UNSET
+    display_name: str | msgspec.UnsetType | None = msgspec.UNSET
+
+    def given(self) -> dict[str, str | None]:
+        """The fields the body named, with their values (None: cleared)."""
+        return {
+            f.name: value
+            for f in msgspec.structs.fields(self)
+            if not isinstance(value := getattr(self, f.name), msgspec.UnsetType)
+        }
+
+
+P = TypeVar("P", str, int)
+
+
+def present(value: P | msgspec.UnsetType) -> P | None:
     """An optional field's value, None when it was left out."""
     return None if isinstance(value, msgspec.UnsetType) else value
 
@@ -124,7 +157,8 @@ def _read_raw(req: falcon.Request) -> bytes:
 
 
 _JSON_TYPES: dict[object, str] = {str: "string", int: "integer", bool: "boolean"}
-_AT_FIELD = re.compile(r"at `\$\.([^`\[]+)`")
+# `$.events` or, inside a list, `$.events[0]`: the field is the name before the index.
+_AT_FIELD = re.compile(r"at `\$\.([^`\[]+)(?:\[[^`]*\])?`")
 
 
 def _field_at_fault(message: str, fields: tuple[msgspec.structs.FieldInfo, ...]) -> tuple[str, str]:
@@ -136,3 +170,20 @@ def _field_at_fault(message: str, fields: tuple[msgspec.structs.FieldInfo, ...])
             types = [t for t in get_args(f.type) if t is not msgspec.UnsetType] or [f.type]
             return f.encode_name, _JSON_TYPES.get(types[0], "value")
     return "body", "object"
+
+
+class WebhookCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """A new webhook: where to, which types (or prefixes ending in `*`, or `*`)."""
+
+    url: str
+    events: list[str]
+    description: str = ""
+
+
+class WebhookChange(msgspec.Struct, forbid_unknown_fields=True):
+    """What PATCH may change; a field left out stays as it is."""
+
+    url: str | msgspec.UnsetType = msgspec.UNSET
+    events: list[str] | msgspec.UnsetType = msgspec.UNSET
+    description: str | msgspec.UnsetType = msgspec.UNSET
+    enabled: bool | msgspec.UnsetType = msgspec.UNSET

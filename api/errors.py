@@ -47,6 +47,7 @@ STATUS_OF_SLUG: dict[str, int] = {
     "sheet-expired": 410,
     "ticket-gone": 410,
     "conflict": 409,
+    "too-many-webhooks": 409,
 }
 
 

@@ -3,7 +3,8 @@
 Authentication runs here for every resource that declares `roles`, so a new
 resource cannot forget it. `roles = ()` admits any authenticated principal and
 leaves the role check to the resource (the audit resources, which record a
-refused reader in the trail).
+refused reader in the trail). `method_roles` narrows `roles` for one method
+(DELETE /v1/users/{id} is the admin's, its GET and PUT also the service's).
 
 Throttles (domain.throttles): a failed authentication is counted per source, a
 403 or 404 answer per (token, source); past the minute's limit either becomes a
@@ -112,6 +113,7 @@ class RequestContext:
             user_agent=user_agent(req),
             server_request_id=req.context.server_request_id,
         )
+        roles = getattr(resource, "method_roles", {}).get(req.method, roles)
         if roles:
             try:
                 require_role(principal, roles)

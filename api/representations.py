@@ -13,9 +13,11 @@ from domain.audit.query import event_to_dict
 from domain.audit.verify import Verification
 from domain.clock import rfc3339_millis
 from domain.limits import Standing
-from domain.models import AuditEvent, Regeneration
+from domain.models import ApiToken, AuditEvent, Regeneration, User, Webhook, WebhookDelivery
 from domain.policy import Policy
 from domain.signin import VerifyResult
+from domain.tokens import TokenInfo
+from domain.totp_signin import TotpCheck
 
 REGENERATIONS_PATH = "/v1/me/backup-codes/regenerations"
 
@@ -56,6 +58,30 @@ def mfa_status(status: MfaStatus) -> dict[str, Any]:
     }
 
 
+def user(row: User, status: MfaStatus) -> dict[str, Any]:
+    """docs/api.md's User JSON: the profile and its MfaStatus, nothing secret."""
+    return {
+        "user_id": row.external_id,
+        "email": row.email,
+        "recovery_email": row.recovery_email,
+        "display_name": row.display_name,
+        "created_at": rfc3339_millis(row.created_at),
+        "mfa": mfa_status(status),
+    }
+
+
+def own_event(event: AuditEvent) -> dict[str, Any]:
+    """One event of GET /v1/me/events: what happened, when and from where."""
+    return {
+        "type": event.type,
+        "occurred_at": rfc3339_millis(event.occurred_at),
+        "outcome": event.outcome,
+        "source_ip": event.source_ip,
+        "user_agent": event.user_agent,
+        "details": event.details,
+    }
+
+
 def _code_set(current: CodeSet) -> dict[str, Any]:
     return {
         "set_id": current.set_id,
@@ -64,6 +90,7 @@ def _code_set(current: CodeSet) -> dict[str, Any]:
         "low": current.low,
         "generated_at": rfc3339_millis(current.generated_at),
         "last_used_at": _ts(current.last_used_at),
+        "format": current.format,
     }
 
 
@@ -96,6 +123,39 @@ def verification(result: VerifyResult) -> dict[str, Any]:
     }
 
 
+def totp_check(result: TotpCheck) -> dict[str, Any]:
+    """The answer to POST /v1/users/{id}/totp/verify."""
+    return {"accepted": result.accepted, "replayed": result.replayed}
+
+
+def issued_token(row: ApiToken, plaintext: str) -> dict[str, Any]:
+    """The answer to POST /v1/users/{id}/tokens: the token, shown this once."""
+    return {
+        "token": plaintext,
+        "token_id": row.id,
+        "role": row.role,
+        "expires_at": _ts(row.expires_at),
+    }
+
+
+def token_info(info: TokenInfo) -> dict[str, Any]:
+    """A token as GET /v1/org/tokens lists it: never the token, nor its hash."""
+    return {
+        "token_id": info.token_id,
+        "principal_id": info.principal_id,
+        "role": info.role,
+        "kind": info.kind,
+        "created_at": _ts(info.created_at),
+        "expires_at": _ts(info.expires_at),
+        "last_used_at": _ts(info.last_used_at),
+        "revoked_at": _ts(info.revoked_at),
+    }
+
+
+def token_page(infos: Iterable[TokenInfo], next_cursor: str | None) -> dict[str, Any]:
+    return {"tokens": [token_info(i) for i in infos], "next": next_cursor}
+
+
 def audit_verification(result: Verification) -> dict[str, Any]:
     """The body of GET /v1/audit/verification (docs/api.md), plus `reason` in words."""
     return {
@@ -122,3 +182,30 @@ def enrollment_confirmed(first: Regeneration | None) -> dict[str, Any]:
 def audit_page(rows: Iterable[AuditEvent | Row[Any]], next_cursor: str | None) -> dict[str, Any]:
     """A page of GET /v1/audit/events: each event as the export writes it."""
     return {"events": [event_to_dict(r) for r in rows], "next": next_cursor}
+
+
+def webhook(hook: Webhook) -> dict[str, Any]:
+    """A webhook as the API shows it: never its secret."""
+    return {
+        "id": hook.id,
+        "url": hook.url,
+        "events": list(hook.events),
+        "description": hook.description,
+        "enabled": hook.enabled,
+        "created_at": _ts(hook.created_at),
+        "disabled_reason": hook.disabled_reason,
+    }
+
+
+def webhook_delivery(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "id": str(delivery.id),
+        "event_id": delivery.message_id,
+        "type": delivery.type,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "last_attempt_at": _ts(delivery.last_attempt_at),
+        "next_attempt_at": _ts(delivery.next_attempt_at),
+        "last_status_code": delivery.last_status_code,
+        "last_error": delivery.last_error,
+    }

@@ -1,22 +1,32 @@
-"""The intake benchmark's baseline: a bare Falcon endpoint doing one INSERT + commit.
+"""The benchmarks' baselines: bare Falcon endpoints doing only the irreducible work.
 
-Served by the same gunicorn command and config as the API (bench.bench_intake),
-on the same database: `gunicorn bench.baseline_app:application`. It reads the
-same JSON body and answers 202 with an id, and nothing more: no authentication,
-no locks, no audit, no broker. The table `bench_baseline` is created by the
-benchmark before the server starts.
+Served by the same gunicorn command and config as the API (bench.common.gunicorn),
+with the same settings: `gunicorn bench.baseline_app:application`.
+
+- `POST /insert` (bench.bench_intake): one INSERT + commit. It reads the same
+  JSON body and answers 202 with an id, and nothing more: no authentication, no
+  locks, no audit, no broker. The table `bench_baseline` is created by the
+  benchmark before the server starts.
+- `POST /verify` (bench.bench_signin_load): one argon2id verification at the
+  configured parameters (MFA_ARGON2_*, read as the API reads them) of the body's
+  `code` against the hash of BASELINE_CODE, made when the process starts. No
+  authentication, database, limits, slots or audit.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from datetime import UTC, datetime
 
 import falcon
 from sqlalchemy import Column, DateTime, MetaData, String, Table, insert
 
+from domain.codes import CodeHasher
 from infra.db import make_engine
+from infra.settings import Settings
+
+# The one code /verify accepts (not a secret: nothing else knows of it).
+BASELINE_CODE = "BASE-L1NE-C0DE"
 
 metadata = MetaData()
 baseline = Table(
@@ -46,14 +56,30 @@ class Insert:
         resp.media = {"id": row_id}
 
 
+class Verify:
+    def __init__(self, hasher: CodeHasher) -> None:
+        self.hasher = hasher
+        self.stored = hasher.hash(BASELINE_CODE)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = req.get_media()
+        code = body.get("code") if isinstance(body, dict) else None
+        if not isinstance(code, str):
+            raise falcon.HTTPBadRequest(description="code must be a string")
+        resp.media = {"accepted": self.hasher.verify(self.stored, code)}
+
+
 class Health:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = {"status": "ok"}
 
 
-def create_app(database_url: str) -> falcon.App[falcon.Request, falcon.Response]:
+def create_app(settings: Settings) -> falcon.App[falcon.Request, falcon.Response]:
+    argon2 = settings.argon2
+    hasher = CodeHasher(argon2.memory_kib, argon2.time_cost, argon2.parallelism)
     app: falcon.App[falcon.Request, falcon.Response] = falcon.App()
-    app.add_route("/insert", Insert(database_url))
+    app.add_route("/insert", Insert(settings.database_url))
+    app.add_route("/verify", Verify(hasher))
     app.add_route("/healthz", Health())
     return app
 
@@ -62,5 +88,5 @@ def __getattr__(name: str) -> object:
     # Built on first access (gunicorn's import of `application`), not at import, so the
     # benchmark can import this module for its table without a database URL.
     if name == "application":
-        return create_app(os.environ["MFA_DATABASE_URL"])
+        return create_app(Settings.from_env(dotenv=None))
     raise AttributeError(name)

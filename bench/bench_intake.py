@@ -26,13 +26,9 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +38,7 @@ from bench.common import (
     delete_queues,
     enrolled_people,
     fresh_postgres,
+    gunicorn,
     markdown_table,
     percentile,
     require_services,
@@ -52,7 +49,6 @@ from domain import audit, tokens
 from infra.db import make_engine
 from infra.services import Services
 from tests.support.builders import Person
-from tests.support.processes import free_port
 
 CLIENTS = int(os.environ.get("BENCH_INTAKE_CLIENTS", "8"))
 REQUESTS = int(os.environ.get("BENCH_INTAKE_REQUESTS", "1600"))
@@ -62,9 +58,7 @@ WARMUP = int(os.environ.get("BENCH_INTAKE_WARMUP", "200"))
 USERS_PER_CLIENT = -(-(WARMUP + REQUESTS) // CLIENTS)
 ROUNDS = 4
 BAR = 0.5
-GUNICORN_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "gunicorn.conf.py"
 INTAKE_PATH = "/v1/me/backup-codes/regenerations"
-START_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -79,45 +73,6 @@ class Load:
 class Caller:
     token: str
     body: bytes  # {"totp": ...}: the TOTP of the moment the run was set up
-
-
-def _healthy(port: int) -> bool:
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-        conn.request("GET", "/healthz")
-        ok = conn.getresponse().status == 200
-        conn.close()
-        return ok
-    except OSError:
-        return False
-
-
-@contextmanager
-def _gunicorn(app: str, env: dict[str, str], log: Path) -> Iterator[int]:
-    """`python -m gunicorn -c deploy/gunicorn.conf.py APP` on a free local port."""
-    port = free_port()
-    full_env = {**os.environ, **env, "MFA_BIND": f"127.0.0.1:{port}", "MFA_LOG_LEVEL": "warning"}
-    with log.open("ab") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG), app],
-            env=full_env,
-            stdout=subprocess.DEVNULL,  # the access log: one line a request, for both apps
-            stderr=err,
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not _healthy(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{app} did not start; see {log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _client(
@@ -277,8 +232,8 @@ def run() -> list[dict[str, object]]:
         engine.dispose()
         try:
             with (
-                _gunicorn("bench.baseline_app:application", env, log) as base_port,
-                _gunicorn("api.wsgi:application", env, log) as api_port,
+                gunicorn("bench.baseline_app:application", env, log) as base_port,
+                gunicorn("api.wsgi:application", env, log) as api_port,
             ):
                 try:
                     loads = _measure(

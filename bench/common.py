@@ -3,9 +3,12 @@ benchmarks a fresh PostgreSQL database, settings and enrolled users."""
 
 from __future__ import annotations
 
+import http.client
 import math
 import os
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +25,7 @@ from infra.services import Services
 from infra.settings import Settings
 from tests.support.builders import Person, add_code_set, add_enrollment
 from tests.support.postgres import fresh_postgres_database, owner_url
+from tests.support.processes import free_port
 from tests.support.services import reachable
 from tests.support.settings import new_signing_key
 from workers.app import make_celery
@@ -174,3 +178,49 @@ def delete_queues(settings: Settings) -> None:
             # The transport's channel has them; kombu's StdChannel interface declares neither.
             channel.queue_delete(name)  # type: ignore[attr-defined]
             channel.exchange_delete(name)  # type: ignore[attr-defined]
+
+
+# --- gunicorn, as `mfa-codes serve` runs it (intake, sign-in load) ------------------
+
+GUNICORN_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "gunicorn.conf.py"
+GUNICORN_START_TIMEOUT = 30.0
+
+
+def healthy(port: int) -> bool:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        conn.request("GET", "/healthz")
+        ok = conn.getresponse().status == 200
+        conn.close()
+        return ok
+    except OSError:
+        return False
+
+
+@contextmanager
+def gunicorn(app: str, env: dict[str, str], log: Path) -> Iterator[int]:
+    """`python -m gunicorn -c deploy/gunicorn.conf.py APP` on a free local port: the
+    API (`api.wsgi:application`) and the baselines (bench.baseline_app) alike."""
+    port = free_port()
+    full_env = {**os.environ, **env, "MFA_BIND": f"127.0.0.1:{port}", "MFA_LOG_LEVEL": "warning"}
+    with log.open("ab") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG), app],
+            env=full_env,
+            stdout=subprocess.DEVNULL,  # the access log: one line a request, for both apps
+            stderr=err,
+        )
+    try:
+        deadline = time.monotonic() + GUNICORN_START_TIMEOUT
+        while not healthy(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{app} did not start; see {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,4 +1,4 @@
-"""db, org, user, token: setting up organizations and who may call the API."""
+"""db, org, token: setting up organizations and who may call the API (users: cli/users.py)."""
 
 from __future__ import annotations
 
@@ -44,24 +44,6 @@ def org_create(org_id: str) -> None:
     with services.unit_of_work() as uow:
         accounts.create_org(uow, org_id, audit.CLI)
     click.echo(f"organization {org_id} created (backup codes on, 5 codes)")
-
-
-@click.group()
-def user() -> None:
-    """Users of an organization."""
-
-
-@user.command("create")
-@click.argument("org_id")
-@click.argument("user_id")
-@click.option("--email", default=None, help="The user's email, shown on the sheet.")
-@handle_errors
-def user_create(org_id: str, user_id: str, email: str | None) -> None:
-    """Create USER_ID in ORG."""
-    services = load_services()
-    with services.unit_of_work() as uow:
-        accounts.create_user(uow, org_id, user_id, email, audit.CLI)
-    click.echo(f"user {user_id} created in {org_id}")
 
 
 @click.group()

@@ -6,9 +6,10 @@ import os
 
 import click
 
-from cli.admin import db, keys, org, token, user
+from cli.admin import db, keys, org, token
 from cli.audit import audit
 from cli.processes import beat, run, serve, worker
+from cli.users import user
 
 PRIVATE_UMASK = 0o077
 

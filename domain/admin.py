@@ -179,7 +179,9 @@ def unlock(uow: UnitOfWork, org_id: str, user_external_id: str, ctx: audit.Conte
 
 @dataclass(frozen=True)
 class CodeSet:
-    """The user's current set of codes: how many are left, when it was made and used."""
+    """The user's current set of codes: how many are left, when it was made and last
+    used (the newest spend), and its format: the symbols of its codes (12 for a set
+    made before the check symbol, whose holder is invited to regenerate; 16 now)."""
 
     set_id: str
     remaining: int
@@ -187,6 +189,7 @@ class CodeSet:
     low: bool
     generated_at: datetime
     last_used_at: datetime | None
+    format: int
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,7 @@ def _current_set(session: Session, user: User) -> CodeSet | None:
         low=remaining <= LOW_WATERMARK,
         generated_at=min(c.created_at for c in current),
         last_used_at=max(spent) if spent else None,
+        format=newest.symbols,
     )
 
 

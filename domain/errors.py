@@ -144,3 +144,7 @@ BUDGETED_REFUSALS: tuple[type[DomainError], ...] = (
     NotFound,
     BackupCodesDisabled,
 )
+
+
+class TooManyWebhooks(DomainError):
+    slug, title = "too-many-webhooks", "The organization has as many webhooks as it may"

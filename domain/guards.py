@@ -54,13 +54,13 @@ def refuse(
 
 @contextmanager
 def refusing(
-    uow: UnitOfWork, user: User, event_type: EventType, ctx: audit.Context
+    uow: UnitOfWork, user: User, event_type: EventType, ctx: audit.Context, **details: object
 ) -> Iterator[None]:
     """A throttle or lock raised inside the block becomes a refusal on record."""
     try:
         yield
     except LIMIT_REFUSALS as refused:
-        raise refuse(uow, user, event_type, refused, ctx) from None
+        raise refuse(uow, user, event_type, refused, ctx, **details) from None
 
 
 def confirmed_enrollment(session: Session, user: User, org: Organization) -> TotpEnrollment:
@@ -95,10 +95,12 @@ def require_totp_open(
     now: datetime,
     ctx: audit.Context,
     rules: limits.Limits,
+    **details: object,
 ) -> None:
     """The TOTP is neither throttled nor locked; a throttle whose window has passed is
-    ended first (a write: call it under the user's lock)."""
-    with refusing(uow, user, event_type, ctx):
+    ended first (a write: call it under the user's lock). `details` go into the
+    refusal's event."""
+    with refusing(uow, user, event_type, ctx, **details):
         limits.end_expired(uow, user, limits.TOTP, now, ctx, rules)
         limits.check_totp(uow.session, user, now, rules)
 

@@ -167,7 +167,9 @@ class BackupCode(Base):
     locator: Mapped[str] = mapped_column(String(4))
     hash: Mapped[str] = mapped_column(String(255))
     # How many symbols the code has: 12 (sets made before the check symbol) or 16.
-    symbols: Mapped[int] = mapped_column(Integer, default=12, server_default="12")
+    # Written by whoever inserts a code (PlainCode.symbols); the server default 12
+    # is what migration 0006 gave the codes that existed before.
+    symbols: Mapped[int] = mapped_column(Integer, server_default="12")
     created_at: Mapped[datetime] = mapped_column(default=_now)
     spent_at: Mapped[datetime | None]
     deactivated_at: Mapped[datetime | None]
@@ -404,3 +406,59 @@ class RepudiationTicket(Base):
     created_at: Mapped[datetime] = mapped_column(default=_now)
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"  # not tried yet, or a retry is scheduled
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"  # the schedule ran out, or the webhook was disabled
+
+
+class Webhook(Base):
+    """An organization's receiver of events. Secrets are stored encrypted (the secrets
+    box); the previous one keeps signing beside the new one until it expires."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[str]] = mapped_column(JSON)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(String(200))
+    secret_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    previous_secret_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    previous_secret_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime | None]
+
+
+class WebhookDelivery(Base):
+    """One webhook event for one webhook: what is sent (never a secret) and how it went.
+    `next_attempt_at` is when it is due; while an attempt runs it is the attempt's lease
+    end, so a worker killed mid-delivery leaves it due again once that passes."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("webhook_id", "message_id", name="webhook_message"),
+        Index("ix_webhook_deliveries_status_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_webhook_id", "webhook_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    # The `webhook-id` header: the event's id, `<id>.<type>` for a derived type.
+    message_id: Mapped[str] = mapped_column(String(128))
+    event_id: Mapped[str | None] = mapped_column(String(36))
+    event_seq: Mapped[int | None] = mapped_column(BigInteger)
+    type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_attempt_at: Mapped[datetime | None]
+    next_attempt_at: Mapped[datetime | None]
+    dispatched_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=_now)

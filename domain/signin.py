@@ -9,6 +9,11 @@ two-symbol locator (not secret) finds the one candidate row of the current set,
 spent or not, and a miss spends the verification on a dummy hash, so a wrong
 code costs what a right one costs.
 
+What cannot be a code (domain.codes.normalise): non-ASCII, a symbol outside the
+alphabet, a length other than 16 or 12, a wrong check symbol; and 12 symbols
+when the user holds no active code of that older format (a read, no lock). A
+mistyped input tells an attacker nothing they could not compute themselves.
+
 Where the user's row lock is taken: AFTER the argon2 verification, not before.
 The verification is the slow part and needs no lock, so concurrent attempts
 for one user hash in parallel; only the short tail (re-check the limits, spend,
@@ -33,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from domain import accounts, audit, guards, limits
 from domain.audit.types import EventType, Outcome
-from domain.codes import LOW_WATERMARK, normalise
+from domain.codes import LEGACY_CODE_LENGTH, LOCATOR_LENGTH, LOW_WATERMARK, normalise
 from domain.errors import (
     NotFound,
 )
@@ -80,7 +85,7 @@ def verify_backup_code(
     _check_allowed(uow, user, source, now, ctx, rules)
 
     candidate = normalise(code)
-    if candidate is None:
+    if candidate is None or not _format_held(session, user, candidate):
         limits.note_mistyped(uow, user, source, now, ctx, rules, visitor)
         remaining = _remaining(session, user)
         return VerifyResult(False, remaining, remaining <= LOW_WATERMARK, mistyped=True)
@@ -147,16 +152,34 @@ def _check_allowed(
         limits.check_backup_codes(session, user, source, now, rules)
 
 
+def _format_held(session: Session, user: User, candidate: str) -> bool:
+    """A code of the current format may be anyone's; one of the older 12-symbol
+    format only of a user who still holds an active code of that format."""
+    if len(candidate) != LEGACY_CODE_LENGTH:
+        return True
+    held = session.execute(
+        select(BackupCode.id)
+        .where(
+            BackupCode.user_id == user.id,
+            BackupCode.symbols == LEGACY_CODE_LENGTH,
+            BackupCode.deactivated_at.is_(None),
+        )
+        .limit(1)
+    ).first()
+    return held is not None
+
+
 def _candidate_row(session: Session, user: User, candidate: str) -> BackupCode | None:
-    """The one code of the current set with this locator (locators are unique within
-    a set), unspent first; a spent one is checked too, so that a double submit is
-    told apart from a guess."""
+    """The one code of the current set with this locator and format (locators are
+    unique within a set), unspent first; a spent one is checked too, so that a
+    double submit is told apart from a guess."""
     return (
         session.execute(
             select(BackupCode)
             .where(
                 BackupCode.user_id == user.id,
-                BackupCode.locator == candidate[:2],
+                BackupCode.locator == candidate[:LOCATOR_LENGTH],
+                BackupCode.symbols == len(candidate),
                 BackupCode.deactivated_at.is_(None),
             )
             .order_by(BackupCode.generation.desc(), BackupCode.spent_at.is_not(None))

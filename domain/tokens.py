@@ -8,18 +8,21 @@ and the token API share.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from domain import accounts, audit
 from domain.audit.types import EventType, Outcome
 from domain.errors import InvalidRequest, NotFound
 from domain.models import ApiToken, Role, TokenKind
+from domain.sql import rowcount
 from domain.uow import UnitOfWork
 
 # Plain strings (the values), for messages and the CLI's choices.
@@ -28,6 +31,13 @@ KINDS = tuple(kind.value for kind in TokenKind)
 PREFIX = "mfa_"
 MIN_TTL = timedelta(seconds=60)
 MAX_TTL = timedelta(days=365)
+# A user token over the API (POST /v1/users/{id}/tokens): short-lived by design.
+USER_TOKEN_TTL = range(60, 3601)
+DEFAULT_USER_TOKEN_TTL = 900
+# last_used_at is written at most this often a token (never on every request).
+LAST_USED_GRANULARITY = timedelta(seconds=60)
+MAX_TOKEN_ID = 36  # api_tokens.id is a VARCHAR(36)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _digest(token: str) -> str:
@@ -91,6 +101,31 @@ def issue(
     return row, plaintext
 
 
+def issue_user_token(
+    uow: UnitOfWork,
+    org_id: str,
+    user_external_id: str,
+    ttl_seconds: int,
+    ctx: audit.Context,
+    *,
+    now: datetime | None = None,
+) -> tuple[ApiToken, str]:
+    """A short-lived user token, issued by the application's backend for a user it
+    signed in (60 to 3600 s); NotFound for a user outside the organization."""
+    if isinstance(ttl_seconds, bool) or ttl_seconds not in USER_TOKEN_TTL:
+        raise InvalidRequest("ttl_seconds must be 60 to 3600", field="ttl_seconds")
+    accounts.get_user(uow.session, org_id, user_external_id)
+    return issue(
+        uow,
+        org_id,
+        user_external_id,
+        Role.USER,
+        ctx,
+        ttl=timedelta(seconds=ttl_seconds),
+        now=now,
+    )
+
+
 def usable(row: ApiToken, now: datetime) -> bool:
     """Neither revoked nor expired at `now`."""
     return row.revoked_at is None and (row.expires_at is None or now < row.expires_at)
@@ -106,6 +141,33 @@ def authenticate(session: Session, presented: str, now: datetime | None = None) 
     if row is None or not usable(row, now or datetime.now(UTC)):
         return None
     return row
+
+
+def due_for_use_mark(row: ApiToken, now: datetime) -> bool:
+    """Is the row's last_used_at (as just read) null or a minute old?"""
+    return row.last_used_at is None or now - row.last_used_at >= LAST_USED_GRANULARITY
+
+
+def mark_used(session: Session, token_id: str, now: datetime) -> bool:
+    """Set last_used_at to now unless another request did within the minute; a row
+    locked by a concurrent writer (a revocation) is skipped, never waited for (FOR
+    UPDATE SKIP LOCKED where the database has it). True when the row was written."""
+    stale = or_(
+        ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= now - LAST_USED_GRANULARITY
+    )
+    lockable = (
+        select(ApiToken.id)
+        .where(ApiToken.id == token_id, stale)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    changed = session.execute(
+        update(ApiToken)
+        .where(ApiToken.id == lockable, stale)
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(changed) == 1
 
 
 def _revoked_event(uow: UnitOfWork, row: ApiToken, ctx: audit.Context, reason: str) -> None:
@@ -138,6 +200,9 @@ def revoke(
     of another organization (when org_id is given). Revoking twice changes nothing
     and appends nothing."""
     session = uow.session
+    if not token_id or len(token_id) > MAX_TOKEN_ID or "\x00" in token_id:
+        # No token has such an id; PostgreSQL would refuse a NUL in the parameter.
+        raise NotFound("no such token")
     row = session.execute(
         select(ApiToken).where(ApiToken.id == token_id).with_for_update()
     ).scalar_one_or_none()
@@ -216,10 +281,11 @@ def list_tokens(
     role: str | None = None,
     principal_id: str | None = None,
     limit: int | None = None,
+    after: TokenCursor | None = None,
     now: datetime | None = None,
 ) -> list[TokenInfo]:
-    """The organization's tokens, newest first; revoked and expired ones too unless
-    include_revoked is False."""
+    """The organization's tokens, newest first (after `after`, when given); revoked
+    and expired ones too unless include_revoked is False."""
     accounts.get_org(session, org_id)
     query = select(ApiToken).where(ApiToken.org_id == org_id)
     if role is not None:
@@ -232,7 +298,74 @@ def list_tokens(
             ApiToken.revoked_at.is_(None),
             (ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > moment),
         )
+    if after is not None:
+        query = query.where(
+            or_(
+                ApiToken.created_at < after.created_at,
+                and_(ApiToken.created_at == after.created_at, ApiToken.id < after.token_id),
+            )
+        )
     query = query.order_by(ApiToken.created_at.desc(), ApiToken.id.desc())
     if limit is not None:
         query = query.limit(limit)
     return [TokenInfo.of(row) for row in session.execute(query).scalars()]
+
+
+# --- pages of GET /v1/org/tokens ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenCursor:
+    """Where a page ended: the last token's (created_at, id), newest first."""
+
+    created_at: datetime
+    token_id: str
+
+    def encode(self) -> str:
+        micros = (self.created_at - _EPOCH) // timedelta(microseconds=1)
+        raw = f"tok:{micros}:{self.token_id}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, cursor: str) -> TokenCursor:
+        try:
+            if len(cursor) > 128:
+                raise ValueError(cursor)
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+            prefix, micros, token_id = raw.split(":", 2)
+            if prefix != "tok" or not micros.isdigit() or len(micros) > 18:
+                raise ValueError(cursor)
+            if not token_id or len(token_id) > MAX_TOKEN_ID or not token_id.isprintable():
+                raise ValueError(cursor)
+            moment = _EPOCH + timedelta(microseconds=int(micros))
+        except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError, OSError):
+            raise InvalidRequest(
+                "cursor is not one this service gave out", field="cursor"
+            ) from None
+        return cls(moment, token_id)
+
+
+def page_of_tokens(
+    session: Session,
+    org_id: str,
+    *,
+    limit: int,
+    after: TokenCursor | None = None,
+    include_revoked: bool = True,
+    role: str | None = None,
+    principal_id: str | None = None,
+) -> tuple[list[TokenInfo], str | None]:
+    """One page, newest first, and the cursor of the next (None on the last page)."""
+    rows = list_tokens(
+        session,
+        org_id,
+        include_revoked=include_revoked,
+        role=role,
+        principal_id=principal_id,
+        limit=limit + 1,
+        after=after,
+    )
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], TokenCursor(last.created_at, last.token_id).encode()

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from domain.errors import NotFound
 from domain.models import User
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,8 @@ class UnitOfWork:
     def lock_user(self, user: User) -> User:
         """Take the user's row lock (PostgreSQL; SQLite's writer lock already holds)
         so that spending, regenerating and counting failures never interleave. Once
-        held, the row is fresh for the rest of the transaction: no second read."""
+        held, the row is fresh for the rest of the transaction: no second read.
+        NotFound when the user was deleted meanwhile (the lock waited for that delete)."""
         if user.id in self._locks:
             return user
         locked = self.session.execute(
@@ -94,7 +96,9 @@ class UnitOfWork:
             .where(User.id == user.id)
             .with_for_update()
             .execution_options(populate_existing=True)
-        ).scalar_one()
+        ).scalar_one_or_none()
+        if locked is None:
+            raise NotFound("no such user")
         self.note_locked(locked.id)
         return locked
 

@@ -37,6 +37,14 @@ MAILS = Counter(
     "Mail attempts to users, by outcome (sent; retry: failed, tried again; failed: given up)",
     ["outcome"],
 )
+WEBHOOK_DELIVERIES = Counter(
+    "mfa_webhook_delivery_attempts",
+    "Webhook delivery attempts, by what came of them (succeeded, retry, dead, disabled, stale)",
+    ["outcome"],
+)
+WEBHOOKS_DISABLED = Counter(
+    "mfa_webhooks_disabled", "Webhooks disabled because their receiver answered 410 Gone"
+)
 QUEUE_LATENCY = Histogram(
     "mfa_regeneration_queue_latency_seconds",
     "From the request's acceptance to a worker starting it",
@@ -64,6 +72,8 @@ def _count(type_: str, outcome: str, details: dict[str, Any]) -> None:
         MAILS.labels("sent").inc()
     elif type_ == EventType.NOTIFICATION_FAILED:
         MAILS.labels("failed" if details.get("final") else "retry").inc()
+    elif type_ == EventType.WEBHOOK_DISABLED:
+        WEBHOOKS_DISABLED.inc()
 
 
 def count_committed(done: Committed) -> None:

@@ -18,6 +18,8 @@ from dotenv import dotenv_values
 
 from domain.errors import ConfigurationError
 from domain.limits import Limits
+from domain.notify.webhook_addresses import AllowPrivate
+from domain.notify.webhook_delivery import DEFAULT_SCHEDULE
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -122,6 +124,11 @@ class Settings:
     smtp_url: str | None = field(default=None, repr=False)
     # A CA bundle the SMTP server's certificate is checked against (None: the system's).
     smtp_ca_file: Path | None = None
+    # Which non-public addresses webhooks may reach: none, loopback (and http://; the
+    # embedded default) or private (RFC 1918 and ULA too). Never link-local or CGNAT.
+    webhook_allow_private: AllowPrivate = AllowPrivate.NONE
+    # Seconds between a failed delivery attempt and the next; after the last, dead.
+    webhook_retry_schedule: tuple[int, ...] = DEFAULT_SCHEDULE
 
     @property
     def embedded_broker(self) -> bool:
@@ -235,7 +242,37 @@ class Settings:
                 if merged.get("MFA_SMTP_CA_FILE")
                 else None
             ),
+            webhook_allow_private=_allow_private(merged, embedded),
+            webhook_retry_schedule=_schedule(merged, "MFA_WEBHOOK_RETRY_SCHEDULE"),
         )
+
+
+def _allow_private(env: Mapping[str, str], embedded: bool) -> AllowPrivate:
+    name = "MFA_WEBHOOK_ALLOW_PRIVATE"
+    default = AllowPrivate.LOOPBACK if embedded else AllowPrivate.NONE
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in ("", "none", "no", "off"):
+        return AllowPrivate.NONE
+    try:
+        return AllowPrivate(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be loopback, private or none, got {raw!r}") from None
+
+
+def _schedule(env: Mapping[str, str], name: str) -> tuple[int, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return DEFAULT_SCHEDULE
+    try:
+        waits = tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigurationError(f"{name} must be seconds separated by commas") from None
+    if not 1 <= len(waits) <= 50 or any(not 0 <= w <= 7 * 86400 for w in waits):
+        raise ConfigurationError(f"{name}: 1 to 50 waits, each 0 to 604800 seconds")
+    return waits
 
 
 def _networks(env: Mapping[str, str], name: str) -> tuple[IPv4Network | IPv6Network, ...]:

@@ -24,6 +24,7 @@ from infra import logs
 from infra.db import utcnow
 from infra.mail import MailTransport, transport_for
 from infra.services import Services
+from infra.webhook_client import WebhookClient
 from workers import mail as mail_jobs
 from workers.app import (
     TASK_CHECKPOINT,
@@ -33,6 +34,7 @@ from workers.app import (
     TASK_REPUBLISH_STALE,
     TASK_SEND_MAIL,
 )
+from workers.deliveries import register_delivery_tasks, republish_due
 from workers.publish import Publisher
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class RegisteredTasks:
     checkpoint: Task[[], int]
     purge: Task[[], dict[str, int]]
     send_mail: Task[[str], str]
+    deliver_webhook: Task[[int], str]
 
 
 @contextmanager
@@ -77,11 +80,14 @@ def register_tasks(
     celery_app: Celery,
     services: Services,
     publisher: Publisher | None = None,
+    *,
     transport: MailTransport | None = None,
+    webhook_client: WebhookClient | None = None,
 ) -> RegisteredTasks:
     publisher = publisher or Publisher(celery_app, services)
     settings = services.settings
     mailer = transport or transport_for(settings)
+    deliver_webhook = register_delivery_tasks(celery_app, services, publisher, webhook_client)
 
     @celery_app.task(name=TASK_PROCESS, shared=False, bind=True, max_retries=MAX_RETRIES)
     def process(self: Task[Any, Any], regeneration_id: str) -> str:
@@ -146,15 +152,18 @@ def register_tasks(
                     log.warning("republish of stale regenerations stopped: %s", type(exc).__name__)
                     break
                 sent += 1
+            deliveries = republish_due(services, publisher)
             mails = _republish_due_mails(publisher, services, now)
-            if outbox or sent or mails:
+            if outbox or sent or deliveries or mails:
                 log.info(
-                    "republished %d outbox messages, %d stale regenerations and %d mails",
+                    "republished %d outbox messages, %d stale regenerations, %d due"
+                    " deliveries and %d mails",
                     outbox,
                     sent,
+                    deliveries,
                     mails,
                 )
-            return {"outbox": outbox, "stale": sent, "mails": mails}
+            return {"outbox": outbox, "stale": sent, "deliveries": deliveries, "mails": mails}
 
     @celery_app.task(name=TASK_SEND_MAIL, shared=False, bind=True)
     def send_mail(self: Task[Any, Any], mail_id: str) -> str:
@@ -207,7 +216,13 @@ def register_tasks(
             return counts
 
     return RegisteredTasks(
-        process, republish_stale, expire_sheets, checkpoint, purge_old_rows, send_mail
+        process,
+        republish_stale,
+        expire_sheets,
+        checkpoint,
+        purge_old_rows,
+        send_mail,
+        deliver_webhook,
     )
 
 

@@ -20,6 +20,8 @@ from infra.services import Services
 
 class Resource:
     roles: ClassVar[tuple[str, ...]]
+    # A method's own roles where they differ from `roles` (api.middleware).
+    method_roles: ClassVar[dict[str, tuple[str, ...]]] = {}
     no_store: ClassVar[bool] = True
 
     def __init__(self, services: Services) -> None:

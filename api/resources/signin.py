@@ -1,13 +1,14 @@
-"""POST /v1/users/{user_id}/backup-codes/verify: the sign-in front end (role `service`)."""
+"""POST /v1/users/{user_id}/backup-codes/verify and POST /v1/users/{user_id}/totp/verify:
+the sign-in front end (role `service`)."""
 
 from __future__ import annotations
 
 import falcon
 
 from api import representations
-from api.bodies import Verification, present, read_body
+from api.bodies import TotpVerification, Verification, present, read_body
 from api.resources.base import Resource
-from domain import signin
+from domain import signin, totp_signin
 from domain.errors import NotFound
 from infra.db import utcnow
 from infra.services import Services
@@ -46,5 +47,28 @@ class BackupCodeVerification(Resource):
         resp.media = representations.verification(result)
 
 
+class TotpCheck(Resource):
+    roles = ("service",)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
+        body = read_body(req, TotpVerification)
+        user_id = possible_user_id(user_id)
+        p = req.context.principal
+        with self.services.unit_of_work() as uow:
+            result = totp_signin.verify_totp(
+                uow,
+                self.services,
+                p.org_id,
+                user_id,
+                body.totp,
+                utcnow(),
+                req.context.audit,
+                client_ip=present(body.client_ip),
+                user_agent=present(body.user_agent),
+            )
+        resp.media = representations.totp_check(result)
+
+
 def register(app: falcon.App[falcon.Request, falcon.Response], services: Services) -> None:
     app.add_route("/v1/users/{user_id}/backup-codes/verify", BackupCodeVerification(services))
+    app.add_route("/v1/users/{user_id}/totp/verify", TotpCheck(services))

@@ -16,6 +16,7 @@ class EventType(StrEnum):
     REGENERATION_STARTED = "backup_codes.regeneration.started"
     REGENERATION_SUCCEEDED = "backup_codes.regeneration.succeeded"
     REGENERATION_FAILED = "backup_codes.regeneration.failed"
+    TOTP_ACCEPTED = "mfa.totp.accepted"
     TOTP_REJECTED = "mfa.totp.rejected"
     TOTP_REPLAYED = "mfa.totp.replayed"
     CODES_DEACTIVATED = "backup_codes.deactivated"
@@ -34,6 +35,8 @@ class EventType(StrEnum):
     POLICY_CHANGED = "org.policy.changed"
     ORG_CREATED = "org.created"
     USER_CREATED = "user.created"
+    USER_UPSERTED = "user.upserted"  # details name the fields that changed, never a value
+    USER_DELETED = "user.deleted"
     TOKEN_ISSUED = "token.issued"  # noqa: S105 (an event name, not a secret)
     TOKEN_REVOKED = "token.revoked"  # noqa: S105 (an event name, not a secret)
     ACCESS_DENIED = "api.access.denied"  # a token used on an endpoint its role may not call
@@ -45,6 +48,11 @@ class EventType(StrEnum):
     USER_REPUDIATED = "user.repudiated"  # the user said "this wasn't me" (domain.notify)
     NOTIFICATION_SENT = "notification.sent"
     NOTIFICATION_FAILED = "notification.failed"
+    WEBHOOK_CREATED = "webhook.created"
+    WEBHOOK_UPDATED = "webhook.updated"
+    WEBHOOK_DELETED = "webhook.deleted"
+    WEBHOOK_SECRET_ROTATED = "webhook.secret_rotated"  # noqa: S105 (an event name, not a secret)
+    WEBHOOK_DISABLED = "webhook.disabled"
 
 
 class Outcome(StrEnum):

@@ -23,7 +23,7 @@ from domain.notify.mail_rules import (
 )
 from domain.uow import UnitOfWork
 
-TASK_SEND_MAIL = "mail.send"  # args {"mail_id": str}
+TASK_SEND_MAIL = outbox.TASK_SEND_MAIL  # the one name, with the other delivery tasks
 
 # A new mail is sent by the task its outbox row publishes; the sweep leaves it alone
 # this long, so that it never sends one the after-commit publisher is sending.

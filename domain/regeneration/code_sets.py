@@ -48,6 +48,7 @@ def issue_set(
             generation=(previous or 0) + 1,
             position=code.position,
             locator=code.locator,
+            symbols=code.symbols,
             hash=hashed,
             created_at=now,
         )

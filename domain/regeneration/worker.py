@@ -14,6 +14,7 @@ from domain.audit.types import EventType, Outcome
 from domain.errors import (
     BackupCodesDisabled,
     MfaNotEnrolled,
+    NotFound,
 )
 from domain.models import (
     FINISHED,
@@ -67,7 +68,10 @@ def process_regeneration(
     owner = session.get(User, first.user_id)
     if owner is None:
         return MISSING
-    user = uow.lock_user(owner)
+    try:
+        user = uow.lock_user(owner)
+    except NotFound:
+        return MISSING  # the user was deleted while this waited for the lock
     # Re-read under the lock: a concurrent delivery may have finished it meanwhile.
     reg = session.execute(
         select(Regeneration)
@@ -146,10 +150,19 @@ def abandon(uow: UnitOfWork, regeneration_id: str, now: datetime) -> bool:
     owner = session.get(User, reg.user_id) if reg is not None else None
     if reg is None or owner is None or reg.status in FINISHED:
         return False
-    user = uow.lock_user(owner)
-    session.refresh(reg, with_for_update=True)
-    if reg.status in FINISHED:
+    try:
+        user = uow.lock_user(owner)
+    except NotFound:
+        return False  # the user (and so this request) was deleted meanwhile
+    found = session.execute(
+        select(Regeneration)
+        .where(Regeneration.id == regeneration_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+    if found is None or found.status in FINISHED:
         return False
+    reg = found
     reg.totp_ciphertext = None
     _fail(uow, reg, user, PROCESSING_FAILED, now, audit.Context.from_dict(reg.actor))
     return True

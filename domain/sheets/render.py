@@ -1,20 +1,29 @@
-"""The backup-code sheet: a printable PDF and a plain-text form. Pure, no I/O.
+"""The backup-code sheet: a printable PDF and a plain-text form. Pure: no I/O
+beyond reading the font this package ships.
 
-The PDF uses only PDF's standard fonts (Helvetica, Courier), so nothing is
-downloaded or embedded. The canvas is invariant: the same content gives the
-same bytes. No code, account or organization goes into the metadata.
+The words are in Helvetica, a standard PDF font every viewer has. The codes are
+in DejaVu Sans Mono Bold, shipped in fonts/ and embedded (subset), because the
+standard Courier is not embedded: each viewer draws it with a face of its own,
+and Courier's zero has no dot. The embedded face has a dotted zero, a serifed
+one and I, and 2/Z, 5/S, 8/B apart; the codes stay text (selectable, found by
+pdftotext). The canvas is invariant: the same content gives the same bytes. No
+code, account or organization goes into the metadata.
 """
 
 from __future__ import annotations
 
 import io
+import threading
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
+from importlib.resources import as_file, files
 
 from reportlab.lib.colors import Color, HexColor
 from reportlab.lib.pagesizes import A4, LETTER
-from reportlab.pdfbase.pdfmetrics import stringWidth
+from reportlab.pdfbase.pdfmetrics import registerFont, stringWidth
+from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 
 from domain.codes import MAX_CODES, MIN_CODES
@@ -44,13 +53,17 @@ NOTE: Style = (SANS, 9, MUTED)
 NOTE_ACCENT: Style = (SANS_BOLD, 9, ACCENT)
 FINE: Style = (SANS, 8, MUTED)
 NUMBER: Style = (SANS, 11, MUTED)
-CODE: Style = ("Courier-Bold", 17, INK)
+CODE_FONT = "SheetMono"  # DejaVu Sans Mono Bold, registered on first use
+CODE_SIZE = 17.0  # the size the codes are set at when they fit; smaller only to fit
+CODE_MIN_SIZE = 12.0
+COLUMN_GAP = 16.0  # at least this much space beside each column of codes
+CAP_HEIGHT = 0.729  # of DejaVu Sans Mono Bold, in ems
 
 # Lines broken by hand to fit the narrower page (A4) at 10 pt.
 GUIDANCE = (
     "Keep this sheet somewhere safe and offline, such as a locked drawer. Do not store it\n"
     "in email, chat or cloud notes.",
-    "Use a code only when you cannot use your authenticator app, then cross it out.",
+    "Use a code only when you cannot use your authenticator app, then tick its box.",
     "If you lose this sheet, or think someone else has seen it, generate a new set right away:\n"
     "the codes on this sheet stop working at once.",
 )
@@ -62,7 +75,7 @@ class SheetContent:
     account: str  # the user's id or email
     set_id: str  # short non-secret label of the code set, e.g. "K7Q2-9M"
     generated_at: datetime  # aware, UTC
-    # Formatted codes such as "AB12-CDEF-GH34"; out of repr, so no log or traceback shows them.
+    # Formatted codes such as "AB12-CDEF-GH34-JK5M"; out of repr, so no log or traceback shows them.
     codes: tuple[str, ...] = field(repr=False)
 
     def __post_init__(self) -> None:
@@ -92,6 +105,23 @@ def render_pdf(content: SheetContent, page_size: str = "A4") -> bytes:
         width, height = PAGE_SIZES[page_size]
     except KeyError:
         raise ValueError(f"page size must be one of {sorted(PAGE_SIZES)}") from None
+    _register_code_font()
+    # reportlab keeps an embedded font's subsets on the font object, per document:
+    # one document at a time, for the threads of a web or worker process.
+    with _RENDERING:
+        return _render(content, width, height)
+
+
+_RENDERING = threading.Lock()
+
+
+@cache
+def _register_code_font() -> None:
+    with as_file(files(__package__) / "fonts" / "DejaVuSansMono-Bold.ttf") as path:
+        registerFont(TTFont(CODE_FONT, str(path)))
+
+
+def _render(content: SheetContent, width: float, height: float) -> bytes:
     buffer = io.BytesIO()
     c = Canvas(buffer, pagesize=(width, height), invariant=1, pageCompression=1)
     c.setTitle("Backup codes")
@@ -189,21 +219,55 @@ def _code_block(
     _text(c, inner_right, y, when, NOTE, right=True)
     y -= header
 
-    code_width = max(_width(code, CODE) for code in codes)
-    number_width = _width("20.", NUMBER) + 10
-    cell = number_width + code_width
+    number_width = _width("20.", NUMBER) + 8
+    size = _code_size(codes, columns, number_width, inner_right - inner_left)
+    code: Style = (CODE_FONT, size, INK)
+    cell = _cell_width(codes, size, number_width)
     span = inner_right - inner_left
     if columns == 1:
         starts = [inner_left + (span - cell) / 2]
     else:
         gap = (span - 2 * cell) / 3
         starts = [inner_left + gap, inner_left + 2 * gap + cell]
-    for index, code in enumerate(codes):
+    box = _box_side(size)
+    cap_height = CAP_HEIGHT * size
+    c.setStrokeColor(MUTED)
+    c.setLineWidth(0.9)
+    for index, text in enumerate(codes):
         column, row = divmod(index, rows)
         x, row_y = starts[column], y - row * row_height
-        _text(c, x + number_width - 10, row_y + 1, f"{index + 1}.", NUMBER, right=True)
-        _text(c, x + number_width, row_y, code, CODE)
+        _text(c, x + number_width - 8, row_y, f"{index + 1}.", NUMBER, right=True)
+        # The box to tick, as tall as the capitals and centred on them.
+        c.setFillColor(HexColor("#FFFFFF"))
+        c.rect(x + number_width, row_y + (cap_height - box) / 2, box, box, stroke=1, fill=1)
+        _text(c, x + number_width + box + _box_gap(size), row_y, text, code)
     return bottom
+
+
+def _box_side(size: float) -> float:
+    return round(0.8 * size, 2)
+
+
+def _box_gap(size: float) -> float:
+    return round(0.6 * size, 2)  # one character's width of the monospace face
+
+
+def _cell_width(codes: tuple[str, ...], size: float, number_width: float) -> float:
+    """Number, box and code: the width one code takes on a row."""
+    widest = max(_width(code, (CODE_FONT, size, INK)) for code in codes)
+    return number_width + _box_side(size) + _box_gap(size) + widest
+
+
+def _code_size(codes: tuple[str, ...], columns: int, number_width: float, span: float) -> float:
+    """The largest size, up to CODE_SIZE in half points, at which the columns of
+    codes fit the span with COLUMN_GAP beside each; 16-symbol codes in two columns
+    on A4 come out smaller than 12-symbol ones."""
+    size = CODE_SIZE
+    while size > CODE_MIN_SIZE:
+        if columns * _cell_width(codes, size, number_width) + (columns + 1) * COLUMN_GAP <= span:
+            break
+        size -= 0.5
+    return size
 
 
 def _scissors(c: Canvas, x: float, y: float) -> None:

@@ -5,7 +5,7 @@ holds each mail to send (the address stays here, out of the audit trail), and
 repudiation_tickets the hashes of the "If this wasn't you" links.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 """
 
 import sqlalchemy as sa
@@ -14,7 +14,7 @@ from alembic import op
 import domain.models
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -380,6 +380,34 @@ def test_no_secret_is_written_down_anywhere(
             assert bob_done.status_code == 201, bob_done.text
             world.await_status(bob, bob_done.json["regeneration"]["id"])
 
+            # TOTP at sign-in: a wrong code, the next step's right one, the same again.
+            totp_verify = "/v1/users/bob/totp/verify"
+            bob_next = pyotp.TOTP(bob_secret).at(time.time() + 30)
+            bob_other_wrong = wrong_totp(bob_secret)
+            found.totps |= {bob_next, bob_other_wrong}
+            seen = {"client_ip": "203.0.113.9", "user_agent": "hunt"}
+            verdicts = [
+                world.call("POST", totp_verify, service, json={"totp": t, **seen}).json
+                for t in (bob_other_wrong, bob_next, bob_next)
+            ]
+            assert [v["accepted"] for v in verdicts] == [False, True, False]
+
+            # Tokens over the API: issued, used, listed, revoked; issued and signed out.
+            issued = [
+                world.call("POST", "/v1/users/alice/tokens", who, json={"ttl_seconds": 300})
+                for who in (service, roles["admin"])
+            ]
+            assert [i.status_code for i in issued] == [201, 201]
+            found.tokens |= {i.json["token"] for i in issued}
+            first_issued, second_issued = (i.json for i in issued)
+            assert world.call("GET", "/v1/me/mfa", first_issued["token"]).status_code == 200
+            listed = world.call("GET", "/v1/org/tokens", roles["admin"])
+            assert listed.status_code == 200, listed.text
+            revoke = f"/v1/org/tokens/{first_issued['token_id']}"
+            assert world.call("DELETE", revoke, roles["admin"]).status_code == 204
+            assert world.call("GET", "/v1/me/mfa", first_issued["token"]).status_code == 401
+            assert world.call("DELETE", "/v1/me/token", second_issued["token"]).status_code == 204
+
             # Policy off: a code is refused unseen; then on again.
             admin = roles["admin"]
             off = {"backup_codes_enabled": False, "code_count": 8}
@@ -437,8 +465,9 @@ def test_no_secret_is_written_down_anywhere(
         "files": files_text(tmp_path),
     }
     hits += [f"{where}: ticket" for where, t in elsewhere.items() for k in tickets if k in t]
-    # 15 codes (alice: two sets, carol: one) in 4 forms; 6 tokens (3 roles, 3 users)
-    assert len(found.codes) == 60 and len(found.tokens) == 6 and len(found.totps) >= 4
+    # 15 codes (alice: two sets, carol: one) in 4 forms; 8 tokens (3 roles, 3 users, 2
+    # issued over the API)
+    assert len(found.codes) == 60 and len(found.tokens) == 8 and len(found.totps) >= 6
     assert hits == [], "\n".join(hits)
 
 
@@ -446,10 +475,10 @@ def test_the_hunt_finds_what_is_there() -> None:
     """The search itself: every kind of secret is found where it is, in any case and
     form, and six-digit runs inside timestamps or longer numbers are not mistaken."""
     s = Secrets(totps={"123456"}, totp_secrets={"JBSWY3DPEHPK3PXP"}, tokens={"mfa_abc"})
-    s.add_code("AB12-CD34-EF56")
-    assert s.found_in("x", "code ab12cd34ef56 seen")
-    assert s.found_in("x", "part 12cd34ef56")
-    assert s.found_in("x", "typed 'ab12 cd34 ef56'")
+    s.add_code("AB12-CD34-EF56-GH7K")
+    assert s.found_in("x", "code ab12cd34ef56gh7k seen")
+    assert s.found_in("x", "part 12cd34ef56gh7k")
+    assert s.found_in("x", "typed 'ab12 cd34 ef56 gh7k'")
     assert s.found_in("x", "secret jbswy3dpehpk3pxp")
     assert s.found_in("x", "Authorization: Bearer mfa_abc")
     assert s.found_in("x", '{"totp": "123456"}')

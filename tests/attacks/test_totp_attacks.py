@@ -15,7 +15,7 @@ import pyotp
 from falcon import testing
 
 from tests.support.api_world import ApiWorld
-from tests.support.codes import CODE_RE, wrong_totps
+from tests.support.codes import CODE_RE, wrong_code, wrong_totps
 
 REGENERATIONS = "/v1/me/backup-codes/regenerations"
 CONFIRM = "/v1/me/mfa/enrollment/confirm"
@@ -150,14 +150,14 @@ def test_guessed_backup_codes_throttle_their_source_even_for_the_right_code(
     user_token, codes = _enrolled_with_codes(world, org)
     service = world.token(org, "sign-in", "service")
     verify = "/v1/users/alice/backup-codes/verify"
-    guesses = [f"ZZZZ-ZZZZ-{n:04d}" for n in range(THRESHOLD)]
+    guesses = [wrong_code(n) for n in range(THRESHOLD)]
     for guess in guesses:
         answer = world.call("POST", verify, service, json={"code": guess})
         assert answer.status_code == 200, answer.text
         assert answer.json["accepted"] is False
 
     for _ in range(10):  # guessing on is refused without a verdict
-        assert_locked_out(world.call("POST", verify, service, json={"code": "ZZZZ-ZZZZ-9999"}))
+        assert_locked_out(world.call("POST", verify, service, json={"code": wrong_code(9999)}))
     assert_locked_out(world.call("POST", verify, service, json={"code": codes[0]}))
     # The right code was not spent: it is still there for the real user, who signs in
     # from another address (the front end says which in client_ip).
@@ -177,7 +177,7 @@ def test_wrong_backup_codes_never_block_the_totp_nor_the_reverse(world: ApiWorld
     verify = "/v1/users/alice/backup-codes/verify"
     secret = world.secrets[(org, "alice")]
     for n in range(THRESHOLD):
-        wrong = world.call("POST", verify, service, json={"code": f"ZZZZ-ZZZZ-{n:04d}"})
+        wrong = world.call("POST", verify, service, json={"code": wrong_code(n)})
         assert wrong.json["accepted"] is False
     assert_locked_out(world.call("POST", verify, service, json={"code": codes[0]}))
     done = regenerate(world, user_token, world.totp(org, offset_steps=1))

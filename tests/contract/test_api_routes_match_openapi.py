@@ -76,6 +76,33 @@ def test_documented_operations_are_routed(app: falcon.App[falcon.Request, falcon
     assert documented() - routed(app) == set()
 
 
+def test_resources_admit_the_roles_the_document_names(
+    app: falcon.App[falcon.Request, falcon.Response],
+) -> None:
+    """x-roles (or x-role alone) is what the resource's `roles` admits; `any` is `()`."""
+    doc = yaml.safe_load(DOCUMENT.read_text(encoding="utf-8"))
+    router = app._router  # falcon.inspect lists paths, not their resources
+    checked = 0
+    for path, item in doc["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        resource = router.find(path.replace("{", "").replace("}", ""))[0]
+        for method, operation in item.items():
+            if method.upper() not in HTTP_METHODS:
+                continue
+            if operation.get("security") == []:
+                assert getattr(resource, "public", False), f"{method.upper()} {path}"
+                continue  # public (the repudiation link: its ticket is the credential)
+            named = operation.get("x-roles", [operation["x-role"]])
+            expected = () if named == ["any"] else tuple(named)
+            admitted = getattr(resource, "method_roles", {}).get(method.upper(), resource.roles)
+            if admitted == () and path.startswith("/v1/audit/"):
+                continue  # any token reaches the audit resources, which refuse on record
+            assert set(admitted) == set(expected), f"{method.upper()} {path}"
+            checked += 1
+    assert checked >= 15
+
+
 def test_openapi_json_serves_the_document(
     app: falcon.App[falcon.Request, falcon.Response],
 ) -> None:

@@ -52,11 +52,37 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("/v1/users/{user_id}/backup-codes/revocation", "post"): "204 400 401 403 404 413 422 429 503",
     ("/v1/users/{user_id}/mfa", "delete"): "204 401 403 404 429 503",
     ("/v1/users/{user_id}/mfa/unlock", "post"): "204 400 401 403 404 413 422 429 503",
+    ("/v1/org/webhooks", "post"): "201 400 401 403 409 413 422 429 503",
+    ("/v1/org/webhooks", "get"): "200 401 403 429 503",
+    ("/v1/org/webhooks/{webhook_id}", "get"): "200 401 403 404 429 503",
+    ("/v1/org/webhooks/{webhook_id}", "patch"): "200 400 401 403 404 413 422 429 503",
+    ("/v1/org/webhooks/{webhook_id}", "delete"): "204 401 403 404 429 503",
+    ("/v1/org/webhooks/{webhook_id}/secret", "post"): "201 400 401 403 404 413 422 429 503",
+    ("/v1/org/webhooks/{webhook_id}/ping", "post"): "202 400 401 403 404 413 422 429 503",
+    ("/v1/org/webhooks/{webhook_id}/deliveries", "get"): "200 400 401 403 404 422 429 503",
+    (
+        "/v1/org/webhooks/{webhook_id}/deliveries/{delivery_id}/retry",
+        "post",
+    ): "202 400 401 403 404 413 422 429 503",
     ("/v1/audit/events", "get"): "200 400 401 403 422 429 503",
     ("/v1/audit/verification", "get"): "200 401 403 429 503",
     ("/v1/repudiations/{ticket}", "get"): "200 404 410 429 503",
     ("/v1/repudiations/{ticket}", "post"): "200 204 404 410 413 429 503",
+    ("/v1/users/{user_id}/totp/verify", "post"): "200 400 401 403 404 409 413 422 429 503",
+    ("/v1/users/{user_id}/tokens", "post"): "201 400 401 403 404 413 422 429 503",
+    ("/v1/org/tokens", "get"): "200 400 401 403 422 429 503",
+    ("/v1/org/tokens/{token_id}", "delete"): "204 400 401 403 404 429 503",
+    ("/v1/me/token", "delete"): "204 400 401 403 429 503",
+    ("/v1/users", "get"): "200 400 401 403 422 429 503",
+    ("/v1/users/{user_id}", "put"): "200 201 400 401 403 413 422 429 503",
+    ("/v1/users/{user_id}", "get"): "200 401 403 404 429 503",
+    ("/v1/users/{user_id}", "delete"): "204 401 403 404 429 503",
+    ("/v1/me/events", "get"): "200 400 401 403 422 429 503",
 }
+# Operations any authenticated principal may call (`x-role: any`): sign-out.
+ANY_ROLE = "any"
+# Bodies that may be left out, every field with a default: POST /v1/users/{id}/tokens.
+OPTIONAL_BODIES = {("/v1/users/{user_id}/tokens", "post")}
 
 
 # --- helpers -----------------------------------------------------------------
@@ -273,7 +299,14 @@ def test_every_path_template_parameter_is_declared(doc: dict[str, Any]) -> None:
         keys = [(p["name"].lower(), p["in"]) for p in declared]
         assert len(keys) == len(set(keys)), f"{method} {path} declares a parameter twice"
     names = {n for path in doc["paths"] for n in re.findall(r"{([^}]+)}", path)}
-    assert names == {"regeneration_id", "user_id", "ticket"}
+    assert names == {
+        "regeneration_id",
+        "token_id",
+        "user_id",
+        "webhook_id",
+        "delivery_id",
+        "ticket",
+    }
 
 
 def test_v1_operations_need_a_bearer_token_and_the_others_none(doc: dict[str, Any]) -> None:
@@ -287,13 +320,24 @@ def test_v1_operations_need_a_bearer_token_and_the_others_none(doc: dict[str, An
             assert path.startswith("/v1/")
             assert operation.get("security", doc["security"]) == [{"bearer": []}]
             assert {"401", "403"} <= set(operation["responses"]), f"{method} {path}"
-            assert operation.get("x-role") in {"user", "service", "admin", "auditor"}
+            roles = {"user", "service", "admin", "auditor"}
+            assert operation.get("x-role") in roles | {ANY_ROLE}
+            # x-roles: every role admitted, when more than one; x-role (the first) is the
+            # one the fuzzer calls with.
+            admitted = operation.get("x-roles", [operation["x-role"]])
+            assert set(admitted) <= roles | {ANY_ROLE} and admitted[0] == operation["x-role"]
+
+
+# PUT /v1/users/{user_id} creates the user it names: it never answers 404.
+CREATES_WHAT_IT_NAMES = {("/v1/users/{user_id}", "put")}
 
 
 def test_resource_ids_in_the_path_may_answer_404(doc: dict[str, Any]) -> None:
     for path, method, operation in _operations(doc):
-        if "{" in path:
+        if "{" in path and (path, method) not in CREATES_WHAT_IT_NAMES:
             assert "404" in operation["responses"], f"{method} {path}"
+    for path, method in CREATES_WHAT_IT_NAMES:
+        assert "404" not in doc["paths"][path][method]["responses"]
 
 
 def test_post_and_put_refuse_oversize_bodies_with_413(doc: dict[str, Any]) -> None:
@@ -407,18 +451,28 @@ def test_request_bodies_are_strict_json_objects(doc: dict[str, Any]) -> None:
             continue
         bodies += 1
         body = _resolve(doc, operation["requestBody"])
-        assert body["required"] is True
         assert set(body["content"]) == {"application/json"}, f"{method} {path}"
         schema = _resolve(doc, body["content"]["application/json"]["schema"])
         assert schema["type"] == "object" and schema["additionalProperties"] is False
+        if (path, method) in OPTIONAL_BODIES:
+            assert body["required"] is False
+            assert not schema.get("required")
+            assert all("default" in f for f in schema["properties"].values())
+            continue
+        assert body["required"] is True
         # Every field is required but what the sign-in front end saw of its visitor,
-        # and the policy's mail settings (left out, they keep their value).
+        # a webhook's description, the policy's mail settings, and what an upsert or a PATCH
+        # leaves as it is.
         optional = {"client_ip", "user_agent"} if path.endswith("/verify") else set()
+        if path == "/v1/org/webhooks":
+            optional = {"description"}
         if path == "/v1/org/policy":
             optional = {"notify_users", "support_contact"}
-        assert set(schema["required"]) == set(schema["properties"]) - optional
+        if (path, method) == ("/v1/users/{user_id}", "put") or method == "patch":
+            optional = set(schema["properties"])
+        assert set(schema.get("required", [])) == set(schema["properties"]) - optional
         assert optional <= set(schema["properties"])
-    assert bodies == 4
+    assert bodies == 9
 
 
 def test_idempotency_key_is_an_optional_header_on_regeneration_requests(
@@ -495,6 +549,7 @@ VALID = [
                 "low": True,
                 "generated_at": "2026-11-28T09:14:03.120Z",
                 "last_used_at": None,
+                "format": 16,
             },
             "last_set_expired_unseen": False,
             "limits": {

@@ -353,6 +353,7 @@ def assert_sheet_is_active_set(
         assert CODE_RE.fullmatch(shown), "the text sheet holds something other than codes"
         value = normalise(shown)
         assert value is not None and value[:2] in active, "a code of no active row"
+        assert active[value[:2]].symbols == len(value), "a row records another format"
         pairs.append((active[value[:2]], value))
     assert len({row.id for row, _ in pairs}) == len(active)
     checked = pairs if hash_all else [(rng or random.Random()).choice(pairs)]

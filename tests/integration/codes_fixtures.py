@@ -19,7 +19,7 @@ from infra.settings import Settings
 from tests.support.builders import ADMIN_CTX as ADMIN
 from tests.support.builders import NOW, Holder
 from tests.support.builders import SIGNIN_CTX as CTX
-from tests.support.codes import CODE_RE
+from tests.support.codes import CODE_RE, WRONG_CODE
 
 T = TypeVar("T")
 
@@ -54,7 +54,7 @@ def fail(
 ) -> None:
     """`times` wrong codes, one second apart."""
     for i in range(times):
-        result = verify(svc, h, "ZZZZ-ZZZZ-ZZZZ", start + timedelta(seconds=i), client_ip=client_ip)
+        result = verify(svc, h, WRONG_CODE, start + timedelta(seconds=i), client_ip=client_ip)
         assert not result.accepted and not result.mistyped
 
 

@@ -30,6 +30,7 @@ from infra.services import Services
 from tests.integration.codes_fixtures import code_rows, fail, queue_rotation, sheet_codes, verify
 from tests.support.builders import ADMIN_CTX as ADMIN
 from tests.support.builders import NOW, Holder, holder, new_org, new_user
+from tests.support.codes import legacy_codes
 from tests.support.records import events, load_regeneration, process
 
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -295,6 +296,7 @@ def test_status_of_an_enrolled_user_with_a_fresh_set(services: Services) -> None
             "low": False,
             "generated_at": "2026-11-28T12:00:00.000Z",
             "last_used_at": None,
+            "format": 16,
         },
         "last_set_expired_unseen": False,
         "limits": {
@@ -304,6 +306,18 @@ def test_status_of_an_enrolled_user_with_a_fresh_set(services: Services) -> None
         },
     }
     assert RFC3339_MS.match(body["backup_codes"]["generated_at"])
+
+
+def test_status_names_an_older_set_by_its_12_symbols_and_when_it_was_last_used(
+    services: Services,
+) -> None:
+    h = holder(services, codes=legacy_codes(5))
+    assert status(services, h)["backup_codes"]["format"] == 12
+    assert verify(services, h, h.codes[0], NOW + timedelta(minutes=3)).accepted
+    assert verify(services, h, h.codes[1], NOW + timedelta(minutes=7)).accepted
+    current = status(services, h)["backup_codes"]
+    assert (current["format"], current["remaining"]) == (12, 3)
+    assert current["last_used_at"] == rfc3339_millis(NOW + timedelta(minutes=7))
 
 
 def test_status_shows_the_limits_as_they_stand(services: Services) -> None:

@@ -3,8 +3,10 @@ another organization's token, no token and an unknown token, on PostgreSQL with 
 RabbitMQ worker. One expected status a cell, derived from three rules:
 
 - no token or an unknown one: 401 `unauthenticated` with `WWW-Authenticate: Bearer`;
-- a token of the wrong role: 403 `forbidden` (whatever its organization);
-- the right role, but the path names a user or regeneration of another
+- a token of the wrong role: 403 `forbidden` (whatever its organization); an
+  endpoint may admit a second role (`also`: GET and PUT /v1/users/{id} are the
+  service's and the admin's); sign-out admits every role;
+- the right role, but the path names a user, regeneration or token of another
   organization: 404 `not-found`; otherwise the endpoint's success status.
 
 Refused cells aim at a shared victim in organization A, with a body that would
@@ -15,6 +17,7 @@ token of an endpoint that only ever addresses the caller's own organization).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import secrets
 from collections.abc import Callable, Iterator
@@ -25,9 +28,20 @@ import pytest
 from sqlalchemy import func, select
 
 from domain import accounts, audit, tokens
-from domain.models import AttemptLimit, AuthFailure, BackupCode, Regeneration, Sheet, TotpEnrollment
+from domain.models import (
+    ApiToken,
+    AttemptLimit,
+    AuthFailure,
+    BackupCode,
+    Regeneration,
+    Sheet,
+    TotpEnrollment,
+    Webhook,
+)
+from domain.notify.webhook_addresses import AllowPrivate
 from tests.support.api_world import ApiWorld, api_world
 from tests.support.builders import unique
+from tests.support.codes import WRONG_CODE
 from tests.support.settings import pg_amqp_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -52,8 +66,12 @@ class Shared:
     a: Org
     b: Org
     victim_rid: str
+    victim_hook: str = ""  # a webhook of A, and a delivery of it
+    victim_delivery: str = ""
+    victim_token_id: str = ""
     baseline: tuple[Any, ...] = ()
     fresh: Iterator[int] = field(default_factory=lambda: iter(range(10**6)))
+    scratch_hooks: dict[str, str] = field(default_factory=dict)  # org -> a webhook to use
 
     def new_user(self, org: Org) -> str:
         external = f"u{next(self.fresh)}"
@@ -85,6 +103,18 @@ def victim_state(shared: Shared) -> tuple[Any, ...]:
         failures = uow.session.execute(
             select(func.count()).select_from(AuthFailure).where(AuthFailure.user_id == user.id)
         ).scalar_one()
+        hook = uow.session.get(Webhook, shared.victim_hook)
+        hook_state = (
+            None
+            if hook is None
+            else (
+                hook.url,
+                tuple(hook.events),
+                hook.description,
+                hook.enabled,
+                hook.secret_ciphertext,
+            )
+        )
         standing = uow.session.execute(
             select(
                 AttemptLimit.factor,
@@ -95,7 +125,14 @@ def victim_state(shared: Shared) -> tuple[Any, ...]:
             .where(AttemptLimit.user_id == user.id)
             .order_by(AttemptLimit.factor)
         ).all()
+        victim_tokens = uow.session.execute(
+            select(ApiToken.id, ApiToken.revoked_at)
+            .where(ApiToken.org_id == shared.a.id, ApiToken.principal_id == VICTIM)
+            .order_by(ApiToken.id)
+        ).all()
         return (
+            (user.email, user.recovery_email, user.display_name, user.updated_at),
+            tuple(victim_tokens),
             org.backup_codes_enabled,
             org.code_count,
             tuple(standing),
@@ -104,6 +141,7 @@ def victim_state(shared: Shared) -> tuple[Any, ...]:
             tuple(regenerations),
             sheets,
             failures,
+            hook_state,
         )
 
 
@@ -119,7 +157,9 @@ def _org_with_tokens(world: ApiWorld, user_principal: str) -> Org:
 def shared(
     tmp_path_factory: pytest.TempPathFactory, pg_database_url: str, amqp_url: str
 ) -> Iterator[Shared]:
-    settings = pg_amqp_settings(tmp_path_factory.mktemp("matrix"), pg_database_url, amqp_url)
+    settings = pg_amqp_settings(
+        tmp_path_factory.mktemp("matrix"), pg_database_url, amqp_url
+    ).with_overrides(webhook_allow_private=AllowPrivate.LOOPBACK)  # deliveries stay on 127.0.0.1
     with api_world(settings) as world:
         a_id = world.org(code_count=A_POLICY["code_count"])
         _, confirmed = world.enroll(a_id, VICTIM)
@@ -128,6 +168,14 @@ def shared(
         a.tokens["user"] = world.token(a_id, VICTIM, "user")
         b = _org_with_tokens(world, "bob")
         s = Shared(world, a, b, rid)
+        s.victim_hook = _new_hook(s, a)
+        ping = world.call("POST", f"{HOOKS}/{s.victim_hook}/ping", a.tokens["admin"])
+        assert ping.status_code == 202, ping.text
+        s.victim_delivery = ping.json["id"]
+        with world.services.unit_of_work() as uow:
+            victim_token = tokens.authenticate(uow.session, a.tokens["user"])
+            assert victim_token is not None
+            s.victim_token_id = victim_token.id
         assert world.await_status(a.tokens["user"], rid)["status"] == "ready"
         s.baseline = victim_state(s)
         yield s
@@ -203,7 +251,7 @@ def prep_verify(s: Shared, org: Org) -> Call:
         assert body["accepted"] is False
 
     path = f"/v1/users/{user}/backup-codes/verify"
-    return Call(path, org.tokens["service"], {"code": "0000-0000-0000"}, check=check)
+    return Call(path, org.tokens["service"], {"code": WRONG_CODE}, check=check)
 
 
 def _policy_of(s: Shared, org: Org) -> dict[str, Any]:
@@ -266,8 +314,160 @@ def prep_verification(s: Shared, org: Org) -> Call:
     return Call("/v1/audit/verification", org.tokens["auditor"], check=check)
 
 
+HOOKS = "/v1/org/webhooks"
+# A closed port on loopback: the deliveries the matrix causes fail at once, on 127.0.0.1.
+HOOK_BODY = {"url": "http://127.0.0.1:9/hook", "events": ["webhook.ping"], "description": "m"}
+
+
+def _new_hook(s: Shared, org: Org) -> str:
+    got = s.world.call("POST", HOOKS, org.tokens["admin"], HOOK_BODY)
+    assert got.status_code == 201, got.text
+    return str(got.json["id"])
+
+
+def _scratch_hook(s: Shared, org: Org) -> str:
+    if org.id not in s.scratch_hooks:
+        s.scratch_hooks[org.id] = _new_hook(s, org)
+    return s.scratch_hooks[org.id]
+
+
+def prep_create_hook(s: Shared, org: Org) -> Call:
+    def check(body: Any) -> None:
+        assert body["secret"].startswith("whsec_") and body["enabled"] is True
+        got = s.world.call("DELETE", f"{HOOKS}/{body['id']}", org.tokens["admin"])
+        assert got.status_code == 204  # (at most 10 an organization)
+
+    return Call(HOOKS, org.tokens["admin"], HOOK_BODY, check=check)
+
+
+def prep_list_hooks(s: Shared, org: Org) -> Call:
+    mine = _scratch_hook(s, org)
+
+    def check(body: Any) -> None:
+        ids = {h["id"] for h in body["webhooks"]}
+        assert mine in ids and (s.victim_hook in ids) == (org is s.a)
+        assert all("secret" not in h for h in body["webhooks"])
+
+    return Call(HOOKS, org.tokens["admin"], check=check)
+
+
+def prep_get_hook(s: Shared, org: Org) -> Call:
+    return Call(f"{HOOKS}/{_scratch_hook(s, org)}", org.tokens["admin"])
+
+
+def prep_patch_hook(s: Shared, org: Org) -> Call:
+    return Call(f"{HOOKS}/{_scratch_hook(s, org)}", org.tokens["admin"], {"description": "n"})
+
+
+def prep_delete_hook(s: Shared, org: Org) -> Call:
+    return Call(f"{HOOKS}/{_new_hook(s, org)}", org.tokens["admin"])
+
+
+def prep_hook_secret(s: Shared, org: Org) -> Call:
+    return Call(f"{HOOKS}/{_scratch_hook(s, org)}/secret", org.tokens["admin"])
+
+
+def prep_hook_ping(s: Shared, org: Org) -> Call:
+    return Call(f"{HOOKS}/{_scratch_hook(s, org)}/ping", org.tokens["admin"])
+
+
+def prep_hook_deliveries(s: Shared, org: Org) -> Call:
+    return Call(f"{HOOKS}/{_scratch_hook(s, org)}/deliveries", org.tokens["admin"])
+
+
+def prep_hook_retry(s: Shared, org: Org) -> Call:
+    hook = _scratch_hook(s, org)
+    ping = s.world.call("POST", f"{HOOKS}/{hook}/ping", org.tokens["admin"])
+    assert ping.status_code == 202, ping.text
+    return Call(f"{HOOKS}/{hook}/deliveries/{ping.json['id']}/retry", org.tokens["admin"])
+
+
+def prep_totp_verify(s: Shared, org: Org) -> Call:
+    user, _, _ = _enrolled(s, org)
+
+    def check(body: Any) -> None:
+        assert body == {"accepted": True, "replayed": False}
+
+    totp = {"totp": s.world.totp(org.id, user, offset_steps=1)}
+    return Call(f"/v1/users/{user}/totp/verify", org.tokens["service"], totp, check=check)
+
+
+def prep_user_token(s: Shared, org: Org, role: str) -> Call:
+    user = s.new_user(org)
+
+    def check(body: Any) -> None:
+        assert body["role"] == "user"
+        assert s.world.call("GET", "/v1/me/mfa", body["token"]).status_code == 200
+
+    return Call(f"/v1/users/{user}/tokens", org.tokens[role], {"ttl_seconds": 600}, check=check)
+
+
+def prep_list_tokens(s: Shared, org: Org) -> Call:
+    def check(body: Any) -> None:
+        ids = {t["token_id"] for t in body["tokens"]}
+        assert (s.victim_token_id in ids) == (org is s.a)  # B's admin never sees A's tokens
+        assert not any("token" in t for t in body["tokens"])
+
+    return Call("/v1/org/tokens?limit=1000", org.tokens["admin"], check=check)
+
+
+def prep_revoke_token(s: Shared, org: Org) -> Call:
+    with s.world.services.unit_of_work() as uow:
+        row, _ = tokens.issue(uow, org.id, s.new_user(org), "user", audit.CLI)
+    return Call(f"/v1/org/tokens/{row.id}", org.tokens["admin"])
+
+
+def prep_sign_out(s: Shared, org: Org, role: str) -> Call:
+    # A token of its own: signing out the organization's shared one would end the matrix.
+    principal = s.new_user(org) if role == "user" else f"{role}-leaving"
+    return Call("/v1/me/token", s.world.token(org.id, principal, role))
+
+
+def prep_put_user(s: Shared, org: Org) -> Call:
+    fresh = f"p{next(s.fresh)}"
+
+    def check(body: Any) -> None:
+        assert (body["user_id"], body["display_name"]) == (fresh, "New")
+        with s.world.services.unit_of_work() as uow:
+            assert accounts.find_user(uow.session, org.id, fresh) is not None
+
+    path = f"/v1/users/{fresh}"
+    return Call(path, org.tokens["service"], {"display_name": "New"}, check=check)
+
+
+def prep_get_user(s: Shared, org: Org) -> Call:
+    user = s.new_user(org)
+
+    def check(body: Any) -> None:
+        assert body["user_id"] == user and "mfa" in body
+
+    return Call(f"/v1/users/{user}", org.tokens["service"], check=check)
+
+
+def prep_delete_user(s: Shared, org: Org) -> Call:
+    return Call(f"/v1/users/{s.new_user(org)}", org.tokens["admin"])
+
+
+def prep_list_users(s: Shared, org: Org) -> Call:
+    def check(body: Any) -> None:
+        listed = {u["user_id"] for u in body["users"]}
+        assert (VICTIM in listed) == (org is s.a)  # B's admin never sees A's users
+
+    return Call("/v1/users?limit=1000", org.tokens["admin"], check=check)
+
+
+def prep_own_events(s: Shared, org: Org) -> Call:
+    def check(body: Any) -> None:
+        # A fresh user's own: created by the CLI, then its token issued; nobody else's.
+        assert {e["type"] for e in body["events"]} == {"user.created", "token.issued"}
+
+    call = _me(s, org, "/v1/me/events")
+    return dataclasses.replace(call, check=check)
+
+
 TEXT = {"Accept": "text/plain"}
 BAD_TOTP = {"totp": "123456"}
+HOSTILE_PROFILE = {"email": "attacker@example.org", "display_name": "pwned"}
 
 
 @dataclass(frozen=True)
@@ -279,9 +479,15 @@ class Endpoint:
     # Names a user or a regeneration: another organization's token gets 404. The
     # others only ever address the caller's own organization.
     addressed: bool
-    prepare: Callable[[Shared, Org], Call]
+    prepare: Callable[[Shared, Org], Call] | None
     harmful: Any = None  # what refused cells send: it would change the victim
     headers: dict[str, str] = field(default_factory=dict)
+    also: tuple[str, ...] = ()  # further roles admitted ("any": every role)
+    # Instead of `prepare`, for an endpoint that more than one role may call.
+    prepare_as: Callable[[Shared, Org, str], Call] | None = None
+
+    def admits(self, role: str) -> bool:
+        return role == self.role or role in self.also or "any" in self.also
 
     def __str__(self) -> str:
         return f"{self.method} {self.template}"
@@ -313,7 +519,7 @@ ENDPOINTS = [
         200,
         True,
         prep_verify,
-        {"code": "0000-0000-0000"},
+        {"code": WRONG_CODE},
     ),
     Endpoint("GET", "/v1/org/policy", "admin", 200, False, prep_get_policy),
     Endpoint(
@@ -330,8 +536,64 @@ ENDPOINTS = [
     ),
     Endpoint("DELETE", "/v1/users/{user}/mfa", "admin", 204, True, prep_reset),
     Endpoint("POST", "/v1/users/{user}/mfa/unlock", "admin", 204, True, prep_unlock),
+    Endpoint("POST", HOOKS, "admin", 201, False, prep_create_hook, HOOK_BODY),
+    Endpoint("GET", HOOKS, "admin", 200, False, prep_list_hooks),
+    Endpoint("GET", HOOKS + "/{hook}", "admin", 200, True, prep_get_hook),
+    Endpoint("PATCH", HOOKS + "/{hook}", "admin", 200, True, prep_patch_hook, {"enabled": False}),
+    Endpoint("DELETE", HOOKS + "/{hook}", "admin", 204, True, prep_delete_hook),
+    Endpoint("POST", HOOKS + "/{hook}/secret", "admin", 201, True, prep_hook_secret),
+    Endpoint("POST", HOOKS + "/{hook}/ping", "admin", 202, True, prep_hook_ping),
+    Endpoint("GET", HOOKS + "/{hook}/deliveries", "admin", 200, True, prep_hook_deliveries),
+    Endpoint(
+        "POST",
+        HOOKS + "/{hook}/deliveries/{delivery}/retry",
+        "admin",
+        202,
+        True,
+        prep_hook_retry,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/users/{user}/totp/verify",
+        "service",
+        200,
+        True,
+        prep_totp_verify,
+        BAD_TOTP,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/users/{user}/tokens",
+        "service",
+        201,
+        True,
+        None,
+        {"ttl_seconds": 3600},
+        also=("admin",),
+        prepare_as=prep_user_token,
+    ),
+    Endpoint("GET", "/v1/org/tokens", "admin", 200, False, prep_list_tokens),
+    Endpoint("DELETE", "/v1/org/tokens/{token}", "admin", 204, True, prep_revoke_token),
+    Endpoint(
+        "DELETE", "/v1/me/token", "user", 204, False, None, also=("any",), prepare_as=prep_sign_out
+    ),
     Endpoint("GET", "/v1/audit/events", "auditor", 200, False, prep_events),
     Endpoint("GET", "/v1/audit/verification", "auditor", 200, False, prep_verification),
+    # A PUT never answers 404: another organization's token provisions a user of its own.
+    Endpoint(
+        "PUT",
+        "/v1/users/{user}",
+        "service",
+        201,
+        False,
+        prep_put_user,
+        HOSTILE_PROFILE,
+        also=("admin",),
+    ),
+    Endpoint("GET", "/v1/users/{user}", "service", 200, True, prep_get_user, also=("admin",)),
+    Endpoint("DELETE", "/v1/users/{user}", "admin", 204, True, prep_delete_user),
+    Endpoint("GET", "/v1/users", "admin", 200, False, prep_list_users),
+    Endpoint("GET", "/v1/me/events", "user", 200, False, prep_own_events),
 ]
 
 # (who, role): "none" and "unknown" carry no role; "own" is organization A, "foreign" B.
@@ -343,7 +605,7 @@ CALLERS = [("none", None), ("unknown", None)] + [
 def expected(ep: Endpoint, who: str, role: str | None) -> int:
     if role is None:
         return 401
-    if role != ep.role:
+    if not ep.admits(role):
         return 403
     if who == "foreign" and ep.addressed:
         return 404
@@ -362,7 +624,13 @@ SOURCES = (f"198.18.{n // 250}.{n % 250 + 1}" for n in itertools.count())
 
 
 def _refused_call(s: Shared, ep: Endpoint, who: str, role: str | None) -> Call:
-    path = ep.template.format(user=VICTIM, rid=s.victim_rid)
+    path = ep.template.format(
+        user=VICTIM,
+        rid=s.victim_rid,
+        token=s.victim_token_id,
+        hook=s.victim_hook,
+        delivery=s.victim_delivery,
+    )
     if who == "none":
         token = None
     elif who == "unknown":
@@ -392,7 +660,15 @@ def test_matrix(shared: Shared, ep: Endpoint, who: str, role: str | None, status
         if status == 401:
             assert got.headers["www-authenticate"] == "Bearer"
     else:
-        call = ep.prepare(s, s.a if who == "own" else s.b)
+        org = s.a if who == "own" else s.b
+        if ep.prepare_as is not None:
+            assert role is not None
+            call = ep.prepare_as(s, org, role)
+        else:
+            assert ep.prepare is not None
+            call = ep.prepare(s, org)
+            if role in ep.also and role in org.tokens:
+                call = dataclasses.replace(call, token=org.tokens[role])
         got = s.world.call(ep.method, call.path, call.token, call.json, call.headers)
         assert got.status_code == status, got.text
         if call.check is not None:

@@ -26,7 +26,7 @@ from domain.models import AuditEvent, Regeneration, Sheet
 from infra.db import utcnow
 from tests.support import codes
 from tests.support.api_world import ApiWorld, api_world
-from tests.support.codes import CODE_RE
+from tests.support.codes import CODE_RE, WRONG_CODE
 from tests.support.settings import backend_settings
 
 ME = "/v1/me/mfa"
@@ -408,7 +408,7 @@ def test_a_queued_regeneration_succeeds_although_failures_land_before_the_worker
     assert queued.status_code == 202, queued.text
     service = world.token(org, "sign-in", "service")
     for n in range(25):
-        body = {"code": "ZZZZ-ZZZZ-ZZZZ", "client_ip": f"192.0.2.{n % 5 + 1}"}
+        body = {"code": WRONG_CODE, "client_ip": f"192.0.2.{n % 5 + 1}"}
         got = world.call("POST", "/v1/users/alice/backup-codes/verify", service, json=body)
         assert got.status_code in (200, 429), got.text
     with world.services.unit_of_work() as uow:
@@ -711,6 +711,7 @@ def test_status_names_when_the_set_was_generated_and_last_used(world: ApiWorld) 
     token, codes = enrolled_with_codes(world, org)
     backup = status(world, token)["backup_codes"]
     assert TIMESTAMP.match(backup["generated_at"]) and backup["last_used_at"] is None
+    assert backup["format"] == 16  # a set made now: nothing to invite the user to
     assert verify(world, org, "alice", codes[0])["accepted"] is True
     used = status(world, token)["backup_codes"]["last_used_at"]
     assert TIMESTAMP.match(used) and used >= backup["generated_at"]

@@ -23,6 +23,7 @@ from infra.db import utcnow
 from tests.integration.codes_fixtures import CountingHasher
 from tests.support.api_world import ApiWorld, api_world
 from tests.support.builders import unique
+from tests.support.codes import WRONG_CODE, wrong_code
 from tests.support.settings import pg_amqp_settings
 from workers.app import TASK_PROCESS
 
@@ -154,11 +155,12 @@ def test_low_turns_true_when_two_or_fewer_codes_remain(world: ApiWorld) -> None:
 
 def test_a_wrong_code_is_refused_with_the_count_of_codes_left(world: ApiWorld) -> None:
     h = holder(world)
-    wrong = "0000-0000-0000" if "0000-0000-0000" not in h.codes else "1111-1111-1111"
+    wrong = WRONG_CODE  # well formed: judged by its hash, not mistyped
     got = h.verify(wrong)
     assert got.status_code == 200, got.text
     assert got.json == {"accepted": False, "mistyped": False, "remaining": 5, "low": False}
-    for attempt in ("not a code", "", "\u017f" + h.codes[0][1:]):
+    wrong_check = h.codes[0][:-1] + ("0" if h.codes[0][-1] != "0" else "1")
+    for attempt in ("not a code", "", "\u017f" + h.codes[0][1:], wrong_check):
         got = h.verify(attempt)
         assert got.status_code == 200, got.text
         assert got.json == {"accepted": False, "mistyped": True, "remaining": 5, "low": False}
@@ -213,9 +215,9 @@ A, B = "198.51.100.20", "203.0.113.20"
 def test_five_failures_from_one_source_throttle_it_and_no_other(world: ApiWorld) -> None:
     h = holder(world)
     for n in range(5):
-        got = h.verify(f"0000-0000-000{n}", client_ip=A)
+        got = h.verify(wrong_code(n), client_ip=A)
         assert got.status_code == 200 and got.json["accepted"] is False, got.text
-    sixth = h.verify("0000-0000-0009", client_ip=A)
+    sixth = h.verify(wrong_code(9), client_ip=A)
     _problem(sixth, 429, "too-many-attempts")
     retry = int(sixth.headers["retry-after"])
     assert 0 < retry <= world.settings.lockout_window_seconds
@@ -236,7 +238,7 @@ def test_five_failures_from_one_source_throttle_it_and_no_other(world: ApiWorld)
 def test_wrong_backup_codes_never_block_the_users_regeneration(world: ApiWorld) -> None:
     h = holder(world)
     for n in range(5):  # a stranger who knows the user id, from one address
-        h.verify(f"0000-0000-000{n}")
+        h.verify(wrong_code(n))
     assert h.verify(h.codes[0]).status_code == 429
     done = h.regenerate()
     assert done["status"] == "ready", done
@@ -300,7 +302,7 @@ def test_unknown_user_is_404_without_a_hash(world: ApiWorld) -> None:
         for _ in range(3):
             _problem(h.verify(h.codes[0], user=unique("nobody")), 404, "not-found")
         assert hasher.verifications == 0
-        assert h.verify("0000-0000-0000").status_code == 200
+        assert h.verify(WRONG_CODE).status_code == 200
         assert hasher.verifications == 1  # the counter counts: a real attempt costs one
     finally:
         world.services.hasher = real
@@ -345,7 +347,7 @@ def test_client_ip_and_user_agent_are_checked(world: ApiWorld, extra: Any, field
 def test_an_admin_reset_ends_the_lockout(world: ApiWorld) -> None:
     h = holder(world)
     for n in range(5):
-        h.verify(f"0000-0000-000{n}")
+        h.verify(wrong_code(n))
     assert h.verify(h.codes[0]).status_code == 429
     assert world.call("DELETE", f"/v1/users/{h.user}/mfa", h.admin).status_code == 204
     # The reset revoked the user's token; the application signs the user in again.
@@ -674,7 +676,7 @@ def test_no_event_ever_holds_a_code(world: ApiWorld) -> None:
     h = holder(world)
     h.verify(h.codes[0])
     h.verify(h.codes[1].lower())
-    h.verify("0000-0000-0000")
+    h.verify(WRONG_CODE)
     world.call("POST", f"/v1/users/{h.user}/backup-codes/revocation", h.admin)
     trail = json.dumps(h.events()).upper()
     for code in h.codes:

@@ -36,7 +36,7 @@ from domain.models import AttemptLimit, Regeneration
 from infra.db import utcnow
 from tests.support import codes
 from tests.support.api_world import ApiWorld, api_world
-from tests.support.codes import CODE_RE
+from tests.support.codes import CODE_RE, WRONG_CODE, wrong_code
 from tests.support.settings import backend_settings
 from workers.app import TASK_EXPIRE_SHEETS
 
@@ -211,7 +211,7 @@ class Harness:
         got = None
         for i in range(n):
             ip = f"192.0.2.{i % sources + 1}" if sources else None
-            got = self.verify(f"ZZZZ-ZZZZ-{i:04d}", client_ip=ip)
+            got = self.verify(wrong_code(i), client_ip=ip)
             assert got.status_code == 200, got.text
         assert got is not None
         return got
@@ -432,7 +432,7 @@ def _code_accepted(h: Harness) -> testing.Result:
 
 def _code_rejected(h: Harness) -> testing.Result:
     h.enrolled()
-    return h.verify("ZZZZ-ZZZZ-ZZZZ", act=True)
+    return h.verify(WRONG_CODE, act=True)
 
 
 def _signin_codes_off(h: Harness) -> testing.Result:
@@ -443,7 +443,7 @@ def _signin_codes_off(h: Harness) -> testing.Result:
 
 def _signin_not_enrolled(h: Harness) -> testing.Result:
     h.user()
-    return h.verify("ZZZZ-ZZZZ-ZZZZ", act=True)
+    return h.verify(WRONG_CODE, act=True)
 
 
 def _signin_locked(h: Harness) -> testing.Result:
@@ -466,7 +466,7 @@ def _code_spent(h: Harness) -> testing.Result:
 def _lockout_by_codes(h: Harness) -> testing.Result:
     h.enrolled()
     h.wrong_codes(19, sources=5)  # 4 a source at most: none is throttled on its own
-    return h.verify("ZZZZ-ZZZZ-ZZZZ", act=True, client_ip=VISITOR)
+    return h.verify(WRONG_CODE, act=True, client_ip=VISITOR)
 
 
 def _lockout_by_totp(h: Harness) -> None:
@@ -488,7 +488,7 @@ def _lockout_ended(h: Harness) -> testing.Result:
 def _lockout_permanent(h: Harness) -> testing.Result:
     h.enrolled()
     h.failures_before(99)
-    return h.verify("ZZZZ-ZZZZ-ZZZZ", act=True)
+    return h.verify(WRONG_CODE, act=True)
 
 
 def _signin_backup_codes_locked(h: Harness) -> testing.Result:
@@ -536,6 +536,30 @@ def _mfa_reset(h: Harness) -> testing.Result:
 def _user_created(h: Harness) -> None:
     h.act_offline()
     h.w.user(h.org, "alice")
+
+
+ADDRESSES = ("alice.private@example.org", "alice.recovery@example.net")
+
+
+def _provision(h: Harness, before: dict[str, Any] | None, body: dict[str, Any]) -> testing.Result:
+    """PUT /v1/users/alice (after a first PUT of `before`); the addresses are personal
+    data, searched for in the export as the secrets are."""
+    h.secrets.update(ADDRESSES)
+    if before is not None:
+        assert h.call("PUT", "/v1/users/alice", h.service, json=before).status_code == 201
+    return h.act("PUT", "/v1/users/alice", h.service, json=body)
+
+
+def _user_upserted(before: dict[str, Any] | None, body: dict[str, Any]) -> Callable[..., Any]:
+    return lambda h: _provision(h, before, body)
+
+
+def _user_deleted(h: Harness) -> testing.Result:
+    h.secrets.update(ADDRESSES)
+    body = {"email": ADDRESSES[0], "recovery_email": ADDRESSES[1]}
+    assert h.call("PUT", "/v1/users/bob", h.service, json=body).status_code == 201
+    h.enrolled()
+    return h.act("DELETE", "/v1/users/alice", h.admin)
 
 
 def _token_issued(role: str, principal: str) -> Callable[[Harness], None]:
@@ -705,6 +729,19 @@ CASES: tuple[Case, ...] = (
              "revoked_token_id": ALICE_TOKEN, "role": "user", "principal_id": "alice",
              "kind": "token", "reason": "revoked"}),)),
     Case("user-created", _user_created, None, (Ev(T.USER_CREATED, by="cli"),)),
+    Case("user-upserted-created",
+         _user_upserted(None, {"email": ADDRESSES[0], "display_name": "Alice"}), 201,
+         (Ev(T.USER_UPSERTED, details={"created": True, "changed": ["email", "display_name"]}),)),
+    Case("user-upserted-changed",
+         _user_upserted({"email": ADDRESSES[0]}, {"email": ADDRESSES[1], "recovery_email": None}),
+         200, (Ev(T.USER_UPSERTED, details={"created": False, "changed": ["email"]}),)),
+    # The application calls PUT at every sign-in: one that changes nothing appends nothing.
+    Case("user-upserted-unchanged",
+         _user_upserted({"email": ADDRESSES[0]}, {"email": ADDRESSES[0]}), 200, ()),
+    Case("user-deleted", _user_deleted, 204,
+         (Ev(T.USER_DELETED, details={
+             "was_enrolled": True, "codes_removed": 5, "regenerations_removed": 1,
+             "sheets_removed": 0, "tokens_removed": 1}),)),
     Case("token-issued-user", _token_issued("user", "bob"), None,
          (Ev(T.TOKEN_ISSUED, by="cli", user="bob",
              details={"role": "user", "principal_id": "bob"}),)),
@@ -740,6 +777,8 @@ NAMED_BY_THE_ISSUE = frozenset({
     T.AUDIT_VERIFIED,
     # issue 10 (attempt limits)
     T.LOCKOUT_PERMANENT, T.LOCKOUT_CLEARED,
+    # issue 12 (users over the API)
+    T.USER_UPSERTED, T.USER_DELETED,
 })  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from infra import metrics as domain_metrics
 from infra.settings import Settings
 from tests.support.api_world import api_world
+from tests.support.codes import WRONG_CODE
 from tests.support.polling import await_true
 
 
@@ -70,7 +71,7 @@ def test_metrics_count_regenerations_lockouts_and_signins_once_committed(
         verify = "/v1/users/alice/backup-codes/verify"
         assert world.call("POST", verify, service, json={"code": codes[0]}).json["accepted"]
         for n in range(20):  # the user's hourly budget, from 5 sources (none throttled alone)
-            wrong = {"code": "0000-0000-0000", "client_ip": f"192.0.2.{n % 5 + 1}"}
+            wrong = {"code": WRONG_CODE, "client_ip": f"192.0.2.{n % 5 + 1}"}
             assert world.call("POST", verify, service, json=wrong).status_code == 200
         right = {"code": codes[1], "client_ip": "198.51.100.1"}
         assert world.call("POST", verify, service, json=right).status_code == 429

@@ -10,11 +10,17 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
+from domain import accounts, admin, signin
+from domain.codes import CodeHasher
 from domain.models import Base
 from infra.db import make_engine
 from infra.migrate import alembic_config, current_heads, upgrade
+from infra.services import Services
 from infra.settings import Settings
+from tests.support.builders import NOW, SIGNIN_CTX
+from tests.support.codes import legacy_codes
 from tests.support.postgres import fresh_postgres_database, owner_url
+from tests.support.settings import make_settings
 
 
 def _drift(url: str) -> list[object]:
@@ -112,3 +118,91 @@ def test_the_attempt_limits_revision_round_trips_on_postgres() -> None:
         upgrade(url, app_url=app_url)
         assert _counts(url) == {"users": 1, "totp_enrollments": 1, "auth_failures": 1}
         assert _drift(url) == []
+
+
+# --- a set of the 12-symbol format, made before migration 0006 ------------------------
+
+
+def _seed_a_12_symbol_set_at_0005(url: str, hasher: CodeHasher) -> list[str]:
+    """An enrolled user holding 5 codes made by the generator of that time (frozen in
+    tests/support/codes.py), written as the schema of 0005 had them; their display forms."""
+    codes = legacy_codes(5)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO organizations (id, backup_codes_enabled, code_count, created_at)"
+                    " VALUES ('acme', true, 5, '2026-01-01 00:00:00')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO users (id, org_id, external_id, created_at)"
+                    " VALUES ('u1', 'acme', 'alice', '2026-01-01 00:00:00')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO totp_enrollments"
+                    " (user_id, secret_ciphertext, confirmed_at, drift, created_at)"
+                    " VALUES ('u1', :secret, '2026-01-01 00:00:00', 0, '2026-01-01 00:00:00')"
+                ),
+                {"secret": b"\x00"},
+            )
+            for code in codes:
+                conn.execute(
+                    text(
+                        "INSERT INTO backup_codes (id, user_id, set_id, generation, position,"
+                        " locator, hash, created_at)"
+                        " VALUES (:id, 'u1', 'OLD-SET', 1, :position, :locator, :hash,"
+                        " '2026-01-01 00:00:00')"
+                    ),
+                    {
+                        "id": f"c{code.position}",
+                        "position": code.position,
+                        "locator": code.locator,
+                        "hash": hasher.hash(code.value),
+                    },
+                )
+    finally:
+        engine.dispose()
+    return [c.display for c in codes]
+
+
+def _assert_the_old_set_still_verifies(settings: Settings, shown: list[str]) -> None:
+    svc = Services.build(settings)
+    try:
+        with svc.unit_of_work() as uow:
+            result = signin.verify_backup_code(uow, svc, "acme", "alice", shown[3], NOW, SIGNIN_CTX)
+        assert (result.accepted, result.mistyped, result.remaining) == (True, False, 4)
+        with svc.unit_of_work() as uow:
+            user = accounts.get_user(uow.session, "acme", "alice")
+            current = admin.mfa_status(uow.session, svc, user).backup_codes
+        assert current is not None
+        assert (current.format, current.remaining, current.total) == (12, 4, 5)
+        assert current.last_used_at == NOW
+    finally:
+        svc.close()
+
+
+def test_a_12_symbol_set_made_before_0006_verifies_after_upgrading_on_sqlite(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path)
+    upgrade(settings.database_url, "0005")
+    shown = _seed_a_12_symbol_set_at_0005(settings.database_url, CodeHasher(1024, 1))
+    upgrade(settings.database_url)
+    _assert_the_old_set_still_verifies(settings, shown)
+
+
+@pytest.mark.postgres
+def test_a_12_symbol_set_made_before_0006_verifies_after_upgrading_on_postgres(
+    tmp_path: Path,
+) -> None:
+    with fresh_postgres_database("mfa_migrate") as app_url:
+        url = owner_url(app_url)
+        command.downgrade(alembic_config(url), "0005")
+        shown = _seed_a_12_symbol_set_at_0005(url, CodeHasher(1024, 1))
+        upgrade(url, app_url=app_url)
+        _assert_the_old_set_still_verifies(make_settings(tmp_path, MFA_DATABASE_URL=app_url), shown)

@@ -26,6 +26,7 @@ from domain import audit, throttles, tokens
 from domain.audit.types import EventType
 from domain.models import AuditEvent
 from tests.support.api_world import ApiWorld, world_on
+from tests.support.codes import WRONG_CODE
 
 T = TypeVar("T")
 _addresses = (f"198.51.100.{n}" for n in itertools.count(1))
@@ -212,7 +213,7 @@ def test_a_throttled_service_token_still_gets_the_200_of_verify(world: ApiWorld)
             "POST",
             "/v1/users/alice/backup-codes/verify",
             service,
-            json={"code": "ZZZZ-ZZZZ-ZZZZ"},
+            json={"code": WRONG_CODE},
             remote_addr=source,
         )
         return refused, answered

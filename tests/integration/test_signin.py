@@ -35,6 +35,7 @@ from tests.integration.codes_fixtures import (
 )
 from tests.support.builders import ADMIN_CTX as ADMIN
 from tests.support.builders import NOW, Holder, enroll, holder, insert_codes, new_org, new_user
+from tests.support.codes import WRONG_CODE, wrong_secret
 from tests.support.records import events, process
 
 
@@ -109,7 +110,7 @@ def test_a_code_is_accepted_in_any_case_with_or_without_separators_and_spaces(
 def test_a_wrong_code_is_refused_counted_and_audited_without_the_code(services: Services) -> None:
     h = holder(services)
     # a real code's locator with a wrong secret: the row is found, the hash says no
-    wrong = h.codes[0][:5] + ("A" if h.codes[0][5] != "A" else "B") + h.codes[0][6:]
+    wrong = wrong_secret(h.codes[0])
     result = verify(services, h, wrong)
     assert representations.verification(result) == {
         "accepted": False,
@@ -257,8 +258,8 @@ def test_every_attempt_costs_exactly_one_verification_whatever_the_number_of_cod
 ) -> None:
     h = holder(services, count)
     hasher = counting(services)
-    verify(services, h, "ZZZZ-ZZZZ-ZZZZ")  # most likely no such locator: dummy verification
-    verify(services, h, h.codes[-1][:4] + "-ZZZZ-ZZZZ")  # a real locator, wrong secret
+    verify(services, h, WRONG_CODE)  # most likely no such locator: dummy verification
+    verify(services, h, wrong_secret(h.codes[-1]))  # a real locator, wrong secret
     verify(services, h, h.codes[0])  # right
     assert hasher.verifications == 3
 
@@ -334,7 +335,7 @@ def test_five_failures_from_one_source_throttle_that_source_only(services: Servi
     fail(services, h, 4, NOW, client_ip=A)
     fail(services, h, 1, NOW + timedelta(minutes=14), client_ip=A)
     with pytest.raises(TooManyAttempts) as throttled:
-        verify(services, h, "ZZZZ-ZZZZ-ZZZZ", NOW + timedelta(minutes=14, seconds=5), client_ip=A)
+        verify(services, h, WRONG_CODE, NOW + timedelta(minutes=14, seconds=5), client_ip=A)
     # the oldest of the five leaves the window 15 minutes after it came
     assert throttled.value.retry_after == 15 * 60 - (14 * 60 + 5)
     assert failures(services, h) == 5  # a refused attempt is not counted again
@@ -360,7 +361,7 @@ def test_ipv6_sources_are_keyed_by_their_64(services: Services) -> None:
         verify(
             services,
             h,
-            "ZZZZ-ZZZZ-ZZZZ",
+            WRONG_CODE,
             NOW + timedelta(seconds=i),
             client_ip=f"2001:db8:1:2::{i}",
         )
@@ -377,7 +378,7 @@ def test_twenty_failures_an_hour_across_sources_throttle_the_user_announced_once
     h = holder(services)
     for i in range(20):  # 4 from each of 5 sources: no source is throttled on its own
         ip = f"192.0.2.{i % 5 + 1}"
-        verify(services, h, "ZZZZ-ZZZZ-ZZZZ", NOW + timedelta(minutes=2 * i), client_ip=ip)
+        verify(services, h, WRONG_CODE, NOW + timedelta(minutes=2 * i), client_ip=ip)
     [started] = events(services, h.org_id, EventType.LOCKOUT_STARTED)
     assert started.details == {
         "factor": "backup_codes",
@@ -401,7 +402,7 @@ def _hundred_failures(services: Services, h: Holder) -> None:
     """100 failures over 5 hours, 20 an hour from 5 sources (as slow as the limits allow)."""
     for i in range(100):
         at = NOW + timedelta(hours=i // 20, minutes=2 * (i % 20))
-        verify(services, h, "ZZZZ-ZZZZ-ZZZZ", at, client_ip=f"192.0.2.{i % 5 + 1}")
+        verify(services, h, WRONG_CODE, at, client_ip=f"192.0.2.{i % 5 + 1}")
 
 
 def test_a_hundred_consecutive_failures_lock_until_a_new_set(services: Services) -> None:
@@ -433,12 +434,12 @@ def test_the_window_passing_does_not_reset_the_consecutive_count_a_success_does(
     h = holder(services)
     for i in range(99):
         at = NOW + timedelta(hours=i // 20, minutes=2 * (i % 20))
-        verify(services, h, "ZZZZ-ZZZZ-ZZZZ", at, client_ip=f"192.0.2.{i % 5 + 1}")
+        verify(services, h, WRONG_CODE, at, client_ip=f"192.0.2.{i % 5 + 1}")
     later = NOW + timedelta(days=1)
     assert verify(services, h, h.codes[0], later).accepted  # resets the count to 0
     for i in range(99):
         at = later + timedelta(hours=1 + i // 20, minutes=2 * (i % 20))
-        verify(services, h, "ZZZZ-ZZZZ-ZZZZ", at, client_ip=f"192.0.2.{i % 5 + 1}")
+        verify(services, h, WRONG_CODE, at, client_ip=f"192.0.2.{i % 5 + 1}")
     assert events(services, h.org_id, EventType.LOCKOUT_PERMANENT) == []
     assert verify(services, h, h.codes[1], later + timedelta(days=1)).accepted
 

@@ -29,6 +29,7 @@ from tests.integration.codes_fixtures import (
 )
 from tests.support.builders import NOW, Holder, holder
 from tests.support.builders import SIGNIN_CTX as CTX
+from tests.support.codes import WRONG_CODE
 from tests.support.records import events, load_regeneration, process
 
 pytestmark = pytest.mark.postgres
@@ -195,7 +196,7 @@ def test_concurrent_wrong_attempts_from_two_processes_get_at_most_five_verdicts(
     ]
     try:
         h = holder(engines[0])
-        results = run_together([attempt(engines[i % 2], h, "ZZZZ-ZZZZ-ZZZZ") for i in range(20)])
+        results = run_together([attempt(engines[i % 2], h, WRONG_CODE) for i in range(20)])
         judged = [r for r in results if isinstance(r, VerifyResult)]
         locked = [r for r in results if isinstance(r, TooManyAttempts)]
         assert len(judged) == 5 and len(locked) == 15
@@ -228,7 +229,7 @@ def test_concurrent_wrong_attempts_from_many_sources_stop_at_the_users_twenty(
     try:
         h = holder(engines[0])
         jobs = [
-            attempt(engines[i % 2], h, "ZZZZ-ZZZZ-ZZZZ", client_ip=f"192.0.2.{i % 10 + 1}")
+            attempt(engines[i % 2], h, WRONG_CODE, client_ip=f"192.0.2.{i % 10 + 1}")
             for i in range(30)
         ]
         results = run_together(jobs)

@@ -113,6 +113,7 @@ def add_code_set(
             generation=generation,
             position=code.position,
             locator=code.locator,
+            symbols=code.symbols,
             hash=hashed,
             created_at=at,
         )
@@ -133,9 +134,11 @@ def insert_codes(
     *,
     at: datetime = NOW,
     hasher: CodeHasher | None = None,
+    codes: Sequence[PlainCode] | None = None,
 ) -> tuple[str, list[PlainCode]]:
-    """A new set added next to whatever the user has (nothing is deactivated)."""
-    codes = generate_codes(count)
+    """A new set added next to whatever the user has (nothing is deactivated):
+    `count` new codes, or the `codes` given (an older set, a chosen locator)."""
+    codes = list(codes) if codes is not None else generate_codes(count)
     hashes = (hasher or svc.hasher).hash_all(codes)
     with svc.unit_of_work() as uow:
         previous = uow.session.execute(
@@ -166,11 +169,12 @@ def holder(
     external_id: str = "alice",
     confirmed: bool = True,
     hasher: CodeHasher | None = None,
+    codes: Sequence[PlainCode] | None = None,
 ) -> Holder:
-    """An enrolled user holding a set of `count` codes (in a new organization
-    unless `org_id` is given)."""
+    """An enrolled user holding a set of `count` codes, or of the `codes` given (in a
+    new organization unless `org_id` is given)."""
     org_id = org_id or new_org(svc, enabled=enabled)
     user_id = new_user(svc, org_id, external_id)
     enroll(svc, user_id, confirmed=confirmed)
-    set_id, codes = insert_codes(svc, user_id, count, hasher=hasher)
+    set_id, codes = insert_codes(svc, user_id, count, hasher=hasher, codes=codes)
     return Holder(org_id, external_id, user_id, set_id, tuple(c.display for c in codes))

@@ -5,11 +5,31 @@ import math
 import pytest
 
 from domain import codes
-from domain.codes import ALPHABET, CodeHasher, format_code, generate_codes, normalise
+from domain.codes import (
+    ALPHABET,
+    CodeHasher,
+    check_symbol_of,
+    format_code,
+    generate_codes,
+    has_valid_check,
+    normalise,
+)
+
+# A code of the current format (locator AB, 13 symbols, its check) and an older one.
+BODY = "ABCD1234WXYZ567"
+CODE = BODY + check_symbol_of(BODY)
+SHOWN = format_code(CODE)
+LEGACY = "ABCD1234WXYZ"
 
 
-def test_codes_carry_at_least_50_bits_of_secret() -> None:
-    assert codes.SECRET_LENGTH * math.log2(len(ALPHABET)) >= 50
+def test_codes_carry_at_least_64_bits_of_secret_nist_800_63b_4() -> None:
+    assert codes.SECRET_BITS == codes.SECRET_LENGTH * math.log2(len(ALPHABET)) == 65
+    assert codes.SECRET_BITS >= 64
+
+
+def test_a_code_is_locator_secret_and_check_16_symbols_in_all() -> None:
+    assert codes.CODE_LENGTH == codes.LOCATOR_LENGTH + codes.SECRET_LENGTH + 1 == 16
+    assert codes.LEGACY_CODE_LENGTH == 12
 
 
 def test_alphabet_has_no_look_alikes() -> None:
@@ -25,6 +45,7 @@ def test_generated_set_has_requested_size_unique_locators_and_positions(count: i
     assert all(
         len(c.value) == codes.CODE_LENGTH and set(c.value) <= set(ALPHABET) for c in generated
     )
+    assert all(has_valid_check(c.value) and c.symbols == 16 for c in generated)
 
 
 @pytest.mark.parametrize("count", [0, 21, -1])
@@ -39,23 +60,62 @@ def test_codes_are_not_repeated_across_many_generations() -> None:
 
 
 def test_display_groups_symbols_for_reading() -> None:
-    assert format_code("ABCD1234WXYZ") == "ABCD-1234-WXYZ"
+    assert format_code(CODE) == f"{CODE[:4]}-{CODE[4:8]}-{CODE[8:12]}-{CODE[12:]}"
+    assert generate_codes(1)[0].display.count("-") == 3
+    assert format_code(LEGACY) == "ABCD-1234-WXYZ"
 
 
-@pytest.mark.parametrize(
-    "typed",
-    ["abcd-1234-wxyz", " ABCD 1234 WXYZ ", "ABCD_1234.WXYZ", "abcd1234wxyz", "ABCD-1234-WXYZ\t"],
-)
+def typed_forms(shown: str) -> list[str]:
+    plain = shown.replace("-", "")
+    return [
+        shown.lower(),
+        f" {shown.replace('-', ' ')} ",
+        shown.replace("-", "_", 1).replace("-", "."),
+        plain.lower(),
+        shown + "\t",
+    ]
+
+
+@pytest.mark.parametrize("typed", typed_forms(SHOWN))
 def test_normalise_ignores_case_separators_and_spaces(typed: str) -> None:
-    assert normalise(typed) == "ABCD1234WXYZ"
+    assert normalise(typed) == CODE
+
+
+@pytest.mark.parametrize("typed", typed_forms("ABCD-1234-WXYZ"))
+def test_an_older_12_symbol_code_is_normalised_the_same_way(typed: str) -> None:
+    assert normalise(typed) == LEGACY
 
 
 def test_normalise_maps_crockford_confusables() -> None:
     assert normalise("oiL0-0000-0000") == "011000000000"
+    body = "011" + "0" * 12
+    assert normalise("oiL" + "0" * 12 + check_symbol_of(body)) == body + check_symbol_of(body)
+
+
+def test_a_wrong_check_symbol_cannot_be_a_code() -> None:
+    for other in ALPHABET.replace(CODE[-1], ""):
+        assert normalise(CODE[:-1] + other) is None
+    assert normalise(CODE[:5] + CODE[6] + CODE[5] + CODE[7:]) is None  # a swap
+
+
+def test_a_look_alike_reads_as_its_symbol_before_the_check() -> None:
+    zero = "0" * 15 + check_symbol_of("0" * 15)
+    assert normalise("O" * 15 + zero[-1]) == zero
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "ABCD-1234", "ABCD-1234-WXYZ-0", "ABCD-1234-WXYU", "ÄBCD-1234-WXYZ", "x" * 65]
+    "bad",
+    [
+        "",
+        "ABCD-1234",
+        "ABCD-1234-WXYZ-0",  # 13
+        "ABCD-1234-WXYU",  # U is not a symbol
+        SHOWN[:-1] + "U",
+        "ÄBCD-1234-WXYZ",
+        "x" * 65,
+        SHOWN + "0",  # 17
+        SHOWN[:-2],  # 15
+    ],
 )
 def test_normalise_rejects_what_cannot_be_a_code(bad: str) -> None:
     assert normalise(bad) is None
@@ -65,11 +125,25 @@ def test_normalise_rejects_what_cannot_be_a_code(bad: str) -> None:
     "folded",
     # U+017F (long s) upper-cases to S, U+0131 (dotless i) to I, U+212A (Kelvin) lower-
     # cases to k: none of them is a symbol of a code, whatever Unicode folds them to.
-    ["\u017fBCD-1234-WXYZ", "\u0131BCD-1234-WXYZ", "ABCD-1234-WXY\u017f", "\u212aBCD-1234-WXYZ"],
+    [
+        "\u017fBCD-1234-WXYZ",
+        "\u0131BCD-1234-WXYZ",
+        "ABCD-1234-WXY\u017f",
+        "\u212aBCD-1234-WXYZ",
+        "\u017f" + SHOWN[1:],
+    ],
 )
 def test_normalise_refuses_non_ascii_before_case_folding(folded: str) -> None:
     assert folded.upper().isascii() or folded[0] == "\u212a"  # the trap is real
     assert normalise(folded) is None
+
+
+def test_a_code_whose_folding_would_be_valid_is_still_refused() -> None:
+    """A 16-symbol code with an S in it, typed with a long s: its upper case would pass."""
+    body = "S" * 15
+    code = body + check_symbol_of(body)
+    assert normalise(code) == code
+    assert normalise("\u017f" + code[1:]) is None
 
 
 def test_plain_code_repr_never_shows_the_code() -> None:
