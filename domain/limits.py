@@ -368,10 +368,13 @@ def record_success(
     source: str | None,
     now: datetime,
     known: FactorState | None = None,
+    *,
+    source_failed: bool = True,
 ) -> None:
     """A success resets the consecutive count; for TOTP the user's window too, for a
     backup code the failures of its source (the holder proved who they are there).
-    `known`: the state as just read under the lock (nothing to reset: no write)."""
+    `known`: the state as just read under the lock (nothing to reset: no write);
+    `source_failed=False` when the caller read under the lock that there are none."""
     del now
     state = known if known is not None else read_state(session, user.id, factor)
     after = replace(state, consecutive_failures=0)
@@ -379,7 +382,7 @@ def record_success(
         after = replace(after, window_started_at=None, window_failures=0)
     if state.stored and after != state:
         _write_state(session, user.id, factor, after)
-    if factor == BACKUP_CODES and source is not None:
+    if factor == BACKUP_CODES and source is not None and source_failed:
         session.execute(
             delete(AuthFailure).where(
                 AuthFailure.user_id == user.id,

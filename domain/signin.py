@@ -124,7 +124,15 @@ def verify_backup_code(
     # Codes are spent only under the user's lock: the count read under it, less ours.
     remaining = locked.remaining - (1 if accepted else 0)
     if accepted and row is not None:
-        limits.record_success(session, user, limits.BACKUP_CODES, source, now, state)
+        limits.record_success(
+            session,
+            user,
+            limits.BACKUP_CODES,
+            source,
+            now,
+            state,
+            source_failed=locked.source_failed,
+        )
         if services.hasher.needs_rehash(row.hash):
             # Keeps every stored hash on the current parameters (a spent code can
             # never verify again; live codes move over at their next regeneration).

@@ -5,9 +5,9 @@ its backup-code attempt limits and this source's sliding count, the one candidat
 row for the input's locator, and what a mistyped input needs (the older format
 held, the codes remaining, the mistyped budget). Under the lock, after the hash:
 the attempt limits and the sliding count again (the verdict that counts), the codes
-remaining and the user's oldest failure row. Plain columns but the user; each
-statement is built once per shape and rules, with bound parameters: building
-SQLAlchemy statements costs more than the round trip on this path.
+remaining, the user's oldest failure row and whether this source has any. Plain
+columns but the user; each statement is built once per shape and rules, with bound
+parameters: building SQLAlchemy statements costs more than the round trip here.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class UnderLock:
     standing: limits.BackupStanding
     remaining: int
     oldest_failure: datetime | None
+    source_failed: bool  # a backup-code failure of this source is on record (any age)
 
 
 def _limits_join() -> ColumnElement[bool]:
@@ -204,8 +205,19 @@ def _under_lock_statement(rules: limits.Limits) -> Executable:
         .correlate(User)
         .scalar_subquery()
     )
+    source_failed = exists().where(
+        AuthFailure.user_id == User.id,
+        AuthFailure.kind == limits.KIND_BACKUP,
+        AuthFailure.source == bindparam("source"),
+    )
     return (
-        select(*limits.STATE_COLUMNS, _source_nth(rules), _remaining(), oldest)
+        select(
+            *limits.STATE_COLUMNS,
+            _source_nth(rules),
+            _remaining(),
+            oldest,
+            source_failed.correlate(User),
+        )
         .select_from(User)
         .outerjoin(AttemptLimit, _limits_join())
         .where(User.id == bindparam("user_id"))
@@ -223,4 +235,5 @@ def under_lock(
         standing=limits.BackupStanding(limits.state_of(values[:5]), values[5]),
         remaining=int(values[6]),
         oldest_failure=values[7],
+        source_failed=bool(values[8]),
     )
