@@ -16,7 +16,19 @@ from falcon.inspect import inspect_routes
 
 from api import errors, metrics
 from api.middleware import RequestContext
-from api.resources import admin, audit, health, me, openapi, regenerations, signin, tokens, users
+from api.resources import (
+    admin,
+    audit,
+    health,
+    me,
+    openapi,
+    regenerations,
+    repudiations,
+    signin,
+    tokens,
+    users,
+    webhooks,
+)
 from infra.services import Services
 from infra.settings import Settings
 
@@ -49,18 +61,25 @@ def create_app(
     admin.register(app, services)
     tokens.register(app, services)
     audit.register(app, services)
+    repudiations.register(app, services)
     users.register(app, services)
+    webhooks.register(app, services)
     _require_roles_on_v1(app)
     return app
 
 
 def _require_roles_on_v1(app: falcon.App[falcon.Request, falcon.Response]) -> None:
     """Fail at start-up, not in production, when a /v1 resource forgot its `roles`:
-    the middleware authenticates only resources that declare them."""
+    the middleware authenticates only resources that declare them. A resource that is
+    meant to be reached without a token says so explicitly (`public = True`)."""
     router = app._router  # falcon.inspect lists paths, not their resources
     for route in inspect_routes(app):
         concrete = re.sub(r"\{[^}]+\}", "x", route.path)
         found = router.find(concrete)
         resource = found[0] if found else None
+        if getattr(resource, "public", False) is True:
+            if getattr(resource, "roles", None) is not None:
+                raise RuntimeError(f"{route.path}: a public resource declares no roles")
+            continue
         if route.path.startswith("/v1/") and getattr(resource, "roles", None) is None:
             raise RuntimeError(f"{route.path}: a /v1 resource must declare roles")

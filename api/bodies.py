@@ -53,10 +53,13 @@ class UserTokenRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Policy(msgspec.Struct, forbid_unknown_fields=True):
-    """The organization's policy, replaced whole (its range is the domain's rule)."""
+    """The organization's policy (its range is the domain's rule); the mail settings
+    may be left out, keeping their value; support_contact null removes it."""
 
     backup_codes_enabled: bool
     code_count: int
+    notify_users: bool | msgspec.UnsetType = msgspec.UNSET
+    support_contact: str | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class UserProfile(msgspec.Struct, forbid_unknown_fields=True):
@@ -159,7 +162,8 @@ def _read_raw(req: falcon.Request) -> bytes:
 
 
 _JSON_TYPES: dict[object, str] = {str: "string", int: "integer", bool: "boolean"}
-_AT_FIELD = re.compile(r"at `\$\.([^`\[]+)`")
+# `$.events` or, inside a list, `$.events[0]`: the field is the name before the index.
+_AT_FIELD = re.compile(r"at `\$\.([^`\[]+)(?:\[[^`]*\])?`")
 
 
 def _field_at_fault(message: str, fields: tuple[msgspec.structs.FieldInfo, ...]) -> tuple[str, str]:
@@ -171,3 +175,20 @@ def _field_at_fault(message: str, fields: tuple[msgspec.structs.FieldInfo, ...])
             types = [t for t in get_args(f.type) if t is not msgspec.UnsetType] or [f.type]
             return f.encode_name, _JSON_TYPES.get(types[0], "value")
     return "body", "object"
+
+
+class WebhookCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """A new webhook: where to, which types (or prefixes ending in `*`, or `*`)."""
+
+    url: str
+    events: list[str]
+    description: str = ""
+
+
+class WebhookChange(msgspec.Struct, forbid_unknown_fields=True):
+    """What PATCH may change; a field left out stays as it is."""
+
+    url: str | msgspec.UnsetType = msgspec.UNSET
+    events: list[str] | msgspec.UnsetType = msgspec.UNSET
+    description: str | msgspec.UnsetType = msgspec.UNSET
+    enabled: bool | msgspec.UnsetType = msgspec.UNSET

@@ -45,7 +45,9 @@ STATUS_OF_SLUG: dict[str, int] = {
     "regeneration-failed": 409,
     "sheet-gone": 410,
     "sheet-expired": 410,
+    "ticket-gone": 410,
     "conflict": 409,
+    "too-many-webhooks": 409,
 }
 
 

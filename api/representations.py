@@ -13,7 +13,7 @@ from domain.audit.query import event_to_dict
 from domain.audit.verify import Verification
 from domain.clock import rfc3339_millis
 from domain.limits import Standing
-from domain.models import ApiToken, AuditEvent, Regeneration, User
+from domain.models import ApiToken, AuditEvent, Regeneration, User, Webhook, WebhookDelivery
 from domain.policy import Policy
 from domain.signin import VerifyResult
 from domain.tokens import TokenInfo
@@ -105,7 +105,12 @@ def limits(standing: Standing) -> dict[str, Any]:
 
 def policy(current: Policy) -> dict[str, Any]:
     """docs/api.md's Policy JSON."""
-    return {"backup_codes_enabled": current.backup_codes_enabled, "code_count": current.code_count}
+    return {
+        "backup_codes_enabled": current.backup_codes_enabled,
+        "code_count": current.code_count,
+        "notify_users": current.notify_users,
+        "support_contact": current.support_contact,
+    }
 
 
 def verification(result: VerifyResult) -> dict[str, Any]:
@@ -177,3 +182,30 @@ def enrollment_confirmed(first: Regeneration | None) -> dict[str, Any]:
 def audit_page(rows: Iterable[AuditEvent | Row[Any]], next_cursor: str | None) -> dict[str, Any]:
     """A page of GET /v1/audit/events: each event as the export writes it."""
     return {"events": [event_to_dict(r) for r in rows], "next": next_cursor}
+
+
+def webhook(hook: Webhook) -> dict[str, Any]:
+    """A webhook as the API shows it: never its secret."""
+    return {
+        "id": hook.id,
+        "url": hook.url,
+        "events": list(hook.events),
+        "description": hook.description,
+        "enabled": hook.enabled,
+        "created_at": _ts(hook.created_at),
+        "disabled_reason": hook.disabled_reason,
+    }
+
+
+def webhook_delivery(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "id": str(delivery.id),
+        "event_id": delivery.message_id,
+        "type": delivery.type,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "last_attempt_at": _ts(delivery.last_attempt_at),
+        "next_attempt_at": _ts(delivery.next_attempt_at),
+        "last_status_code": delivery.last_status_code,
+        "last_error": delivery.last_error,
+    }

@@ -16,6 +16,7 @@ SUITES = [
     ("Sign-in check: one verification vs every hash in turn", "bench.bench_signin"),
     ("Sign-in under load: verify vs bare argon2id, 1-8 clients", "bench.bench_signin_load"),
     ("Audit trail", "bench.bench_audit"),
+    ("Mail: an event that causes mails vs one that does not", "bench.bench_mail"),
     ("Worker: regeneration vs its irreducible work", "bench.bench_worker"),
     (
         "Token lookup: expiry, revocation, last_used_at vs a plain select",
@@ -25,6 +26,7 @@ SUITES = [
     ("Latency: POST to ready vs the worker's own time", "bench.bench_latency"),
     ("Worker scaling: 1 vs 2 processes", "bench.bench_scaling"),
     ("Slow clients: /healthz with and without 64 slow sockets", "bench.bench_slow_clients"),
+    ("Webhooks: deliveries vs bare POSTs; intake with 2 webhooks vs none", "bench.bench_webhooks"),
 ]
 
 

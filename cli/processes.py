@@ -27,7 +27,7 @@ from infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
-QUEUES = ("regeneration", "maintenance")
+QUEUES = ("regeneration", "maintenance", "deliveries")
 POOLS = ("prefork", "threads", "solo")
 # SQLite has one writer at a time: more threads than this only queue for the lock.
 SQLITE_CONCURRENCY = 2
@@ -75,11 +75,12 @@ def default_concurrency(settings: Settings, pool: str) -> int | None:
 
 
 def queue_names(settings: Settings, wanted: Sequence[str]) -> list[str]:
-    from workers.app import maintenance_queue, regeneration_queue
+    from workers.app import deliveries_queue, maintenance_queue, regeneration_queue
 
     full = {
         "regeneration": regeneration_queue(settings),
         "maintenance": maintenance_queue(settings),
+        "deliveries": deliveries_queue(settings),
     }
     return [full[name] for name in (wanted or QUEUES)]
 
@@ -105,14 +106,14 @@ def queue_names(settings: Settings, wanted: Sequence[str]) -> list[str]:
     "queues",
     multiple=True,
     type=click.Choice(QUEUES),
-    help="Consume only this queue (repeatable) [default: both].",
+    help="Consume only this queue (repeatable) [default: all three].",
 )
 @click.option("-n", "--hostname", default=None, help="Node name [default: celery@HOST].")
 @handle_errors
 def worker(
     concurrency: int | None, pool: str | None, queues: tuple[str, ...], hostname: str | None
 ) -> None:
-    """A Celery worker: regenerations and maintenance."""
+    """A Celery worker: regenerations, maintenance and deliveries (webhooks)."""
     from workers.runtime import build_worker
 
     settings = Settings.from_env()
@@ -304,7 +305,7 @@ def _answers(host: str, port: int) -> bool:
 def _banner(url: str, settings: Settings) -> str:
     return f"""
 mfa-backup-codes is running at {url}
-  API, one worker and the scheduler; data under {settings.var_dir}. Ctrl-C stops them all.
+  API, the workers and the scheduler; data under {settings.var_dir}. Ctrl-C stops them all.
 
 Next steps, in another terminal (same directory and environment):
   mfa-codes org create acme
@@ -318,10 +319,22 @@ Next steps, in another terminal (same directory and environment):
 """
 
 
+# `run`'s delivery worker: a receiver that hangs holds one of these threads for at
+# most the client's 10 s, never the regeneration worker.
+RUN_DELIVERY_THREADS = 4
+
+
 def run_children(host: str, port: int) -> list[ChildSpec]:
     """What `run` starts and keeps running."""
     return [
-        ChildSpec("worker", _child_argv("worker")),
+        ChildSpec("worker", _child_argv("worker", "-Q", "regeneration", "-Q", "maintenance")),
+        ChildSpec(
+            "deliveries",
+            _child_argv(
+                *("worker", "-Q", "deliveries", "-n", "deliveries@%h"),
+                *("-P", "threads", "-c", str(RUN_DELIVERY_THREADS)),
+            ),
+        ),
         ChildSpec("beat", _child_argv("beat")),
         ChildSpec(
             "api",
@@ -334,7 +347,7 @@ def run_children(host: str, port: int) -> list[ChildSpec]:
 
 
 def supervise(settings: Settings, host: str, port: int) -> int:
-    """Start the API, a worker and the beat, restart one that dies; the exit code."""
+    """Start the API, the workers and the beat, restart one that dies; the exit code."""
     url = f"http://{format_bind(host, port)}"
     announced = False
 
@@ -353,7 +366,7 @@ def supervise(settings: Settings, host: str, port: int) -> int:
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535))
 @handle_errors
 def run(host: str, port: int) -> None:
-    """The embedded default: migrate, then API, worker and scheduler together."""
+    """The embedded default: migrate, then API, workers and scheduler together."""
     settings = Settings.from_env()  # also creates the embedded key files, once
     logs.configure(settings.log_level, settings.log_json)
     upgrade_settings(settings)

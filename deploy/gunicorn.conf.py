@@ -48,7 +48,9 @@ if os.path.isdir(_SHM):
 # Logs to stdout/stderr, for the container runtime. The access log names the path
 # without its query string (%(U)s, not %(r)s or %(q)s) and no request header, so
 # that no bearer token or other secret can ever reach it; the request id ties a
-# line to the audit trail.
+# line to the audit trail. The path of a repudiation link holds its ticket: the
+# logger class writes it redacted (api/access_log.py).
+logger_class = "api.access_log.RedactingLogger"
 accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)s rid=%({x-request-id}o)s'
 errorlog = "-"

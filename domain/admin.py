@@ -42,9 +42,14 @@ def get_policy(session: Session, org_id: str) -> policy.Policy:
 
 
 def put_policy(
-    uow: UnitOfWork, org_id: str, enabled: bool, code_count: int, ctx: audit.Context
+    uow: UnitOfWork,
+    org_id: str,
+    enabled: bool,
+    code_count: int,
+    ctx: audit.Context,
+    notify: policy.NotifyChange | None = None,
 ) -> policy.Policy:
-    """Replace the policy, both values; audited with old and new."""
+    """Replace the policy (the mail settings only where given); audited with old and new."""
     session = uow.session
     # Row lock: concurrent PUTs are serialised, so each audits the old value it replaced.
     org = session.execute(
@@ -55,7 +60,7 @@ def put_policy(
     ).scalar_one_or_none()
     if org is None:
         raise NotFound(f"no organization {org_id!r}")
-    policy.set_policy(uow, org, enabled, code_count, ctx)
+    policy.set_policy(uow, org, enabled, code_count, ctx, notify)
     session.flush()
     return policy.Policy.of(org)
 

@@ -127,6 +127,10 @@ class SheetExpired(DomainError):
     slug, title = "sheet-expired", "The sheet expired before it was retrieved"
 
 
+class TicketGone(DomainError):
+    slug, title = "ticket-gone", "This link was used already or has expired"
+
+
 class Conflict(DomainError):
     slug, title = "conflict", "Conflict"
 
@@ -140,3 +144,7 @@ BUDGETED_REFUSALS: tuple[type[DomainError], ...] = (
     NotFound,
     BackupCodesDisabled,
 )
+
+
+class TooManyWebhooks(DomainError):
+    slug, title = "too-many-webhooks", "The organization has as many webhooks as it may"

@@ -23,6 +23,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -118,6 +119,11 @@ class Organization(Base):
     backup_codes_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     code_count: Mapped[int] = mapped_column(Integer, default=5)
     created_at: Mapped[datetime] = mapped_column(default=_now)
+    # Whether users are told by mail of what happens to their MFA (domain.notify).
+    notify_users: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # Free text printed in every mail (where to ask for help); untrusted, never a header
+    # except Reply-To when it is a bare address.
+    support_contact: Mapped[str | None] = mapped_column(String(200))
 
 
 class User(Base):
@@ -349,3 +355,110 @@ class AuditCheckpoint(Base):
     signed_at: Mapped[datetime]
     key_id: Mapped[str] = mapped_column(String(64))
     signature: Mapped[str] = mapped_column(Text)
+
+
+class MailStatus(StrEnum):
+    PENDING = "pending"  # not sent yet, or a retry is due at next_attempt_at
+    SENT = "sent"
+    FAILED = "failed"  # retried for a day without success
+
+
+class MailDelivery(Base):
+    """One mail to one address, inserted with the audit event that causes it (the
+    outbox publishes its id). The address is personal data: it stays here, never in
+    the audit trail. The repudiation ticket waits encrypted until the mail is sent."""
+
+    __tablename__ = "mail_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "kind", "recipient_kind", name="event_kind_recipient"),
+        Index("ix_mail_deliveries_status_next", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    event_id: Mapped[str] = mapped_column(String(36))
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    recipient: Mapped[str] = mapped_column(String(320))
+    recipient_kind: Mapped[str] = mapped_column(String(16))  # email or recovery_email
+    kind: Mapped[str] = mapped_column(String(32))  # domain.notify.mail_rules.MailKind
+    # Set at the first attempt, then kept: a mail sent again is recognisably the same.
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default=MailStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When the sweep publishes it (again): a retry's time, or a lost attempt's end.
+    next_attempt_at: Mapped[datetime]
+    # Held by an attempt until then (a worker killed mid-send frees it by waiting).
+    leased_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    ticket_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    sent_at: Mapped[datetime | None]
+
+
+class RepudiationTicket(Base):
+    """The "If this wasn't you" link of one mail: only its SHA-256 is kept."""
+
+    __tablename__ = "repudiation_tickets"
+
+    ticket_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    event_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"  # not tried yet, or a retry is scheduled
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"  # the schedule ran out, or the webhook was disabled
+
+
+class Webhook(Base):
+    """An organization's receiver of events. Secrets are stored encrypted (the secrets
+    box); the previous one keeps signing beside the new one until it expires."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[str]] = mapped_column(JSON)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(String(200))
+    secret_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    previous_secret_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    previous_secret_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime | None]
+
+
+class WebhookDelivery(Base):
+    """One webhook event for one webhook: what is sent (never a secret) and how it went.
+    `next_attempt_at` is when it is due; while an attempt runs it is the attempt's lease
+    end, so a worker killed mid-delivery leaves it due again once that passes."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("webhook_id", "message_id", name="webhook_message"),
+        Index("ix_webhook_deliveries_status_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_webhook_id", "webhook_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    # The `webhook-id` header: the event's id, `<id>.<type>` for a derived type.
+    message_id: Mapped[str] = mapped_column(String(128))
+    event_id: Mapped[str | None] = mapped_column(String(36))
+    event_seq: Mapped[int | None] = mapped_column(BigInteger)
+    type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_attempt_at: Mapped[datetime | None]
+    next_attempt_at: Mapped[datetime | None]
+    dispatched_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=_now)

@@ -20,6 +20,12 @@ from domain.models import OutboxMessage
 from domain.uow import QueuedTask, UnitOfWork
 
 TASK_PROCESS_REGENERATION = "regeneration.process"  # args {"regeneration_id": str}
+# Mails and webhook deliveries run on a queue of their own (`<prefix>.deliveries`), so a
+# slow receiver holds a delivery worker, never a regeneration.
+DELIVERIES_QUEUE = "deliveries"
+TASK_DELIVER_WEBHOOK = "webhook.deliver"  # args {"delivery_id": int}
+TASK_SEND_MAIL = "mail.send"  # args {"mail_id": str}
+DELIVERY_TASKS = frozenset({TASK_DELIVER_WEBHOOK, TASK_SEND_MAIL})
 
 
 def enqueue(uow: UnitOfWork, task: str, args: dict[str, Any]) -> OutboxMessage:

@@ -6,7 +6,10 @@ What goes, each after its retention (infra.settings):
   (none should be), except the one that issued a user's newest set: GET /v1/me/mfa
   reads it (`last_set_expired_unseen`). The retention outlasts the 24 h idempotency
   window, so a key is forgotten only long after it stopped answering anyway;
-- failure counters older than the longest window that reads them.
+- failure counters older than the longest window that reads them;
+- mails sent or given up, after the outbox's retention (they hold an address,
+  personal data, and are read by nothing once done), and repudiation tickets
+  expired that long ago.
 
 The audit trail is never touched: it is append-only, and its triggers refuse a
 DELETE on PostgreSQL anyway. Each batch is one short transaction of at most
@@ -25,9 +28,12 @@ from sqlalchemy.orm import Session, aliased
 from domain.models import (
     AuthFailure,
     BackupCode,
+    MailDelivery,
+    MailStatus,
     OutboxMessage,
     Regeneration,
     RegenerationStatus,
+    RepudiationTicket,
     Sheet,
 )
 from domain.ports import Maintenance, RetentionSettings
@@ -128,6 +134,40 @@ def purge_auth_failures(session: Session, before: datetime, batch: int = BATCH) 
     return _delete_oldest(session, AuthFailure, (AuthFailure.occurred_at < before,), batch)
 
 
+# --- mails -----------------------------------------------------------------------------
+
+
+def purge_finished_mails(session: Session, before: datetime, batch: int = BATCH) -> int:
+    """Delete up to `batch` mails sent or given up, created before `before` (a pending
+    mail is work, never purged)."""
+    ids = list(
+        session.execute(
+            select(MailDelivery.id)
+            .where(MailDelivery.status != MailStatus.PENDING, MailDelivery.created_at < before)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    if ids:
+        session.execute(delete(MailDelivery).where(MailDelivery.id.in_(ids)))
+    return len(ids)
+
+
+def purge_expired_tickets(session: Session, before: datetime, batch: int = BATCH) -> int:
+    """Delete up to `batch` repudiation tickets that expired before `before`."""
+    hashes = list(
+        session.execute(
+            select(RepudiationTicket.ticket_hash)
+            .where(RepudiationTicket.expires_at < before)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    if hashes:
+        session.execute(delete(RepudiationTicket).where(RepudiationTicket.ticket_hash.in_(hashes)))
+    return len(hashes)
+
+
 # --- the run ----------------------------------------------------------------------------
 
 
@@ -149,6 +189,16 @@ def purge(
             now - timedelta(seconds=settings.regeneration_retention_seconds),
         ),
         ("auth_failures", purge_auth_failures, auth_failure_cutoff(settings, now)),
+        (
+            "mails",
+            purge_finished_mails,
+            now - timedelta(seconds=settings.outbox_retention_seconds),
+        ),
+        (
+            "repudiation_tickets",
+            purge_expired_tickets,
+            now - timedelta(seconds=settings.outbox_retention_seconds),
+        ),
     ]
     counts = {name: 0 for name, _, _ in steps}
     batches = 0

@@ -1,8 +1,8 @@
 """Structured logs: one JSON object a line, request id and task id on every line.
 
 The ids travel in context variables that the API middleware and the Celery
-task hooks set. A filter drops anything that looks like a bearer token,
-whatever a library decides to log.
+task hooks set. A filter drops anything that looks like a bearer token or a
+repudiation ticket's path, whatever a library decides to log.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 task_id_var: ContextVar[str | None] = ContextVar("task_id", default=None)
 
 _TOKEN = re.compile(r"(Bearer\s+)?mfa_[A-Za-z0-9_\-]{20,}")
+# The path of a repudiation link holds its ticket: a credential, never logged.
+_TICKET_PATH = re.compile(r"(/v1/repudiations/)[^/\s?\"']+")
 _STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 
 def redact(text: str) -> str:
-    return _TOKEN.sub("[redacted-token]", text)
+    return _TICKET_PATH.sub(r"\1[redacted]", _TOKEN.sub("[redacted-token]", text))
 
 
 class JsonFormatter(logging.Formatter):

@@ -32,6 +32,19 @@ SHEETS_EXPIRED = Counter("mfa_sheets_expired_unfetched", "Sheets purged before a
 CODES_VERIFIED = Counter(
     "mfa_backup_code_verifications", "Backup-code checks at sign-in, by result", ["result"]
 )
+MAILS = Counter(
+    "mfa_mails",
+    "Mail attempts to users, by outcome (sent; retry: failed, tried again; failed: given up)",
+    ["outcome"],
+)
+WEBHOOK_DELIVERIES = Counter(
+    "mfa_webhook_delivery_attempts",
+    "Webhook delivery attempts, by what came of them (succeeded, retry, dead, disabled, stale)",
+    ["outcome"],
+)
+WEBHOOKS_DISABLED = Counter(
+    "mfa_webhooks_disabled", "Webhooks disabled because their receiver answered 410 Gone"
+)
 QUEUE_LATENCY = Histogram(
     "mfa_regeneration_queue_latency_seconds",
     "From the request's acceptance to a worker starting it",
@@ -55,6 +68,12 @@ def _count(type_: str, outcome: str, details: dict[str, Any]) -> None:
         CODES_VERIFIED.labels("accepted").inc()
     elif type_ == EventType.CODE_REJECTED:
         CODES_VERIFIED.labels("rejected").inc()
+    elif type_ == EventType.NOTIFICATION_SENT:
+        MAILS.labels("sent").inc()
+    elif type_ == EventType.NOTIFICATION_FAILED:
+        MAILS.labels("failed" if details.get("final") else "retry").inc()
+    elif type_ == EventType.WEBHOOK_DISABLED:
+        WEBHOOKS_DISABLED.inc()
 
 
 def count_committed(done: Committed) -> None:

@@ -12,11 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
 from domain.errors import ConfigurationError
 from domain.limits import Limits
+from domain.notify.webhook_addresses import AllowPrivate
+from domain.notify.webhook_delivery import DEFAULT_SCHEDULE
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -43,6 +46,10 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
         except OSError as exc:
             raise ConfigurationError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
     return None
+
+
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+DEFAULT_MAIL_FROM = "mfa-backup-codes@localhost"
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,19 @@ class Settings:
     api_metrics_port: int = 0
     # Reverse proxies whose X-Forwarded-For is believed (the audit trail's source IP).
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    # Mails to users (domain.notify): the address links point at, the sender, and the
+    # SMTP server (None: written to a Maildir under var_dir/mail). The URL may hold a
+    # password: out of repr.
+    public_url: str = DEFAULT_PUBLIC_URL
+    mail_from: str = DEFAULT_MAIL_FROM
+    smtp_url: str | None = field(default=None, repr=False)
+    # A CA bundle the SMTP server's certificate is checked against (None: the system's).
+    smtp_ca_file: Path | None = None
+    # Which non-public addresses webhooks may reach: none, loopback (and http://; the
+    # embedded default) or private (RFC 1918 and ULA too). Never link-local or CGNAT.
+    webhook_allow_private: AllowPrivate = AllowPrivate.NONE
+    # Seconds between a failed delivery attempt and the next; after the last, dead.
+    webhook_retry_schedule: tuple[int, ...] = DEFAULT_SCHEDULE
 
     @property
     def embedded_broker(self) -> bool:
@@ -117,6 +137,11 @@ class Settings:
     @property
     def broker_folder(self) -> Path:
         return self.var_dir / "broker"
+
+    @property
+    def mail_folder(self) -> Path:
+        """The Maildir mails are written to when no SMTP server is set."""
+        return self.var_dir / "mail"
 
     @property
     def checkpoint_folder(self) -> Path:
@@ -209,7 +234,45 @@ class Settings:
             trusted_proxies=_networks(merged, "MFA_TRUSTED_PROXIES"),
             verify_slots=_int(merged, "MFA_VERIFY_SLOTS", 4, 1, 1024),
             verify_slot_wait_ms=_int(merged, "MFA_VERIFY_SLOT_WAIT_MS", 2000, 0, 60000),
+            public_url=_public_url(merged.get("MFA_PUBLIC_URL") or DEFAULT_PUBLIC_URL),
+            mail_from=_mail_from(merged.get("MFA_MAIL_FROM") or DEFAULT_MAIL_FROM),
+            smtp_url=_smtp_url(_secret(merged, "MFA_SMTP_URL")),
+            smtp_ca_file=(
+                Path(merged["MFA_SMTP_CA_FILE"]).absolute()
+                if merged.get("MFA_SMTP_CA_FILE")
+                else None
+            ),
+            webhook_allow_private=_allow_private(merged, embedded),
+            webhook_retry_schedule=_schedule(merged, "MFA_WEBHOOK_RETRY_SCHEDULE"),
         )
+
+
+def _allow_private(env: Mapping[str, str], embedded: bool) -> AllowPrivate:
+    name = "MFA_WEBHOOK_ALLOW_PRIVATE"
+    default = AllowPrivate.LOOPBACK if embedded else AllowPrivate.NONE
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in ("", "none", "no", "off"):
+        return AllowPrivate.NONE
+    try:
+        return AllowPrivate(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be loopback, private or none, got {raw!r}") from None
+
+
+def _schedule(env: Mapping[str, str], name: str) -> tuple[int, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return DEFAULT_SCHEDULE
+    try:
+        waits = tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigurationError(f"{name} must be seconds separated by commas") from None
+    if not 1 <= len(waits) <= 50 or any(not 0 <= w <= 7 * 86400 for w in waits):
+        raise ConfigurationError(f"{name}: 1 to 50 waits, each 0 to 604800 seconds")
+    return waits
 
 
 def _networks(env: Mapping[str, str], name: str) -> tuple[IPv4Network | IPv6Network, ...]:
@@ -223,6 +286,36 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[IPv4Network | IPv6Netw
                     f"{name}: {part.strip()!r} is not an IP address or network"
                 ) from None
     return tuple(networks)
+
+
+def _public_url(value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise ConfigurationError("MFA_PUBLIC_URL must be an http(s) URL without a query")
+    return value.strip().rstrip("/")
+
+
+def _mail_from(value: str) -> str:
+    text = value.strip()
+    if any(ch in text for ch in "\r\n") or "@" not in text:
+        raise ConfigurationError("MFA_MAIL_FROM must be an address (one line)")
+    return text
+
+
+def _smtp_url(value: str | None) -> str | None:
+    """smtp://[user:pass@]host[:port] or smtps://...; the error never repeats the URL,
+    which may hold a password."""
+    if not value:
+        return None
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ConfigurationError("MFA_SMTP_URL is not a URL") from None
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ConfigurationError("MFA_SMTP_URL must be smtp://host:port or smtps://host:port")
+    del port
+    return value
 
 
 def _new_fernet_key() -> str:

@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 from celery import Celery
 from kombu import Exchange, Queue
 
-from domain.outbox import TASK_PROCESS_REGENERATION
+from domain.notify.mail import TASK_SEND_MAIL as TASK_SEND_MAIL
+from domain.outbox import DELIVERIES_QUEUE, DELIVERY_TASKS, TASK_PROCESS_REGENERATION
 from infra.settings import Settings
 from workers import folder_broker
 
@@ -44,8 +45,18 @@ def maintenance_queue(settings: Settings) -> str:
     return f"{settings.queue_prefix}.maintenance"
 
 
+def deliveries_queue(settings: Settings) -> str:
+    """Mails and webhooks: their own queue and worker, so a slow receiver never holds a
+    regeneration."""
+    return f"{settings.queue_prefix}.{DELIVERIES_QUEUE}"
+
+
 def queue_for(settings: Settings, task: str) -> str:
-    return regeneration_queue(settings) if task == TASK_PROCESS else maintenance_queue(settings)
+    if task == TASK_PROCESS:
+        return regeneration_queue(settings)
+    if task in DELIVERY_TASKS:
+        return deliveries_queue(settings)
+    return maintenance_queue(settings)
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
@@ -100,6 +111,7 @@ def make_celery(settings: Settings) -> Celery:
     app = Celery(f"mfa-{settings.queue_prefix}", set_as_current=False)
     regeneration = regeneration_queue(settings)
     maintenance = maintenance_queue(settings)
+    deliveries = deliveries_queue(settings)
     app.conf.update(
         broker_url=broker_url(settings),
         broker_transport_options=broker_transport_options(settings),
@@ -128,12 +140,14 @@ def make_celery(settings: Settings) -> Celery:
         task_queues=(
             Queue(regeneration, Exchange(regeneration, type="direct"), routing_key=regeneration),
             Queue(maintenance, Exchange(maintenance, type="direct"), routing_key=maintenance),
+            Queue(deliveries, Exchange(deliveries, type="direct"), routing_key=deliveries),
         ),
         task_default_queue=maintenance,
         task_default_exchange=maintenance,
         task_default_routing_key=maintenance,
         task_routes={
             TASK_PROCESS: {"queue": regeneration, "routing_key": regeneration},
+            **{task: {"queue": deliveries, "routing_key": deliveries} for task in DELIVERY_TASKS},
             "maintenance.*": {"queue": maintenance, "routing_key": maintenance},
             "audit.*": {"queue": maintenance, "routing_key": maintenance},
         },

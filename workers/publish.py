@@ -57,11 +57,13 @@ class Publisher:
 
     # --- sending ---------------------------------------------------------------
 
-    def publish(self, task: str, args: dict[str, Any]) -> str:
-        """Send one task by name; its task id. Raises when the broker does not take it."""
+    def publish(self, task: str, args: dict[str, Any], countdown: float | None = None) -> str:
+        """Send one task by name (to run no sooner than `countdown` seconds from now);
+        its task id. Raises when the broker does not take it."""
         result = self.app.send_task(
             task,
             kwargs=dict(args),
+            countdown=countdown,
             queue=queue_for(self.services.settings, task),
             retry=True,
             retry_policy=RETRY_POLICY,

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import Celery, Task
@@ -19,16 +19,22 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from domain import purge, regeneration, throttles
 from domain.audit.checkpoints import moved_heads, sign_if_moved
+from domain.notify import mail
 from infra import logs
 from infra.db import utcnow
+from infra.mail import MailTransport, transport_for
 from infra.services import Services
+from infra.webhook_client import WebhookClient
+from workers import mail as mail_jobs
 from workers.app import (
     TASK_CHECKPOINT,
     TASK_EXPIRE_SHEETS,
     TASK_PROCESS,
     TASK_PURGE,
     TASK_REPUBLISH_STALE,
+    TASK_SEND_MAIL,
 )
+from workers.deliveries import register_delivery_tasks, republish_due
 from workers.publish import Publisher
 
 log = logging.getLogger(__name__)
@@ -51,6 +57,8 @@ class RegisteredTasks:
     expire_sheets: Task[[], int]
     checkpoint: Task[[], int]
     purge: Task[[], dict[str, int]]
+    send_mail: Task[[str], str]
+    deliver_webhook: Task[[int], str]
 
 
 @contextmanager
@@ -69,10 +77,17 @@ def _db_error(exc: SQLAlchemyError) -> str:
 
 
 def register_tasks(
-    celery_app: Celery, services: Services, publisher: Publisher | None = None
+    celery_app: Celery,
+    services: Services,
+    publisher: Publisher | None = None,
+    *,
+    transport: MailTransport | None = None,
+    webhook_client: WebhookClient | None = None,
 ) -> RegisteredTasks:
     publisher = publisher or Publisher(celery_app, services)
     settings = services.settings
+    mailer = transport or transport_for(settings)
+    deliver_webhook = register_delivery_tasks(celery_app, services, publisher, webhook_client)
 
     @celery_app.task(name=TASK_PROCESS, shared=False, bind=True, max_retries=MAX_RETRIES)
     def process(self: Task[Any, Any], regeneration_id: str) -> str:
@@ -137,9 +152,26 @@ def register_tasks(
                     log.warning("republish of stale regenerations stopped: %s", type(exc).__name__)
                     break
                 sent += 1
-            if outbox or sent:
-                log.info("republished %d outbox messages and %d stale regenerations", outbox, sent)
-            return {"outbox": outbox, "stale": sent}
+            deliveries = republish_due(services, publisher)
+            mails = _republish_due_mails(publisher, services, now)
+            if outbox or sent or deliveries or mails:
+                log.info(
+                    "republished %d outbox messages, %d stale regenerations, %d due"
+                    " deliveries and %d mails",
+                    outbox,
+                    sent,
+                    deliveries,
+                    mails,
+                )
+            return {"outbox": outbox, "stale": sent, "deliveries": deliveries, "mails": mails}
+
+    @celery_app.task(name=TASK_SEND_MAIL, shared=False, bind=True)
+    def send_mail(self: Task[Any, Any], mail_id: str) -> str:
+        with _task_id(self):
+            if not isinstance(mail_id, str):
+                log.warning("mail.send: ignored a message without a string id")
+                return "invalid"
+            return mail_jobs.send_one(services, mailer, mail_id)
 
     @celery_app.task(name=TASK_EXPIRE_SHEETS, shared=False, bind=True)
     def expire_sheets(self: Task[Any, Any]) -> int:
@@ -183,4 +215,28 @@ def register_tasks(
                 )
             return counts
 
-    return RegisteredTasks(process, republish_stale, expire_sheets, checkpoint, purge_old_rows)
+    return RegisteredTasks(
+        process,
+        republish_stale,
+        expire_sheets,
+        checkpoint,
+        purge_old_rows,
+        send_mail,
+        deliver_webhook,
+    )
+
+
+def _republish_due_mails(publisher: Publisher, services: Services, now: datetime) -> int:
+    """Mails whose retry is due, or whose attempt was lost with its worker."""
+    with services.unit_of_work() as uow:
+        due = mail.due(uow, now)
+    sent = 0
+    for mail_id in due:
+        try:
+            publisher.publish(TASK_SEND_MAIL, {"mail_id": mail_id})
+        except Exception as exc:
+            # Put off by mail.REPUBLISH_WAIT: the next sweep after that tries again.
+            log.warning("republish of due mails stopped: %s", type(exc).__name__)
+            break
+        sent += 1
+    return sent

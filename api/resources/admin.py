@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import falcon
+from msgspec import UnsetType
 
 from api import representations
 from api.bodies import Empty, Policy, read_body
 from api.resources.base import Resource
 from api.resources.signin import possible_user_id
 from domain import admin
+from domain.policy import NotifyChange
 from infra.services import Services
 
 
@@ -25,6 +27,12 @@ class OrgPolicy(_AdminResource):
 
     def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_body(req, Policy)
+        contact = body.support_contact
+        notify = NotifyChange(
+            notify_users=None if isinstance(body.notify_users, UnsetType) else body.notify_users,
+            support_contact=contact if isinstance(contact, str) else None,
+            clear_support_contact=contact is None,
+        )
         with self.services.unit_of_work() as uow:
             org = admin.put_policy(
                 uow,
@@ -32,6 +40,7 @@ class OrgPolicy(_AdminResource):
                 body.backup_codes_enabled,
                 body.code_count,
                 req.context.audit,
+                notify,
             )
             resp.media = representations.policy(org)
 

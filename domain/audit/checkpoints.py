@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from domain import notify
 from domain.audit import checkpoint_file
 from domain.clock import rfc3339_micros, whole_millis
 from domain.models import AuditCheckpoint, AuditEvent, AuditHead
@@ -122,6 +123,7 @@ def _sign(
     head.checkpoints = (head.checkpoints or 0) + 1
     session.flush()
     checkpoint_file.note(uow, settings, as_record(checkpoint))
+    notify.checkpoint_signed(uow, checkpoint)  # the audit.checkpoint webhook
     return checkpoint
 
 

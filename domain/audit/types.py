@@ -45,6 +45,14 @@ class EventType(StrEnum):
     AUDIT_EXPORTED = "audit.exported"
     AUDIT_VERIFIED = "audit.verified"
     AUDIT_CHECKPOINT = "audit.checkpoint"
+    USER_REPUDIATED = "user.repudiated"  # the user said "this wasn't me" (domain.notify)
+    NOTIFICATION_SENT = "notification.sent"
+    NOTIFICATION_FAILED = "notification.failed"
+    WEBHOOK_CREATED = "webhook.created"
+    WEBHOOK_UPDATED = "webhook.updated"
+    WEBHOOK_DELETED = "webhook.deleted"
+    WEBHOOK_SECRET_ROTATED = "webhook.secret_rotated"  # noqa: S105 (an event name, not a secret)
+    WEBHOOK_DISABLED = "webhook.disabled"
 
 
 class Outcome(StrEnum):

@@ -10,19 +10,31 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from domain.models import AuditEvent
+    from domain.models import AuditCheckpoint, AuditEvent
     from domain.uow import UnitOfWork
 
 
 def project(uow: UnitOfWork, event: AuditEvent) -> None:
-    """Insert the deliveries `event` causes (none yet: mails and webhooks come next).
+    """Insert the deliveries `event` causes: mails to its user (domain.notify.mail) and
+    the organization's webhook deliveries (domain.notify.webhooks).
     Imports stay inside: the projections use the audit module that calls this."""
-    del uow, event
+    from domain.notify import mail, webhooks
+
+    mail.project(uow, event)
+    webhooks.project_event(uow, event)
+
+
+def checkpoint_signed(uow: UnitOfWork, checkpoint: AuditCheckpoint) -> None:
+    """A checkpoint is no audit event, but goes out as the `audit.checkpoint` webhook."""
+    from domain.notify import webhooks
+
+    webhooks.project_checkpoint(uow, checkpoint)
 
 
 def address_changed(uow: UnitOfWork, event: AuditEvent, field: str, old_address: str) -> None:
     """Tell `old_address` that the user's `field` (email or recovery_email) changed.
     Called by the use case that changed it, beside its `user.upserted` event: the event
-    names the field, never an address, so the old address comes from the caller. A
-    no-op until mail lands."""
-    del uow, event, field, old_address
+    names the field, never an address, so the old address comes from the caller."""
+    from domain.notify import mail
+
+    mail.address_changed(uow, event, field, old_address)

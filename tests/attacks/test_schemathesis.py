@@ -144,7 +144,8 @@ class Fuzzer:
             headers["Authorization"] = f"Bearer {token}"
         # Each request from its own source (the test is the trusted proxy): one source's
         # failed authentications and refusals are throttled to 429 past a minute's limit.
-        headers["X-Forwarded-For"] = f"198.18.{n // 250 % 250}.{n % 250 + 1}"
+        sent = self.sent  # (n counts this operation's requests only)
+        headers["X-Forwarded-For"] = f"198.18.{sent // 250 % 250}.{sent % 250 + 1}"
         if len(accepts) > 1:
             headers["Accept"] = accepts[n % len(accepts)]
         case.headers = headers

@@ -4,9 +4,11 @@ system wrote down, and look for the secrets in it.
 Written down: a dump of the database, the broker's messages (read from the
 queue before the worker takes them), every log line (root logger at DEBUG, so
 third-party debug output too), every audit event (API pages, NDJSON and CSV
-exports, the CLI export) and every file under the service's folder.
-Looked for: the backup codes (any form), the TOTP values submitted (right and
-wrong), the TOTP secrets and the bearer tokens. The encrypted sheet and the
+exports, the CLI export), every file under the service's folder, and every
+decoded part (and header) of every mail the delivery worker sent to a real SMTP
+server. Looked for: the backup codes (any form), the TOTP values submitted (right
+and wrong), the TOTP secrets and the bearer tokens; and, everywhere but in the
+mails that carry them, the repudiation tickets. The encrypted sheet and the
 encrypted TOTP are ciphertext and do not match; hashes do not either.
 """
 
@@ -29,17 +31,20 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from click.testing import CliRunner
 from kombu import Connection
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect, select, text
 
 from cli.main import cli
 from domain import regeneration
+from domain.models import MailDelivery, MailStatus, User
 from infra.db import utcnow
 from infra.logs import JsonFormatter
 from infra.settings import Settings
 from tests.support.api_world import ApiWorld, api_world
 from tests.support.codes import CODE_RE, wrong_totp
+from tests.support.polling import await_true
 from tests.support.postgres import fresh_postgres_database
 from tests.support.settings import TEST_SECRET_KEY, make_settings
+from tests.support.smtp import SmtpServer, parts, smtp_server
 from workers.app import regeneration_queue
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -226,8 +231,30 @@ def _process_now(world: ApiWorld, regeneration_id: str) -> None:
     assert done == "ready"
 
 
+@pytest.fixture
+def mail_server() -> Iterator[SmtpServer]:
+    with smtp_server() as server:
+        yield server
+
+
+_TICKET = re.compile(r"/v1/repudiations/([A-Za-z0-9_\-]{20,})")
+
+
+def _mails_settled(world: ApiWorld, org: str) -> bool:
+    with world.services.unit_of_work() as uow:
+        statuses = uow.session.execute(
+            select(MailDelivery.status).where(MailDelivery.org_id == org)
+        ).scalars()
+        found = list(statuses)
+    return bool(found) and all(s != MailStatus.PENDING for s in found)
+
+
 def test_no_secret_is_written_down_anywhere(
-    tmp_path: Path, hunt_database_url: str, amqp_url: str, captured_logs: LogCapture
+    tmp_path: Path,
+    hunt_database_url: str,
+    amqp_url: str,
+    captured_logs: LogCapture,
+    mail_server: SmtpServer,
 ) -> None:
     signing_key = base64.b64encode(os.urandom(32)).decode()
     settings = make_settings(
@@ -235,6 +262,7 @@ def test_no_secret_is_written_down_anywhere(
         MFA_DATABASE_URL=hunt_database_url,
         MFA_BROKER_URL=amqp_url,
         MFA_AUDIT_SIGNING_KEY=signing_key,
+        MFA_SMTP_URL=mail_server.url,
     )
     found = Secrets(keys={TEST_SECRET_KEY, signing_key})
     with api_world(settings, worker=False) as world:
@@ -242,8 +270,14 @@ def test_no_secret_is_written_down_anywhere(
         roles = {r: world.token(org, f"{r}-1", r) for r in ("service", "admin", "auditor")}
         found.tokens |= set(roles.values())
 
-        # Enrollment with the worker stopped: its first set waits in the queue.
+        # Enrollment with the worker stopped: its first set waits in the queue. Alice
+        # has both addresses, so every step of hers is mailed twice.
         world.user(org, "alice")
+        with world.services.unit_of_work() as uow:
+            alice_row = uow.session.execute(
+                select(User).where(User.org_id == org, User.external_id == "alice")
+            ).scalar_one()
+            alice_row.email, alice_row.recovery_email = "alice@example.com", "a2@example.net"
         alice = world.token(org, "alice", "user")
         found.tokens.add(alice)
         started = world.call("POST", "/v1/me/mfa/enrollment", alice)
@@ -383,6 +417,21 @@ def test_no_secret_is_written_down_anywhere(
             on = {"backup_codes_enabled": True, "code_count": 8}
             assert world.call("PUT", "/v1/org/policy", admin, json=on).status_code == 200
 
+            # The mails go out; one of their links is looked at and confirmed.
+            await_true(lambda: _mails_settled(world, org), 30, "the mails to be sent")
+            sent = [m.message for m in mail_server.inbox.messages]
+            tickets = {t for m in sent for t in _TICKET.findall("\n".join(parts(m)))}
+            assert len(sent) >= 8 and len(tickets) == len(sent)  # one link a mail
+            ticket = sorted(tickets)[0]
+            assert world.call("GET", f"/v1/repudiations/{ticket}").status_code == 200
+            assert world.call("POST", f"/v1/repudiations/{ticket}").status_code == 200
+            await_true(
+                lambda: mail_server.inbox.count() >= len(sent) + 2 and _mails_settled(world, org),
+                30,
+                "the repudiation mails",
+            )
+            mails = [p for m in mail_server.inbox.messages for p in parts(m.message)]
+
         audit = audit_text(world, org, roles["auditor"], settings, signing_key)
         assert "backup_codes" in audit and regen.json["id"] in audit
 
@@ -404,7 +453,18 @@ def test_no_secret_is_written_down_anywhere(
         + found.found_in("logs", logs)
         + found.found_in("audit", audit)
         + found.found_in("files", files_text(tmp_path))
+        + found.found_in("mails", "\n".join(mails))
     )
+    # The tickets are in their mails, and nowhere else.
+    elsewhere = {
+        "pg_dump": dump,
+        "table rows": rows,
+        "broker": broker,
+        "logs": logs,
+        "audit": audit,
+        "files": files_text(tmp_path),
+    }
+    hits += [f"{where}: ticket" for where, t in elsewhere.items() for k in tickets if k in t]
     # 15 codes (alice: two sets, carol: one) in 4 forms; 8 tokens (3 roles, 3 users, 2
     # issued over the API)
     assert len(found.codes) == 60 and len(found.tokens) == 8 and len(found.totps) >= 6

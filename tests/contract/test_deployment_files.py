@@ -173,8 +173,18 @@ def test_compose_file_has_no_version_key() -> None:
 
 def test_compose_has_the_expected_services() -> None:
     services = load_compose()["services"]
-    assert set(services) == {"postgres", "rabbitmq", "migrate", "api", "worker", "beat", "nginx"}
-    assert set(app_services(load_compose())) == {"migrate", "api", "worker", "beat"}
+    assert set(services) == {
+        "postgres",
+        "rabbitmq",
+        "migrate",
+        "api",
+        "worker",
+        "deliveries",
+        "beat",
+        "nginx",
+        "mailpit",
+    }
+    assert set(app_services(load_compose())) == {"migrate", "api", "worker", "deliveries", "beat"}
 
 
 # --- roles ---------------------------------------------------------------------------------
@@ -206,17 +216,27 @@ def test_migrations_run_once_before_the_app_roles() -> None:
     services = load_compose()["services"]
     assert services["migrate"]["restart"] == "no"
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for name in ("api", "worker", "beat"):
+    for name in ("api", "worker", "deliveries", "beat"):
         deps = services[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully", name
         assert deps["rabbitmq"]["condition"] == "service_healthy", name
 
 
-def test_only_nginx_publishes_a_port() -> None:
-    """Slow clients meet nginx, which buffers whole requests; gunicorn is not published."""
+def test_only_nginx_publishes_a_port_and_the_mail_catcher_its_page_on_loopback() -> None:
+    """Slow clients meet nginx, which buffers whole requests; gunicorn is not published.
+    Mailpit's page shows every mail the stack sent: on 127.0.0.1 only."""
     services = load_compose()["services"]
     assert services["nginx"]["ports"] == ["8000:8000"]
-    assert [n for n, s in services.items() if "ports" in s] == ["nginx"]
+    assert services["mailpit"]["ports"] == ["127.0.0.1:8025:8025"]
+    assert [n for n, s in services.items() if "ports" in s] == ["nginx", "mailpit"]
+
+
+def test_the_stack_sends_mail_to_its_catcher_from_a_delivery_worker() -> None:
+    compose = load_compose()
+    env = compose["x-app-environment"]
+    assert env["MFA_SMTP_URL"] == "smtp://mailpit:1025"
+    assert compose["services"]["mailpit"]["image"].startswith("axllent/mailpit:")
+    assert compose["services"]["deliveries"]["command"] == ["worker", "-Q", "deliveries"]
 
 
 def test_nginx_runs_the_repository_config_in_front_of_the_api() -> None:
@@ -495,13 +515,15 @@ def test_every_command_resolves_to_a_cli_command() -> None:
         "migrate": ["db", "upgrade"],
         "api": ["serve"],
         "worker": ["worker"],
+        "deliveries": ["worker", "-Q", "deliveries"],
         "beat": ["beat"],
         "Dockerfile CMD": ["serve"],
     }
     assert commands == expected
     for name, words in commands.items():
         assert isinstance(words, list), f"{name}: use the exec form (a list)"
-        assert resolve_cli_path(cli_main.cli, words) == words, name
+        command = words[: next((i for i, w in enumerate(words) if w.startswith("-")), len(words))]
+        assert resolve_cli_path(cli_main.cli, words) == command, name
 
 
 def test_the_console_script_is_the_entrypoint() -> None:

@@ -29,7 +29,7 @@ PROBLEM_REF = "#/components/schemas/Problem"
 REQUEST_ID_REF = "#/components/headers/X-Request-Id"
 DOC_URI = "urn:mfa-backup-codes:openapi"
 
-UNAUTHENTICATED = {"/healthz", "/readyz", "/openapi.json"}
+UNAUTHENTICATED = {"/healthz", "/readyz", "/openapi.json", "/v1/repudiations/{ticket}"}
 
 # Every status docs/api.md names, plus 401/403/429 (throttled refusals) for /v1, 400/422 for
 # input, 404 where a resource id is in the path, 413 on POST/PUT.
@@ -52,8 +52,22 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("/v1/users/{user_id}/backup-codes/revocation", "post"): "204 400 401 403 404 413 422 429 503",
     ("/v1/users/{user_id}/mfa", "delete"): "204 401 403 404 429 503",
     ("/v1/users/{user_id}/mfa/unlock", "post"): "204 400 401 403 404 413 422 429 503",
+    ("/v1/org/webhooks", "post"): "201 400 401 403 409 413 422 429 503",
+    ("/v1/org/webhooks", "get"): "200 401 403 429 503",
+    ("/v1/org/webhooks/{webhook_id}", "get"): "200 401 403 404 429 503",
+    ("/v1/org/webhooks/{webhook_id}", "patch"): "200 400 401 403 404 413 422 429 503",
+    ("/v1/org/webhooks/{webhook_id}", "delete"): "204 401 403 404 429 503",
+    ("/v1/org/webhooks/{webhook_id}/secret", "post"): "201 400 401 403 404 413 422 429 503",
+    ("/v1/org/webhooks/{webhook_id}/ping", "post"): "202 400 401 403 404 413 422 429 503",
+    ("/v1/org/webhooks/{webhook_id}/deliveries", "get"): "200 400 401 403 404 422 429 503",
+    (
+        "/v1/org/webhooks/{webhook_id}/deliveries/{delivery_id}/retry",
+        "post",
+    ): "202 400 401 403 404 413 422 429 503",
     ("/v1/audit/events", "get"): "200 400 401 403 422 429 503",
     ("/v1/audit/verification", "get"): "200 401 403 429 503",
+    ("/v1/repudiations/{ticket}", "get"): "200 404 410 429 503",
+    ("/v1/repudiations/{ticket}", "post"): "200 204 404 410 413 429 503",
     ("/v1/users/{user_id}/totp/verify", "post"): "200 400 401 403 404 409 413 422 429 503",
     ("/v1/users/{user_id}/tokens", "post"): "201 400 401 403 404 413 422 429 503",
     ("/v1/org/tokens", "get"): "200 400 401 403 422 429 503",
@@ -285,7 +299,14 @@ def test_every_path_template_parameter_is_declared(doc: dict[str, Any]) -> None:
         keys = [(p["name"].lower(), p["in"]) for p in declared]
         assert len(keys) == len(set(keys)), f"{method} {path} declares a parameter twice"
     names = {n for path in doc["paths"] for n in re.findall(r"{([^}]+)}", path)}
-    assert names == {"regeneration_id", "token_id", "user_id"}
+    assert names == {
+        "regeneration_id",
+        "token_id",
+        "user_id",
+        "webhook_id",
+        "delivery_id",
+        "ticket",
+    }
 
 
 def test_v1_operations_need_a_bearer_token_and_the_others_none(doc: dict[str, Any]) -> None:
@@ -440,13 +461,18 @@ def test_request_bodies_are_strict_json_objects(doc: dict[str, Any]) -> None:
             continue
         assert body["required"] is True
         # Every field is required but what the sign-in front end saw of its visitor,
-        # and the profile of an upsert, where a field left out is kept.
+        # a webhook's description, the policy's mail settings, and what an upsert or a PATCH
+        # leaves as it is.
         optional = {"client_ip", "user_agent"} if path.endswith("/verify") else set()
-        if (path, method) == ("/v1/users/{user_id}", "put"):
+        if path == "/v1/org/webhooks":
+            optional = {"description"}
+        if path == "/v1/org/policy":
+            optional = {"notify_users", "support_contact"}
+        if (path, method) == ("/v1/users/{user_id}", "put") or method == "patch":
             optional = set(schema["properties"])
         assert set(schema.get("required", [])) == set(schema["properties"]) - optional
         assert optional <= set(schema["properties"])
-    assert bodies == 7
+    assert bodies == 9
 
 
 def test_idempotency_key_is_an_optional_header_on_regeneration_requests(

@@ -45,7 +45,10 @@ def _children(svc: Service) -> dict[str, int]:
         if st is None or st[0] != svc.proc.pid:
             continue
         words = cmdline(pid).split()
-        found["api" if "main()" not in words else words[words.index("main()") + 1]] = pid
+        role = "api" if "main()" not in words else words[words.index("main()") + 1]
+        if role == "worker" and "deliveries" in words:
+            role = "deliveries"  # the delivery worker (`worker -Q deliveries`)
+        found[role] = pid
     return found
 
 
@@ -87,7 +90,7 @@ def test_a_killed_worker_is_restarted_and_the_api_never_stops_then_a_killed_api_
     tmp_path: Path,
 ) -> None:
     with running(tmp_path) as svc:
-        before = await_true(lambda: _children(svc) if len(_children(svc)) == 3 else None, 10, "3")
+        before = await_true(lambda: _children(svc) if len(_children(svc)) == 4 else None, 10, "4")
         probe = HealthProbe(svc)
         probe.start()
         os.killpg(before["worker"], signal.SIGKILL)  # its own group: the worker and its pool

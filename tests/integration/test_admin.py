@@ -71,21 +71,24 @@ def count(svc: Services, model: type[Any], user_id: str) -> int:
 
 # --- policy --------------------------------------------------------------------------
 
+# The mail settings of a new organization (domain.notify), shown with the policy.
+MAIL = {"notify_users": True, "support_contact": None}
+
 
 def test_a_new_organization_has_the_default_policy(services: Services) -> None:
     org_id = new_org(services)
-    assert policy_of(services, org_id) == {"backup_codes_enabled": True, "code_count": 5}
+    assert policy_of(services, org_id) == {"backup_codes_enabled": True, "code_count": 5, **MAIL}
 
 
 def test_put_policy_replaces_it_and_audits_old_and_new(services: Services) -> None:
     org_id = new_org(services)
     body = {"backup_codes_enabled": False, "code_count": 12}
-    assert put_policy(services, org_id, body) == body
-    assert policy_of(services, org_id) == body
+    assert put_policy(services, org_id, body) == {**body, **MAIL}
+    assert policy_of(services, org_id) == {**body, **MAIL}
     [changed] = events(services, org_id, EventType.POLICY_CHANGED)
     assert changed.details == {
-        "old": {"backup_codes_enabled": True, "code_count": 5},
-        "new": body,
+        "old": {"backup_codes_enabled": True, "code_count": 5, **MAIL},
+        "new": {**body, **MAIL},
     }
     assert changed.actor_role == "admin"
 
@@ -127,7 +130,7 @@ def test_put_policy_refuses_a_bad_body_naming_the_field_and_changes_nothing(
         put_policy(services, org_id, body)
     assert refused.value.field == field
     assert status_of(refused.value) == 422
-    assert policy_of(services, org_id) == {"backup_codes_enabled": True, "code_count": 5}
+    assert policy_of(services, org_id) == {"backup_codes_enabled": True, "code_count": 5, **MAIL}
     assert events(services, org_id, EventType.POLICY_CHANGED) == []
 
 

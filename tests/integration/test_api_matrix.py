@@ -36,7 +36,9 @@ from domain.models import (
     Regeneration,
     Sheet,
     TotpEnrollment,
+    Webhook,
 )
+from domain.notify.webhook_addresses import AllowPrivate
 from tests.support.api_world import ApiWorld, api_world
 from tests.support.builders import unique
 from tests.support.codes import WRONG_CODE
@@ -64,9 +66,12 @@ class Shared:
     a: Org
     b: Org
     victim_rid: str
+    victim_hook: str = ""  # a webhook of A, and a delivery of it
+    victim_delivery: str = ""
     victim_token_id: str = ""
     baseline: tuple[Any, ...] = ()
     fresh: Iterator[int] = field(default_factory=lambda: iter(range(10**6)))
+    scratch_hooks: dict[str, str] = field(default_factory=dict)  # org -> a webhook to use
 
     def new_user(self, org: Org) -> str:
         external = f"u{next(self.fresh)}"
@@ -98,6 +103,18 @@ def victim_state(shared: Shared) -> tuple[Any, ...]:
         failures = uow.session.execute(
             select(func.count()).select_from(AuthFailure).where(AuthFailure.user_id == user.id)
         ).scalar_one()
+        hook = uow.session.get(Webhook, shared.victim_hook)
+        hook_state = (
+            None
+            if hook is None
+            else (
+                hook.url,
+                tuple(hook.events),
+                hook.description,
+                hook.enabled,
+                hook.secret_ciphertext,
+            )
+        )
         standing = uow.session.execute(
             select(
                 AttemptLimit.factor,
@@ -124,6 +141,7 @@ def victim_state(shared: Shared) -> tuple[Any, ...]:
             tuple(regenerations),
             sheets,
             failures,
+            hook_state,
         )
 
 
@@ -139,7 +157,9 @@ def _org_with_tokens(world: ApiWorld, user_principal: str) -> Org:
 def shared(
     tmp_path_factory: pytest.TempPathFactory, pg_database_url: str, amqp_url: str
 ) -> Iterator[Shared]:
-    settings = pg_amqp_settings(tmp_path_factory.mktemp("matrix"), pg_database_url, amqp_url)
+    settings = pg_amqp_settings(
+        tmp_path_factory.mktemp("matrix"), pg_database_url, amqp_url
+    ).with_overrides(webhook_allow_private=AllowPrivate.LOOPBACK)  # deliveries stay on 127.0.0.1
     with api_world(settings) as world:
         a_id = world.org(code_count=A_POLICY["code_count"])
         _, confirmed = world.enroll(a_id, VICTIM)
@@ -148,6 +168,10 @@ def shared(
         a.tokens["user"] = world.token(a_id, VICTIM, "user")
         b = _org_with_tokens(world, "bob")
         s = Shared(world, a, b, rid)
+        s.victim_hook = _new_hook(s, a)
+        ping = world.call("POST", f"{HOOKS}/{s.victim_hook}/ping", a.tokens["admin"])
+        assert ping.status_code == 202, ping.text
+        s.victim_delivery = ping.json["id"]
         with world.services.unit_of_work() as uow:
             victim_token = tokens.authenticate(uow.session, a.tokens["user"])
             assert victim_token is not None
@@ -233,7 +257,12 @@ def prep_verify(s: Shared, org: Org) -> Call:
 def _policy_of(s: Shared, org: Org) -> dict[str, Any]:
     with s.world.services.unit_of_work() as uow:
         o = accounts.get_org(uow.session, org.id)
-        return {"backup_codes_enabled": o.backup_codes_enabled, "code_count": o.code_count}
+        return {
+            "backup_codes_enabled": o.backup_codes_enabled,
+            "code_count": o.code_count,
+            "notify_users": o.notify_users,
+            "support_contact": o.support_contact,
+        }
 
 
 def prep_get_policy(s: Shared, org: Org) -> Call:
@@ -283,6 +312,74 @@ def prep_verification(s: Shared, org: Org) -> Call:
         assert body["unsigned_events"] == body["head"]["seq"] > 0
 
     return Call("/v1/audit/verification", org.tokens["auditor"], check=check)
+
+
+HOOKS = "/v1/org/webhooks"
+# A closed port on loopback: the deliveries the matrix causes fail at once, on 127.0.0.1.
+HOOK_BODY = {"url": "http://127.0.0.1:9/hook", "events": ["webhook.ping"], "description": "m"}
+
+
+def _new_hook(s: Shared, org: Org) -> str:
+    got = s.world.call("POST", HOOKS, org.tokens["admin"], HOOK_BODY)
+    assert got.status_code == 201, got.text
+    return str(got.json["id"])
+
+
+def _scratch_hook(s: Shared, org: Org) -> str:
+    if org.id not in s.scratch_hooks:
+        s.scratch_hooks[org.id] = _new_hook(s, org)
+    return s.scratch_hooks[org.id]
+
+
+def prep_create_hook(s: Shared, org: Org) -> Call:
+    def check(body: Any) -> None:
+        assert body["secret"].startswith("whsec_") and body["enabled"] is True
+        got = s.world.call("DELETE", f"{HOOKS}/{body['id']}", org.tokens["admin"])
+        assert got.status_code == 204  # (at most 10 an organization)
+
+    return Call(HOOKS, org.tokens["admin"], HOOK_BODY, check=check)
+
+
+def prep_list_hooks(s: Shared, org: Org) -> Call:
+    mine = _scratch_hook(s, org)
+
+    def check(body: Any) -> None:
+        ids = {h["id"] for h in body["webhooks"]}
+        assert mine in ids and (s.victim_hook in ids) == (org is s.a)
+        assert all("secret" not in h for h in body["webhooks"])
+
+    return Call(HOOKS, org.tokens["admin"], check=check)
+
+
+def prep_get_hook(s: Shared, org: Org) -> Call:
+    return Call(f"{HOOKS}/{_scratch_hook(s, org)}", org.tokens["admin"])
+
+
+def prep_patch_hook(s: Shared, org: Org) -> Call:
+    return Call(f"{HOOKS}/{_scratch_hook(s, org)}", org.tokens["admin"], {"description": "n"})
+
+
+def prep_delete_hook(s: Shared, org: Org) -> Call:
+    return Call(f"{HOOKS}/{_new_hook(s, org)}", org.tokens["admin"])
+
+
+def prep_hook_secret(s: Shared, org: Org) -> Call:
+    return Call(f"{HOOKS}/{_scratch_hook(s, org)}/secret", org.tokens["admin"])
+
+
+def prep_hook_ping(s: Shared, org: Org) -> Call:
+    return Call(f"{HOOKS}/{_scratch_hook(s, org)}/ping", org.tokens["admin"])
+
+
+def prep_hook_deliveries(s: Shared, org: Org) -> Call:
+    return Call(f"{HOOKS}/{_scratch_hook(s, org)}/deliveries", org.tokens["admin"])
+
+
+def prep_hook_retry(s: Shared, org: Org) -> Call:
+    hook = _scratch_hook(s, org)
+    ping = s.world.call("POST", f"{HOOKS}/{hook}/ping", org.tokens["admin"])
+    assert ping.status_code == 202, ping.text
+    return Call(f"{HOOKS}/{hook}/deliveries/{ping.json['id']}/retry", org.tokens["admin"])
 
 
 def prep_totp_verify(s: Shared, org: Org) -> Call:
@@ -439,6 +536,22 @@ ENDPOINTS = [
     ),
     Endpoint("DELETE", "/v1/users/{user}/mfa", "admin", 204, True, prep_reset),
     Endpoint("POST", "/v1/users/{user}/mfa/unlock", "admin", 204, True, prep_unlock),
+    Endpoint("POST", HOOKS, "admin", 201, False, prep_create_hook, HOOK_BODY),
+    Endpoint("GET", HOOKS, "admin", 200, False, prep_list_hooks),
+    Endpoint("GET", HOOKS + "/{hook}", "admin", 200, True, prep_get_hook),
+    Endpoint("PATCH", HOOKS + "/{hook}", "admin", 200, True, prep_patch_hook, {"enabled": False}),
+    Endpoint("DELETE", HOOKS + "/{hook}", "admin", 204, True, prep_delete_hook),
+    Endpoint("POST", HOOKS + "/{hook}/secret", "admin", 201, True, prep_hook_secret),
+    Endpoint("POST", HOOKS + "/{hook}/ping", "admin", 202, True, prep_hook_ping),
+    Endpoint("GET", HOOKS + "/{hook}/deliveries", "admin", 200, True, prep_hook_deliveries),
+    Endpoint(
+        "POST",
+        HOOKS + "/{hook}/deliveries/{delivery}/retry",
+        "admin",
+        202,
+        True,
+        prep_hook_retry,
+    ),
     Endpoint(
         "POST",
         "/v1/users/{user}/totp/verify",
@@ -511,7 +624,13 @@ SOURCES = (f"198.18.{n // 250}.{n % 250 + 1}" for n in itertools.count())
 
 
 def _refused_call(s: Shared, ep: Endpoint, who: str, role: str | None) -> Call:
-    path = ep.template.format(user=VICTIM, rid=s.victim_rid, token=s.victim_token_id)
+    path = ep.template.format(
+        user=VICTIM,
+        rid=s.victim_rid,
+        token=s.victim_token_id,
+        hook=s.victim_hook,
+        delivery=s.victim_delivery,
+    )
     if who == "none":
         token = None
     elif who == "unknown":
@@ -566,8 +685,14 @@ def test_the_matrix_covers_every_v1_route_of_the_app(shared: Shared) -> None:
     router = app._router  # Falcon keeps its routes there
     assert isinstance(router, CompiledRouter)
     served = set()
+    public = set()
     for node in _walk(router._roots):
         if node.resource is None or not node.uri_template.startswith("/v1/"):
+            continue
+        if getattr(node.resource, "public", False):
+            # No token, no role: the ticket in the path is the credential
+            # (tests/integration/test_repudiation.py).
+            public.add(_normalise(node.uri_template))
             continue
         for method in node.method_map:
             # Falcon answers 405 and OPTIONS for what the resource does not define.
@@ -575,6 +700,7 @@ def test_the_matrix_covers_every_v1_route_of_the_app(shared: Shared) -> None:
                 served.add((method, _normalise(node.uri_template)))
     listed = {(ep.method, _normalise(ep.template)) for ep in ENDPOINTS}
     assert served == listed
+    assert public == {"/v1/repudiations/{}"}
 
 
 def _walk(nodes: list[Any]) -> Iterator[Any]:

@@ -482,7 +482,12 @@ def test_another_organizations_user_and_nobody_get_the_same_404(world: ApiWorld)
 def test_code_count_applies_to_the_next_generation(world: ApiWorld) -> None:
     h = holder(world)
     got = h.put_policy(True, 8)
-    assert got.status_code == 200 and got.json == {"backup_codes_enabled": True, "code_count": 8}
+    assert got.status_code == 200 and got.json == {
+        "backup_codes_enabled": True,
+        "code_count": 8,
+        "notify_users": True,
+        "support_contact": None,
+    }
     assert world.call("GET", "/v1/org/policy", h.admin).json["code_count"] == 8
     assert h.mfa()["backup_codes"]["total"] == 5  # the current set keeps its size
     done = h.regenerate()
@@ -492,8 +497,18 @@ def test_code_count_applies_to_the_next_generation(world: ApiWorld) -> None:
     assert (current["total"], current["remaining"]) == (8, 8)
     changed = h.events(EventType.POLICY_CHANGED)
     assert changed[-1]["details"] == {
-        "old": {"backup_codes_enabled": True, "code_count": 5},
-        "new": {"backup_codes_enabled": True, "code_count": 8},
+        "old": {
+            "backup_codes_enabled": True,
+            "code_count": 5,
+            "notify_users": True,
+            "support_contact": None,
+        },
+        "new": {
+            "backup_codes_enabled": True,
+            "code_count": 8,
+            "notify_users": True,
+            "support_contact": None,
+        },
     }
     assert changed[-1]["actor"]["principal_id"] == "admin-1"
 
@@ -580,7 +595,12 @@ def test_get_policy_answers_the_default(world: ApiWorld) -> None:
     h = holder(world, with_codes=False)
     got = world.call("GET", "/v1/org/policy", h.admin)
     assert got.status_code == 200
-    assert got.json == {"backup_codes_enabled": True, "code_count": 5}
+    assert got.json == {
+        "backup_codes_enabled": True,
+        "code_count": 5,
+        "notify_users": True,
+        "support_contact": None,
+    }
 
 
 @pytest.mark.parametrize(
@@ -612,6 +632,8 @@ def test_put_policy_refuses_invalid_bodies_naming_the_field(
     assert world.call("GET", "/v1/org/policy", h.admin).json == {
         "backup_codes_enabled": True,
         "code_count": 5,
+        "notify_users": True,
+        "support_contact": None,
     }
     assert h.events(EventType.POLICY_CHANGED) == []
 

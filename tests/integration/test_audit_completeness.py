@@ -503,6 +503,10 @@ def _lockout_cleared(h: Harness) -> testing.Result:
     return h.act("POST", "/v1/users/alice/mfa/unlock", h.admin)
 
 
+# The policy's mail settings, as a new organization has them (domain.notify).
+_MAIL = {"notify_users": True, "support_contact": None}
+
+
 def _policy(h: Harness) -> testing.Result:
     body = {"backup_codes_enabled": False, "code_count": 7}
     return h.act("PUT", "/v1/org/policy", h.admin, json=body)
@@ -706,8 +710,8 @@ CASES: tuple[Case, ...] = (
          (Ev(T.LOCKOUT_CLEARED, details={"factors": ["backup_codes"]}),)),
     Case("policy-changed", _policy, 200,
          (Ev(T.POLICY_CHANGED, user=None, details={
-             "old": {"backup_codes_enabled": True, "code_count": 5},
-             "new": {"backup_codes_enabled": False, "code_count": 7}}),)),
+             "old": {"backup_codes_enabled": True, "code_count": 5, **_MAIL},
+             "new": {"backup_codes_enabled": False, "code_count": 7, **_MAIL}}),)),
     Case("codes-revoked", _revocation, 204, (Ev(T.CODES_REVOKED, details={"count": 5}),)),
     Case("codes-revoked-sheet-unfetched", _revocation_of_an_unfetched_sheet, 204,
          (Ev(T.CODES_REVOKED, details={"count": 5}), Ev(T.SHEET_EXPIRED, details=RID))),

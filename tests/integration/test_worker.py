@@ -278,7 +278,12 @@ class TestOnPostgresAndRabbitMQ:
             )
         assert records.load_regeneration(stack.api, regeneration_id).status == "queued"
 
-        assert stack.run(TASK_REPUBLISH_STALE) == {"outbox": 1, "stale": 0}
+        assert stack.run(TASK_REPUBLISH_STALE) == {
+            "outbox": 1,
+            "stale": 0,
+            "deliveries": 0,
+            "mails": 0,
+        }
         await_status(stack.api, regeneration_id)
         with stack.api.unit_of_work() as uow:
             pending = uow.session.execute(
@@ -303,10 +308,20 @@ class TestOnPostgresAndRabbitMQ:
                 .values(dispatched_at=utcnow() - timedelta(seconds=stale))
             )
 
-        assert stack.run(TASK_REPUBLISH_STALE) == {"outbox": 0, "stale": 1}
+        assert stack.run(TASK_REPUBLISH_STALE) == {
+            "outbox": 0,
+            "stale": 1,
+            "deliveries": 0,
+            "mails": 0,
+        }
         reg = await_status(stack.api, regeneration_id)
         assert reg.dispatch_count == 2
-        assert stack.run(TASK_REPUBLISH_STALE) == {"outbox": 0, "stale": 0}
+        assert stack.run(TASK_REPUBLISH_STALE) == {
+            "outbox": 0,
+            "stale": 0,
+            "deliveries": 0,
+            "mails": 0,
+        }
 
     def test_expire_sheets_purges_a_sheet_nobody_fetched_in_time(self, stack: Stack) -> None:
         person, regeneration_id = enrolled_and_ready(stack)
@@ -371,7 +386,14 @@ class TestOnPostgresAndRabbitMQ:
         assert published >= 2  # this test's two requests, and the class's earlier ones
 
         counts = stack.run(TASK_PURGE)
-        assert counts == {"outbox": published, "regenerations": 1, "auth_failures": 1, "batches": 3}
+        assert counts == {
+            "outbox": published,
+            "regenerations": 1,
+            "auth_failures": 1,
+            "mails": 0,
+            "repudiation_tickets": 0,
+            "batches": 5,
+        }
         assert h.load_or_none(stack.api, enrollment_id) is None
         with stack.api.unit_of_work() as uow:
             assert (
@@ -383,7 +405,14 @@ class TestOnPostgresAndRabbitMQ:
             assert left == 1
             assert verify_chain(uow.session, person.org_id, stack.api.settings).ok
         again = stack.run(TASK_PURGE)
-        assert again == {"outbox": 0, "regenerations": 0, "auth_failures": 0, "batches": 3}
+        assert again == {
+            "outbox": 0,
+            "regenerations": 0,
+            "auth_failures": 0,
+            "mails": 0,
+            "repudiation_tickets": 0,
+            "batches": 5,
+        }
 
 
 # --- the embedded broker, and Redis --------------------------------------------------------

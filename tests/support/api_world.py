@@ -21,6 +21,7 @@ from domain import accounts, audit, tokens
 from infra.migrate import upgrade
 from infra.services import Services
 from infra.settings import Settings
+from infra.webhook_client import WebhookClient
 from tests.support.broker import delete_broker_queues
 from tests.support.builders import new_org
 from tests.support.postgres import fresh_postgres_database
@@ -117,6 +118,11 @@ class ApiWorld:
         return [line for line in got.text.splitlines() if line.strip()]
 
 
+def _no_dns(host: str, port: int) -> list[str]:
+    del host, port
+    return []
+
+
 @contextmanager
 def api_world(settings: Settings, *, worker: bool = True) -> Iterator[ApiWorld]:
     """The app, its after-commit publisher and (by default) a real worker thread."""
@@ -129,7 +135,10 @@ def api_world(settings: Settings, *, worker: bool = True) -> Iterator[ApiWorld]:
     celery_app.conf.worker_enable_remote_control = False
     publisher = Publisher(celery_app, services)
     publisher.install()
-    register_tasks(celery_app, services, publisher)
+    # Webhook URLs in tests name 127.0.0.1; a name (a fuzzer's, say) is never resolved by
+    # real DNS: the stub refuses it, so nothing leaves the machine.
+    client = WebhookClient(settings.webhook_allow_private, _no_dns)
+    register_tasks(celery_app, services, publisher, webhook_client=client)
     app = create_app(settings, services, publisher)
     world = ApiWorld(settings, services, publisher, testing.TestClient(app))
     try:

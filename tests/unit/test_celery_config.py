@@ -20,6 +20,7 @@ from workers.app import (
     TASK_PROCESS,
     TASK_PURGE,
     TASK_REPUBLISH_STALE,
+    TASK_SEND_MAIL,
     maintenance_queue,
     make_celery,
     regeneration_queue,
@@ -89,16 +90,18 @@ def test_tasks_are_registered_under_their_explicit_names(
         services.close()
 
 
-def test_the_two_queues_are_separate_and_carry_the_prefix(
+def test_the_three_queues_are_separate_and_carry_the_prefix(
     app: Celery, amqp_settings: Settings
 ) -> None:
     regeneration, maintenance = regeneration_queue(amqp_settings), maintenance_queue(amqp_settings)
-    assert regeneration != maintenance
-    assert regeneration.startswith(amqp_settings.queue_prefix + ".")
-    assert maintenance.startswith(amqp_settings.queue_prefix + ".")
+    deliveries = celery_config.deliveries_queue(amqp_settings)
+    assert len({regeneration, maintenance, deliveries}) == 3
+    for name in (regeneration, maintenance, deliveries):
+        assert name.startswith(amqp_settings.queue_prefix + ".")
     queues = {q.name: q for q in app.conf.task_queues}
-    assert set(queues) == {regeneration, maintenance}
-    assert queues[regeneration].exchange.name != queues[maintenance].exchange.name
+    assert set(queues) == {regeneration, maintenance, deliveries}
+    exchanges = {queues[name].exchange.name for name in (regeneration, maintenance, deliveries)}
+    assert len(exchanges) == 3
     assert app.conf.task_default_queue == maintenance
     assert app.conf.task_create_missing_queues is False
 
@@ -111,6 +114,8 @@ def test_the_two_queues_are_separate_and_carry_the_prefix(
         (TASK_EXPIRE_SHEETS, "maintenance"),
         (TASK_CHECKPOINT, "maintenance"),
         (TASK_PURGE, "maintenance"),
+        (TASK_SEND_MAIL, "deliveries"),
+        ("webhook.deliver", "deliveries"),
         ("something.else", "maintenance"),
     ],
 )
@@ -224,8 +229,18 @@ def test_the_worker_pool_is_prefork_on_deployments_and_threads_when_embedded(
     assert proc.queue_names(embedded, ()) == [
         regeneration_queue(embedded),
         maintenance_queue(embedded),
+        celery_config.deliveries_queue(embedded),
     ]
     assert proc.queue_names(embedded, ("maintenance",)) == [maintenance_queue(embedded)]
+
+
+def test_run_starts_a_delivery_worker_beside_the_regeneration_worker() -> None:
+    children = {c.name: c.argv for c in proc.run_children("127.0.0.1", 8000)}
+    assert set(children) == {"worker", "deliveries", "beat", "api"}
+    worker, deliveries = children["worker"], children["deliveries"]
+    assert "deliveries" not in worker and "regeneration" in worker
+    queues = [deliveries[i + 1] for i, word in enumerate(deliveries) if word == "-Q"]
+    assert queues == ["deliveries"]
 
 
 def test_serve_binds_to_the_options_then_mfa_bind_then_the_images_config(

@@ -223,3 +223,44 @@ def test_an_app_with_a_v1_resource_without_roles_does_not_start(tmp_path: Path) 
         app_module.create_app(settings, services, Publisher(make_celery(settings), services))
     finally:
         services.close()
+
+
+def test_a_public_resource_must_say_so_and_then_declares_no_roles(tmp_path: Path) -> None:
+    """Only an explicit `public = True` lets a /v1 resource go without a token, and a
+    public resource that also declares roles is a contradiction the app refuses."""
+    import falcon
+    import pytest
+
+    from api import app as app_module
+    from api.resources.repudiations import Repudiation
+    from infra.migrate import upgrade
+    from infra.services import Services
+    from tests.support.settings import make_settings
+    from workers.app import make_celery
+    from workers.publish import Publisher
+
+    assert Repudiation.public is True and not hasattr(Repudiation, "roles")
+
+    class Confused:
+        public = True
+        roles = ("admin",)
+
+        def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+            resp.media = {}
+
+    settings = make_settings(tmp_path)
+    upgrade(settings.database_url)
+    services = Services.build(settings)
+    original = app_module.admin.register
+
+    def register_confused(app: falcon.App, svc: Services) -> None:  # type: ignore[type-arg]
+        original(app, svc)
+        app.add_route("/v1/confused", Confused())
+
+    try:
+        app_module.admin.register = register_confused  # type: ignore[assignment]
+        with pytest.raises(RuntimeError, match="a public resource declares no roles"):
+            app_module.create_app(settings, services, Publisher(make_celery(settings), services))
+    finally:
+        app_module.admin.register = original  # type: ignore[assignment]
+        services.close()

@@ -1,0 +1,218 @@
+"""One delivery attempt: claim the row, sign, send (through a port), record the answer.
+
+The attempt is claimed in a short transaction of its own (attempts + 1, and
+`next_attempt_at` moved to the end of a lease), the POST happens outside any
+transaction, and the answer is recorded in another. A worker killed mid-attempt
+leaves the row pending: once the lease passes it is due again and the sweep sends
+it (a receiver de-duplicates by `webhook-id`). A late answer from an attempt whose
+lease ran out and was claimed again is not recorded over the newer one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+
+from domain import audit
+from domain.audit.types import EventType, Outcome
+from domain.crypto import SecretBox
+from domain.models import DeliveryStatus, Webhook, WebhookDelivery
+from domain.notify import signing
+from domain.uow import UnitOfWork
+
+# After a failed attempt: wait this long (seconds) before the next; then dead.
+DEFAULT_SCHEDULE: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+MAX_RETRY_AFTER_SECONDS = 86400
+# Longer than the client's whole 10 s budget: only a dead worker's claim outlives it.
+LEASE_SECONDS = 30
+GONE = 410
+HONOURS_RETRY_AFTER = frozenset({429, 503})
+DISABLED_BY_GONE = "the receiver answered 410 Gone"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one attempt sends; `secrets` are plaintext and must never be logged."""
+
+    delivery_id: int
+    webhook_id: str
+    url: str
+    message_id: str
+    body: bytes
+    number: int
+    secrets: tuple[str, ...] = field(repr=False)
+
+    def headers(self, timestamp: int) -> dict[str, str]:
+        return signing.headers(self.message_id, self.body, self.secrets, timestamp)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the receiver said: a status, or an error without one (refused, timed out)."""
+
+    status: int | None
+    error: str | None = None
+    retry_after: float | None = None  # seconds, from Retry-After
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+Send = Callable[[Attempt], Answer]
+
+
+def secrets_in_use(box: SecretBox, webhook: Webhook, now: datetime) -> tuple[str, ...]:
+    """The current secret, and the previous one while its overlap lasts."""
+    found = [box.decrypt_text(webhook.secret_ciphertext)]
+    expires = webhook.previous_secret_expires_at
+    if webhook.previous_secret_ciphertext is not None and expires is not None and expires > now:
+        found.append(box.decrypt_text(webhook.previous_secret_ciphertext))
+    return tuple(found)
+
+
+def claim(uow: UnitOfWork, box: SecretBox, delivery_id: int, now: datetime) -> Attempt | None:
+    """Take a due, pending delivery of an enabled webhook for one attempt; None when
+    there is nothing to do (done, dead, not due, claimed by another, paused)."""
+    session = uow.session
+    row = session.execute(
+        select(WebhookDelivery, Webhook)
+        .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+        .where(WebhookDelivery.id == delivery_id)
+        .with_for_update(of=WebhookDelivery, skip_locked=True)
+    ).one_or_none()
+    if row is None:
+        return None
+    delivery, webhook = row[0], row[1]
+    due = delivery.next_attempt_at is None or delivery.next_attempt_at <= now
+    if delivery.status != DeliveryStatus.PENDING or not due or not webhook.enabled:
+        return None
+    delivery.attempts += 1
+    delivery.last_attempt_at = now
+    delivery.next_attempt_at = now + timedelta(seconds=LEASE_SECONDS)
+    session.flush()
+    return Attempt(
+        delivery_id=delivery.id,
+        webhook_id=webhook.id,
+        url=webhook.url,
+        message_id=delivery.message_id,
+        body=signing.encode_body(delivery.payload),
+        number=delivery.attempts,
+        secrets=secrets_in_use(box, webhook, now),
+    )
+
+
+def _delay(answer: Answer, attempt: int, schedule: Sequence[int]) -> float | None:
+    """Seconds until the next attempt, or None when the schedule ran out."""
+    if attempt - 1 >= len(schedule):
+        return None
+    wait = float(schedule[attempt - 1])
+    if answer.status in HONOURS_RETRY_AFTER and answer.retry_after is not None:
+        wait = max(wait, min(answer.retry_after, MAX_RETRY_AFTER_SECONDS))
+    return wait
+
+
+@dataclass(frozen=True)
+class Recorded:
+    outcome: str  # succeeded, retry, dead, disabled, stale
+    retry_in: float | None = None
+
+
+def record(
+    uow: UnitOfWork, attempt: Attempt, answer: Answer, now: datetime, schedule: Sequence[int]
+) -> Recorded:
+    """Write the answer of `attempt`; a 410 disables the webhook (audited)."""
+    session = uow.session
+    delivery = session.execute(
+        select(WebhookDelivery).where(WebhookDelivery.id == attempt.delivery_id).with_for_update()
+    ).scalar_one_or_none()
+    if delivery is None or delivery.attempts != attempt.number:
+        return Recorded("stale")  # deleted, or claimed again after our lease ran out
+    delivery.last_status_code = answer.status
+    delivery.last_error = (answer.error or None) and answer.error[:200]
+    if answer.succeeded:
+        delivery.status = DeliveryStatus.SUCCEEDED
+        delivery.next_attempt_at = None
+        delivery.last_error = None
+        return Recorded("succeeded")
+    if answer.status == GONE:
+        webhook = session.get(Webhook, delivery.webhook_id)
+        if webhook is not None:
+            disable(uow, webhook, DISABLED_BY_GONE, now)
+        delivery.status = DeliveryStatus.DEAD
+        delivery.next_attempt_at = None
+        return Recorded("disabled")
+    wait = _delay(answer, attempt.number, schedule)
+    if wait is None:
+        delivery.status = DeliveryStatus.DEAD
+        delivery.next_attempt_at = None
+        return Recorded("dead")
+    delivery.next_attempt_at = now + timedelta(seconds=wait)
+    # The worker publishes a near retry itself; the sweep sends the rest once due.
+    delivery.dispatched_at = delivery.next_attempt_at
+    return Recorded("retry", wait)
+
+
+def disable(uow: UnitOfWork, webhook: Webhook, reason: str, now: datetime) -> None:
+    """Stop a webhook: its pending deliveries are dead, and the trail says why."""
+    if not webhook.enabled:
+        return
+    webhook.enabled = False
+    webhook.disabled_reason = reason
+    webhook.updated_at = now
+    uow.session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.webhook_id == webhook.id,
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+        )
+        .values(status=DeliveryStatus.DEAD, next_attempt_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    audit.append(
+        uow,
+        webhook.org_id,
+        EventType.WEBHOOK_DISABLED,
+        Outcome.SUCCESS,
+        audit.SYSTEM,
+        details={"webhook_id": webhook.id, "reason": reason},
+    )
+
+
+def due_deliveries(
+    session_uow: UnitOfWork, now: datetime, redispatch_after_seconds: int, limit: int = 500
+) -> list[int]:
+    """Pending deliveries of enabled webhooks that are due and were not dispatched
+    lately (a lost message, a scheduled retry, a killed worker's lease that ran out):
+    their dispatched_at is bumped and their ids returned for publishing."""
+    session = session_uow.session
+    quiet_since = now - timedelta(seconds=redispatch_after_seconds)
+    ids = list(
+        session.execute(
+            select(WebhookDelivery.id)
+            .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+            .where(
+                WebhookDelivery.status == DeliveryStatus.PENDING,
+                WebhookDelivery.next_attempt_at <= now,
+                Webhook.enabled.is_(True),
+                or_(
+                    WebhookDelivery.dispatched_at.is_(None),
+                    WebhookDelivery.dispatched_at < quiet_since,
+                ),
+            )
+            .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+            .limit(limit)
+            .with_for_update(of=WebhookDelivery, skip_locked=True)
+        ).scalars()
+    )
+    if ids:
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_(ids))
+            .values(dispatched_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return ids

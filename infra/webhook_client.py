@@ -1,0 +1,174 @@
+"""The webhook HTTP client: one POST, bounded in time and size, to a checked address.
+
+The name is resolved once; every address it resolves to must be admitted
+(domain.notify.webhook_addresses), and the connection goes to that checked
+address, with the name kept for the Host header and TLS (SNI and certificate
+check). A DNS answer that changes between the check and the connection therefore
+cannot redirect it. No redirect is followed (http.client follows none); at most
+64 KiB of the answer is read; the whole attempt gets 10 seconds, enforced by a
+timer that shuts the socket, so a receiver trickling bytes cannot hold it longer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+
+from domain.notify.webhook_addresses import AllowPrivate, admitted, literal_address
+from domain.notify.webhook_delivery import Answer, Attempt
+
+TOTAL_SECONDS = 10.0
+MAX_ANSWER_BYTES = 64 * 1024
+USER_AGENT = "mfa-backup-codes-webhooks/1"
+
+# host, port -> the addresses it resolves to (tests give a stub: never real DNS there).
+Resolver = Callable[[str, int], Sequence[str]]
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class Refused(Exception):
+    """The attempt was not made: the reason is safe to record (no URL, no secret)."""
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """An HTTP connection to `address`, whatever `host` resolves to now."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to `address`, the certificate checked against `host` (and SNI for it)."""
+
+    def __init__(
+        self, host: str, port: int, address: str, timeout: float, context: ssl.SSLContext
+    ) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._address = address
+        self._tls = context
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self._address, self.port), self.timeout)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+class WebhookClient:
+    def __init__(
+        self,
+        allow: AllowPrivate,
+        resolver: Resolver = system_resolver,
+        *,
+        total_seconds: float = TOTAL_SECONDS,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.allow = allow
+        self.resolver = resolver
+        self.total_seconds = total_seconds
+        self.tls = tls or ssl.create_default_context()
+
+    def address_for(self, host: str, port: int) -> str:
+        """The one address to connect to: every resolved address must be admitted."""
+        literal = literal_address(host)
+        if literal is not None:
+            found: Sequence[str] = [literal]
+        else:
+            try:
+                found = self.resolver(host, port)
+            except (OSError, UnicodeError):
+                raise Refused("the name does not resolve") from None
+        if not found:
+            raise Refused("the name does not resolve")
+        if not all(admitted(a, self.allow) for a in found):
+            raise Refused("the url resolves to an address that is not admitted")
+        return found[0]
+
+    def send(self, attempt: Attempt) -> Answer:
+        """POST the attempt, signed now; the receiver's answer, or why there was none."""
+        try:
+            return self._send(attempt)
+        except Refused as exc:
+            return Answer(None, str(exc))
+
+    def _send(self, attempt: Attempt) -> Answer:
+        parts = urlsplit(attempt.url)
+        https = parts.scheme == "https"
+        if parts.scheme == "http" and self.allow == AllowPrivate.NONE:
+            raise Refused("plain http is not admitted")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise Refused("the url is not valid")
+        port = parts.port or (443 if https else 80)
+        address = self.address_for(parts.hostname, port)
+        started = time.monotonic()
+        conn: http.client.HTTPConnection = (
+            _PinnedHTTPS(parts.hostname, port, address, self.total_seconds, self.tls)
+            if https
+            else _PinnedHTTP(parts.hostname, port, address, self.total_seconds)
+        )
+        # The whole attempt's budget: the socket is shut when it runs out.
+        watchdog = threading.Timer(self.total_seconds, _shut, (conn,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+                **attempt.headers(int(time.time())),  # a fresh timestamp at every attempt
+            }
+            conn.request("POST", path, body=attempt.body, headers=headers)
+            response = conn.getresponse()
+            response.read(MAX_ANSWER_BYTES)  # and no more: the rest is dropped with the socket
+            status = response.status
+            retry_after = retry_after_seconds(response.getheader("Retry-After"), time.time())
+        except TimeoutError:
+            return Answer(None, "timed out")
+        except ssl.SSLError:
+            return Answer(None, "tls failed")
+        except ConnectionRefusedError:
+            return Answer(None, "connection refused")
+        except (OSError, http.client.HTTPException) as exc:
+            if time.monotonic() - started >= self.total_seconds:
+                return Answer(None, "timed out")
+            return Answer(None, f"connection failed ({type(exc).__name__})")
+        finally:
+            watchdog.cancel()
+            conn.close()
+        error = None if 200 <= status < 300 else f"answered {status}"
+        return Answer(status, error, retry_after)
+
+
+def _shut(conn: http.client.HTTPConnection) -> None:
+    sock = conn.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed: nothing to stop
+            sock.shutdown(socket.SHUT_RDWR)

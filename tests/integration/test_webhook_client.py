@@ -1,0 +1,141 @@
+"""The webhook client against a real receiver on 127.0.0.1, names resolved by a stub
+(never real DNS): each MFA_WEBHOOK_ALLOW_PRIVATE setting refuses what the contract
+says, every resolved address is checked, and the connection goes to the address that
+was checked even when the name's answer changes (DNS rebinding)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from domain.notify.webhook_addresses import AllowPrivate
+from domain.notify.webhook_delivery import Attempt
+from infra.webhook_client import WebhookClient
+from tests.support.receiver import Receiver, Reply, receiver
+
+NAME = "hooks.example.test"
+
+
+class StubResolver:
+    """Answers from a script, one answer a call (the last repeats)."""
+
+    def __init__(self, *answers: Sequence[str]) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+
+    def __call__(self, host: str, port: int) -> Sequence[str]:
+        assert host == NAME
+        self.calls += 1
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def attempt(url: str) -> Attempt:
+    return Attempt(1, "wh", url, "msg-1", b"{}", 1, ("whsec_" + "a" * 43 + "=",))
+
+
+def by_name(rx: Receiver) -> str:
+    return f"http://{NAME}:{rx.port}/hook"
+
+
+REFUSED_EVERYWHERE = [
+    "169.254.169.254",
+    "100.64.0.1",
+    "::ffff:169.254.169.254",
+    "0.0.0.0",  # noqa: S104 (an address under test; nothing binds)
+    "fe80::1",
+]
+
+
+@pytest.mark.parametrize("allow", list(AllowPrivate))
+@pytest.mark.parametrize(
+    ("address", "admitted_under"),
+    [
+        ("127.0.0.1", {AllowPrivate.LOOPBACK, AllowPrivate.PRIVATE}),
+        ("::1", {AllowPrivate.LOOPBACK, AllowPrivate.PRIVATE}),
+        ("10.0.0.1", {AllowPrivate.PRIVATE}),
+        *((a, set()) for a in REFUSED_EVERYWHERE),
+    ],
+)
+def test_each_setting_refuses_what_the_contract_says(
+    allow: AllowPrivate, address: str, admitted_under: set[AllowPrivate]
+) -> None:
+    client = WebhookClient(allow, StubResolver([address]), total_seconds=2)
+    if allow in admitted_under:
+        assert client.address_for(NAME, 443) == address
+    else:
+        with pytest.raises(Exception, match="not admitted"):
+            client.address_for(NAME, 443)
+    # The same, as a literal address in the URL: refused without any connection.
+    literal = f"[{address}]" if ":" in address else address
+    if allow not in admitted_under:
+        answer = client.send(attempt(f"https://{literal}:9/hook"))
+        assert answer.status is None and answer.error is not None and "not admitted" in answer.error
+
+
+def test_a_name_resolving_to_loopback_reaches_the_receiver_only_when_admitted() -> None:
+    with receiver() as rx:
+        refused = WebhookClient(AllowPrivate.NONE, StubResolver(["127.0.0.1"]), total_seconds=2)
+        answer = refused.send(attempt(f"https://{NAME}:{rx.port}/hook"))
+        assert answer.status is None and rx.requests() == []
+        admitted = WebhookClient(
+            AllowPrivate.LOOPBACK, StubResolver(["127.0.0.1"]), total_seconds=2
+        )
+        assert admitted.send(attempt(by_name(rx))).status == 200
+        (got,) = rx.requests()
+        assert got.headers["host"] == f"{NAME}:{rx.port}"  # the name, though we connected to the IP
+        assert got.headers["webhook-id"] == "msg-1"
+
+
+def test_one_bad_address_among_the_answers_refuses_the_name() -> None:
+    with receiver() as rx:
+        client = WebhookClient(
+            AllowPrivate.LOOPBACK, StubResolver(["127.0.0.1", "169.254.169.254"]), total_seconds=2
+        )
+        answer = client.send(attempt(by_name(rx)))
+        assert answer.status is None and rx.requests() == []
+
+
+def test_rebinding_after_the_check_cannot_redirect_the_connection() -> None:
+    # The name answers an admitted address first, a refused one on any later lookup:
+    # a client that looked the name up again to connect would go to 10.0.0.1.
+    with receiver() as rx:
+        resolver = StubResolver(["127.0.0.1"], ["10.0.0.1"])
+        client = WebhookClient(AllowPrivate.LOOPBACK, resolver, total_seconds=2)
+        assert client.send(attempt(by_name(rx))).status == 200
+        assert resolver.calls == 1 and len(rx.requests()) == 1
+
+
+def test_rebinding_the_other_way_is_refused_before_any_connection() -> None:
+    with receiver() as rx:
+        resolver = StubResolver(["169.254.169.254"], ["127.0.0.1"])
+        client = WebhookClient(AllowPrivate.LOOPBACK, resolver, total_seconds=2)
+        answer = client.send(attempt(by_name(rx)))
+        assert answer.status is None and "not admitted" in (answer.error or "")
+        assert resolver.calls == 1 and rx.requests() == []
+
+
+def test_plain_http_needs_the_loopback_setting() -> None:
+    with receiver() as rx:
+        client = WebhookClient(AllowPrivate.NONE, StubResolver(["127.0.0.1"]))
+        assert client.send(attempt(rx.url)).status is None
+        assert rx.requests() == []
+
+
+def test_a_redirect_is_not_followed() -> None:
+    with receiver(Reply(302, headers=(("Location", "http://127.0.0.1:9/elsewhere"),))) as rx:
+        answer = WebhookClient(AllowPrivate.LOOPBACK, total_seconds=2).send(attempt(rx.url))
+        assert (answer.status, answer.error) == (302, "answered 302")
+        assert len(rx.requests()) == 1
+
+
+def test_a_receiver_that_never_answers_is_given_up_at_the_deadline() -> None:
+    with receiver(Reply(hang=True)) as rx:
+        client = WebhookClient(AllowPrivate.LOOPBACK, total_seconds=1)
+        started = time.monotonic()
+        answer = client.send(attempt(rx.url))
+        took = time.monotonic() - started
+        assert answer.status is None and answer.error == "timed out"
+        assert took < 5, took  # the 1 s budget, with room for a slow machine
+        assert len(rx.requests()) == 1
