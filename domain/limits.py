@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ScalarSelect, delete, insert, select, update
+from sqlalchemy import ScalarSelect, Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import SQLCoreOperations
 
@@ -243,6 +243,15 @@ def status(session: Session, user: User, now: datetime, rules: Limits) -> Standi
 # --- writing (under the user's lock) ---------------------------------------------------
 
 
+_LIMITS: Table = AttemptLimit.__table__  # type: ignore[assignment]
+_INSERT_STATE = insert(_LIMITS)
+_UPDATE_STATE = update(_LIMITS).where(
+    _LIMITS.c.user_id == bindparam("for_user"), _LIMITS.c.factor == bindparam("for_factor")
+)
+_FAILURES: Table = AuthFailure.__table__  # type: ignore[assignment]
+_INSERT_FAILURE = insert(_FAILURES)
+
+
 def _write_state(session: Session, user_id: str, factor: str, state: FactorState) -> None:
     values = {
         "consecutive_failures": state.consecutive_failures,
@@ -250,15 +259,16 @@ def _write_state(session: Session, user_id: str, factor: str, state: FactorState
         "window_failures": state.window_failures,
         "locked_at": state.locked_at,
     }
+    # Core statements on the session's connection: no ORM object holds these rows,
+    # and the ORM's DML path costs more than the statement on a failed sign-in.
     if state.stored:
-        session.execute(
-            update(AttemptLimit)
-            .where(AttemptLimit.user_id == user_id, AttemptLimit.factor == factor)
-            .values(**values)
-            .execution_options(synchronize_session=False)
+        session.connection().execute(
+            _UPDATE_STATE, {"for_user": user_id, "for_factor": factor, **values}
         )
     else:
-        session.execute(insert(AttemptLimit).values(user_id=user_id, factor=factor, **values))
+        session.connection().execute(
+            _INSERT_STATE, {"user_id": user_id, "factor": factor, **values}
+        )
 
 
 def end_expired(
@@ -315,10 +325,9 @@ def record_failure(
             )
         )
     kind = KIND_BACKUP if factor == BACKUP_CODES else KIND_TOTP
-    session.execute(
-        insert(AuthFailure).values(
-            user_id=user.id, kind=kind, source=source, audited=False, occurred_at=now
-        )
+    session.connection().execute(
+        _INSERT_FAILURE,
+        {"user_id": user.id, "kind": kind, "source": source, "audited": False, "occurred_at": now},
     )
     state = end_expired(uow, user, factor, now, ctx, rules, known)
     limit, length = rules.factor_window(factor)

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from domain import notify, throttles
 from domain.audit.chain import GENESIS_HASH as GENESIS_HASH
@@ -74,6 +75,25 @@ def _check_details(details: dict[str, Any]) -> None:
             _check_details(value)
 
 
+_EVENTS: Table = AuditEvent.__table__  # type: ignore[assignment]
+_HEADS: Table = AuditHead.__table__  # type: ignore[assignment]
+_EVENT_COLUMNS = tuple(c.key for c in _EVENTS.columns)
+_INSERT_EVENT = insert(_EVENTS)
+_MOVE_HEAD = (
+    update(_HEADS)
+    .where(_HEADS.c.org_id == bindparam("head_org"))
+    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+)
+
+
+def _locked_head(session: Session, org_id: str) -> tuple[int, str] | None:
+    """(seq, hash) of the organization's head, under its row lock."""
+    row = session.execute(
+        select(_HEADS.c.seq, _HEADS.c.hash).where(_HEADS.c.org_id == org_id).with_for_update()
+    ).one_or_none()
+    return None if row is None else (row.seq, row.hash)
+
+
 def ensure_head(session: Session, org_id: str) -> None:
     """Create an organization's chain head (at organization creation)."""
     if session.get(AuditHead, org_id) is None:
@@ -99,18 +119,21 @@ def append(
     details = dict(details or {})
     _check_details(details)
     session = uow.session
-    head = session.execute(
-        select(AuditHead).where(AuditHead.org_id == org_id).with_for_update()
-    ).scalar_one_or_none()
+    # Core statements, not the ORM's flush: the append is on every audited request's
+    # path, and the unit of work's bookkeeping cost more than the three statements.
+    # The SELECT autoflushes what the caller left pending (the event may refer to it).
+    head = _locked_head(session, org_id)
     if head is None:
         ensure_head(session, org_id)
-        head = session.execute(
-            select(AuditHead).where(AuditHead.org_id == org_id).with_for_update()
-        ).scalar_one()
+        head = _locked_head(session, org_id)
+        assert head is not None
+    seq, prev_hash = head
+    # Transient (never added to the session): the row is written below; the object
+    # is for the caller and the projections (notify.project).
     event = AuditEvent(
         id=new_id(),
         org_id=org_id,
-        seq=head.seq + 1,
+        seq=seq + 1,
         occurred_at=whole_millis(at or datetime.now(UTC)),
         type=type,
         outcome=outcome,
@@ -123,13 +146,16 @@ def append(
         source_ip=ctx.source_ip,
         user_agent=(ctx.user_agent or None) and ctx.user_agent[:512],
         details=details,
-        prev_hash=head.hash,
+        prev_hash=prev_hash,
     )
-    event.hash = chain_hash(event, head.hash)
-    session.add(event)
-    head.seq = event.seq
-    head.hash = event.hash
-    session.flush()
+    event.hash = chain_hash(event, prev_hash)
+    conn = session.connection()
+    conn.execute(_INSERT_EVENT, {c: getattr(event, c) for c in _EVENT_COLUMNS})
+    conn.execute(_MOVE_HEAD, {"head_org": org_id, "new_seq": event.seq, "new_hash": event.hash})
+    loaded = session.identity_map.get(session.identity_key(AuditHead, org_id))
+    if loaded is not None:  # a head object this session holds stays true
+        set_committed_value(loaded, "seq", event.seq)
+        set_committed_value(loaded, "hash", event.hash)
     uow.events.append(RecordedEvent(type, outcome, details))  # counted once committed
     notify.project(uow, event)  # its mails and webhook deliveries, in this transaction
     return event

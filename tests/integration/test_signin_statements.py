@@ -54,6 +54,10 @@ def _kinds(sent: list[str]) -> list[str]:
 
 
 AUDIT = ["SELECT audit_heads", "INSERT audit_events", "UPDATE audit_heads"]
+# The projections of a code's event (domain.notify): its webhook deliveries (the
+# organization's listening webhooks), and for an accepted code its user's mail.
+WEBHOOKS = ["SELECT webhooks"]
+MAIL = ["SELECT organizations", "SELECT users"]
 
 
 def test_a_mistyped_input_costs_one_read_and_one_insert_then_its_minutes_event(
@@ -84,6 +88,7 @@ def test_a_wrong_code_reads_once_before_the_hash_and_once_under_the_lock(svc: Se
         "SELECT users",  # the lock
         "SELECT users",  # the limits read again under it (joined to the user's row)
         *AUDIT,
+        *WEBHOOKS,
         "INSERT auth_failures",
         "INSERT attempt_limits",
     ]
@@ -106,6 +111,8 @@ def test_a_right_code_after_a_failure_spends_resets_and_audits(svc: Services) ->
         "UPDATE attempt_limits",  # the consecutive count reset
         "DELETE auth_failures",  # the source's failures
         *AUDIT,
+        *MAIL,
+        *WEBHOOKS,
     ]
     with statements(svc) as clean:
         assert verify(
@@ -118,5 +125,7 @@ def test_a_right_code_after_a_failure_spends_resets_and_audits(svc: Services) ->
         "SELECT users",
         "UPDATE backup_codes",
         *AUDIT,
+        *MAIL,
+        *WEBHOOKS,
     ]
     assert timedelta(seconds=2) < limits.KEEP_ROWS  # no old row to prune in between
