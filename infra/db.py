@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain.clock import utcnow as utcnow  # re-exported for callers of infra.db
 from domain.uow import AfterCommit, UnitOfWork
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+PING_AFTER_IDLE_SECONDS = 0.5
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -22,10 +25,40 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, **kwargs)
-    kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 10)
-    return create_engine(url, **kwargs)
+    # The connection checked in last is handed out first, so a request's second
+    # checkout (its unit of work, after the token lookup) finds the one it just used.
+    kwargs.setdefault("pool_use_lifo", True)
+    engine = create_engine(url, **kwargs)
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """The pool's pessimistic disconnect check, skipped for a connection used within
+    the last PING_AFTER_IDLE_SECONDS (as HikariCP's aliveBypassWindowMs does): a ping
+    on every checkout is a round trip per checkout, and a connection that just
+    answered is as good as pinged. One that died meanwhile fails its first statement,
+    which answers 503 like a failed ping (api.errors) and has SQLAlchemy invalidate
+    the pool's connections, so the next checkout pings or reconnects."""
+
+    @event.listens_for(engine, "checkin")
+    def _used(_dbapi_conn: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        checked_in_at = record.info.get("checked_in_at")
+        if checked_in_at is not None and time.monotonic() - checked_in_at < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            if engine.dialect.is_disconnect(exc, dbapi_conn, None):
+                # The pool discards the connection and checks out another (or connects).
+                raise DisconnectionError(str(exc)) from exc
+            raise
 
 
 def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
