@@ -60,14 +60,13 @@ def address_changed(uow: UnitOfWork, event: AuditEvent, field: str, old_address:
 
 
 def _user_and_org(uow: UnitOfWork, event: AuditEvent) -> tuple[User, Organization] | None:
-    session = uow.session
-    org = session.get(Organization, event.org_id)
-    user = session.execute(
-        select(User).where(User.org_id == event.org_id, User.external_id == event.user_id)
-    ).scalar_one_or_none()
-    if org is None or user is None:
-        return None
-    return user, org
+    # One read for both (a sign-in's session holds the user but not its organization).
+    found = uow.session.execute(
+        select(User, Organization)
+        .join(Organization, Organization.id == User.org_id)
+        .where(User.org_id == event.org_id, User.external_id == event.user_id)
+    ).one_or_none()
+    return None if found is None else (found[0], found[1])
 
 
 def _insert(

@@ -57,7 +57,7 @@ AUDIT = ["SELECT audit_heads", "INSERT audit_events", "UPDATE audit_heads"]
 # The projections of a code's event (domain.notify): its webhook deliveries (the
 # organization's listening webhooks), and for an accepted code its user's mail.
 WEBHOOKS = ["SELECT webhooks"]
-MAIL = ["SELECT organizations", "SELECT users"]
+MAIL = ["SELECT users"]  # joined to its organization
 
 
 def test_a_mistyped_input_costs_one_read_and_one_insert_then_its_minutes_event(
