@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Integer, Update, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from domain import audit
@@ -105,23 +105,19 @@ def claim(uow: UnitOfWork, box: SecretBox, delivery_id: int, now: datetime) -> A
     return claim_in(uow.session, box, delivery_id, now)
 
 
-def claim_in(session: Session, box: SecretBox, delivery_id: int, now: datetime) -> Attempt | None:
-    """`claim` as one conditional UPDATE ... RETURNING, atomic on its own (the worker
-    runs it in autocommit: one round trip). Of two workers claiming at once, the
-    second re-reads the row after the first's commit, finds it leased (not due) and
-    gets nothing; on SQLite writers take turns."""
-    postgres = session.get_bind().dialect.name == "postgresql"
+def _claim_statement(postgres: bool) -> Update:
+    now = bindparam("now", type_=WebhookDelivery.next_attempt_at.type)
     claimed = (
         update(WebhookDelivery)
         .where(
-            WebhookDelivery.id == delivery_id,
+            WebhookDelivery.id == bindparam("delivery_id"),
             WebhookDelivery.status == DeliveryStatus.PENDING,
             or_(WebhookDelivery.next_attempt_at.is_(None), WebhookDelivery.next_attempt_at <= now),
         )
         .values(
             attempts=WebhookDelivery.attempts + 1,
             last_attempt_at=now,
-            next_attempt_at=now + timedelta(seconds=LEASE_SECONDS),
+            next_attempt_at=bindparam("lease_end", type_=WebhookDelivery.next_attempt_at.type),
         )
         .returning(
             WebhookDelivery.webhook_id,
@@ -129,24 +125,36 @@ def claim_in(session: Session, box: SecretBox, delivery_id: int, now: datetime) 
             WebhookDelivery.payload,
             WebhookDelivery.attempts,
         )
-        .execution_options(synchronize_session=False)
     )
     if postgres:  # UPDATE ... FROM webhooks: the webhook's fields come back in the same trip
-        claimed = claimed.where(
+        return claimed.where(
             Webhook.id == WebhookDelivery.webhook_id, Webhook.enabled.is_(True)
         ).returning(*_WEBHOOK_FIELDS)
-    else:  # SQLite's RETURNING names only the updated table
-        enabled = select(Webhook.id).where(Webhook.enabled.is_(True))
-        claimed = claimed.where(WebhookDelivery.webhook_id.in_(enabled))
-    row = session.execute(claimed).one_or_none()
+    # SQLite's RETURNING names only the updated table: the webhook is read after.
+    enabled = select(Webhook.id).where(Webhook.enabled.is_(True))
+    return claimed.where(WebhookDelivery.webhook_id.in_(enabled))
+
+
+# Built once: an attempt only binds its values (no statement building, no cache key).
+_CLAIM = {True: _claim_statement(True), False: _claim_statement(False)}
+_WEBHOOK_OF = select(*_WEBHOOK_FIELDS).where(Webhook.id == bindparam("webhook_id"))
+
+
+def claim_in(session: Session, box: SecretBox, delivery_id: int, now: datetime) -> Attempt | None:
+    """`claim` as one conditional UPDATE ... RETURNING, atomic on its own (the worker
+    runs it in autocommit: one round trip). Of two workers claiming at once, the
+    second re-reads the row after the first's commit, finds it leased (not due) and
+    gets nothing; on SQLite writers take turns."""
+    conn = session.connection()
+    postgres = conn.dialect.name == "postgresql"
+    lease_end = now + timedelta(seconds=LEASE_SECONDS)
+    row = conn.execute(
+        _CLAIM[postgres], {"delivery_id": delivery_id, "now": now, "lease_end": lease_end}
+    ).one_or_none()
     if row is None:
         return None
     webhook_id, message_id, payload, number = row[:4]
-    hook = (
-        row[4:]
-        if postgres
-        else session.execute(select(*_WEBHOOK_FIELDS).where(Webhook.id == webhook_id)).one()
-    )
+    hook = row[4:] if postgres else conn.execute(_WEBHOOK_OF, {"webhook_id": webhook_id}).one()
     return Attempt(
         delivery_id=delivery_id,
         webhook_id=webhook_id,
@@ -196,6 +204,31 @@ def record(
     return Recorded("disabled")
 
 
+def _record_statement(*changed: str) -> Update:
+    """The UPDATE writing an answer: the status code and error, and `changed`."""
+    types = {
+        "status": WebhookDelivery.status.type,
+        "next_attempt_at": WebhookDelivery.next_attempt_at.type,
+        "dispatched_at": WebhookDelivery.dispatched_at.type,
+    }
+    return (
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.id == bindparam("delivery_id"),
+            WebhookDelivery.attempts == bindparam("number"),
+        )
+        .values(
+            last_status_code=bindparam("last_status_code", type_=Integer()),
+            last_error=bindparam("last_error", type_=WebhookDelivery.last_error.type),
+            **{name: bindparam(name, type_=types[name]) for name in changed},
+        )
+    )
+
+
+_RECORD_DONE = _record_statement("status", "next_attempt_at")  # succeeded, dead
+_RECORD_RETRY = _record_statement("next_attempt_at", "dispatched_at")
+
+
 def record_in(
     session: Session, attempt: Attempt, answer: Answer, now: datetime, schedule: Sequence[int]
 ) -> Recorded:
@@ -204,32 +237,26 @@ def record_in(
     attempt's number, so a late answer never overwrites a newer attempt's."""
     if answer.status == GONE:
         raise ValueError("a 410 disables the webhook: use record()")
-    values: dict[str, object] = {
+    params: dict[str, object] = {
+        "delivery_id": attempt.delivery_id,
+        "number": attempt.number,
         "last_status_code": answer.status,
         "last_error": (answer.error or None) and answer.error[:200],
     }
     wait = None if answer.succeeded else _delay(answer, attempt.number, schedule)
     if answer.succeeded:
-        outcome = Recorded("succeeded")
-        values.update(status=DeliveryStatus.SUCCEEDED, next_attempt_at=None, last_error=None)
+        outcome, statement = Recorded("succeeded"), _RECORD_DONE
+        params.update(status=DeliveryStatus.SUCCEEDED, next_attempt_at=None, last_error=None)
     elif wait is None:
-        outcome = Recorded("dead")
-        values.update(status=DeliveryStatus.DEAD, next_attempt_at=None)
+        outcome, statement = Recorded("dead"), _RECORD_DONE
+        params.update(status=DeliveryStatus.DEAD, next_attempt_at=None)
     else:
-        outcome = Recorded("retry", wait)
+        outcome, statement = Recorded("retry", wait), _RECORD_RETRY
         due = now + timedelta(seconds=wait)
         # The worker publishes a near retry itself; the sweep sends the rest once due.
-        values.update(next_attempt_at=due, dispatched_at=due)
-    written = session.execute(
-        update(WebhookDelivery)
-        .where(
-            WebhookDelivery.id == attempt.delivery_id,
-            WebhookDelivery.attempts == attempt.number,
-        )
-        .values(values)
-        .execution_options(synchronize_session=False)
-    )
-    if written.rowcount != 1:  # type: ignore[attr-defined]
+        params.update(next_attempt_at=due, dispatched_at=due)
+    written = session.connection().execute(statement, params)
+    if written.rowcount != 1:
         return Recorded("stale")  # deleted, or claimed again after our lease ran out
     return outcome
 
