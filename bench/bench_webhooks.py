@@ -3,9 +3,10 @@ to a regeneration's intake.
 
 1. Deliveries: DELIVERIES rows queued for one webhook on a fresh PostgreSQL database,
    then delivered one after another in this process by the delivery task's own code
-   (workers.deliveries.deliver_once: claim in a transaction, decrypt the secret, sign,
-   POST through the SSRF-guarded client, record in a transaction) to a local receiver
-   that answers at once, THREADS at a time as `run`'s delivery worker does. The
+   (workers.deliveries.deliver_once: claim with one UPDATE ... RETURNING, decrypt the
+   secret, sign, POST through the SSRF-guarded client, record with one UPDATE) to a
+   local receiver that answers at once, THREADS at a time as `run`'s delivery worker
+   does. The
    baseline is a bare loop of the same POSTs (same body, headers and a new connection
    each, as the client makes) with http.client from one process. Bar: >= 0.5x the baseline's rate.
 2. Intake: a regeneration request (domain use case, as POST regenerations runs it, no
