@@ -6,9 +6,9 @@ to a regeneration's intake.
    (workers.deliveries.deliver_once: claim with one UPDATE ... RETURNING, decrypt the
    secret, sign, POST through the SSRF-guarded client, record with one UPDATE) to a
    local receiver that answers at once, THREADS at a time as `run`'s delivery worker
-   does. The
-   baseline is a bare loop of the same POSTs (same body, headers and a new connection
-   each, as the client makes) with http.client from one process. Bar: >= 0.5x the baseline's rate.
+   does. The baseline is a bare loop of the same POSTs (same body, headers and a new
+   connection each, as the client makes) with http.client from one process, in
+   ROUNDS rounds taken in turn. Bar: the median of the rounds' ratios >= 0.5x.
 2. Intake: a regeneration request (domain use case, as POST regenerations runs it, no
    publish) in an organization with 2 webhooks against one with none, taking turns.
    Bar: <= 1.2x.
@@ -66,11 +66,13 @@ from workers.app import make_celery
 from workers.deliveries import deliver_once
 from workers.publish import Publisher
 
-DELIVERIES = int(os.environ.get("BENCH_WEBHOOK_DELIVERIES", "400"))
+DELIVERIES = int(os.environ.get("BENCH_WEBHOOK_DELIVERIES", "680"))
 INTAKES = int(os.environ.get("BENCH_WEBHOOK_INTAKES", "150"))
 API_INTAKES = int(os.environ.get("BENCH_WEBHOOK_API_INTAKES", "200"))
 INTAKE_ROUNDS = 4
-ROUNDS = 5
+# Short rounds, each ours then the baseline's: the CPUs are shared, and the ratio of
+# each round's pair (measured a moment apart) is steadier than the ratio of medians.
+ROUNDS = 11
 # As many at once as `mfa-codes run`'s delivery worker has threads.
 THREADS = int(os.environ.get("BENCH_WEBHOOK_THREADS", "4"))
 
@@ -138,14 +140,14 @@ def _deliveries(services: Services, port: int, org_id: str) -> dict[str, object]
                 assert recorded is not None and recorded.outcome == "succeeded"
         rates.append(len(part) / (time.perf_counter() - started))
         bare.append(_bare_posts(port, len(part), body, secret))
-    ours, base = sorted(rates)[ROUNDS // 2], sorted(bare)[ROUNDS // 2]
+    ratio = statistics.median(o / b for o, b in zip(rates, bare, strict=True))
     return {
-        "case": "deliveries/s to a local receiver",
-        "ours": ours,
-        "baseline": base,
-        "ratio": ours / base,
+        "case": "deliveries/s to a local receiver (ratio: median of the rounds')",
+        "ours": statistics.median(rates),
+        "baseline": statistics.median(bare),
+        "ratio": ratio,
         "bar": ">= 0.5x",
-        "met": ours / base >= 0.5,
+        "met": ratio >= 0.5,
     }
 
 
