@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import cache
 from typing import Any, TypeVar, get_args
 
 import falcon
@@ -112,13 +113,17 @@ def read_body(req: falcon.Request, shape: type[T], *, allow_empty: bool = False)
     return typed(body, shape)
 
 
+# Reading a Struct's fields evaluates its annotations: once a shape, not every request.
+_fields = cache(msgspec.structs.fields)
+
+
 def typed(body: Any, shape: type[T]) -> T:
     """A decoded JSON value as `shape`, or the 422 naming the field at fault: the body
     if it is no object, then an unknown field, then a missing one, then a wrong type
     (bool apart from int, no float for an int)."""
     if not isinstance(body, dict):
         raise InvalidRequest("The body must be a JSON object", field="body")
-    fields = msgspec.structs.fields(shape)
+    fields = _fields(shape)
     known = {f.encode_name for f in fields}
     for name in body:
         if name not in known:

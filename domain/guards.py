@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -105,17 +106,38 @@ def require_totp_open(
         limits.check_totp(uow.session, user, now, rules)
 
 
+def require_usable_as_read(
+    uow: UnitOfWork,
+    user: User,
+    event_type: EventType,
+    ctx: audit.Context,
+    *,
+    backup_codes_enabled: bool,
+    enrolled: bool,
+) -> None:
+    """require_usable, from a policy and an enrollment the caller read with the user."""
+    refused: DomainError | None = None
+    if not backup_codes_enabled:
+        refused = BackupCodesDisabled()
+    elif not enrolled:
+        refused = MfaNotEnrolled()
+    if refused is not None:
+        raise refuse(uow, user, event_type, refused, ctx)
+
+
 def require_backup_codes_open(
     uow: UnitOfWork,
     user: User,
-    source: str,
+    standing: limits.BackupStanding,
     event_type: EventType,
     now: datetime,
     ctx: audit.Context,
     rules: limits.Limits,
-) -> None:
-    """Backup codes are neither throttled (for the user or this source) nor locked; a
-    throttle whose window has passed is ended first (under the user's lock)."""
+) -> limits.FactorState:
+    """Backup codes are neither throttled (for the user or this source) nor locked, as
+    `standing` (read under the user's lock) says; a throttle whose window has passed
+    is ended first. Returns the attempt limits after."""
     with refusing(uow, user, event_type, ctx):
-        limits.end_expired(uow, user, limits.BACKUP_CODES, now, ctx, rules)
-        limits.check_backup_codes(uow.session, user, source, now, rules)
+        state = limits.end_expired(uow, user, limits.BACKUP_CODES, now, ctx, rules, standing.state)
+        limits.refuse_backup_codes(replace(standing, state=state), now, rules)
+    return state

@@ -12,22 +12,27 @@ across processes.
   until a success resets the count (backup codes: a new set too), an unlock or a
   reset. The passing of a window resets nothing.
 - Mistyped inputs (cannot be a code): their own sliding budget per source, never
-  a failure, audited once a minute per source with a count.
+  a failure, audited once a minute per source with a count (domain.mistyped).
 
 Writers hold the user's row lock (UnitOfWork.lock_user). Reads for an early refusal
-need none: the verdict is read again under the lock before anything counts.
+need none: the verdict is read again under the lock before anything counts. The
+rows are read and written with plain statements (FactorState, not the ORM), and a
+caller that has just read the state under the lock hands it on (`known`) rather
+than have it read again: sign-in is the hot path.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ScalarSelect, delete, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import SQLCoreOperations
 
 from domain import audit
 from domain.audit.types import EventType, Outcome
@@ -39,8 +44,7 @@ from domain.uow import UnitOfWork
 BACKUP_CODES, TOTP = "backup_codes", "totp"
 KIND_BACKUP, KIND_TOTP, KIND_MISTYPED = "backup_code", "totp", "mistyped"
 MAX_USER_AGENT = 512
-_KEEP_ROWS = timedelta(hours=1)  # longer than any sliding window over the rows
-_MISTYPED_AUDIT_EVERY = timedelta(minutes=1)
+KEEP_ROWS = timedelta(hours=1)  # longer than any sliding window over the rows
 
 
 @dataclass(frozen=True)
@@ -101,11 +105,49 @@ def _seconds_until(moment: datetime, now: datetime) -> int:
     return max(1, math.ceil((moment - now).total_seconds()))
 
 
+@dataclass(frozen=True)
+class FactorState:
+    """A user's attempt_limits row of one factor as read (all zero when there is none),
+    so that a use case reads it once a phase and hands it on instead of reading again."""
+
+    consecutive_failures: int = 0
+    window_started_at: datetime | None = None
+    window_failures: int = 0
+    locked_at: datetime | None = None
+    stored: bool = False  # a row exists (an UPDATE, not an INSERT, writes it)
+
+
+# Select these (the attempt_limits row, outer-joined or alone) and give them to state_of.
+STATE_COLUMNS = (
+    AttemptLimit.user_id,
+    AttemptLimit.consecutive_failures,
+    AttemptLimit.window_started_at,
+    AttemptLimit.window_failures,
+    AttemptLimit.locked_at,
+)
+
+
+def state_of(values: Sequence[Any]) -> FactorState:
+    user_id, consecutive, started, failures, locked_at = values
+    if user_id is None:
+        return FactorState()
+    return FactorState(consecutive, started, failures, locked_at, stored=True)
+
+
+def read_state(session: Session, user_id: str, factor: str) -> FactorState:
+    row = session.execute(
+        select(*STATE_COLUMNS).where(AttemptLimit.user_id == user_id, AttemptLimit.factor == factor)
+    ).first()
+    return FactorState() if row is None else state_of(row)
+
+
 def standing(session: Session, user: User, factor: str) -> AttemptLimit | None:
     return session.get(AttemptLimit, (user.id, factor), populate_existing=True)
 
 
-def _window_end(state: AttemptLimit | None, factor: str, rules: Limits) -> datetime | None:
+def _window_end(
+    state: AttemptLimit | FactorState | None, factor: str, rules: Limits
+) -> datetime | None:
     """The end of the user-wide throttle of this factor, or None when not tripped."""
     if state is None or state.window_started_at is None:
         return None
@@ -115,48 +157,54 @@ def _window_end(state: AttemptLimit | None, factor: str, rules: Limits) -> datet
     return state.window_started_at + length
 
 
-def _sliding_wait(
-    session: Session,
-    user: User,
+def sliding_nth(
+    user_id: SQLCoreOperations[str] | str,
     kind: str,
-    source: str,
-    now: datetime,
+    source: SQLCoreOperations[str] | str,
+    after: SQLCoreOperations[datetime] | datetime,
     limit: int,
-    window: timedelta,
-) -> int | None:
-    """Seconds until fewer than `limit` rows of this kind and source lie in the window."""
-    recent = list(
-        session.execute(
-            select(AuthFailure.occurred_at)
-            .where(
-                AuthFailure.user_id == user.id,
-                AuthFailure.kind == kind,
-                AuthFailure.source == source,
-                AuthFailure.occurred_at > now - window,
-            )
-            .order_by(AuthFailure.occurred_at.desc())
-            .limit(limit)
-        ).scalars()
+) -> ScalarSelect[datetime]:
+    """The `limit`-th most recent row of this kind and source later than `after` (NULL
+    when fewer): a scalar subquery, so that it rides along with another read; the
+    values may be bound parameters, so that the statement is built once."""
+    return (
+        select(AuthFailure.occurred_at)
+        .where(
+            AuthFailure.user_id == user_id,
+            AuthFailure.kind == kind,
+            AuthFailure.source == source,
+            AuthFailure.occurred_at > after,
+        )
+        .order_by(AuthFailure.occurred_at.desc())
+        .offset(limit - 1)
+        .limit(1)
+        .scalar_subquery()
     )
-    if len(recent) < limit:
-        return None
-    return _seconds_until(recent[-1] + window, now)
 
 
-def check_backup_codes(
-    session: Session, user: User, source: str, now: datetime, rules: Limits
-) -> None:
+def wait_after(nth: datetime | None, window: timedelta, now: datetime) -> int | None:
+    """Seconds until the sliding_nth row leaves the window (None: not throttled)."""
+    return None if nth is None else _seconds_until(nth + window, now)
+
+
+@dataclass(frozen=True)
+class BackupStanding:
+    """What the backup-code verdict needs: the user's row and the source's sliding count."""
+
+    state: FactorState
+    source_nth: datetime | None  # sliding_nth of the source's failures (rules.threshold)
+
+
+def refuse_backup_codes(standing: BackupStanding, now: datetime, rules: Limits) -> None:
     """Raise while backup codes are locked for the user, or throttled for it or this source."""
-    state = standing(session, user, BACKUP_CODES)
-    if state is not None and state.locked_at is not None:
+    state = standing.state
+    if state.locked_at is not None:
         raise BackupCodesLocked()
     waits = []
     end = _window_end(state, BACKUP_CODES, rules)
     if end is not None and end > now:
         waits.append(_seconds_until(end, now))
-    by_source = _sliding_wait(
-        session, user, KIND_BACKUP, source, now, rules.threshold, rules.window
-    )
+    by_source = wait_after(standing.source_nth, rules.window, now)
     if by_source is not None:
         waits.append(by_source)
     if waits:
@@ -164,8 +212,8 @@ def check_backup_codes(
 
 
 def check_totp(session: Session, user: User, now: datetime, rules: Limits) -> None:
-    state = standing(session, user, TOTP)
-    if state is not None and state.locked_at is not None:
+    state = read_state(session, user.id, TOTP)
+    if state.locked_at is not None:
         raise TotpLocked()
     end = _window_end(state, TOTP, rules)
     if end is not None and end > now:
@@ -195,26 +243,42 @@ def status(session: Session, user: User, now: datetime, rules: Limits) -> Standi
 # --- writing (under the user's lock) ---------------------------------------------------
 
 
-def _state_for_update(session: Session, user: User, factor: str) -> AttemptLimit:
-    state = standing(session, user, factor)
-    if state is None:
-        state = AttemptLimit(
-            user_id=user.id, factor=factor, consecutive_failures=0, window_failures=0
+def _write_state(session: Session, user_id: str, factor: str, state: FactorState) -> None:
+    values = {
+        "consecutive_failures": state.consecutive_failures,
+        "window_started_at": state.window_started_at,
+        "window_failures": state.window_failures,
+        "locked_at": state.locked_at,
+    }
+    if state.stored:
+        session.execute(
+            update(AttemptLimit)
+            .where(AttemptLimit.user_id == user_id, AttemptLimit.factor == factor)
+            .values(**values)
+            .execution_options(synchronize_session=False)
         )
-        session.add(state)
-    return state
+    else:
+        session.execute(insert(AttemptLimit).values(user_id=user_id, factor=factor, **values))
 
 
 def end_expired(
-    uow: UnitOfWork, user: User, factor: str, now: datetime, ctx: audit.Context, rules: Limits
-) -> None:
-    """Close a user-wide throttle whose window has passed (audited user.lockout.ended)."""
+    uow: UnitOfWork,
+    user: User,
+    factor: str,
+    now: datetime,
+    ctx: audit.Context,
+    rules: Limits,
+    known: FactorState | None = None,
+) -> FactorState:
+    """Close a user-wide throttle whose window has passed (audited user.lockout.ended);
+    returns the state after. `known`: the state as just read under the lock."""
     session = uow.session
-    state = standing(session, user, factor)
+    state = known if known is not None else read_state(session, user.id, factor)
     end = _window_end(state, factor, rules)
-    if state is None or end is None or end > now:
-        return
-    state.window_started_at, state.window_failures = None, 0
+    if end is None or end > now:
+        return state
+    state = replace(state, window_started_at=None, window_failures=0)
+    _write_state(session, user.id, factor, state)
     audit.append(
         uow,
         user.org_id,
@@ -224,6 +288,7 @@ def end_expired(
         user_id=user.external_id,
         details={"factor": factor},
     )
+    return state
 
 
 def record_failure(
@@ -234,26 +299,43 @@ def record_failure(
     now: datetime,
     ctx: audit.Context,
     rules: Limits,
+    known: FactorState | None = None,
+    *,
+    prune: bool = True,
 ) -> None:
     """Count one failure: a row for the sliding windows, the user's window and the
-    consecutive count; audits a throttle of the user and the permanent lock."""
+    consecutive count; audits a throttle of the user and the permanent lock. `known`:
+    the state as just read under the lock; `prune=False` when the caller knows no
+    row of the user is old enough to delete."""
     session = uow.session
+    if prune:
+        session.execute(
+            delete(AuthFailure).where(
+                AuthFailure.user_id == user.id, AuthFailure.occurred_at < now - KEEP_ROWS
+            )
+        )
+    kind = KIND_BACKUP if factor == BACKUP_CODES else KIND_TOTP
     session.execute(
-        delete(AuthFailure).where(
-            AuthFailure.user_id == user.id, AuthFailure.occurred_at < now - _KEEP_ROWS
+        insert(AuthFailure).values(
+            user_id=user.id, kind=kind, source=source, audited=False, occurred_at=now
         )
     )
-    kind = KIND_BACKUP if factor == BACKUP_CODES else KIND_TOTP
-    session.add(AuthFailure(user_id=user.id, kind=kind, source=source, occurred_at=now))
-    end_expired(uow, user, factor, now, ctx, rules)
-    state = _state_for_update(session, user, factor)
+    state = end_expired(uow, user, factor, now, ctx, rules, known)
     limit, length = rules.factor_window(factor)
-    if state.window_started_at is None or state.window_started_at + length <= now:
-        state.window_started_at, state.window_failures = now, 0
-    state.window_failures += 1
-    state.consecutive_failures += 1
-    session.flush()
-    if state.window_failures == limit:
+    started, failures = state.window_started_at, state.window_failures
+    if started is None or started + length <= now:
+        started, failures = now, 0
+    consecutive = state.consecutive_failures + 1
+    locks = consecutive >= rules.consecutive_cap and state.locked_at is None
+    after = FactorState(
+        consecutive_failures=consecutive,
+        window_started_at=started,
+        window_failures=failures + 1,
+        locked_at=now if locks else state.locked_at,
+        stored=state.stored,
+    )
+    _write_state(session, user.id, factor, after)
+    if after.window_failures == limit:
         audit.append(
             uow,
             user.org_id,
@@ -263,12 +345,11 @@ def record_failure(
             user_id=user.external_id,
             details={
                 "factor": factor,
-                "failures": state.window_failures,
-                "until": rfc3339_millis(state.window_started_at + length),
+                "failures": after.window_failures,
+                "until": rfc3339_millis(started + length),
             },
         )
-    if state.consecutive_failures >= rules.consecutive_cap and state.locked_at is None:
-        state.locked_at = now
+    if locks:
         audit.append(
             uow,
             user.org_id,
@@ -276,21 +357,32 @@ def record_failure(
             Outcome.DENIED,
             ctx,
             user_id=user.external_id,
-            details={"factor": factor, "failures": state.consecutive_failures},
+            details={"factor": factor, "failures": consecutive},
         )
 
 
 def record_success(
-    session: Session, user: User, factor: str, source: str | None, now: datetime
+    session: Session,
+    user: User,
+    factor: str,
+    source: str | None,
+    now: datetime,
+    known: FactorState | None = None,
+    *,
+    source_failed: bool = True,
 ) -> None:
     """A success resets the consecutive count; for TOTP the user's window too, for a
-    backup code the failures of its source (the holder proved who they are there)."""
-    state = standing(session, user, factor)
-    if state is not None:
-        state.consecutive_failures = 0
-        if factor == TOTP:
-            state.window_started_at, state.window_failures = None, 0
-    if factor == BACKUP_CODES and source is not None:
+    backup code the failures of its source (the holder proved who they are there).
+    `known`: the state as just read under the lock (nothing to reset: no write);
+    `source_failed=False` when the caller read under the lock that there are none."""
+    del now
+    state = known if known is not None else read_state(session, user.id, factor)
+    after = replace(state, consecutive_failures=0)
+    if factor == TOTP:
+        after = replace(after, window_started_at=None, window_failures=0)
+    if state.stored and after != state:
+        _write_state(session, user.id, factor, after)
+    if factor == BACKUP_CODES and source is not None and source_failed:
         session.execute(
             delete(AuthFailure).where(
                 AuthFailure.user_id == user.id,
@@ -298,7 +390,6 @@ def record_success(
                 AuthFailure.source == source,
             )
         )
-    session.flush()
 
 
 def new_set_issued(session: Session, user: User) -> None:
@@ -324,56 +415,3 @@ def clear(session: Session, user: User) -> list[str]:
     session.execute(delete(AuthFailure).where(AuthFailure.user_id == user.id))
     session.flush()
     return held
-
-
-# --- mistyped inputs (no lock) ------------------------------------------------------------
-
-
-def note_mistyped(
-    uow: UnitOfWork,
-    user: User,
-    source: str,
-    now: datetime,
-    ctx: audit.Context,
-    rules: Limits,
-    details: dict[str, Any],
-) -> None:
-    """Count a mistyped input against its own budget, per source across the users of
-    the organization (a scatter of random inputs over many users spends one budget:
-    TooManyAttempts beyond it), and audit the batch once a minute per source, with
-    how many came since the last one."""
-    session = uow.session
-    in_org = AuthFailure.user_id.in_(select(User.id).where(User.org_id == user.org_id))
-    mine = (in_org, AuthFailure.kind == KIND_MISTYPED, AuthFailure.source == source)
-    window = timedelta(seconds=rules.mistyped_window_seconds)
-    recent = list(
-        session.execute(
-            select(AuthFailure.occurred_at)
-            .where(*mine, AuthFailure.occurred_at > now - window)
-            .order_by(AuthFailure.occurred_at.desc())
-            .limit(rules.mistyped_threshold)
-        ).scalars()
-    )
-    if len(recent) >= rules.mistyped_threshold:
-        raise TooManyAttempts(_seconds_until(recent[-1] + window, now))
-    last_audited = session.execute(
-        select(func.max(AuthFailure.occurred_at)).where(*mine, AuthFailure.audited.is_(True))
-    ).scalar_one()
-    session.execute(delete(AuthFailure).where(*mine, AuthFailure.occurred_at < now - _KEEP_ROWS))
-    row = AuthFailure(user_id=user.id, kind=KIND_MISTYPED, source=source, occurred_at=now)
-    session.add(row)
-    session.flush()
-    if last_audited is not None and now - last_audited < _MISTYPED_AUDIT_EVERY:
-        return
-    since = [*mine] if last_audited is None else [*mine, AuthFailure.occurred_at > last_audited]
-    count = session.execute(select(func.count()).select_from(AuthFailure).where(*since))
-    row.audited = True
-    audit.append(
-        uow,
-        user.org_id,
-        EventType.CODE_REJECTED,
-        Outcome.FAILURE,
-        ctx,
-        user_id=user.external_id,
-        details={**details, "reason": "mistyped", "count": int(count.scalar_one())},
-    )

@@ -26,6 +26,12 @@ code of the current set that is now spent (a double submit), which answers
 `accepted: false` and is not a failure. On SQLite the unit of work's BEGIN
 IMMEDIATE holds the writer lock from the first statement, so there attempts
 are simply serialised.
+
+What it costs in statements (domain.signin_reads): one read before the hash (user,
+policy, enrollment, limits, the candidate row, and for an input that may be
+mistyped what its budget needs), then for a mistyped input one INSERT (and once a
+minute per source the audit event); for a verified one the lock, one read under
+it, the spend or the failure and the audit event.
 """
 
 from __future__ import annotations
@@ -33,16 +39,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from domain import accounts, audit, guards, limits
+from domain import audit, guards, limits, mistyped, signin_reads
 from domain.audit.types import EventType, Outcome
-from domain.codes import LEGACY_CODE_LENGTH, LOCATOR_LENGTH, LOW_WATERMARK, normalise
-from domain.errors import (
-    NotFound,
-)
-from domain.models import BackupCode, User
+from domain.codes import LOW_WATERMARK, normalise
+from domain.errors import NotFound
+from domain.models import BackupCode
 from domain.ports import Services
 from domain.sources import source_key
 from domain.sql import rowcount
@@ -79,18 +83,33 @@ def verify_backup_code(
     visitor = {k: v for k, v in (("client_ip", visitor_ip), ("user_agent", visitor_agent)) if v}
     source = source_key(visitor_ip, ctx.source_ip)
     rules = services.limits
-    user = accounts.find_user(session, org_id, user_external_id)
-    if user is None:
+    candidate = normalise(code)  # pure: what it says is used only after the checks below
+    seen = signin_reads.before_hash(
+        session, org_id, user_external_id, candidate, source, now, rules
+    )
+    if seen is None:
         raise NotFound("no such user")
-    _check_allowed(uow, user, source, now, ctx, rules)
+    user = seen.user
+    # Refusals that need no verification, in the contract's order: policy off, not
+    # enrolled, throttled or locked (an early, unlocked read; the limits are read
+    # again under the lock before anything counts).
+    guards.require_usable_as_read(
+        uow,
+        user,
+        _REFUSED,
+        ctx,
+        backup_codes_enabled=seen.backup_codes_enabled,
+        enrolled=seen.enrolled,
+    )
+    with guards.refusing(uow, user, _REFUSED, ctx):
+        limits.refuse_backup_codes(seen.standing, now, rules)
 
-    candidate = normalise(code)
-    if candidate is None or not _format_held(session, user, candidate):
-        limits.note_mistyped(uow, user, source, now, ctx, rules, visitor)
-        remaining = _remaining(session, user)
-        return VerifyResult(False, remaining, remaining <= LOW_WATERMARK, mistyped=True)
+    if candidate is None or not seen.format_held:
+        assert seen.mistyped is not None and seen.remaining is not None  # read for these
+        mistyped.note(uow, user, source, now, ctx, rules, visitor, seen.mistyped)
+        return VerifyResult(False, seen.remaining, seen.remaining <= LOW_WATERMARK, mistyped=True)
 
-    row = _candidate_row(session, user, candidate)
+    row = seen.candidate
     with services.slots.held():
         if row is not None:
             matches = services.hasher.verify(row.hash, candidate)
@@ -98,16 +117,26 @@ def verify_backup_code(
             matches = services.hasher.verify_nothing(candidate)
 
     user = uow.lock_user(user)  # see the module docstring for why here
-    guards.require_backup_codes_open(uow, user, source, _REFUSED, now, ctx, rules)
+    locked = signin_reads.under_lock(session, user.id, source, now, rules)
+    state = guards.require_backup_codes_open(uow, user, locked.standing, _REFUSED, now, ctx, rules)
 
-    accepted = row is not None and matches and row.spent_at is None and _spend(session, row, now)
-    remaining = _remaining(session, user)
+    accepted = row is not None and matches and not row.spent and _spend(session, row.id, now)
+    # Codes are spent only under the user's lock: the count read under it, less ours.
+    remaining = locked.remaining - (1 if accepted else 0)
     if accepted and row is not None:
-        limits.record_success(session, user, limits.BACKUP_CODES, source, now)
+        limits.record_success(
+            session,
+            user,
+            limits.BACKUP_CODES,
+            source,
+            now,
+            state,
+            source_failed=locked.source_failed,
+        )
         if services.hasher.needs_rehash(row.hash):
             # Keeps every stored hash on the current parameters (a spent code can
             # never verify again; live codes move over at their next regeneration).
-            row.hash = services.hasher.hash(candidate)
+            _rehash(session, row.id, services.hasher.hash(candidate))
         audit.append(
             uow,
             user.org_id,
@@ -131,71 +160,27 @@ def verify_backup_code(
             details={"remaining": remaining, **spent, **visitor},
         )
         if not matches:
-            limits.record_failure(uow, user, limits.BACKUP_CODES, source, now, ctx, rules)
+            oldest = locked.oldest_failure
+            limits.record_failure(
+                uow,
+                user,
+                limits.BACKUP_CODES,
+                source,
+                now,
+                ctx,
+                rules,
+                state,
+                prune=oldest is not None and oldest < now - limits.KEEP_ROWS,
+            )
     return VerifyResult(accepted=accepted, remaining=remaining, low=remaining <= LOW_WATERMARK)
 
 
-def _check_allowed(
-    uow: UnitOfWork,
-    user: User,
-    source: str,
-    now: datetime,
-    ctx: audit.Context,
-    rules: limits.Limits,
-) -> None:
-    """Refusals that need no verification: policy off, not enrolled, throttled or
-    locked (an early, unlocked read; the limits are read again under the lock
-    before anything counts)."""
-    session = uow.session
-    guards.require_usable(uow, user, _REFUSED, ctx)
-    with guards.refusing(uow, user, _REFUSED, ctx):
-        limits.check_backup_codes(session, user, source, now, rules)
-
-
-def _format_held(session: Session, user: User, candidate: str) -> bool:
-    """A code of the current format may be anyone's; one of the older 12-symbol
-    format only of a user who still holds an active code of that format."""
-    if len(candidate) != LEGACY_CODE_LENGTH:
-        return True
-    held = session.execute(
-        select(BackupCode.id)
-        .where(
-            BackupCode.user_id == user.id,
-            BackupCode.symbols == LEGACY_CODE_LENGTH,
-            BackupCode.deactivated_at.is_(None),
-        )
-        .limit(1)
-    ).first()
-    return held is not None
-
-
-def _candidate_row(session: Session, user: User, candidate: str) -> BackupCode | None:
-    """The one code of the current set with this locator and format (locators are
-    unique within a set), unspent first; a spent one is checked too, so that a
-    double submit is told apart from a guess."""
-    return (
-        session.execute(
-            select(BackupCode)
-            .where(
-                BackupCode.user_id == user.id,
-                BackupCode.locator == candidate[:LOCATOR_LENGTH],
-                BackupCode.symbols == len(candidate),
-                BackupCode.deactivated_at.is_(None),
-            )
-            .order_by(BackupCode.generation.desc(), BackupCode.spent_at.is_not(None))
-            .limit(1)
-        )
-        .scalars()
-        .first()
-    )
-
-
-def _spend(session: Session, row: BackupCode, now: datetime) -> bool:
+def _spend(session: Session, code_id: str, now: datetime) -> bool:
     """True for the one attempt whose UPDATE changed the row."""
     changed = session.execute(
         update(BackupCode)
         .where(
-            BackupCode.id == row.id,
+            BackupCode.id == code_id,
             BackupCode.spent_at.is_(None),
             BackupCode.deactivated_at.is_(None),
         )
@@ -205,15 +190,10 @@ def _spend(session: Session, row: BackupCode, now: datetime) -> bool:
     return rowcount(changed) == 1
 
 
-def _remaining(session: Session, user: User) -> int:
-    return int(
-        session.execute(
-            select(func.count())
-            .select_from(BackupCode)
-            .where(
-                BackupCode.user_id == user.id,
-                BackupCode.spent_at.is_(None),
-                BackupCode.deactivated_at.is_(None),
-            )
-        ).scalar_one()
+def _rehash(session: Session, code_id: str, new_hash: str) -> None:
+    session.execute(
+        update(BackupCode)
+        .where(BackupCode.id == code_id)
+        .values(hash=new_hash)
+        .execution_options(synchronize_session=False)
     )

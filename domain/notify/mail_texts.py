@@ -95,7 +95,7 @@ REPUDIATION = (
     "your backup codes are then deactivated, every session is ended and your "
     "authenticator is locked until an administrator resets it."
 )
-NOT_REPLY = "This is an automatic message; nothing you need to do if it was you."
+NOT_REPLY = "This is an automatic message. If it was you, there is nothing you need to do."
 
 # The repudiation page (GET /v1/repudiations/{ticket}) and its answer.
 PAGE_TITLE = "Was this not you?"

@@ -1,0 +1,122 @@
+"""What one backup-code sign-in sends to the database, on SQLite and PostgreSQL: the
+hot path's statements counted (bench/bench_signin_load.py measures what they cost),
+so that a re-read or a per-statement ORM detour cannot creep back unnoticed.
+
+Counted at the cursor, for the use case alone (the token lookup is the API's), and
+without SQLite's BEGIN IMMEDIATE (PostgreSQL's BEGIN is not a cursor statement)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import event
+
+from domain import limits
+from infra.services import Services
+from tests.integration.codes_fixtures import verify
+from tests.support.builders import NOW, holder
+from tests.support.codes import wrong_secret
+
+
+@contextmanager
+def statements(svc: Services) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.strip().upper() != "BEGIN IMMEDIATE":
+            seen.append(" ".join(statement.split()))
+
+    event.listen(svc.engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(svc.engine, "before_cursor_execute", note)
+
+
+def _kinds(sent: list[str]) -> list[str]:
+    """Each statement by its verb and its own table (not a subquery's), e.g.
+    "INSERT auth_failures"."""
+    out = []
+    for s in sent:
+        verb = s.split()[0].upper()
+        after = {"SELECT": "FROM", "INSERT": "INTO", "UPDATE": "UPDATE", "DELETE": "FROM"}[verb]
+        depth, words = 0, []
+        for word in s.split():
+            if depth == 0:
+                words.append(word)
+            depth += word.count("(") - word.count(")")
+        upper = [w.upper() for w in words]
+        out.append(f"{verb} {words[upper.index(after) + 1]}")
+    return out
+
+
+AUDIT = ["SELECT audit_heads", "INSERT audit_events", "UPDATE audit_heads"]
+
+
+def test_a_mistyped_input_costs_one_read_and_one_insert_then_its_minutes_event(
+    svc: Services,
+) -> None:
+    h = holder(svc)
+    with statements(svc) as first:
+        assert verify(svc, h, "ABCD-EFGH", NOW).mistyped
+    with statements(svc) as second:
+        assert verify(svc, h, "ABCD-EFGH", NOW + timedelta(seconds=5)).mistyped
+    # the first of a source is audited (and prunes the source's old rows)
+    assert _kinds(first) == [
+        "SELECT users",
+        "INSERT auth_failures",
+        "DELETE auth_failures",
+        *AUDIT,
+    ]
+    assert _kinds(second) == ["SELECT users", "INSERT auth_failures"]
+
+
+def test_a_wrong_code_reads_once_before_the_hash_and_once_under_the_lock(svc: Services) -> None:
+    h = holder(svc)
+    with statements(svc) as sent:
+        result = verify(svc, h, wrong_secret(h.codes[0]), NOW)
+    assert not result.accepted and not result.mistyped
+    assert _kinds(sent) == [
+        "SELECT users",  # user, policy, enrollment, limits, source, candidate row
+        "SELECT users",  # the lock
+        "SELECT users",  # the limits read again under it (joined to the user's row)
+        *AUDIT,
+        "INSERT auth_failures",
+        "INSERT attempt_limits",
+    ]
+    if svc.engine.dialect.name == "postgresql":
+        assert "FOR UPDATE" in sent[1].upper() and "FOR UPDATE" not in sent[2].upper()
+        assert "attempt_limits" in sent[2]
+
+
+def test_a_right_code_after_a_failure_spends_resets_and_audits(svc: Services) -> None:
+    h = holder(svc)
+    verify(svc, h, wrong_secret(h.codes[0]), NOW)  # same source: a failure to clear
+    with statements(svc) as sent:
+        result = verify(svc, h, h.codes[1], NOW + timedelta(seconds=1))
+    assert result.accepted and result.remaining == 4
+    assert _kinds(sent) == [
+        "SELECT users",
+        "SELECT users",
+        "SELECT users",
+        "UPDATE backup_codes",  # the conditional spend
+        "UPDATE attempt_limits",  # the consecutive count reset
+        "DELETE auth_failures",  # the source's failures
+        *AUDIT,
+    ]
+    with statements(svc) as clean:
+        assert verify(
+            svc, h, h.codes[2], NOW + timedelta(seconds=2), client_ip="192.0.2.7"
+        ).accepted
+    # nothing to reset and no failure of that source: neither write is sent
+    assert _kinds(clean) == [
+        "SELECT users",
+        "SELECT users",
+        "SELECT users",
+        "UPDATE backup_codes",
+        *AUDIT,
+    ]
+    assert timedelta(seconds=2) < limits.KEEP_ROWS  # no old row to prune in between
