@@ -6,13 +6,16 @@ address, with the name kept for the Host header and TLS (SNI and certificate
 check). A DNS answer that changes between the check and the connection therefore
 cannot redirect it. No redirect is followed (http.client follows none); at most
 64 KiB of the answer is read; the whole attempt gets 10 seconds, enforced by a
-timer that shuts the socket, so a receiver trickling bytes cannot hold it longer.
+watcher thread that shuts the socket, so a receiver trickling bytes cannot hold
+it longer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import http.client
+import itertools
 import socket
 import ssl
 import threading
@@ -95,6 +98,7 @@ class WebhookClient:
         self.resolver = resolver
         self.total_seconds = total_seconds
         self.tls = tls or ssl.create_default_context()
+        self._deadlines = _Deadlines()
 
     def address_for(self, host: str, port: int) -> str:
         """The one address to connect to: every resolved address must be admitted."""
@@ -135,9 +139,7 @@ class WebhookClient:
             else _PinnedHTTP(parts.hostname, port, address, self.total_seconds)
         )
         # The whole attempt's budget: the socket is shut when it runs out.
-        watchdog = threading.Timer(self.total_seconds, _shut, (conn,))
-        watchdog.daemon = True
-        watchdog.start()
+        armed = self._deadlines.arm(self.total_seconds, conn)
         try:
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             headers = {
@@ -161,10 +163,56 @@ class WebhookClient:
                 return Answer(None, "timed out")
             return Answer(None, f"connection failed ({type(exc).__name__})")
         finally:
-            watchdog.cancel()
+            self._deadlines.disarm(armed)
             conn.close()
         error = None if 200 <= status < 300 else f"answered {status}"
         return Answer(status, error, retry_after)
+
+
+class _Deadlines:
+    """One thread that shuts each attempt's socket when its budget runs out (a timer
+    thread started per attempt cost more than the rest of the attempt's own work)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int]] = []  # (deadline, token), soonest first
+        self._live: dict[int, http.client.HTTPConnection] = {}
+        self._tokens = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, seconds: float, conn: http.client.HTTPConnection) -> int:
+        with self._cond:
+            token = next(self._tokens)
+            self._live[token] = conn
+            heapq.heappush(self._heap, (time.monotonic() + seconds, token))
+            if self._thread is None or not self._thread.is_alive():  # first use, or forked
+                self._thread = threading.Thread(
+                    target=self._watch, name="webhook-deadlines", daemon=True
+                )
+                self._thread.start()
+            if self._heap[0][1] == token:  # sooner than what the watcher waits for
+                self._cond.notify()
+            return token
+
+    def disarm(self, token: int) -> None:
+        with self._cond:
+            self._live.pop(token, None)
+
+    def _watch(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][1] not in self._live:
+                    heapq.heappop(self._heap)  # finished in time
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                deadline, token = self._heap[0]
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                heapq.heappop(self._heap)
+                _shut(self._live.pop(token))
 
 
 def _shut(conn: http.client.HTTPConnection) -> None:

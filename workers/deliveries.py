@@ -1,7 +1,8 @@
 """The delivery task: one webhook delivery per task, on the deliveries queue.
 
-Thin: claim (a transaction), send through the webhook client (no transaction
-open while the receiver thinks), record (another transaction). A slow receiver
+Thin: claim (one UPDATE), send through the webhook client (no transaction open
+and no connection held while the receiver thinks), record (one UPDATE; a 410's
+disabling is a transaction of its own). A slow receiver
 holds one delivery worker slot for at most the client's 10 seconds, never a
 regeneration (its own queue) nor another webhook's delivery beyond that slot.
 """
@@ -9,9 +10,12 @@ regeneration (its own queue) nor another webhook's delivery beyond that slot.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery, Task
+from sqlalchemy.orm import Session
 
 from domain.notify import webhook_delivery
 from domain.outbox import TASK_DELIVER_WEBHOOK
@@ -61,15 +65,18 @@ def deliver_once(
     services: Services, sender: WebhookClient, delivery_id: int
 ) -> webhook_delivery.Recorded | None:
     """One attempt of one delivery (what the task does); None when nothing was due."""
-    with services.unit_of_work() as uow:
-        attempt = webhook_delivery.claim(uow, services.box, delivery_id, utcnow())
+    with _autocommit(services) as session:
+        attempt = webhook_delivery.claim_in(session, services.box, delivery_id, utcnow())
     if attempt is None:
         return None
     answer = sender.send(attempt)
-    with services.unit_of_work() as uow:
-        recorded = webhook_delivery.record(
-            uow, attempt, answer, utcnow(), services.settings.webhook_retry_schedule
-        )
+    schedule = services.settings.webhook_retry_schedule
+    if answer.status == webhook_delivery.GONE:  # disables the webhook: a transaction
+        with services.unit_of_work() as uow:
+            recorded = webhook_delivery.record(uow, attempt, answer, utcnow(), schedule)
+    else:
+        with _autocommit(services) as session:
+            recorded = webhook_delivery.record_in(session, attempt, answer, utcnow(), schedule)
     metrics.WEBHOOK_DELIVERIES.labels(recorded.outcome).inc()
     log.info(
         "webhook delivery %d attempt %d: %s (%s)",
@@ -79,6 +86,19 @@ def deliver_once(
         answer.status if answer.status is not None else answer.error,
     )
     return recorded
+
+
+@contextmanager
+def _autocommit(services: Services) -> Iterator[Session]:
+    """A session whose every statement commits on its own: the claim and the record
+    are one atomic UPDATE each, so a BEGIN and a COMMIT round trip would add nothing.
+    The connection goes back to the pool between them: none is held while the
+    receiver thinks."""
+    with (
+        services.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
+        Session(bind=conn) as session,
+    ):
+        yield session
 
 
 def republish_due(services: Services, publisher: Publisher) -> int:

@@ -60,13 +60,16 @@ def address_changed(uow: UnitOfWork, event: AuditEvent, field: str, old_address:
 
 
 def _user_and_org(uow: UnitOfWork, event: AuditEvent) -> tuple[User, Organization] | None:
-    # One read for both (a sign-in's session holds the user but not its organization).
+    """The event's user and organization in one read (this runs inside sign-in's
+    transaction, where every round trip counts)."""
     found = uow.session.execute(
         select(User, Organization)
         .join(Organization, Organization.id == User.org_id)
         .where(User.org_id == event.org_id, User.external_id == event.user_id)
     ).one_or_none()
-    return None if found is None else (found[0], found[1])
+    if found is None:
+        return None
+    return found[0], found[1]
 
 
 def _insert(

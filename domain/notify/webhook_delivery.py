@@ -1,8 +1,9 @@
 """One delivery attempt: claim the row, sign, send (through a port), record the answer.
 
-The attempt is claimed in a short transaction of its own (attempts + 1, and
+The attempt is claimed by one conditional UPDATE (attempts + 1, and
 `next_attempt_at` moved to the end of a lease), the POST happens outside any
-transaction, and the answer is recorded in another. A worker killed mid-attempt
+transaction, and the answer is recorded by another UPDATE (a 410, which also
+disables the webhook and audits it, in a transaction). A worker killed mid-attempt
 leaves the row pending: once the lease passes it is due again and the sweep sends
 it (a receiver de-duplicates by `webhook-id`). A late answer from an attempt whose
 lease ran out and was claimed again is not recorded over the newer one.
@@ -14,7 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Integer, Update, bindparam, or_, select, update
+from sqlalchemy.orm import Session
 
 from domain import audit
 from domain.audit.types import EventType, Outcome
@@ -67,41 +69,100 @@ Send = Callable[[Attempt], Answer]
 
 def secrets_in_use(box: SecretBox, webhook: Webhook, now: datetime) -> tuple[str, ...]:
     """The current secret, and the previous one while its overlap lasts."""
-    found = [box.decrypt_text(webhook.secret_ciphertext)]
-    expires = webhook.previous_secret_expires_at
-    if webhook.previous_secret_ciphertext is not None and expires is not None and expires > now:
-        found.append(box.decrypt_text(webhook.previous_secret_ciphertext))
+    return _secrets(
+        box,
+        webhook.secret_ciphertext,
+        webhook.previous_secret_ciphertext,
+        webhook.previous_secret_expires_at,
+        now,
+    )
+
+
+def _secrets(
+    box: SecretBox,
+    current: bytes,
+    previous: bytes | None,
+    previous_expires: datetime | None,
+    now: datetime,
+) -> tuple[str, ...]:
+    found = [box.decrypt_text(current)]
+    if previous is not None and previous_expires is not None and previous_expires > now:
+        found.append(box.decrypt_text(previous))
     return tuple(found)
+
+
+_WEBHOOK_FIELDS = (
+    Webhook.url,
+    Webhook.secret_ciphertext,
+    Webhook.previous_secret_ciphertext,
+    Webhook.previous_secret_expires_at,
+)
 
 
 def claim(uow: UnitOfWork, box: SecretBox, delivery_id: int, now: datetime) -> Attempt | None:
     """Take a due, pending delivery of an enabled webhook for one attempt; None when
     there is nothing to do (done, dead, not due, claimed by another, paused)."""
-    session = uow.session
-    row = session.execute(
-        select(WebhookDelivery, Webhook)
-        .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
-        .where(WebhookDelivery.id == delivery_id)
-        .with_for_update(of=WebhookDelivery, skip_locked=True)
+    return claim_in(uow.session, box, delivery_id, now)
+
+
+def _claim_statement(postgres: bool) -> Update:
+    now = bindparam("now", type_=WebhookDelivery.next_attempt_at.type)
+    claimed = (
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.id == bindparam("delivery_id"),
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+            or_(WebhookDelivery.next_attempt_at.is_(None), WebhookDelivery.next_attempt_at <= now),
+        )
+        .values(
+            attempts=WebhookDelivery.attempts + 1,
+            last_attempt_at=now,
+            next_attempt_at=bindparam("lease_end", type_=WebhookDelivery.next_attempt_at.type),
+        )
+        .returning(
+            WebhookDelivery.webhook_id,
+            WebhookDelivery.message_id,
+            WebhookDelivery.payload,
+            WebhookDelivery.attempts,
+        )
+    )
+    if postgres:  # UPDATE ... FROM webhooks: the webhook's fields come back in the same trip
+        return claimed.where(
+            Webhook.id == WebhookDelivery.webhook_id, Webhook.enabled.is_(True)
+        ).returning(*_WEBHOOK_FIELDS)
+    # SQLite's RETURNING names only the updated table: the webhook is read after.
+    enabled = select(Webhook.id).where(Webhook.enabled.is_(True))
+    return claimed.where(WebhookDelivery.webhook_id.in_(enabled))
+
+
+# Built once: an attempt only binds its values (no statement building, no cache key).
+_CLAIM = {True: _claim_statement(True), False: _claim_statement(False)}
+_WEBHOOK_OF = select(*_WEBHOOK_FIELDS).where(Webhook.id == bindparam("webhook_id"))
+
+
+def claim_in(session: Session, box: SecretBox, delivery_id: int, now: datetime) -> Attempt | None:
+    """`claim` as one conditional UPDATE ... RETURNING, atomic on its own (the worker
+    runs it in autocommit: one round trip). Of two workers claiming at once, the
+    second re-reads the row after the first's commit, finds it leased (not due) and
+    gets nothing; on SQLite writers take turns."""
+    conn = session.connection()
+    postgres = conn.dialect.name == "postgresql"
+    lease_end = now + timedelta(seconds=LEASE_SECONDS)
+    row = conn.execute(
+        _CLAIM[postgres], {"delivery_id": delivery_id, "now": now, "lease_end": lease_end}
     ).one_or_none()
     if row is None:
         return None
-    delivery, webhook = row[0], row[1]
-    due = delivery.next_attempt_at is None or delivery.next_attempt_at <= now
-    if delivery.status != DeliveryStatus.PENDING or not due or not webhook.enabled:
-        return None
-    delivery.attempts += 1
-    delivery.last_attempt_at = now
-    delivery.next_attempt_at = now + timedelta(seconds=LEASE_SECONDS)
-    session.flush()
+    webhook_id, message_id, payload, number = row[:4]
+    hook = row[4:] if postgres else conn.execute(_WEBHOOK_OF, {"webhook_id": webhook_id}).one()
     return Attempt(
-        delivery_id=delivery.id,
-        webhook_id=webhook.id,
-        url=webhook.url,
-        message_id=delivery.message_id,
-        body=signing.encode_body(delivery.payload),
-        number=delivery.attempts,
-        secrets=secrets_in_use(box, webhook, now),
+        delivery_id=delivery_id,
+        webhook_id=webhook_id,
+        url=hook[0],
+        message_id=message_id,
+        body=signing.encode_body(payload),
+        number=number,
+        secrets=_secrets(box, hook[1], hook[2], hook[3], now),
     )
 
 
@@ -125,6 +186,8 @@ def record(
     uow: UnitOfWork, attempt: Attempt, answer: Answer, now: datetime, schedule: Sequence[int]
 ) -> Recorded:
     """Write the answer of `attempt`; a 410 disables the webhook (audited)."""
+    if answer.status != GONE:
+        return record_in(uow.session, attempt, answer, now, schedule)
     session = uow.session
     delivery = session.execute(
         select(WebhookDelivery).where(WebhookDelivery.id == attempt.delivery_id).with_for_update()
@@ -133,27 +196,69 @@ def record(
         return Recorded("stale")  # deleted, or claimed again after our lease ran out
     delivery.last_status_code = answer.status
     delivery.last_error = (answer.error or None) and answer.error[:200]
-    if answer.succeeded:
-        delivery.status = DeliveryStatus.SUCCEEDED
-        delivery.next_attempt_at = None
-        delivery.last_error = None
-        return Recorded("succeeded")
+    webhook = session.get(Webhook, delivery.webhook_id)
+    if webhook is not None:
+        disable(uow, webhook, DISABLED_BY_GONE, now)
+    delivery.status = DeliveryStatus.DEAD
+    delivery.next_attempt_at = None
+    return Recorded("disabled")
+
+
+def _record_statement(*changed: str) -> Update:
+    """The UPDATE writing an answer: the status code and error, and `changed`."""
+    types = {
+        "status": WebhookDelivery.status.type,
+        "next_attempt_at": WebhookDelivery.next_attempt_at.type,
+        "dispatched_at": WebhookDelivery.dispatched_at.type,
+    }
+    return (
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.id == bindparam("delivery_id"),
+            WebhookDelivery.attempts == bindparam("number"),
+        )
+        .values(
+            last_status_code=bindparam("last_status_code", type_=Integer()),
+            last_error=bindparam("last_error", type_=WebhookDelivery.last_error.type),
+            **{name: bindparam(name, type_=types[name]) for name in changed},
+        )
+    )
+
+
+_RECORD_DONE = _record_statement("status", "next_attempt_at")  # succeeded, dead
+_RECORD_RETRY = _record_statement("next_attempt_at", "dispatched_at")
+
+
+def record_in(
+    session: Session, attempt: Attempt, answer: Answer, now: datetime, schedule: Sequence[int]
+) -> Recorded:
+    """Write an answer other than 410 (which needs `record`'s transaction) as one
+    UPDATE, atomic on its own; it matches only while the row still holds this
+    attempt's number, so a late answer never overwrites a newer attempt's."""
     if answer.status == GONE:
-        webhook = session.get(Webhook, delivery.webhook_id)
-        if webhook is not None:
-            disable(uow, webhook, DISABLED_BY_GONE, now)
-        delivery.status = DeliveryStatus.DEAD
-        delivery.next_attempt_at = None
-        return Recorded("disabled")
-    wait = _delay(answer, attempt.number, schedule)
-    if wait is None:
-        delivery.status = DeliveryStatus.DEAD
-        delivery.next_attempt_at = None
-        return Recorded("dead")
-    delivery.next_attempt_at = now + timedelta(seconds=wait)
-    # The worker publishes a near retry itself; the sweep sends the rest once due.
-    delivery.dispatched_at = delivery.next_attempt_at
-    return Recorded("retry", wait)
+        raise ValueError("a 410 disables the webhook: use record()")
+    params: dict[str, object] = {
+        "delivery_id": attempt.delivery_id,
+        "number": attempt.number,
+        "last_status_code": answer.status,
+        "last_error": (answer.error or None) and answer.error[:200],
+    }
+    wait = None if answer.succeeded else _delay(answer, attempt.number, schedule)
+    if answer.succeeded:
+        outcome, statement = Recorded("succeeded"), _RECORD_DONE
+        params.update(status=DeliveryStatus.SUCCEEDED, next_attempt_at=None, last_error=None)
+    elif wait is None:
+        outcome, statement = Recorded("dead"), _RECORD_DONE
+        params.update(status=DeliveryStatus.DEAD, next_attempt_at=None)
+    else:
+        outcome, statement = Recorded("retry", wait), _RECORD_RETRY
+        due = now + timedelta(seconds=wait)
+        # The worker publishes a near retry itself; the sweep sends the rest once due.
+        params.update(next_attempt_at=due, dispatched_at=due)
+    written = session.connection().execute(statement, params)
+    if written.rowcount != 1:
+        return Recorded("stale")  # deleted, or claimed again after our lease ran out
+    return outcome
 
 
 def disable(uow: UnitOfWork, webhook: Webhook, reason: str, now: datetime) -> None:

@@ -5,6 +5,8 @@ signature with the standardwebhooks library, and the outcome is recorded (retrie
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -267,3 +269,50 @@ def test_a_checkpoint_goes_out_as_audit_checkpoint(svc: Services) -> None:
         assert body["type"] == "audit.checkpoint" and data["audit_event_id"] is None
         assert rx.requests()[0].headers["webhook-id"] == f"checkpoint.{org_id}.{data['seq']}"
         assert set(data) >= {"seq", "hash", "signature", "key_id"}
+
+
+def test_a_late_answer_is_not_recorded_over_a_newer_attempt(svc: Services) -> None:
+    org_id = new_org(svc)
+    hook_id, _ = make_webhook(svc, org_id, "http://127.0.0.1:9/slow")
+    change_policy(svc, org_id)
+    (row,) = deliveries(svc, hook_id)
+    now = utcnow()
+    later = now + timedelta(seconds=webhook_delivery.LEASE_SECONDS + 1)
+    with svc.unit_of_work() as uow:
+        first = webhook_delivery.claim(uow, svc.box, row.id, now)
+    with svc.unit_of_work() as uow:  # the first attempt's lease ran out: taken again
+        second = webhook_delivery.claim(uow, svc.box, row.id, later)
+    assert first is not None and second is not None and second.number == 2
+    schedule = (5, 5, 5)
+    with svc.unit_of_work() as uow:
+        late = webhook_delivery.record(uow, first, webhook_delivery.Answer(200), later, schedule)
+        gone = webhook_delivery.record(uow, first, webhook_delivery.Answer(410), later, schedule)
+    assert (late.outcome, gone.outcome) == ("stale", "stale")
+    with svc.unit_of_work() as uow:
+        newer = webhook_delivery.record(uow, second, webhook_delivery.Answer(500), later, schedule)
+    assert newer.outcome == "retry"
+    (after,) = deliveries(svc, hook_id)
+    assert after.status == "pending" and after.attempts == 2 and after.last_status_code == 500
+    with svc.unit_of_work() as uow:
+        hook = uow.session.get(Webhook, hook_id)
+        assert hook is not None and hook.enabled  # the stale 410 disabled nothing
+
+
+def test_of_two_workers_claiming_at_once_one_gets_the_attempt(svc: Services) -> None:
+    org_id = new_org(svc)
+    hook_id, _ = make_webhook(svc, org_id, "http://127.0.0.1:9/race")
+    change_policy(svc, org_id)
+    (row,) = deliveries(svc, hook_id)
+    now = utcnow()
+    start = threading.Barrier(2)
+
+    def take() -> webhook_delivery.Attempt | None:
+        start.wait(10)
+        with svc.unit_of_work() as uow:
+            return webhook_delivery.claim(uow, svc.box, row.id, now)
+
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda _: take(), range(2)))
+    assert sorted(a is None for a in got) == [False, True]
+    (after,) = deliveries(svc, hook_id)
+    assert after.attempts == 1
