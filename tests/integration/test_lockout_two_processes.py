@@ -19,7 +19,7 @@ from domain.audit.types import EventType
 from infra.services import Services
 from infra.settings import Settings
 from tests.integration.codes_fixtures import row_of
-from tests.support.api_processes import START_TIMEOUT, Answer, ApiProcess, start_api
+from tests.support.api_processes import Answer, ApiProcess, two_apis
 from tests.support.builders import Holder, holder
 from tests.support.codes import WRONG_CODE
 from tests.support.records import events
@@ -45,15 +45,10 @@ def pair(
     workdir = tmp_path_factory.mktemp("two-apis")
     settings = pg_amqp_settings(workdir, pg_database_url, amqp_url)
     services = Services.build(settings)
-    started = [start_api(name, settings, workdir) for name in ("api-a", "api-b")]
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        for p in started:
-            p.wait_until_serving(deadline)
-        yield Pair(settings, services, *started)
+        with two_apis(settings, workdir) as (a, b):
+            yield Pair(settings, services, a, b)
     finally:
-        for p in started:
-            p.stop()
         services.close()
 
 

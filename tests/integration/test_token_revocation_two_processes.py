@@ -5,7 +5,6 @@ process B, and an expired one is 401 in both."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,7 +13,7 @@ import pytest
 
 from domain import accounts, audit, tokens
 from infra.services import Services
-from tests.support.api_processes import START_TIMEOUT, ApiProcess, start_api
+from tests.support.api_processes import ApiProcess, two_apis
 from tests.support.builders import new_org
 from tests.support.settings import pg_amqp_settings
 
@@ -39,19 +38,14 @@ def pair(
     workdir = tmp_path_factory.mktemp("revocation")
     settings = pg_amqp_settings(workdir, pg_database_url, amqp_url)
     services = Services.build(settings)
-    started = [start_api(name, settings, workdir) for name in ("api-a", "api-b")]
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        for p in started:
-            p.wait_until_serving(deadline)
-        org = new_org(services)
-        with services.unit_of_work() as uow:
-            accounts.create_user(uow, org, "alice", None, audit.CLI)
-            _, admin = tokens.issue(uow, org, "root", "admin", audit.CLI)
-        yield Pair(services, *started, org, admin)
+        with two_apis(settings, workdir) as (a, b):
+            org = new_org(services)
+            with services.unit_of_work() as uow:
+                accounts.create_user(uow, org, "alice", None, audit.CLI)
+                _, admin = tokens.issue(uow, org, "root", "admin", audit.CLI)
+            yield Pair(services, a, b, org, admin)
     finally:
-        for p in started:
-            p.stop()
         services.close()
 
 

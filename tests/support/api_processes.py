@@ -10,6 +10,8 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,3 +115,17 @@ def start_api(name: str, settings: Settings, workdir: Path) -> ApiProcess:
             command, cwd=workdir, env=api_env(settings), stdout=out, stderr=subprocess.STDOUT
         )
     return ApiProcess(name, proc, log)
+
+
+@contextmanager
+def two_apis(settings: Settings, workdir: Path) -> Iterator[tuple[ApiProcess, ApiProcess]]:
+    """Two API processes on the same settings, both serving; stopped on the way out."""
+    started = [start_api(name, settings, workdir) for name in ("api-a", "api-b")]
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        for p in started:
+            p.wait_until_serving(deadline)
+        yield started[0], started[1]
+    finally:
+        for p in started:
+            p.stop()
