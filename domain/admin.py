@@ -24,6 +24,7 @@ from domain.models import (
     TotpEnrollment,
     User,
 )
+from domain.notify import repudiation
 from domain.ports import Services
 from domain.sheets import store as sheet_store
 from domain.sql import rowcount
@@ -163,6 +164,10 @@ def unlock(uow: UnitOfWork, org_id: str, user_external_id: str, ctx: audit.Conte
     session = uow.session
     user = uow.lock_user(accounts.get_user(session, org_id, user_external_id))
     cleared = limits.clear(session, user)
+    repudiated = repudiation.repudiated_since_enrollment(uow, user)
+    if repudiated is not None:
+        # "This wasn't me" locked the authenticator until a reset, not an unlock.
+        repudiation.lock_totp(uow, user, repudiated)
     audit.append(
         uow,
         org_id,
@@ -170,7 +175,7 @@ def unlock(uow: UnitOfWork, org_id: str, user_external_id: str, ctx: audit.Conte
         Outcome.SUCCESS,
         ctx,
         user_id=user.external_id,
-        details={"factors": cleared},
+        details={"factors": cleared, **({"totp_still_locked": True} if repudiated else {})},
     )
 
 

@@ -69,6 +69,9 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
     def connect(self) -> None:
         raw = socket.create_connection((self._address, self.port), self.timeout)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Seen by the deadline's watcher during the handshake too: a receiver that
+        # trickles its handshake is cut off at the attempt's budget like any other.
+        self.sock = raw
         self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
 
 

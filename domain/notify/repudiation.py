@@ -17,12 +17,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from domain import audit, limits, tokens
 from domain.audit.types import EventType, Outcome
 from domain.errors import TicketGone
-from domain.models import AttemptLimit, BackupCode, RepudiationTicket, User
+from domain.models import AttemptLimit, BackupCode, RepudiationTicket, TotpEnrollment, User
 from domain.sheets import store as sheet_store
 from domain.sql import rowcount
 from domain.uow import UnitOfWork
@@ -113,7 +113,7 @@ def repudiate(
     )
     sheet_store.expire_unfetched(uow, user, now, ctx)
     revoked = tokens.revoke_all_of_user(uow, user.org_id, user.external_id, ctx, "user.repudiated")
-    _lock_totp(uow, user, now)
+    lock_totp(uow, user, now)
     audit.append(
         uow,
         user.org_id,
@@ -132,9 +132,24 @@ def repudiate(
     return Repudiated(deactivated, revoked)
 
 
-def _lock_totp(uow: UnitOfWork, user: User, now: datetime) -> None:
-    """Lock TOTP as the consecutive cap would: only an administrator's reset (or
-    unlock) lifts it."""
+def repudiated_since_enrollment(uow: UnitOfWork, user: User) -> datetime | None:
+    """When the user last said "this wasn't me" about their current enrollment (a
+    ticket used after it began), or None. Such a lock outlives an unlock: only a reset
+    lifts it, since whoever caused the event may hold the authenticator."""
+    return uow.session.execute(
+        select(func.max(RepudiationTicket.used_at))
+        .join(TotpEnrollment, TotpEnrollment.user_id == RepudiationTicket.user_id)
+        .where(
+            RepudiationTicket.user_id == user.id,
+            RepudiationTicket.used_at.is_not(None),
+            RepudiationTicket.used_at >= TotpEnrollment.created_at,
+        )
+    ).scalar_one_or_none()
+
+
+def lock_totp(uow: UnitOfWork, user: User, now: datetime) -> None:
+    """Lock TOTP as the consecutive cap would; only an administrator's reset lifts it
+    (an unlock puts it back: domain.admin.unlock)."""
     state = limits.standing(uow.session, user, limits.TOTP)
     if state is None:
         state = AttemptLimit(

@@ -3,8 +3,9 @@
 Only public addresses by default. `loopback` (the embedded default) also admits
 loopback and plain http://; `private` admits RFC 1918 and ULA besides. Link-local
 (cloud metadata at 169.254.169.254), CGNAT, multicast, 0.0.0.0/8 and the other
-reserved ranges are never admitted, nor an IPv4-mapped IPv6 form of anything
-refused: a mapped address is judged as the IPv4 address it carries.
+reserved ranges are never admitted, nor an IPv6 form of anything refused: a
+mapped, 6to4, NAT64 or IPv4-translated address is judged as the IPv4 address it
+carries, and the IPv4-compatible and site-local forms are refused outright.
 """
 
 from __future__ import annotations
@@ -24,12 +25,30 @@ _RFC1918 = (IPv4Network("10.0.0.0/8"), IPv4Network("172.16.0.0/12"), IPv4Network
 _ULA = IPv6Network("fc00::/7")
 
 
-def _unmapped(addr: IPv4Address | IPv6Address) -> IPv4Address | IPv6Address:
+# IPv6 forms that carry an IPv4 address in their last 32 bits, and reach it: NAT64
+# (RFC 6052, 8215) and SIIT's IPv4-translated form. They are judged as that address.
+_EMBEDDING_IPV4 = (
+    IPv6Network("64:ff9b::/96"),
+    IPv6Network("64:ff9b:1::/48"),
+    IPv6Network("::ffff:0:0:0/96"),
+)
+# Never admitted: the deprecated IPv4-compatible form (::a.b.c.d) and site-local.
+_REFUSED_V6 = (IPv6Network("::/96"), IPv6Network("fec0::/10"))
+
+
+def _unmapped(addr: IPv4Address | IPv6Address) -> IPv4Address | IPv6Address | None:
+    """The address a connection really reaches, or None for a form never admitted."""
     if isinstance(addr, IPv6Address):
         if addr.ipv4_mapped is not None:
             return addr.ipv4_mapped
         if addr.sixtofour is not None:
             return addr.sixtofour
+        if any(addr in net for net in _EMBEDDING_IPV4):
+            return IPv4Address(int(addr) & 0xFFFFFFFF)
+        if addr.is_loopback:
+            return addr
+        if any(addr in net for net in _REFUSED_V6):
+            return None
     return addr
 
 
@@ -38,6 +57,8 @@ def admitted(address: str, allow: AllowPrivate) -> bool:
     try:
         addr = _unmapped(ip_address(address.split("%", 1)[0]))
     except ValueError:
+        return False
+    if addr is None:
         return False
     if addr.is_multicast or addr.is_link_local or addr.is_unspecified:
         return False

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -134,6 +134,21 @@ def test_confirming_locks_everything_tells_the_user_and_is_audited(world: ApiWor
         send_all(world.services, smtp_of(server), user_id)
         (told,) = server.inbox.to(PRIMARY)
     assert "locked until an administrator resets" in "\n".join(parts(told.message))
+
+
+def test_an_unlock_keeps_the_authenticator_locked_and_only_a_reset_lifts_it(
+    world: ApiWorld,
+) -> None:
+    org_id, user_id, ticket, _ = ticket_for(world)
+    assert world.call("POST", f"/v1/repudiations/{ticket}").status_code == 200
+    admin = world.token(org_id, "help-desk", "admin")
+    assert world.call("POST", "/v1/users/alice/mfa/unlock", admin).status_code == 204
+    assert totp_locked(world, user_id)  # whoever caused the event may hold the authenticator
+    assert world.call("DELETE", "/v1/users/alice/mfa", admin).status_code == 204
+    assert not totp_locked(world, user_id)
+    enroll(world.services, user_id, at=datetime.now(UTC))  # enrolled again: unlock unlocks
+    assert world.call("POST", "/v1/users/alice/mfa/unlock", admin).status_code == 204
+    assert not totp_locked(world, user_id)
 
 
 def test_a_used_ticket_is_gone(world: ApiWorld) -> None:

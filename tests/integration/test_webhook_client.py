@@ -5,6 +5,8 @@ was checked even when the name's answer changes (DNS rebinding)."""
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Sequence
 
@@ -139,3 +141,34 @@ def test_a_receiver_that_never_answers_is_given_up_at_the_deadline() -> None:
         assert answer.status is None and answer.error == "timed out"
         assert took < 5, took  # the 1 s budget, with room for a slow machine
         assert len(rx.requests()) == 1
+
+
+def test_a_receiver_trickling_its_tls_handshake_is_cut_off_at_the_budget() -> None:
+    # A TLS record header that announces 16 KiB, then a byte every 0.2 s: no single read
+    # waits long enough for the socket's own timeout, only the attempt's budget ends it.
+    stop = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def trickle() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(b"\x16\x03\x03\x40\x00")
+                for _ in range(100):  # at most 20 s, well past the budget
+                    if stop.wait(0.2):
+                        return
+                    try:
+                        conn.sendall(b"\x00")
+                    except OSError:
+                        return
+
+        thread = threading.Thread(target=trickle, daemon=True)
+        thread.start()
+        client = WebhookClient(AllowPrivate.LOOPBACK, StubResolver(["127.0.0.1"]), total_seconds=1)
+        started = time.monotonic()
+        answer = client.send(attempt(f"https://{NAME}:{port}/hook"))
+        elapsed = time.monotonic() - started
+        stop.set()
+        thread.join(5)
+    assert answer.status is None and answer.error is not None
+    assert elapsed < 3, f"the handshake held the attempt {elapsed:.1f} s"

@@ -224,6 +224,16 @@ NONE, LOOPBACK, PRIVATE = AllowPrivate.NONE, AllowPrivate.LOOPBACK, AllowPrivate
         ("::ffff:127.0.0.1", {LOOPBACK, PRIVATE}),
         ("::ffff:10.0.0.1", {PRIVATE}),
         ("::ffff:100.64.0.1", set()),
+        # IPv6 forms that reach an IPv4 address are judged as it (NAT64, SIIT) ...
+        ("64:ff9b::a9fe:a9fe", set()),
+        ("64:ff9b:1::a9fe:a9fe", set()),
+        ("::ffff:0:a9fe:a9fe", set()),
+        ("64:ff9b::a00:1", {PRIVATE}),
+        ("64:ff9b::5db8:d822", {NONE, LOOPBACK, PRIVATE}),
+        # ... and the IPv4-compatible and site-local forms are never admitted.
+        ("::a9fe:a9fe", set()),
+        ("::5db8:d822", set()),
+        ("fec0::1", set()),
         ("93.184.216.34", {NONE, LOOPBACK, PRIVATE}),
         ("2606:4700::1111", {NONE, LOOPBACK, PRIVATE}),
     ],
