@@ -10,7 +10,7 @@ regeneration (its own queue) nor another webhook's delivery beyond that slot.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -106,12 +106,18 @@ def republish_due(services: Services, publisher: Publisher) -> int:
     now = utcnow()
     with services.unit_of_work() as uow:
         due = webhook_delivery.due_deliveries(uow, now, REDISPATCH_AFTER_SECONDS)
+    return publish_each(publisher, TASK_DELIVER_WEBHOOK, "delivery_id", due)
+
+
+def publish_each(publisher: Publisher, task: str, key: str, ids: Iterable[object]) -> int:
+    """Publish `task` once for each id (as its `key` argument), stopping at the first
+    failure: the rows stay due, so the next sweep tries them again. How many went."""
     sent = 0
-    for delivery_id in due:
+    for row_id in ids:
         try:
-            publisher.publish(TASK_DELIVER_WEBHOOK, {"delivery_id": delivery_id})
+            publisher.publish(task, {key: row_id})
         except Exception as exc:
-            log.warning("republish of due deliveries stopped: %s", type(exc).__name__)
+            log.warning("republish of %s stopped: %s", task, type(exc).__name__)
             break
         sent += 1
     return sent

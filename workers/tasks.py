@@ -34,7 +34,7 @@ from workers.app import (
     TASK_REPUBLISH_STALE,
     TASK_SEND_MAIL,
 )
-from workers.deliveries import register_delivery_tasks, republish_due
+from workers.deliveries import publish_each, register_delivery_tasks, republish_due
 from workers.publish import Publisher
 
 log = logging.getLogger(__name__)
@@ -230,13 +230,5 @@ def _republish_due_mails(publisher: Publisher, services: Services, now: datetime
     """Mails whose retry is due, or whose attempt was lost with its worker."""
     with services.unit_of_work() as uow:
         due = mail.due(uow, now)
-    sent = 0
-    for mail_id in due:
-        try:
-            publisher.publish(TASK_SEND_MAIL, {"mail_id": mail_id})
-        except Exception as exc:
-            # Put off by mail.REPUBLISH_WAIT: the next sweep after that tries again.
-            log.warning("republish of due mails stopped: %s", type(exc).__name__)
-            break
-        sent += 1
-    return sent
+    # A row left unpublished is put off by mail.REPUBLISH_WAIT: a later sweep tries again.
+    return publish_each(publisher, TASK_SEND_MAIL, "mail_id", due)
