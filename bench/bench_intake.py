@@ -42,6 +42,7 @@ from bench.common import (
     markdown_table,
     percentile,
     require_services,
+    run_together,
     server_env,
     settings_from,
 )
@@ -158,13 +159,7 @@ def _load(
         )
         for c in range(CLIENTS)
     ]
-    for t in threads:
-        t.start()
-    start.wait()
-    began = time.perf_counter()
-    for t in threads:
-        t.join()
-    into.seconds += time.perf_counter() - began
+    into.seconds += run_together(threads, start)
 
 
 def _measure(cases: dict[str, tuple[int, str, list[Caller]]]) -> dict[str, Load]:

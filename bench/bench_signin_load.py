@@ -56,6 +56,7 @@ from bench.common import (
     markdown_table,
     percentile,
     require_services,
+    run_together,
     server_env,
     settings_from,
 )
@@ -166,13 +167,7 @@ def drive(port: int, requests: list[Request], clients: int, into: Samples) -> No
         threading.Thread(target=_send, args=(port, requests[t::clients], start, parts[t]))
         for t in range(clients)
     ]
-    for t in threads:
-        t.start()
-    start.wait()
-    began = time.perf_counter()
-    for t in threads:
-        t.join()
-    into.seconds += time.perf_counter() - began
+    into.seconds += run_together(threads, start)
     for part in parts:
         into.add(part)
 

@@ -9,6 +9,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -224,3 +225,15 @@ def gunicorn(app: str, env: dict[str, str], log: Path) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def run_together(threads: Sequence[threading.Thread], start: threading.Barrier) -> float:
+    """Start the client threads, release them at once (each waits on `start`, whose
+    last party is this caller) and return the wall time until the last one ends."""
+    for t in threads:
+        t.start()
+    start.wait()
+    began = time.perf_counter()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - began
