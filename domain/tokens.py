@@ -310,9 +310,16 @@ def list_tokens(
         query = query.where(ApiToken.principal_id == principal_id)
     if not include_revoked:
         moment = now or datetime.now(UTC)
+        idle_since = moment - SESSION_IDLE
         query = query.where(
             ApiToken.revoked_at.is_(None),
             (ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > moment),
+            # A browser session unused for its idle limit is over too (usable()).
+            or_(
+                ApiToken.kind != TokenKind.SESSION,
+                ApiToken.last_used_at > idle_since,
+                and_(ApiToken.last_used_at.is_(None), ApiToken.created_at > idle_since),
+            ),
         )
     if after is not None:
         query = query.where(

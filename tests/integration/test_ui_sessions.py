@@ -23,7 +23,7 @@ from falcon import testing
 from sqlalchemy import delete, select, update
 
 from cli.main import cli
-from domain import audit, ui_sessions
+from domain import audit, purge, ui_sessions
 from domain.audit.types import EventType
 from domain.clock import utcnow
 from domain.errors import TicketGone
@@ -493,6 +493,12 @@ def test_a_session_ends_after_15_idle_minutes(world: ApiWorld) -> None:
     never_used = signed_in(world, ui_link(world, service))
     _age(world, never_used, created_at=now - timedelta(minutes=16), last_used_at=None)
     assert_401(never_used.call("GET", "/v1/me/mfa"))
+    org = str(browser.body["org_id"])
+    admin = world.token(org, "help-desk", "admin")
+    live = world.call("GET", "/v1/org/tokens?include_revoked=false&role=user", admin)
+    assert live.status_code == 200 and live.json["tokens"] == []  # idle sessions are over
+    listed = world.call("GET", "/v1/org/tokens?role=user", admin).json["tokens"]
+    assert {t["token_id"] for t in listed} == {browser.token_id(), never_used.token_id()}
 
 
 def test_a_session_ends_after_8_hours_however_busy(world: ApiWorld) -> None:
@@ -545,6 +551,20 @@ def test_a_repudiation_ends_the_session(world: ApiWorld) -> None:
     done = world.call("POST", f"/v1/repudiations/{made}", headers={"Accept": "application/json"})
     assert done.status_code == 204, done.text
     assert_401(browser.call("GET", "/v1/me/mfa"))
+
+
+def test_the_purge_deletes_expired_tickets_only(world: ApiWorld) -> None:
+    org, _ = person(world)
+    dead = ticket(world, org, "alice", "user", seconds=200)
+    live = ticket(world, org, "alice", "user", seconds=0)
+    with world.services.unit_of_work() as uow:
+        assert purge.purge_expired_ui_tickets(uow.session, utcnow()) >= 1
+        left = set(
+            uow.session.execute(
+                select(UiTicket.ticket_hash).where(UiTicket.org_id == org)
+            ).scalars()
+        )
+    assert left == {_sha(live)} and _sha(dead) not in left
 
 
 # --- the trail and the logs ------------------------------------------------------------------
