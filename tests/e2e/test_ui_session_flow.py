@@ -48,7 +48,7 @@ def test_a_ui_link_signs_a_browser_in_and_out_over_real_http(tmp_path: Path) -> 
             {"ticket": ticket},
         )
         assert entered.status == 200, entered.body
-        (raw,) = entered.headers.get_all("Set-Cookie")
+        (raw,) = entered.headers.get_all("Set-Cookie") or []
         assert "HttpOnly" in raw and "SameSite=Strict" in raw and "Path=/" in raw
         cookie = SimpleCookie(raw)["mfa_session"].value
         csrf = entered.json()["csrf_token"]
