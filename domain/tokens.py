@@ -157,9 +157,9 @@ class Presented:
 
 
 _TOKENS = ApiToken.__table__
-_LOOKUP = select(
-    *(_TOKENS.c[name] for name in Presented.__dataclass_fields__)
-).where(_TOKENS.c.token_hash == bindparam("digest"))
+_LOOKUP = select(*(_TOKENS.c[name] for name in Presented.__dataclass_fields__)).where(
+    _TOKENS.c.token_hash == bindparam("digest")
+)
 
 
 def lookup(conn: Connection, presented: str, now: datetime) -> Presented | None:
