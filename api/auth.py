@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from domain import throttles, tokens, ui_sessions
 from domain.errors import CsrfFailed, Forbidden, TooManyAttempts, Unauthenticated
-from domain.models import ApiToken, TokenKind
+from domain.models import TokenKind
 from infra.db import not_waiting_for_locks
 from infra.services import Services
 from infra.settings import Settings
@@ -115,17 +115,15 @@ def authenticate(
         _failed(services, source_ip, "Send Authorization: Bearer <token>")
     # One read, no transaction around it: autocommit spares a BEGIN and a COMMIT
     # round trip on every request.
-    with (
-        services.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
-        Session(bind=conn) as session,
-    ):
+    # A Core read: a session and an ORM object cost more than the round trip.
+    with services.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         now = datetime.now(UTC)
-        row = tokens.authenticate(session, presented, now)
+        row = tokens.lookup(conn, presented, now)
         # A token counts only where its kind belongs: a session from the cookie, a
         # bearer token from the header.
         if row is not None and row.kind == kind:
             if tokens.due_for_use_mark(row, now):
-                _mark_used(conn, session, row, now)
+                _mark_used(conn, row, now)
             return Principal(
                 row.id,
                 row.org_id,
@@ -151,12 +149,12 @@ def require_csrf(req: falcon.Request, principal: Principal, secret_keys: tuple[s
         raise CsrfFailed(f"Send the page's {CSRF_HEADER} header (GET /ui/session gives it)")
 
 
-def _mark_used(conn: Connection, session: Session, row: ApiToken, now: datetime) -> None:
+def _mark_used(conn: Connection, row: tokens.Presented, now: datetime) -> None:
     """last_used_at, at most once a minute a token (the row just read says when it was
     last written): one conditional UPDATE in the same autocommit connection, which
     waits for no lock and whose failure never fails the request (it is bookkeeping)."""
     try:
-        with not_waiting_for_locks(conn):
+        with not_waiting_for_locks(conn), Session(bind=conn) as session:
             tokens.mark_used(session, row.id, now)
     except SQLAlchemyError as exc:
         log.info("last_used_at of token %s not written: %s", row.id, type(exc).__name__)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, or_, select
+from sqlalchemy import ColumnElement, Table, bindparam, delete, func, insert, or_, select
 from sqlalchemy.orm import aliased
 
 from domain import audit
@@ -48,6 +48,15 @@ def _mine(row: Any, org_id: Any, source: Any) -> tuple[ColumnElement[bool], ...]
         row.kind == KIND_MISTYPED,
         row.source == source,
     )
+
+
+_FAILURES: Table = AuthFailure.__table__  # type: ignore[assignment]
+# Built once, at import (one thread): what each input sends is bound parameters.
+_INSERT = insert(_FAILURES)
+_PRUNE = delete(AuthFailure).where(
+    *_mine(AuthFailure, bindparam("org_id"), bindparam("source")),
+    AuthFailure.occurred_at < bindparam("before"),
+)
 
 
 def columns(
@@ -104,20 +113,21 @@ def note(
     if over is not None:
         raise TooManyAttempts(over)
     due = seen.last_audited is None or now - seen.last_audited >= AUDIT_EVERY
-    session = uow.session
-    session.execute(
-        insert(AuthFailure).values(
-            user_id=user.id, kind=KIND_MISTYPED, source=source, audited=due, occurred_at=now
-        )
+    conn = uow.session.connection()
+    conn.execute(
+        _INSERT,
+        {
+            "user_id": user.id,
+            "kind": KIND_MISTYPED,
+            "source": source,
+            "audited": due,
+            "occurred_at": now,
+        },
     )
     if not due:
         return
     # Old rows go with the batch's event: once a minute per source is often enough.
-    session.execute(
-        delete(AuthFailure).where(
-            *_mine(AuthFailure, user.org_id, source), AuthFailure.occurred_at < now - KEEP_ROWS
-        )
-    )
+    conn.execute(_PRUNE, {"org_id": user.org_id, "source": source, "before": now - KEEP_ROWS})
     audit.append(
         uow,
         user.org_id,

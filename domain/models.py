@@ -340,6 +340,10 @@ class AuditHead(Base):
     # Checkpoints ever signed for this chain; only goes up (migration 0003), so a
     # deleted checkpoint row shows even when every one of them is gone.
     checkpoints: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # How many webhooks the organization has (any state), changed by webhook create and
+    # delete in their transactions: read with the head's lock, so an event looks its
+    # webhooks up exactly when one can exist (domain.notify.webhooks; migration 0011).
+    webhooks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class AuditCheckpoint(Base):

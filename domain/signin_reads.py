@@ -12,10 +12,12 @@ parameters: building SQLAlchemy statements costs more than the round trip here.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
-from typing import Any
+from functools import cache, wraps
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Executable, ScalarSelect, bindparam, exists, func, select
 from sqlalchemy.orm import Session, aliased
@@ -25,6 +27,27 @@ from domain.codes import LEGACY_CODE_LENGTH, LOCATOR_LENGTH
 from domain.models import AttemptLimit, AuthFailure, BackupCode, Organization, TotpEnrollment, User
 
 _CODE, _COUNTED, _LEGACY = aliased(BackupCode), aliased(BackupCode), aliased(BackupCode)
+
+F = TypeVar("F", bound=Callable[..., Executable])
+_BUILDING = threading.Lock()
+
+
+def _built_once(build: F) -> F:
+    """`build`, cached, and never run by two threads at once: SQLAlchemy fills an
+    aliased entity's column adapters on first use, and two threads building over the
+    same aliases at once can make a wrong statement (seen: a cartesian product in the
+    mistyped budget's count, so 429s long before the budget), which the cache would
+    then keep for the process's life."""
+    cached = cache(build)
+
+    @wraps(build)
+    def once(*args: Any) -> Executable:
+        with _BUILDING:
+            return cached(*args)
+
+    return once  # type: ignore[return-value]
+
+
 # The statements' shapes: what the input may be.
 _MISTYPED, _CURRENT, _OLDER = "mistyped", "current", "older"
 
@@ -87,7 +110,7 @@ def _remaining() -> ScalarSelect[int]:
     )
 
 
-@cache
+@_built_once
 def _before_hash_statement(shape: str, rules: limits.Limits) -> Executable:
     query = (
         select(
@@ -197,7 +220,7 @@ def before_hash(
     )
 
 
-@cache
+@_built_once
 def _under_lock_statement(rules: limits.Limits) -> Executable:
     oldest = (
         select(func.min(AuthFailure.occurred_at))

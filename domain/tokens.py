@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from domain import accounts, audit
@@ -129,7 +129,7 @@ def issue_user_token(
     )
 
 
-def usable(row: ApiToken, now: datetime) -> bool:
+def usable(row: ApiToken | Presented, now: datetime) -> bool:
     """Neither revoked nor expired at `now` (nor, for a browser session, idle)."""
     if row.revoked_at is not None or (row.expires_at is not None and now >= row.expires_at):
         return False
@@ -150,7 +150,40 @@ def authenticate(session: Session, presented: str, now: datetime | None = None) 
     return row
 
 
-def due_for_use_mark(row: ApiToken, now: datetime) -> bool:
+@dataclass(frozen=True)
+class Presented:
+    """What a request needs of its token's row (lookup)."""
+
+    id: str
+    org_id: str
+    principal_id: str
+    role: str
+    kind: str
+    created_at: datetime
+    revoked_at: datetime | None
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+
+_TOKENS = ApiToken.__table__
+_LOOKUP = select(*(_TOKENS.c[name] for name in Presented.__dataclass_fields__)).where(
+    _TOKENS.c.token_hash == bindparam("digest")
+)
+
+
+def lookup(conn: Connection, presented: str, now: datetime) -> Presented | None:
+    """authenticate for every request: one Core read on `conn`, no session or ORM
+    object (their cost is per request); None for an unknown, revoked or expired token."""
+    if not presented.startswith(PREFIX) or len(presented) > 200:
+        return None
+    found = conn.execute(_LOOKUP, {"digest": _digest(presented)}).first()
+    if found is None:
+        return None
+    row = Presented(*found)
+    return row if usable(row, now) else None
+
+
+def due_for_use_mark(row: ApiToken | Presented, now: datetime) -> bool:
     """Is the row's last_used_at (as just read) null or a minute old?"""
     return row.last_used_at is None or now - row.last_used_at >= LAST_USED_GRANULARITY
 

@@ -86,12 +86,17 @@ _MOVE_HEAD = (
 )
 
 
-def _locked_head(session: Session, org_id: str) -> tuple[int, str] | None:
-    """(seq, hash) of the organization's head, under its row lock."""
-    row = session.execute(
-        select(_HEADS.c.seq, _HEADS.c.hash).where(_HEADS.c.org_id == org_id).with_for_update()
-    ).one_or_none()
-    return None if row is None else (row.seq, row.hash)
+_LOCK_HEAD = (
+    select(_HEADS.c.seq, _HEADS.c.hash, _HEADS.c.webhooks)
+    .where(_HEADS.c.org_id == bindparam("head_org"))
+    .with_for_update()
+)
+
+
+def _locked_head(session: Session, org_id: str) -> tuple[int, str, int] | None:
+    """(seq, hash, webhooks) of the organization's head, under its row lock."""
+    row = session.execute(_LOCK_HEAD, {"head_org": org_id}).one_or_none()
+    return None if row is None else (row.seq, row.hash, row.webhooks)
 
 
 def ensure_head(session: Session, org_id: str) -> None:
@@ -99,6 +104,20 @@ def ensure_head(session: Session, org_id: str) -> None:
     if session.get(AuditHead, org_id) is None:
         session.add(AuditHead(org_id=org_id, seq=0, hash=GENESIS_HASH, checkpoints=0))
         session.flush()
+
+
+_COUNT_WEBHOOKS = (
+    update(_HEADS)
+    .where(_HEADS.c.org_id == bindparam("head_org"))
+    .values(webhooks=_HEADS.c.webhooks + bindparam("by"))
+)
+
+
+def count_webhooks(session: Session, org_id: str, by: int) -> None:
+    """Change the organization's webhook count on its chain head by `by` (+1 when one
+    is created, -1 when one is deleted), in the transaction that does it; see append."""
+    ensure_head(session, org_id)
+    session.connection().execute(_COUNT_WEBHOOKS, {"head_org": org_id, "by": by})
 
 
 def append(
@@ -127,7 +146,7 @@ def append(
         ensure_head(session, org_id)
         head = _locked_head(session, org_id)
         assert head is not None
-    seq, prev_hash = head
+    seq, prev_hash, webhooks = head
     # Transient (never added to the session): the row is written below; the object
     # is for the caller and the projections (notify.project).
     event = AuditEvent(
@@ -157,7 +176,10 @@ def append(
         set_committed_value(loaded, "seq", event.seq)
         set_committed_value(loaded, "hash", event.hash)
     uow.events.append(RecordedEvent(type, outcome, details))  # counted once committed
-    notify.project(uow, event)  # its mails and webhook deliveries, in this transaction
+    # Its mails and webhook deliveries, in this transaction. The head's webhook count,
+    # read under its lock, is as of every commit before this event: an organization
+    # without webhooks is spared their lookup, and none created before is missed.
+    notify.project(uow, event, webhooks=webhooks)
     return event
 
 

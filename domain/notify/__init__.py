@@ -14,14 +14,17 @@ if TYPE_CHECKING:
     from domain.uow import UnitOfWork
 
 
-def project(uow: UnitOfWork, event: AuditEvent) -> None:
+def project(uow: UnitOfWork, event: AuditEvent, *, webhooks: int | None = None) -> None:
     """Insert the deliveries `event` causes: mails to its user (domain.notify.mail) and
-    the organization's webhook deliveries (domain.notify.webhooks).
+    the organization's webhook deliveries (domain.notify.webhooks). `webhooks`: how
+    many the organization has, as read with its chain head's lock (None: unknown).
     Imports stay inside: the projections use the audit module that calls this."""
-    from domain.notify import mail, webhooks
+    from domain.notify import mail
+    from domain.notify import webhooks as hooks
 
     mail.project(uow, event)
-    webhooks.project_event(uow, event)
+    if webhooks != 0:
+        hooks.project_event(uow, event)
 
 
 def checkpoint_signed(uow: UnitOfWork, checkpoint: AuditCheckpoint) -> None:

@@ -117,6 +117,8 @@ def create(
     )
     uow.session.add(webhook)
     uow.session.flush()
+    # Before its event, so that the new webhook hears of its own creation.
+    audit.count_webhooks(uow.session, org_id, +1)
     _event(uow, webhook, EventType.WEBHOOK_CREATED, ctx, origin=_origin(url), events=events)
     return webhook, secret
 
@@ -197,6 +199,7 @@ def delete(uow: UnitOfWork, org_id: str, webhook_id: str, ctx: audit.Context) ->
     )
     uow.session.delete(webhook)
     uow.session.flush()
+    audit.count_webhooks(uow.session, org_id, -1)  # after its event, which it still hears
 
 
 def rotate_secret(

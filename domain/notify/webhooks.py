@@ -3,8 +3,10 @@
 `project_event` runs inside audit.append: for every enabled webhook of the
 organization whose patterns match, a delivery row is inserted and its id queued
 through the outbox, all in the event's transaction (a rollback takes them too; a
-webhook created later never hears of it). Checkpoints and pings queue their
-deliveries the same way, without an audit event of their own.
+webhook created later never hears of it). An organization whose chain head
+counts no webhook (AuditHead.webhooks, read with the head's lock, which webhook
+create and delete hold too) is not looked up at all. Checkpoints and pings queue
+their deliveries the same way, without an audit event of their own.
 """
 
 from __future__ import annotations
