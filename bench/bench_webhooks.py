@@ -5,10 +5,11 @@ to a regeneration's intake.
    then delivered one after another in this process by the delivery task's own code
    (workers.deliveries.deliver_once: claim with one UPDATE ... RETURNING, decrypt the
    secret, sign, POST through the SSRF-guarded client, record with one UPDATE) to a
-   local receiver that answers at once, THREADS at a time as `run`'s delivery worker
-   does. The baseline is a bare loop of the same POSTs (same body, headers and a new
-   connection each, as the client makes) with http.client from one process, in
-   ROUNDS rounds taken in turn. Bar: the median of the rounds' ratios >= 0.5x.
+   local receiver that answers at once (bench.quick_receiver, a process of its own),
+   THREADS at a time as `run`'s delivery worker does. The baseline is a bare loop of
+   the same POSTs (same body, headers and a new connection each, as the client
+   makes) with http.client from one process to the same receiver, in ROUNDS rounds
+   taken in turn. Bar: the median of the rounds' ratios >= 0.5x.
 2. Intake: a regeneration request (domain use case, as POST regenerations runs it, no
    publish) in an organization with 2 webhooks against one with none, taking turns.
    Bar: <= 1.2x.

@@ -212,11 +212,12 @@ def claim_in(conn: Connection, box: SecretBox, delivery_id: int, now: datetime) 
         "lease_end": now + timedelta(seconds=LEASE_SECONDS),
     }
     if _asynchronous_commit(conn):
-        row = _run_prebuilt(conn, _CLAIM_ASYNCHRONOUS, params).one_or_none()
+        found = _run_prebuilt(conn, _CLAIM_ASYNCHRONOUS, params).one_or_none()
     else:
-        row = conn.execute(_CLAIM[postgres], params).one_or_none()
-    if row is None:
+        found = conn.execute(_CLAIM[postgres], params).one_or_none()
+    if found is None:
         return None
+    row: tuple[Any, ...] = tuple(found)
     webhook_id, message_id, payload, number = row[:4]
     hook = row[4:] if postgres else conn.execute(_WEBHOOK_OF, {"webhook_id": webhook_id}).one()
     return Attempt(
