@@ -6,11 +6,13 @@ signature with the standardwebhooks library, and the outcome is recorded (retrie
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select, text
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from domain import admin, audit
@@ -316,3 +318,51 @@ def test_of_two_workers_claiming_at_once_one_gets_the_attempt(svc: Services) -> 
     assert sorted(a is None for a in got) == [False, True]
     (after,) = deliveries(svc, hook_id)
     assert after.attempts == 1
+
+
+ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true)"
+
+
+@contextmanager
+def statements_sent(svc: Services) -> Iterator[list[str]]:
+    sent: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        sent.append(statement)
+
+    event.listen(svc.engine, "before_cursor_execute", seen)
+    try:
+        yield sent
+    finally:
+        event.remove(svc.engine, "before_cursor_execute", seen)
+
+
+@pytest.mark.postgres
+def test_only_the_workers_claim_and_record_skip_the_wal_flush(pg_services: Services) -> None:
+    svc = pg_services
+    org_id = new_org(svc)
+    with receiver(Reply(204), Reply(410)) as rx:
+        hook_id, _ = make_webhook(svc, org_id, rx.url)
+        for code_count in (6, 7, 8):
+            change_policy(svc, org_id, code_count)
+        in_uow, first, second = deliveries(svc, hook_id)
+        # In a unit of work (which may carry other writes) a claim stays durable.
+        with statements_sent(svc) as sent, svc.unit_of_work() as uow:
+            assert webhook_delivery.claim(uow, svc.box, in_uow.id, utcnow()) is not None
+            assert uow.session.execute(text("SHOW synchronous_commit")).scalar() == "on"
+        assert sent and not any(ASYNC_COMMIT in s for s in sent)
+        with statements_sent(svc) as sent:
+            assert deliver_once(svc, CLIENT, first.id).outcome == "succeeded"  # type: ignore[union-attr]
+        # The worker's claim and record, each its own autocommit statement: asynchronous.
+        assert [ASYNC_COMMIT in s for s in sent] == [True, True]
+        with statements_sent(svc) as sent:
+            assert deliver_once(svc, CLIENT, second.id).outcome == "disabled"  # type: ignore[union-attr]
+        # The 410 disables the webhook and audits it: that transaction stays durable.
+        claim, *rest = sent
+        assert ASYNC_COMMIT in claim and not any(ASYNC_COMMIT in s for s in rest)
+        assert any("INSERT INTO audit_events" in s for s in rest)
+    # SET LOCAL: the setting ended with each statement's transaction, on every
+    # connection the pool hands out.
+    for _ in range(3):
+        with svc.engine.connect() as conn:
+            assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
