@@ -428,7 +428,9 @@ def shoot() -> Shoot:
 def run_axe(page: Page) -> dict[str, Any]:
     """axe-core (shipped inside axe-playwright-python) on the page as it is now; fails on
     any serious or critical violation, naming each rule and its first nodes."""
-    from axe_playwright_python.sync_playwright import Axe as AxeRunner
+    from axe_playwright_python.sync_playwright import (  # type: ignore[import-untyped]
+        Axe as AxeRunner,
+    )
 
     results: dict[str, Any] = AxeRunner().run(page).response
     bad = [v for v in results["violations"] if v.get("impact") in ("serious", "critical")]
