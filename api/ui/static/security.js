@@ -113,7 +113,7 @@ function render(s) {
   const badge = $("mfa-badge");
   badge.hidden = false;
   badge.textContent = s.enrolled ? "On" : "Off";
-  badge.className = s.enrolled ? "sec-badge sec-badge-ok" : "sec-badge sec-badge-off";
+  badge.className = s.enrolled ? "badge badge-ok" : "badge badge-neutral";
   show("enrolled", s.enrolled);
   show("enroll", !s.enrolled);
   if (s.enrolled) {
@@ -148,7 +148,7 @@ function renderCodes(s) {
   open.textContent = set === null ? "Generate backup codes" : "Regenerate backup codes";
   if (set === null) {
     badge.textContent = "None";
-    badge.className = "sec-badge sec-badge-warn";
+    badge.className = "badge badge-warning";
     if (s.last_set_expired_unseen) {
       notices.append(notice("warning", "Your last set of codes was never shown.",
         " It expired before anyone opened it, so it was turned off. Generate a new set."));
@@ -166,18 +166,18 @@ function renderCodes(s) {
     $("codes-format").textContent = set.format === 12 ? "12 symbols (older format)" : `${set.format} symbols`;
     if (set.remaining === 0) {
       badge.textContent = "None left";
-      badge.className = "sec-badge sec-badge-warn";
+      badge.className = "badge badge-warning";
       notices.append(notice("warning", "You have used every backup code.",
         " Regenerate a new set so you can still sign in if you lose your phone."));
     } else if (set.low) {
       badge.textContent = "Running low";
-      badge.className = "sec-badge sec-badge-warn";
+      badge.className = "badge badge-warning";
       const word = set.remaining === 1 ? "code" : "codes";
       notices.append(notice("warning", `Running low: only ${set.remaining} backup ${word} left.`,
         " Regenerate a new set before you run out."));
     } else {
       badge.textContent = "Active";
-      badge.className = "sec-badge sec-badge-ok";
+      badge.className = "badge badge-ok";
     }
     if (set.format === 12) {
       notices.append(notice("info", "Your codes use an older, shorter format.",
@@ -185,11 +185,12 @@ function renderCodes(s) {
     }
   }
   if (s.limits.backup_codes_locked) {
-    notices.append(notice("error", "Signing in with backup codes is locked",
+    notices.append(notice("danger", "Signing in with backup codes is locked",
       " after too many wrong codes in a row. A new set, or your administrator, unlocks it."));
   }
 }
 
+// A standing notice (no role=alert: it is read with the section, not shouted at load).
 function notice(kind, strong, text) {
   const box = document.createElement("div");
   box.className = `notice notice-${kind}`;
