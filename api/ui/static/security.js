@@ -11,7 +11,7 @@ const ME = "/v1/me/mfa";
 const ENROLL = "/v1/me/mfa/enrollment";
 const CONFIRM = "/v1/me/mfa/enrollment/confirm";
 const REGENERATIONS = "/v1/me/backup-codes/regenerations";
-const EVENTS = "/v1/me/events?limit=20";
+const EVENTS = "/v1/me/events?limit=12";
 const POLL_MS = 400;
 const POLLS = 750; // about five minutes, then the page says to come back later
 const PENDING = new Set(["queued", "processing"]);
@@ -487,6 +487,7 @@ function throttle(form, until) {
   const input = $(`${form}-totp`);
   disableCode(form, true);
   fieldError(form, `Too many wrong codes. To protect your account, you can try again at ${untilText(until, formatTime)}.`);
+  input.removeAttribute("aria-invalid");
   $(`${form}-error`).focus();
   clearTimeout(waits.get(form));
   const wait = Math.min(Math.max(until.getTime() - Date.now(), 0) + 500, 2 ** 31 - 1);
@@ -501,14 +502,23 @@ function throttle(form, until) {
 function lock(form) {
   disableCode(form, true);
   fieldError(form, "Your authenticator codes are locked after too many wrong codes in a row. It stays locked until your administrator unlocks it: contact them to continue.");
+  $(`${form}-totp`).removeAttribute("aria-invalid");
   $(`${form}-error`).focus();
 }
 
+// While throttled or locked the field is off and the message is a notice, not the
+// field's fault (no aria-invalid), focusable so focus can go to it.
 function disableCode(form, off) {
-  $(`${form}-totp`).disabled = off;
+  const input = $(`${form}-totp`);
+  const error = $(`${form}-error`);
+  input.disabled = off;
   $(`${form}-submit`).disabled = off;
-  $(`${form}-error`).tabIndex = off ? -1 : 0;
-  if (!off) $(`${form}-error`).removeAttribute("tabindex");
+  error.classList.toggle("sec-blocked", off);
+  if (off) {
+    error.tabIndex = -1;
+  } else {
+    error.removeAttribute("tabindex");
+  }
 }
 
 // --- after the codes -----------------------------------------------------------------
