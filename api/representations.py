@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row
 
+from api.qr import otpauth_svg
 from domain.admin import CodeSet, MfaStatus
 from domain.audit.query import event_to_dict
 from domain.audit.verify import Verification
@@ -15,6 +17,7 @@ from domain.clock import rfc3339_millis
 from domain.limits import Standing
 from domain.models import ApiToken, AuditEvent, Regeneration, User, Webhook, WebhookDelivery
 from domain.policy import Policy
+from domain.sheets.store import RetrievedSheet
 from domain.signin import VerifyResult
 from domain.tokens import TokenInfo
 from domain.totp_signin import TotpCheck
@@ -170,8 +173,21 @@ def audit_verification(result: Verification) -> dict[str, Any]:
 
 
 def enrollment(secret: str, otpauth_uri: str) -> dict[str, Any]:
-    """The answer to POST /v1/me/mfa/enrollment: the secret, shown this once."""
-    return {"secret": secret, "otpauth_uri": otpauth_uri}
+    """The answer to POST /v1/me/mfa/enrollment: the secret, shown this once, and its
+    URI as a QR code to scan."""
+    return {"secret": secret, "otpauth_uri": otpauth_uri, "qr_svg": otpauth_svg(otpauth_uri)}
+
+
+def sheet(got: RetrievedSheet, filename: str) -> dict[str, Any]:
+    """The JSON form of the sheet: the codes and the PDF (base64) of one retrieval."""
+    reg = got.regeneration
+    return {
+        "set_id": reg.set_id,
+        "generated_at": _ts(reg.completed_at or reg.created_at),
+        "codes": got.codes,
+        "filename": filename,
+        "pdf": base64.b64encode(got.pdf).decode("ascii"),
+    }
 
 
 def enrollment_confirmed(first: Regeneration | None) -> dict[str, Any]:

@@ -14,6 +14,9 @@ from infra.services import Services
 
 PDF = "application/pdf"
 TEXT = "text/plain"
+JSON = "application/json"
+# The media type a client prefers -> the form the domain is asked for (PDF by default).
+_KINDS = {PDF: "pdf", TEXT: "text", JSON: "json"}
 
 
 class Regenerations(Resource):
@@ -48,10 +51,10 @@ class RegenerationSheet(Resource):
     roles = ("user",)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, regeneration_id: str) -> None:
-        # PDF unless the client prefers the text form (docs/api.md: PDF is the default).
-        kind = "text" if req.client_prefers([PDF, TEXT]) == TEXT else "pdf"
+        # PDF unless the client prefers the text or the JSON form (docs/api.md).
+        kind = _KINDS.get(req.client_prefers(list(_KINDS)) or PDF, "pdf")
         with self.services.unit_of_work() as uow:
-            body, reg = regeneration.retrieve_sheet(
+            got = regeneration.retrieve_sheet_forms(
                 uow,
                 self.services,
                 self.user(uow, req),
@@ -60,14 +63,19 @@ class RegenerationSheet(Resource):
                 utcnow(),
                 req.context.audit,
             )
-            generated = reg.completed_at or reg.created_at
+        reg = got.regeneration
+        filename = sheet_filename(reg.completed_at or reg.created_at)
         resp.set_header("X-Content-Type-Options", "nosniff")
-        if kind == "text":
+        if kind == "json":
+            # Everything a page needs for copy, download and print, from this one answer.
+            resp.media = representations.sheet(got, filename)
+        elif kind == "text":
             resp.content_type = "text/plain; charset=utf-8"
+            resp.data = got.text.encode()
         else:
             resp.content_type = PDF
-            resp.downloadable_as = sheet_filename(generated)
-        resp.data = body
+            resp.downloadable_as = filename
+            resp.data = got.pdf
 
 
 def register(app: falcon.App[falcon.Request, falcon.Response], services: Services) -> None:

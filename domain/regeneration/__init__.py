@@ -18,6 +18,7 @@ from domain.regeneration.intake import (
     queue_regeneration,
     request_regeneration,
     retrieve_sheet,
+    retrieve_sheet_forms,
 )
 from domain.regeneration.sweep import expire_sheets, stale_regenerations
 from domain.regeneration.worker import (
@@ -41,5 +42,6 @@ __all__ = [
     "queue_regeneration",
     "request_regeneration",
     "retrieve_sheet",
+    "retrieve_sheet_forms",
     "stale_regenerations",
 ]

@@ -180,3 +180,18 @@ def retrieve_sheet(
 ) -> tuple[bytes, Regeneration]:
     """The sheet ("pdf" or "text"), exactly once; see domain.sheets.store."""
     return sheet_store.retrieve_sheet(uow, services.box, user, regeneration_id, kind, now, ctx)
+
+
+def retrieve_sheet_forms(
+    uow: UnitOfWork,
+    services: Services,
+    user: User,
+    regeneration_id: str,
+    kind: str,
+    now: datetime,
+    ctx: audit.Context,
+) -> sheet_store.RetrievedSheet:
+    """Both forms of the sheet at once (a page's "json" retrieval), exactly once."""
+    return sheet_store.retrieve_sheet_forms(
+        uow, services.box, user, regeneration_id, kind, now, ctx
+    )

@@ -15,6 +15,7 @@ Public entry points are re-exported by domain.regeneration.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import ColumnElement, delete, select, update
@@ -46,7 +47,9 @@ from domain.sheets.render import SheetContent, render_pdf, render_text
 from domain.sql import rowcount
 from domain.uow import UnitOfWork
 
-KINDS = ("pdf", "text")
+# What a retrieval asks for: the PDF, the text form, or both at once ("json", a page's
+# one retrieval for copy, download and print). Recorded as the audit event's format.
+KINDS = ("pdf", "text", "json")
 UNSEEN_EXPIRY = SheetExpired.slug  # why an expiry deactivated a set (audit details)
 
 
@@ -107,6 +110,19 @@ def change_status(
     return rowcount(changed) == 1
 
 
+@dataclass(frozen=True)
+class RetrievedSheet:
+    """Both forms of a sheet that was just claimed; out of repr, so no log shows them."""
+
+    regeneration: Regeneration
+    pdf: bytes = field(repr=False)
+    text: str = field(repr=False)
+
+    @property
+    def codes(self) -> list[str]:
+        return self.text.splitlines()
+
+
 def retrieve_sheet(
     uow: UnitOfWork,
     box: SecretBox,
@@ -116,9 +132,27 @@ def retrieve_sheet(
     now: datetime,
     ctx: audit.Context,
 ) -> tuple[bytes, Regeneration]:
+    """One form of the sheet ("pdf" or "text"), exactly once."""
+    if kind not in ("pdf", "text"):
+        raise InvalidRequest("the sheet comes as pdf or text", field="kind")
+    got = retrieve_sheet_forms(uow, box, user, regeneration_id, kind, now, ctx)
+    return (got.pdf if kind == "pdf" else got.text.encode()), got.regeneration
+
+
+def retrieve_sheet_forms(
+    uow: UnitOfWork,
+    box: SecretBox,
+    user: User,
+    regeneration_id: str,
+    kind: str,
+    now: datetime,
+    ctx: audit.Context,
+) -> RetrievedSheet:
+    """The sheet, exactly once, whatever `kind` was asked for: the first claim of any
+    kind ends retrieval for every kind."""
     session = uow.session
     if kind not in KINDS:
-        raise InvalidRequest("the sheet comes as pdf or text", field="kind")
+        raise InvalidRequest("the sheet comes as pdf, text or json", field="kind")
     reg = owned_regeneration(session, user, regeneration_id)
     claimed = change_status(
         session,
@@ -135,7 +169,11 @@ def retrieve_sheet(
     if sheet is None:  # cannot happen while status and sheet change together
         reg.status = RegenerationStatus.EXPIRED
         raise _refused(uow, user, reg, kind, ctx, SheetExpired())
-    body = box.decrypt(sheet.pdf_ciphertext if kind == "pdf" else sheet.text_ciphertext)
+    got = RetrievedSheet(
+        regeneration=reg,
+        pdf=box.decrypt(sheet.pdf_ciphertext),
+        text=box.decrypt_text(sheet.text_ciphertext),
+    )
     session.delete(sheet)
     session.flush()
     audit.append(
@@ -147,7 +185,7 @@ def retrieve_sheet(
         user_id=user.external_id,
         details={"regeneration_id": reg.id, "format": kind},
     )
-    return body, reg
+    return got
 
 
 def _refuse_retrieval(

@@ -418,11 +418,21 @@ def test_sensitive_responses_are_not_stored(
     assert re.search(header["schema"]["pattern"], "no-store")
 
 
-def test_the_sheet_is_a_pdf_or_plain_text_with_a_content_disposition(doc: dict[str, Any]) -> None:
+def test_the_sheet_is_a_pdf_plain_text_or_json_with_a_content_disposition(
+    doc: dict[str, Any],
+) -> None:
     ok = doc["paths"]["/v1/me/backup-codes/regenerations/{regeneration_id}/sheet"]["get"][
         "responses"
     ]["200"]
-    assert set(ok["content"]) == {"application/pdf", "text/plain"}
+    assert set(ok["content"]) == {"application/pdf", "text/plain", "application/json"}
+    assert ok["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Sheet"}
+    assert doc["components"]["schemas"]["Sheet"]["required"] == [
+        "set_id",
+        "generated_at",
+        "codes",
+        "filename",
+        "pdf",
+    ]
     assert ok["content"]["application/pdf"]["schema"] == {
         "type": "string",
         "contentMediaType": "application/pdf",
@@ -595,6 +605,17 @@ VALID = [
         {
             "secret": "JBSWY3DPEHPK3PXP",
             "otpauth_uri": "otpauth://totp/acme:alice?secret=JBSWY3DPEHPK3PXP",
+            "qr_svg": '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 29 29"></svg>',
+        },
+    ),
+    (
+        "Sheet",
+        {
+            "set_id": "PZB-H1T",
+            "generated_at": "2026-12-02T01:00:00.000Z",
+            "codes": ["0A1B-2C3D-4E5F-6G7H", "K7Q2-9MXR-4TWZ"],
+            "filename": "backup-codes-2026-12-02.pdf",
+            "pdf": "JVBERi0xLjQK",
         },
     ),
     ("EnrollmentConfirmation", {"enrolled": True, "regeneration": REGENERATION}),

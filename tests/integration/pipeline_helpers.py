@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from domain import accounts, enrollment, regeneration
 from domain.models import Regeneration, Sheet, User
+from domain.sheets.store import RetrievedSheet
 from infra.services import Services
 from tests.support.builders import NOW as BUILDERS_NOW
 from tests.support.builders import USER_CTX as CTX
@@ -105,6 +106,22 @@ def retrieve(svc: Services, person: Person, regeneration_id: str, kind: str, at:
             CTX,
         )
         return body
+
+
+def retrieve_forms(
+    svc: Services, person: Person, regeneration_id: str, kind: str, at: datetime
+) -> RetrievedSheet:
+    """Both forms at once, as the API's JSON retrieval asks for them."""
+    with svc.unit_of_work() as uow:
+        return regeneration.retrieve_sheet_forms(
+            uow,
+            svc,
+            user(uow.session, person.org_id, person.external_id),
+            regeneration_id,
+            kind,
+            at,
+            CTX,
+        )
 
 
 def enrolled_and_fetched(svc: Services, at: datetime = NOW) -> Person:

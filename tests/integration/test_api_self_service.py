@@ -6,15 +6,18 @@ makes its own organization.
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
+from xml.etree import ElementTree
 
 import pyotp
 import pytest
+import segno
 from celery.contrib.testing.worker import start_worker
 from falcon import testing
 from pypdf import PdfReader
@@ -143,11 +146,52 @@ def test_enrollment_answers_a_secret_and_uri_never_cached(world: ApiWorld) -> No
     got = world.call("POST", ENROLL, token)
     assert got.status_code == 201, got.text
     assert got.headers["Cache-Control"] == "no-store"
-    assert set(got.json) == {"secret", "otpauth_uri"}
+    assert set(got.json) == {"secret", "otpauth_uri", "qr_svg"}
     assert re.fullmatch(r"[A-Z2-7]{16,}=*", got.json["secret"])
     assert got.json["otpauth_uri"].startswith("otpauth://totp/")
     assert f"secret={got.json['secret']}" in got.json["otpauth_uri"]
     assert status(world, token)["enrolled"] is False  # pending until confirmed
+
+
+def test_enrollment_qr_svg_is_a_scriptless_svg_of_the_uri(world: ApiWorld) -> None:
+    org = world.org()
+    world.user(org)
+    token = world.token(org, "alice", "user")
+    got = world.call("POST", ENROLL, token).json
+    svg = ElementTree.fromstring(got["qr_svg"])  # noqa: S314 (our own answer, in a test)
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+    assert svg.get("viewBox") and svg.get("width") is None  # the page sizes it
+    elements = [e.tag.rsplit("}", 1)[-1] for e in svg.iter()]
+    assert set(elements) <= {"svg", "title", "path"}, elements  # no script, link, image, use
+    attributes = {name for e in svg.iter() for name in e.attrib}
+    assert not {a for a in attributes if a.lower().startswith("on") or "href" in a.lower()}
+    # The drawn modules are the QR symbol of the URI (segno's encoding of it, quiet zone 4).
+    symbol = segno.make(got["otpauth_uri"], error="m", micro=False, boost_error=False)
+    expected = {
+        (x + 4, y + 4) for y, row in enumerate(symbol.matrix) for x, v in enumerate(row) if v
+    }
+    assert _dark_modules(svg) == expected
+
+
+def _dark_modules(svg: ElementTree.Element) -> set[tuple[int, int]]:
+    """The modules an SVG of segno's form paints: a white background path, then one
+    stroked path of horizontal runs, `M x y+0.5` then `h n` (n dark modules) and
+    `m dx dy` (relative moves)."""
+    paths = svg.findall("{http://www.w3.org/2000/svg}path")
+    assert [p.get("fill") for p in paths] == ["#fff", None]
+    path = paths[1]
+    assert path.get("stroke") == "#000"
+    dark: set[tuple[int, int]] = set()
+    x = y = 0.0
+    for op, a, b in re.findall(r"([Mmh])(-?[\d.]+)(?: (-?[\d.]+))?", path.get("d", "")):
+        if op == "M":
+            x, y = float(a), float(b)
+        elif op == "m":
+            x, y = x + float(a), y + float(b)
+        else:
+            dark |= {(int(x) + i, int(y)) for i in range(int(a))}
+            x += float(a)
+    return dark
 
 
 def test_enrollment_restart_replaces_the_pending_secret(world: ApiWorld) -> None:
@@ -553,6 +597,74 @@ def test_simultaneous_sheet_requests_serve_it_exactly_once(world: ApiWorld) -> N
     assert sorted(r.status_code for r in results) == [200, 410]
     loser = next(r for r in results if r.status_code == 410)
     problem(loser, 410, "sheet-gone")
+
+
+def test_sheet_json_form_holds_codes_and_pdf_from_one_retrieval(world: ApiWorld) -> None:
+    org = world.org(code_count=4)
+    token, confirmed = world.enroll(org)
+    rid = confirmed["regeneration"]["id"]
+    done = world.await_status(token, rid)
+    path = f"{REGENERATIONS}/{rid}/sheet"
+    got = world.call("GET", path, token, headers={"Accept": "application/json"})
+    assert got.status_code == 200, got.text
+    assert got.headers["Content-Type"].startswith("application/json")
+    assert got.headers["Cache-Control"] == "no-store"
+    assert "Content-Disposition" not in got.headers
+    body = got.json
+    assert set(body) == {"set_id", "generated_at", "codes", "filename", "pdf"}
+    assert body["set_id"] == status(world, token)["backup_codes"]["set_id"]
+    assert body["generated_at"] == done["completed_at"]
+    assert body["filename"] == f"backup-codes-{done['completed_at'][:10]}.pdf"
+    assert len(body["codes"]) == 4 and all(CODE_RE.fullmatch(c) for c in body["codes"])
+    pdf = base64.b64decode(body["pdf"], validate=True)
+    printed = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+    assert body["set_id"] in printed
+    assert all(code in printed for code in body["codes"])  # the PDF holds the same codes
+    assert verify(world, org, "alice", body["codes"][0])["accepted"] is True
+    for accept in ("application/json", "application/pdf", "text/plain"):
+        problem(world.call("GET", path, token, headers={"Accept": accept}), 410, "sheet-gone")
+
+
+def test_a_sheet_fetched_as_pdf_is_gone_for_json_too(world: ApiWorld) -> None:
+    org = world.org()
+    token, confirmed = world.enroll(org)
+    rid = confirmed["regeneration"]["id"]
+    world.await_status(token, rid)
+    path = f"{REGENERATIONS}/{rid}/sheet"
+    assert world.call("GET", path, token, headers={"Accept": "text/plain"}).status_code == 200
+    problem(
+        world.call("GET", path, token, headers={"Accept": "application/json"}), 410, "sheet-gone"
+    )
+
+
+@pytest.mark.parametrize(
+    "accepts",
+    [("application/json", "application/json"), ("application/json", "application/pdf")],
+    ids=["json-json", "json-pdf"],
+)
+def test_simultaneous_json_sheet_requests_serve_it_exactly_once(
+    world: ApiWorld, accepts: tuple[str, str]
+) -> None:
+    org = world.org()
+    token, confirmed = world.enroll(org)
+    rid = confirmed["regeneration"]["id"]
+    world.await_status(token, rid)
+    start = threading.Barrier(2)
+    results: list[testing.Result] = []
+
+    def fetch(accept: str) -> None:
+        start.wait(timeout=10)
+        results.append(
+            world.call("GET", f"{REGENERATIONS}/{rid}/sheet", token, headers={"Accept": accept})
+        )
+
+    threads = [threading.Thread(target=fetch, args=(a,)) for a in accepts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(r.status_code for r in results) == [200, 410]
+    problem(next(r for r in results if r.status_code == 410), 410, "sheet-gone")
 
 
 def test_sheet_of_a_queued_regeneration_is_409_not_ready(idle_world: ApiWorld) -> None:

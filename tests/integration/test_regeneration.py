@@ -38,6 +38,7 @@ from tests.integration.pipeline_helpers import (
     enrolled,
     request,
     retrieve,
+    retrieve_forms,
     start,
     stored_sheet,
     user,
@@ -606,18 +607,23 @@ def test_a_sheet_past_its_expiry_is_refused_and_purged_on_retrieval(svc: Service
 # --- PostgreSQL: two simultaneous retrievals ------------------------------------
 
 
-def _race(svc: Services, person: Person, reg_id: str) -> list[object]:
+def _race(
+    svc: Services, person: Person, reg_id: str, kinds: tuple[str, str] = ("pdf", "pdf")
+) -> list[object]:
     results: list[object] = []
     barrier = threading.Barrier(2)
 
-    def fetch() -> None:
+    def fetch(kind: str) -> None:
         barrier.wait()
         try:
-            results.append(retrieve(svc, person, reg_id, "pdf", T))
+            if kind == "json":
+                results.append(retrieve_forms(svc, person, reg_id, kind, T).pdf)
+            else:
+                results.append(retrieve(svc, person, reg_id, kind, T))
         except DomainError as exc:
             results.append(exc)
 
-    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    threads = [threading.Thread(target=fetch, args=(kind,)) for kind in kinds]
     for t in threads:
         t.start()
     for t in threads:
@@ -633,6 +639,33 @@ def test_of_two_simultaneous_retrievals_exactly_one_gets_the_sheet(pg_services: 
         assert len(results) == 2
         assert sum(isinstance(r, bytes) for r in results) == 1
         assert sum(isinstance(r, SheetGone) for r in results) == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("kinds", [("json", "json"), ("json", "text")], ids="-".join)
+def test_of_two_simultaneous_retrievals_one_in_both_forms_exactly_one_wins(
+    pg_services: Services, kinds: tuple[str, str]
+) -> None:
+    for _ in range(5):
+        person, reg_id = _ready(pg_services)
+        results = _race(pg_services, person, reg_id, kinds)
+        assert len(results) == 2
+        assert sum(isinstance(r, bytes) for r in results) == 1
+        assert sum(isinstance(r, SheetGone) for r in results) == 1
+
+
+def test_the_json_retrieval_gives_both_forms_and_audits_its_format(svc: Services) -> None:
+    person, reg_id = _ready(svc)
+    got = retrieve_forms(svc, person, reg_id, "json", T)
+    assert got.pdf.startswith(b"%PDF-")
+    assert len(got.codes) == 5
+    printed = "".join(p.extract_text() for p in PdfReader(io.BytesIO(got.pdf)).pages)
+    assert all(code in printed for code in got.codes)
+    assert all(code not in repr(got) for code in got.codes)  # no log shows them
+    retrieved = events(svc, person.org_id, EventType.SHEET_RETRIEVED)
+    assert retrieved[-1].details == {"regeneration_id": reg_id, "format": "json"}
+    with pytest.raises(SheetGone):
+        retrieve(svc, person, reg_id, "pdf", T)
 
 
 @pytest.mark.postgres
