@@ -283,3 +283,22 @@ def test_the_stylesheet_ends_with_the_page_sections() -> None:
     markers = [f"/* ==== {page} ==== */" for page in ("security", "audit", "admin")]
     at = [css.index(m) for m in markers]
     assert at == sorted(at)
+
+
+def test_a_page_preloads_only_modules_its_entry_module_imports() -> None:
+    """A modulepreload that no import asks for would be a fourth request for nothing
+    (and one left behind by a renamed module, a 404)."""
+    from tests.browser.conftest import module_graph
+
+    html_dir = Path(__file__).resolve().parents[2] / "api" / "ui" / "html"
+    checked = 0
+    for page in html_dir.glob("*.html"):
+        text = page.read_text()
+        preloads = set(re.findall(r'<link rel="modulepreload" href="([^"]+)">', text))
+        if not preloads:
+            continue
+        entry = re.search(r'<script type="module" src="/ui/static/([^"]+)">', text)
+        assert entry is not None, page.name
+        assert preloads <= module_graph(entry.group(1)) - {f"/ui/static/{entry.group(1)}"}
+        checked += 1
+    assert checked >= 1

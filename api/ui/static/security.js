@@ -30,20 +30,27 @@ const waits = new Map(); // form id -> timer that lifts a throttle
 // --- start ---------------------------------------------------------------------------
 
 async function main() {
+  // The three first reads go out together (none of them waits for another).
+  const chrome = mountChrome();
+  const first = api("GET", ME);
+  const events = api("GET", EVENTS);
+  events.catch(() => {}); // answered in loadEvents
+  first.catch(() => {}); // answered below
   try {
-    await mountChrome();
+    await chrome;
   } catch (err) {
     fatal(err);
     return;
   }
   wire();
   try {
-    await refresh();
+    status = await first;
+    render(status);
   } catch (err) {
     fatal(err);
     return;
   }
-  await loadEvents();
+  await loadEvents(events);
   document.documentElement.dataset.state = "ready";
 }
 
@@ -537,10 +544,10 @@ async function finishCodes() {
 
 // --- events --------------------------------------------------------------------------
 
-async function loadEvents() {
+async function loadEvents(pending = api("GET", EVENTS)) {
   let events;
   try {
-    ({ events } = await api("GET", EVENTS));
+    ({ events } = await pending);
   } catch (err) {
     if (isEnded(err)) return;
     show("events");

@@ -22,17 +22,21 @@ export class ApiError extends Error {
 
 const TIMEOUT_MS = 30000;
 
+// The service's rule (api/auth.py): a state change, or the sheet (fetching it ends it).
+function needsCsrf(method, path) {
+  return !["GET", "HEAD"].includes(method) || path.split("?")[0].endsWith("/sheet");
+}
+
 /**
  * api("POST", "/v1/me/backup-codes/regenerations", {body: {totp}}) → the parsed JSON
  * (null for 204). With `accept` other than JSON (e.g. "application/pdf") the Response
  * itself. Throws ApiError; a 401 also shows the "session has ended" notice.
  */
 export async function api(method, path, { body, accept } = {}) {
-  const session = await currentSession();
-  const headers = {
-    Accept: accept || "application/json",
-    "X-CSRF-Token": session.csrf_token,
-  };
+  const headers = { Accept: accept || "application/json" };
+  // Only what the service checks waits for the session's CSRF token: a plain read
+  // goes out at once, beside GET /ui/session, so a page's first reads run in parallel.
+  if (needsCsrf(method, path)) headers["X-CSRF-Token"] = (await currentSession()).csrf_token;
   const init = { method, headers, credentials: "same-origin", cache: "no-store" };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
