@@ -21,12 +21,18 @@ function cell(text, className) {
   return td;
 }
 
-const OUTCOME_WORDS = { success: "Success", failure: "Failure", denied: "Denied" };
+// The word carries the meaning; the colour (the base's badges) only repeats it.
+const OUTCOMES = {
+  success: ["Success", "badge-ok"],
+  failure: ["Failure", "badge-warning"],
+  denied: ["Denied", "badge-danger"],
+};
 
 function outcomeCell(outcome) {
   const td = node("td");
-  const badge = node("span", "audit-outcome", OUTCOME_WORDS[outcome] ?? outcome);
-  badge.dataset.outcome = outcome in OUTCOME_WORDS ? outcome : "other";
+  const [word, kind] = OUTCOMES[outcome] ?? [outcome, "badge-neutral"];
+  const badge = node("span", `badge ${kind} audit-outcome`, word);
+  badge.dataset.outcome = outcome;
   td.append(badge);
   return td;
 }
@@ -62,7 +68,7 @@ function fact(list, term, value, className) {
 
 function detailPanel(event, onRequest) {
   const panel = node("div", "audit-detail");
-  const facts = node("dl", "audit-facts audit-detail-facts");
+  const facts = node("dl", "facts");
   fact(facts, "Event id", event.id, "audit-mono");
   fact(facts, "Occurred", event.occurred_at, "audit-mono");
   fact(facts, "Actor", actorText(event.actor));
