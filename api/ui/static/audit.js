@@ -234,7 +234,9 @@ function wire() {
   $("page-prev").addEventListener("click", () => {
     if (state.index > 0) loadPage(state.index - 1, { focus: $("page-prev") });
   });
-  $("chain-recheck").addEventListener("click", () => verify({ speak: true }));
+  $("chain-recheck").addEventListener("click", (event) => {
+    if (event.currentTarget.getAttribute("aria-disabled") !== "true") verify({ speak: true });
+  });
   window.addEventListener("popstate", () => {
     const filters = fromLocation(window.location.search);
     writeForm($("filters"), filters);

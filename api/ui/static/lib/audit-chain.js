@@ -14,7 +14,8 @@ function show(node, visible) {
 export function renderChecking() {
   $("chain").dataset.verdict = "checking";
   $("chain-verdict").textContent = "Verifying the chain…";
-  $("chain-recheck").disabled = true;
+  // aria-disabled, not disabled: the button keeps the focus of whoever pressed it.
+  $("chain-recheck").setAttribute("aria-disabled", "true");
 }
 
 /** The panel for a verification answer; returns the sentence to announce. */
@@ -22,7 +23,7 @@ export function renderVerification(result) {
   const section = $("chain");
   const verdict = $("chain-verdict");
   const reason = $("chain-reason");
-  $("chain-recheck").disabled = false;
+  $("chain-recheck").removeAttribute("aria-disabled");
   let sentence;
   if (result.ok) {
     section.dataset.verdict = "ok";
@@ -46,7 +47,9 @@ export function renderVerification(result) {
   const cp = result.checkpoint;
   $("chain-checkpoint").textContent = cp
     ? `seq ${cp.seq}, signed ${formatUtc(cp.signed_at)} with key ${cp.key_id}`
-    : "none yet";
+    : result.ok
+      ? "none yet"
+      : "none verified before the break";
   $("chain-unsigned").textContent =
     result.unsigned_events === 1 ? "1 event" : `${groupDigits(result.unsigned_events)} events`;
   show($("chain-facts"), true);
@@ -59,7 +62,7 @@ export function renderUnverified(message) {
   $("chain-verdict").textContent = "The chain could not be verified just now.";
   $("chain-reason").textContent = message;
   show($("chain-reason"), true);
-  $("chain-recheck").disabled = false;
+  $("chain-recheck").removeAttribute("aria-disabled");
 }
 
 function capitalise(text) {
