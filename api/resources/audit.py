@@ -16,12 +16,15 @@ from domain.audit import review
 from domain.audit.export import csv_chunks, ndjson_chunks, stream_events
 from domain.audit.query import Filters, parse_filters, parse_page, record_review
 from domain.audit.types import EventType, Outcome
-from domain.errors import Forbidden
+from domain.clock import utcnow
+from domain.errors import Forbidden, InvalidRequest
 from infra.services import Services
 
 NDJSON = "application/x-ndjson"
 CSV = "text/csv"
 _FORMATS = ("application/json", NDJSON, CSV)
+# `?format=`: a plain link (the audit page's download) cannot set Accept.
+_BY_NAME = {"csv": CSV, "ndjson": NDJSON}
 
 
 def _auditor(req: falcon.Request, services: Services, attempted: str) -> Any:
@@ -43,14 +46,25 @@ def _auditor(req: falcon.Request, services: Services, attempted: str) -> Any:
     return principal
 
 
+def _format(value: str | list[str] | None) -> str | None:
+    """The media type `?format=` names, None when absent; anything else is refused."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value in _BY_NAME:
+        return _BY_NAME[value]
+    raise InvalidRequest("format must be csv or ndjson, given once", field="format")
+
+
 class AuditEvents(Resource):
     roles = ()  # any token; a refused reader is recorded (_auditor)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         org_id = _auditor(req, self.services, EventType.AUDIT_READ).org_id
-        filters = parse_filters(req.params)
-        pagination = parse_page(req.params)  # validated for every format
-        wanted = req.client_prefers(list(_FORMATS)) or "application/json"
+        params = dict(req.params)
+        named = _format(params.pop("format", None))
+        filters = parse_filters(params)
+        pagination = parse_page(params)  # validated for every format
+        wanted = named or req.client_prefers(list(_FORMATS)) or "application/json"
         if wanted == "application/json":
             with self.services.unit_of_work() as uow:
                 rows, next_cursor = review.read_page(
@@ -69,6 +83,8 @@ class AuditEvents(Resource):
         # Each batch opens its own short transaction: a slow reader holds no lock.
         rows = stream_events(self.services.unit_of_work, org_id, pinned)
         resp.content_type = fmt + ("; charset=utf-8" if fmt == CSV else "")
+        # Org ids are [a-z0-9_.-], safe inside the quoted filename.
+        resp.downloadable_as = f"audit-{org_id}-{utcnow():%Y%m%dT%H%M%SZ}.{kind}"
         resp.stream = ndjson_chunks(rows) if fmt == NDJSON else csv_chunks(rows)
 
 

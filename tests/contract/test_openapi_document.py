@@ -446,8 +446,19 @@ def test_audit_events_come_as_json_ndjson_or_csv_with_their_filters(doc: dict[st
     assert set(content) == {"application/json", "application/x-ndjson", "text/csv"}
     assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/AuditPage"}
     params = {p["name"]: p for p in operation["parameters"]}
-    assert set(params) == {"user_id", "type", "since", "until", "request_id", "limit", "cursor"}
+    assert set(params) == {
+        "user_id",
+        "type",
+        "since",
+        "until",
+        "request_id",
+        "limit",
+        "cursor",
+        "format",
+    }
     assert all(p["in"] == "query" for p in params.values())
+    assert params["format"]["schema"]["enum"] == ["csv", "ndjson"]
+    assert "Content-Disposition" in operation["responses"]["200"]["headers"]
     assert params["type"]["schema"]["type"] == "array"
     assert params["type"]["explode"] is True
     assert params["since"]["schema"]["format"] == params["until"]["schema"]["format"] == "date-time"
