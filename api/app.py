@@ -26,9 +26,11 @@ from api.resources import (
     repudiations,
     signin,
     tokens,
+    ui_links,
     users,
     webhooks,
 )
+from api.ui import session as ui_session
 from infra.services import Services
 from infra.settings import Settings
 
@@ -64,6 +66,8 @@ def create_app(
     repudiations.register(app, services)
     users.register(app, services)
     webhooks.register(app, services)
+    ui_links.register(app, services)
+    ui_session.register(app, services)
     _require_roles_on_v1(app)
     return app
 

@@ -52,6 +52,18 @@ class UserTokenRequest(msgspec.Struct, forbid_unknown_fields=True):
     ttl_seconds: int | msgspec.UnsetType = msgspec.UNSET
 
 
+class UiLinkRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """POST /v1/users/{id}/ui-links: the page the link opens (only "security")."""
+
+    page: str
+
+
+class UiTicket(msgspec.Struct, forbid_unknown_fields=True):
+    """POST /ui/session: the ticket of a ui-link."""
+
+    ticket: str
+
+
 class Policy(msgspec.Struct, forbid_unknown_fields=True):
     """The organization's policy (its range is the domain's rule); the mail settings
     may be left out, keeping their value; support_contact null removes it."""

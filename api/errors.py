@@ -29,6 +29,7 @@ STATUS_OF_SLUG: dict[str, int] = {
     "invalid-request": 422,
     "unauthenticated": 401,
     "forbidden": 403,
+    "csrf-failed": 403,
     "not-found": 404,
     "backup-codes-disabled": 403,
     "mfa-not-enrolled": 409,

@@ -1,10 +1,12 @@
 """Per-request plumbing: the request id, the body limit and authentication.
 
 Authentication runs here for every resource that declares `roles`, so a new
-resource cannot forget it. `roles = ()` admits any authenticated principal and
-leaves the role check to the resource (the audit resources, which record a
-refused reader in the trail). `method_roles` narrows `roles` for one method
-(DELETE /v1/users/{id} is the admin's, its GET and PUT also the service's).
+resource cannot forget it; so does the CSRF check of cookie-authenticated calls
+(api.auth), audited as a refusal like a wrong role. `roles = ()` admits any
+authenticated principal and leaves the role check to the resource (the audit
+resources, which record a refused reader in the trail). `method_roles` narrows
+`roles` for one method (DELETE /v1/users/{id} is the admin's, its GET and PUT also
+the service's).
 
 Throttles (domain.throttles): a failed authentication is counted per source, a
 403 or 404 answer per (token, source); past the minute's limit either becomes a
@@ -21,11 +23,11 @@ from typing import Any
 
 import falcon
 
-from api.auth import authenticate, require_role
+from api.auth import Principal, authenticate, require_csrf, require_role
 from api.errors import refuse_as_throttled
 from domain import audit, throttles
 from domain.audit.types import EventType, Outcome
-from domain.errors import Forbidden
+from domain.errors import CsrfFailed, Forbidden
 from infra import logs
 from infra.services import Services
 
@@ -113,23 +115,35 @@ class RequestContext:
             user_agent=user_agent(req),
             server_request_id=req.context.server_request_id,
         )
+        try:
+            # A page's state-changing call without its CSRF token never reaches the
+            # resource, whatever its role (api.auth.require_csrf).
+            require_csrf(req, principal, self.services.settings.secret_keys)
+        except CsrfFailed:
+            self._denied(req, principal, source_ip, "csrf")
+            raise
         roles = getattr(resource, "method_roles", {}).get(req.method, roles)
         if roles:
             try:
                 require_role(principal, roles)
             except Forbidden:
                 # A token tried an endpoint its role may not call: worth a line in the trail.
-                with self.services.unit_of_work() as uow:
-                    throttles.refusal_gate(uow.session, principal.token_id, source_ip)
-                    audit.append(
-                        uow,
-                        principal.org_id,
-                        EventType.ACCESS_DENIED,
-                        Outcome.DENIED,
-                        req.context.audit,
-                        details={"route": req.uri_template, "method": req.method, "reason": "role"},
-                    )
+                self._denied(req, principal, source_ip, "role")
                 raise
+
+    def _denied(
+        self, req: falcon.Request, principal: Principal, source_ip: str, reason: str
+    ) -> None:
+        with self.services.unit_of_work() as uow:
+            throttles.refusal_gate(uow.session, principal.token_id, source_ip)
+            audit.append(
+                uow,
+                principal.org_id,
+                EventType.ACCESS_DENIED,
+                Outcome.DENIED,
+                req.context.audit,
+                details={"route": req.uri_template, "method": req.method, "reason": reason},
+            )
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool

@@ -1,4 +1,5 @@
-"""db, org, token: setting up organizations and who may call the API (users: cli/users.py)."""
+"""db, org, token, ui-link: setting up organizations and who may call the API (users:
+cli/users.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import click
 
 from cli.common import handle_errors, load_services
-from domain import accounts, audit, tokens
-from domain.clock import rfc3339_micros
+from domain import accounts, audit, tokens, ui_sessions
+from domain.clock import rfc3339_micros, utcnow
 from domain.key_rotation import rotate_all
 from infra.migrate import upgrade_settings
 from infra.settings import Settings
@@ -153,6 +154,28 @@ def token_revoke(token_id: str) -> None:
     finally:
         services.close()
     click.echo(f"token {token_id} for {principal} ({role}) in {org_id} revoked")
+
+
+@click.command("ui-link")
+@click.argument("org_id")
+@click.argument("principal_id")
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(ui_sessions.LINK_ROLES),
+    help="The page it opens: user (security), auditor (audit), admin (admin).",
+)
+@handle_errors
+def ui_link(org_id: str, principal_id: str, role: str) -> None:
+    """A one-time link to the pages, signed in as PRINCIPAL_ID, valid 120 s; only the
+    URL is printed (its ticket is stored only as a hash)."""
+    services = load_services()
+    try:
+        with services.unit_of_work() as uow:
+            ticket, _ = ui_sessions.issue_ticket(uow, org_id, principal_id, role, utcnow())
+    finally:
+        services.close()
+    click.echo(ui_sessions.link(services.settings.public_url, ticket))
 
 
 @click.group()

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from cli.admin import db, keys, org, token
+from cli.admin import db, keys, org, token, ui_link
 from cli.audit import audit
 from cli.processes import beat, run, serve, worker
 from cli.users import user
@@ -29,7 +29,7 @@ def cli() -> None:
     click.get_current_context().call_on_close(lambda: os.umask(previous))
 
 
-for command in (run, serve, worker, beat, db, org, user, token, keys, audit):
+for command in (run, serve, worker, beat, db, org, user, token, ui_link, keys, audit):
     cli.add_command(command)
 
 

@@ -43,6 +43,12 @@ class Forbidden(DomainError):
     slug, title = "forbidden", "This token may not do that"
 
 
+class CsrfFailed(DomainError):
+    """A cookie-authenticated request without the page's X-CSRF-Token (api.auth)."""
+
+    slug, title = "csrf-failed", "The request lacks this page's CSRF token"
+
+
 class NotFound(DomainError):
     slug, title = "not-found", "Not found"
 
@@ -141,6 +147,7 @@ class Conflict(DomainError):
 BUDGETED_REFUSALS: tuple[type[DomainError], ...] = (
     Unauthenticated,
     Forbidden,
+    CsrfFailed,
     NotFound,
     BackupCodesDisabled,
 )

@@ -408,6 +408,23 @@ class RepudiationTicket(Base):
     used_at: Mapped[datetime | None]
 
 
+class UiTicket(Base):
+    """A one-time link to the pages (domain.ui_sessions): only its SHA-256 is kept.
+    Its principal may be no user (an auditor, an administrator), so it names the
+    principal as a token does; deleting a user deletes their tickets."""
+
+    __tablename__ = "ui_tickets"
+    __table_args__ = (Index("ix_ui_tickets_org_principal", "org_id", "principal_id"),)
+
+    ticket_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    principal_id: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
 class DeliveryStatus(StrEnum):
     PENDING = "pending"  # not tried yet, or a retry is scheduled
     SUCCEEDED = "succeeded"

@@ -9,7 +9,8 @@ What goes, each after its retention (infra.settings):
 - failure counters older than the longest window that reads them;
 - mails sent or given up, after the outbox's retention (they hold an address,
   personal data, and are read by nothing once done), and repudiation tickets
-  expired that long ago.
+  expired that long ago;
+- ui-link tickets once expired (used or not, a dead ticket tells nothing).
 
 The audit trail is never touched: it is append-only, and its triggers refuse a
 DELETE on PostgreSQL anyway. Each batch is one short transaction of at most
@@ -35,6 +36,7 @@ from domain.models import (
     RegenerationStatus,
     RepudiationTicket,
     Sheet,
+    UiTicket,
 )
 from domain.ports import Maintenance, RetentionSettings
 
@@ -168,6 +170,21 @@ def purge_expired_tickets(session: Session, before: datetime, batch: int = BATCH
     return len(hashes)
 
 
+def purge_expired_ui_tickets(session: Session, before: datetime, batch: int = BATCH) -> int:
+    """Delete up to `batch` ui-link tickets that expired before `before`."""
+    hashes = list(
+        session.execute(
+            select(UiTicket.ticket_hash)
+            .where(UiTicket.expires_at < before)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    if hashes:
+        session.execute(delete(UiTicket).where(UiTicket.ticket_hash.in_(hashes)))
+    return len(hashes)
+
+
 # --- the run ----------------------------------------------------------------------------
 
 
@@ -199,6 +216,7 @@ def purge(
             purge_expired_tickets,
             now - timedelta(seconds=settings.outbox_retention_seconds),
         ),
+        ("ui_tickets", purge_expired_ui_tickets, now),
     ]
     counts = {name: 0 for name, _, _ in steps}
     batches = 0

@@ -15,13 +15,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from domain import accounts, audit
 from domain.audit.types import EventType, Outcome
 from domain.errors import InvalidRequest, NotFound
-from domain.models import ApiToken, Role, TokenKind
+from domain.models import ApiToken, Role, TokenKind, UiTicket
 from domain.sql import rowcount
 from domain.uow import UnitOfWork
 
@@ -37,6 +37,9 @@ DEFAULT_USER_TOKEN_TTL = 900
 # last_used_at is written at most this often a token (never on every request).
 LAST_USED_GRANULARITY = timedelta(seconds=60)
 MAX_TOKEN_ID = 36  # api_tokens.id is a VARCHAR(36)
+# A browser session (kind `session`, domain.ui_sessions) ends after this long unused;
+# "unused" reads last_used_at, so the limit holds to within LAST_USED_GRANULARITY.
+SESSION_IDLE = timedelta(minutes=15)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -127,8 +130,12 @@ def issue_user_token(
 
 
 def usable(row: ApiToken, now: datetime) -> bool:
-    """Neither revoked nor expired at `now`."""
-    return row.revoked_at is None and (row.expires_at is None or now < row.expires_at)
+    """Neither revoked nor expired at `now` (nor, for a browser session, idle)."""
+    if row.revoked_at is not None or (row.expires_at is not None and now >= row.expires_at):
+        return False
+    if row.kind == TokenKind.SESSION:
+        return now - (row.last_used_at or row.created_at) < SESSION_IDLE
+    return True
 
 
 def authenticate(session: Session, presented: str, now: datetime | None = None) -> ApiToken | None:
@@ -218,9 +225,18 @@ def revoke(
 def revoke_all_of_user(
     uow: UnitOfWork, org_id: str, user_external_id: str, ctx: audit.Context, reason: str
 ) -> int:
-    """Revoke every live token and session of a user (an MFA reset), one event each."""
+    """Revoke every live token and session of a user (an MFA reset, a repudiation), one
+    event each, and delete the user's page links: one not used yet would open a new
+    session after the reset."""
     session = uow.session
     now = datetime.now(UTC)
+    session.execute(
+        delete(UiTicket).where(
+            UiTicket.org_id == org_id,
+            UiTicket.role == Role.USER,
+            UiTicket.principal_id == user_external_id,
+        )
+    )
     rows = list(
         session.execute(
             select(ApiToken)
@@ -294,9 +310,16 @@ def list_tokens(
         query = query.where(ApiToken.principal_id == principal_id)
     if not include_revoked:
         moment = now or datetime.now(UTC)
+        idle_since = moment - SESSION_IDLE
         query = query.where(
             ApiToken.revoked_at.is_(None),
             (ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > moment),
+            # A browser session unused for its idle limit is over too (usable()).
+            or_(
+                ApiToken.kind != TokenKind.SESSION,
+                ApiToken.last_used_at > idle_since,
+                and_(ApiToken.last_used_at.is_(None), ApiToken.created_at > idle_since),
+            ),
         )
     if after is not None:
         query = query.where(

@@ -34,6 +34,7 @@ from domain.models import (
     Role,
     Sheet,
     TotpEnrollment,
+    UiTicket,
     User,
 )
 from domain.sql import rowcount
@@ -185,6 +186,14 @@ def delete_user(uow: UnitOfWork, org_id: str, external_id: str, ctx: audit.Conte
         ),
         "sheets_removed": sheets,
     }
+    # The user's page links (ui_tickets name a principal, not a users row).
+    session.execute(
+        delete(UiTicket).where(
+            UiTicket.org_id == org_id,
+            UiTicket.role == Role.USER,
+            UiTicket.principal_id == external_id,
+        )
+    )
     session.execute(delete(AttemptLimit).where(AttemptLimit.user_id == user.id))
     session.execute(delete(AuthFailure).where(AuthFailure.user_id == user.id))
     session.delete(user)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import falcon
 
 from api import representations
+from api.auth import clear_session_cookie
 from api.bodies import UserTokenRequest, present, read_body
 from api.resources.base import Resource
 from api.resources.signin import possible_user_id
@@ -103,6 +104,8 @@ class MyToken(Resource):
         p = req.context.principal
         with self.services.unit_of_work() as uow:
             tokens.revoke(uow, p.token_id, req.context.audit, org_id=p.org_id, reason="signed-out")
+        if p.by_cookie:  # a page signing out: its browser forgets the session too
+            clear_session_cookie(resp, self.services.settings)
         resp.status = falcon.HTTP_204
 
 

@@ -35,7 +35,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.resources.openapi import document
-from domain import audit, tokens
+from domain import accounts, audit, tokens, ui_sessions
+from domain.clock import utcnow
 from infra.migrate import upgrade
 from tests.support.api_world import ApiWorld, api_world
 from tests.support.settings import make_settings
@@ -75,6 +76,8 @@ class Cast:
     regenerations: list[str] = field(default_factory=list)  # grows with every 202
     # A new user of the organization, for DELETE /v1/users/{id}: the cast must survive it.
     disposable: Callable[[], str] = lambda: "nobody"
+    # A browser session's token (the cookie's value), for GET /ui/session.
+    session_cookie: str = ""
 
 
 def make_cast(world: ApiWorld) -> Cast:
@@ -99,6 +102,12 @@ def make_cast(world: ApiWorld) -> Cast:
             return row.id, plaintext
 
     made = iter(range(10**6))
+    with world.services.unit_of_work() as uow:
+        # A user of its own: the fuzzed resets and deletions name the cast's others.
+        accounts.create_user(uow, org, "browser", None, audit.CLI)
+        ticket, _ = ui_sessions.issue_ticket(uow, org, "browser", "user", utcnow())
+    entered = world.call("POST", "/ui/session", json={"ticket": ticket})
+    assert entered.status_code == 200, entered.text
     return Cast(
         user_tokens=[enrolled, pending, fresh],
         role_tokens=roles,
@@ -106,6 +115,7 @@ def make_cast(world: ApiWorld) -> Cast:
         mint=mint,
         regenerations=[first],
         disposable=lambda: world.user(org, f"doomed-{next(made)}"),
+        session_cookie=entered.cookies["mfa_session"].value,
     )
 
 
@@ -139,9 +149,19 @@ class Fuzzer:
         headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
         if role is None:
             return  # unauthenticated operations keep whatever was generated
-        token = self.token(role, n)
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
+        if case.operation.definition.raw.get("security") == [{"session": []}]:
+            # The session cookie, nine in ten; the tenth none or an unknown one. (As
+            # cookies, not a header: the WSGI test client sets Cookie from its own jar.)
+            cookies = {k: v for k, v in (case.cookies or {}).items() if k != "mfa_session"}
+            if n % 10 == 9:
+                cookies["mfa_session"] = UNKNOWN_TOKEN
+            elif n % 10 != 7:
+                cookies["mfa_session"] = self.cast.session_cookie
+            case.cookies = cookies
+        else:
+            token = self.token(role, n)
+            if token is not None:
+                headers["Authorization"] = f"Bearer {token}"
         # Each request from its own source (the test is the trusted proxy): one source's
         # failed authentications and refusals are throttled to 429 past a minute's limit.
         sent = self.sent  # (n counts this operation's requests only)

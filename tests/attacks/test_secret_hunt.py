@@ -7,9 +7,10 @@ third-party debug output too), every audit event (API pages, NDJSON and CSV
 exports, the CLI export), every file under the service's folder, and every
 decoded part (and header) of every mail the delivery worker sent to a real SMTP
 server. Looked for: the backup codes (any form), the TOTP values submitted (right
-and wrong), the TOTP secrets and the bearer tokens; and, everywhere but in the
-mails that carry them, the repudiation tickets. The encrypted sheet and the
-encrypted TOTP are ciphertext and do not match; hashes do not either.
+and wrong), the TOTP secrets, the bearer tokens, and a browser's ui-link ticket,
+session cookie and CSRF token; and, everywhere but in the mails that carry them,
+the repudiation tickets. The encrypted sheet and the encrypted TOTP are
+ciphertext and do not match; hashes do not either.
 """
 
 from __future__ import annotations
@@ -114,6 +115,8 @@ class Secrets:
     totp_secrets: set[str] = field(default_factory=set)
     tokens: set[str] = field(default_factory=set)
     keys: set[str] = field(default_factory=set)  # the encryption and audit signing keys
+    # A browser's: ui-link tickets, session tokens (the cookie), CSRF tokens.
+    browser: set[str] = field(default_factory=set)
 
     def add_code(self, shown: str) -> None:
         bare = shown.replace("-", "")
@@ -127,6 +130,7 @@ class Secrets:
         hits += [f"{where}: TOTP secret {s}" for s in self.totp_secrets if s.lower() in low]
         hits += [f"{where}: token {t[:8]}..." for t in self.tokens if t in haystack]
         hits += [f"{where}: key {k[:4]}..." for k in self.keys if k in haystack]
+        hits += [f"{where}: browser secret {b[:4]}..." for b in self.browser if b in haystack]
         digits = _NOISE.sub(" ", haystack)
         hits += [
             f"{where}: TOTP value {v}"
@@ -408,6 +412,32 @@ def test_no_secret_is_written_down_anywhere(
             assert world.call("GET", "/v1/me/mfa", first_issued["token"]).status_code == 401
             assert world.call("DELETE", "/v1/me/token", second_issued["token"]).status_code == 204
 
+            # A browser: a ui-link, its session (the cookie), a call refused for want of
+            # the CSRF token, a reload, a state change and the sign-out with it.
+            link = world.call(
+                "POST", "/v1/users/alice/ui-links", service, json={"page": "security"}
+            )
+            assert link.status_code == 201, link.text
+            ui_ticket = link.json["url"].partition("#ticket=")[2]
+            entered = world.call(
+                "POST",
+                "/ui/session",
+                json={"ticket": ui_ticket},
+                headers={"Origin": settings.public_url},
+            )
+            assert entered.status_code == 200, entered.text
+            cookie = entered.cookies["mfa_session"].value
+            csrf = entered.json["csrf_token"]
+            found.browser |= {ui_ticket, cookie, csrf}
+            jar = {"Cookie": f"mfa_session={cookie}"}
+            assert world.call("GET", "/v1/me/mfa", headers=jar).status_code == 200
+            assert world.call("GET", "/ui/session", headers=jar).json["csrf_token"] == csrf
+            refused_page = world.call("POST", "/v1/me/mfa/enrollment", headers=jar)
+            assert refused_page.status_code == 403, refused_page.text
+            signed_out = world.call("DELETE", "/v1/me/token", headers={**jar, "X-CSRF-Token": csrf})
+            assert signed_out.status_code == 204, signed_out.text
+            assert world.call("POST", "/ui/session", json={"ticket": ui_ticket}).status_code == 410
+
             # Policy off: a code is refused unseen; then on again.
             admin = roles["admin"]
             off = {"backup_codes_enabled": False, "code_count": 8}
@@ -468,6 +498,7 @@ def test_no_secret_is_written_down_anywhere(
     # 15 codes (alice: two sets, carol: one) in 4 forms; 8 tokens (3 roles, 3 users, 2
     # issued over the API)
     assert len(found.codes) == 60 and len(found.tokens) == 8 and len(found.totps) >= 6
+    assert len(found.browser) == 3
     assert hits == [], "\n".join(hits)
 
 

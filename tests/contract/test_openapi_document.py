@@ -29,7 +29,15 @@ PROBLEM_REF = "#/components/schemas/Problem"
 REQUEST_ID_REF = "#/components/headers/X-Request-Id"
 DOC_URI = "urn:mfa-backup-codes:openapi"
 
-UNAUTHENTICATED = {"/healthz", "/readyz", "/openapi.json", "/v1/repudiations/{ticket}"}
+UNAUTHENTICATED = {
+    "/healthz",
+    "/readyz",
+    "/openapi.json",
+    "/v1/repudiations/{ticket}",
+    "/ui/session",
+}
+# The browser session's own operation: the cookie, never the bearer header.
+BY_COOKIE = {("/ui/session", "get")}
 
 # Every status docs/api.md names, plus 401/403/429 (throttled refusals) for /v1, 400/422 for
 # input, 404 where a resource id is in the path, 413 on POST/PUT.
@@ -78,6 +86,9 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("/v1/users/{user_id}", "get"): "200 401 403 404 429 503",
     ("/v1/users/{user_id}", "delete"): "204 401 403 404 429 503",
     ("/v1/me/events", "get"): "200 400 401 403 422 429 503",
+    ("/v1/users/{user_id}/ui-links", "post"): "201 400 401 403 404 413 422 429 503",
+    ("/ui/session", "post"): "200 400 403 410 413 415 422 429 503",
+    ("/ui/session", "get"): "200 401 429 503",
 }
 # Operations any authenticated principal may call (`x-role: any`): sign-out.
 ANY_ROLE = "any"
@@ -313,8 +324,13 @@ def test_v1_operations_need_a_bearer_token_and_the_others_none(doc: dict[str, An
     bearer = doc["components"]["securitySchemes"]["bearer"]
     assert (bearer["type"], bearer["scheme"]) == ("http", "bearer")
     assert doc["security"] == [{"bearer": []}]
+    session = doc["components"]["securitySchemes"]["session"]
+    assert (session["type"], session["in"], session["name"]) == ("apiKey", "cookie", "mfa_session")
     for path, method, operation in _operations(doc):
-        if path in UNAUTHENTICATED:
+        if (path, method) in BY_COOKIE:
+            assert operation["security"] == [{"session": []}], f"{method} {path}"
+            assert operation["x-role"] == ANY_ROLE and "401" in operation["responses"]
+        elif path in UNAUTHENTICATED:
             assert operation["security"] == [], f"{method} {path}"
         else:
             assert path.startswith("/v1/")
@@ -472,7 +488,7 @@ def test_request_bodies_are_strict_json_objects(doc: dict[str, Any]) -> None:
             optional = set(schema["properties"])
         assert set(schema.get("required", [])) == set(schema["properties"]) - optional
         assert optional <= set(schema["properties"])
-    assert bodies == 9
+    assert bodies == 11
 
 
 def test_idempotency_key_is_an_optional_header_on_regeneration_requests(

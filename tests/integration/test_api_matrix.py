@@ -36,6 +36,7 @@ from domain.models import (
     Regeneration,
     Sheet,
     TotpEnrollment,
+    UiTicket,
     Webhook,
 )
 from domain.notify.webhook_addresses import AllowPrivate
@@ -130,9 +131,15 @@ def victim_state(shared: Shared) -> tuple[Any, ...]:
             .where(ApiToken.org_id == shared.a.id, ApiToken.principal_id == VICTIM)
             .order_by(ApiToken.id)
         ).all()
+        links = uow.session.execute(
+            select(func.count())
+            .select_from(UiTicket)
+            .where(UiTicket.org_id == shared.a.id, UiTicket.principal_id == VICTIM)
+        ).scalar_one()
         return (
             (user.email, user.recovery_email, user.display_name, user.updated_at),
             tuple(victim_tokens),
+            links,
             org.backup_codes_enabled,
             org.code_count,
             tuple(standing),
@@ -465,6 +472,21 @@ def prep_own_events(s: Shared, org: Org) -> Call:
     return dataclasses.replace(call, check=check)
 
 
+def prep_ui_link(s: Shared, org: Org) -> Call:
+    user = s.new_user(org)
+
+    def check(body: Any) -> None:
+        assert body["url"].startswith(f"{s.world.settings.public_url}/ui/enter#ticket=")
+        with s.world.services.unit_of_work() as uow:
+            (row,) = uow.session.execute(
+                select(UiTicket).where(UiTicket.org_id == org.id, UiTicket.principal_id == user)
+            ).scalars()
+            assert row.role == "user"
+
+    path = f"/v1/users/{user}/ui-links"
+    return Call(path, org.tokens["service"], {"page": "security"}, check=check)
+
+
 TEXT = {"Accept": "text/plain"}
 BAD_TOTP = {"totp": "123456"}
 HOSTILE_PROFILE = {"email": "attacker@example.org", "display_name": "pwned"}
@@ -594,6 +616,15 @@ ENDPOINTS = [
     Endpoint("DELETE", "/v1/users/{user}", "admin", 204, True, prep_delete_user),
     Endpoint("GET", "/v1/users", "admin", 200, False, prep_list_users),
     Endpoint("GET", "/v1/me/events", "user", 200, False, prep_own_events),
+    Endpoint(
+        "POST",
+        "/v1/users/{user}/ui-links",
+        "service",
+        201,
+        True,
+        prep_ui_link,
+        {"page": "security"},
+    ),
 ]
 
 # (who, role): "none" and "unknown" carry no role; "own" is organization A, "foreign" B.

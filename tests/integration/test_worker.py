@@ -392,7 +392,8 @@ class TestOnPostgresAndRabbitMQ:
             "auth_failures": 1,
             "mails": 0,
             "repudiation_tickets": 0,
-            "batches": 5,
+            "ui_tickets": 0,
+            "batches": 6,
         }
         assert h.load_or_none(stack.api, enrollment_id) is None
         with stack.api.unit_of_work() as uow:
@@ -411,7 +412,8 @@ class TestOnPostgresAndRabbitMQ:
             "auth_failures": 0,
             "mails": 0,
             "repudiation_tickets": 0,
-            "batches": 5,
+            "ui_tickets": 0,
+            "batches": 6,
         }
 
 
