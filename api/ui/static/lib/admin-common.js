@@ -3,55 +3,23 @@
 // Everything the API answers is attacker-influenced text: it goes in by textContent.
 
 import { api, ApiError } from "./api.js";
-import { sessionEnded } from "./session.js";
-import { announce, formatTime } from "./dom.js";
+import { announce, byId, el, formatTime } from "./dom.js";
 
 export { announce };
 
-/** api() that turns a 401 (session revoked or expired) into the page's notice. */
-export async function call(method, path, options = {}) {
-  try {
-    return await api(method, path, options);
-  } catch (err) {
-    if (err instanceof ApiError && err.status === 401) {
-      sessionEnded();
-    }
-    throw err;
-  }
-}
+// api.js already shows the "session has ended" notice on a 401.
+export { api as call };
 
-export function byId(id) {
-  const found = document.getElementById(id);
-  if (!found) throw new Error(`#${id} is missing from the page`);
-  return found;
-}
-
-/** A text node or element: h("td", {class: "x", "data-label": "Role"}, "admin"). */
-export function h(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (value === false || value === null || value === undefined) continue;
-    if (name === "class") node.className = value;
-    else node.setAttribute(name, value === true ? "" : String(value));
-  }
-  for (const child of children) {
-    if (child === null || child === undefined || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
-
-export function when(ts) {
-  return ts ? formatTime(ts) : "—";
-}
+// dom.js's builders under the names the panels use.
+export { byId, el as h };
 
 /** A <time> element for a timestamp, or a dash. */
 export function timeCell(ts) {
-  return ts ? h("time", { datetime: ts }, formatTime(ts)) : "—";
+  return ts ? el("time", { datetime: ts }, formatTime(ts)) : "—";
 }
 
 export function badge(text, kind) {
-  return h("span", { class: `admin-badge admin-badge-${kind}` }, text);
+  return el("span", { class: `badge badge-${kind}` }, text);
 }
 
 /** The words for an error: the problem's detail, else its title, else the status. */

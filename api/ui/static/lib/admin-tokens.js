@@ -22,8 +22,8 @@ function query(cursor) {
 }
 
 function state(token) {
-  if (token.revoked_at) return [badge("Revoked", "bad"), " ", timeCell(token.revoked_at)];
-  if (token.expires_at && Date.parse(token.expires_at) <= Date.now()) return [badge("Expired", "muted")];
+  if (token.revoked_at) return [badge("Revoked", "danger"), " ", timeCell(token.revoked_at)];
+  if (token.expires_at && Date.parse(token.expires_at) <= Date.now()) return [badge("Expired", "neutral")];
   return [badge("Active", "ok")];
 }
 
@@ -43,8 +43,8 @@ function row(token) {
     }, "Revoke")
     : "";
   const tr = h("tr", { "data-token-id": token.token_id, "data-kind": token.kind },
-    cell("Principal", h("span", { class: "admin-mono" }, token.principal_id),
-      h("span", { class: "admin-sub admin-mono", title: token.token_id }, `id ${shortId(token.token_id)}`)),
+    cell("Principal", h("span", { class: "mono" }, token.principal_id),
+      h("span", { class: "admin-sub mono", title: token.token_id }, `id ${shortId(token.token_id)}`)),
     cell("Role", token.role),
     cell("Kind", KIND[token.kind] ?? token.kind),
     cell("Created", timeCell(token.created_at)),
@@ -63,7 +63,7 @@ async function show(cursor) {
   next = page.next;
   byId("token-rows").replaceChildren(...page.tokens.map(row));
   byId("token-empty").hidden = page.tokens.length > 0;
-  byId("token-table").hidden = page.tokens.length === 0;
+  byId("token-wrap").hidden = page.tokens.length === 0;
   byId("token-next").hidden = !next;
   byId("token-first").hidden = cursors.length <= 1;
   const n = cursors.length;

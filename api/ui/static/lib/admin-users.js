@@ -35,10 +35,10 @@ function fact(term, ...value) {
 
 function limitsOf(limits) {
   const parts = [];
-  if (limits.totp_locked) parts.push(badge("Authenticator locked", "bad"));
-  if (limits.backup_codes_locked) parts.push(badge("Backup codes locked", "bad"));
+  if (limits.totp_locked) parts.push(badge("Authenticator locked", "danger"));
+  if (limits.backup_codes_locked) parts.push(badge("Backup codes locked", "danger"));
   if (limits.totp_throttled_until) {
-    parts.push(badge("Authenticator throttled", "warn"), " until ", timeCell(limits.totp_throttled_until));
+    parts.push(badge("Authenticator throttled", "warning"), " until ", timeCell(limits.totp_throttled_until));
   }
   if (parts.length === 0) parts.push(badge("None", "ok"));
   return parts;
@@ -52,8 +52,8 @@ function codesOf(mfa) {
   }
   const left = `${set.remaining} of ${set.total} left`;
   return [
-    set.low ? badge(left, "warn") : left,
-    " · set ", h("span", { class: "admin-mono" }, set.set_id),
+    set.low ? badge(left, "warning") : left,
+    " · set ", h("span", { class: "mono" }, set.set_id),
     " · generated ", timeCell(set.generated_at),
     " · last used ", timeCell(set.last_used_at),
   ];
@@ -64,7 +64,7 @@ function render(user) {
   current = user.user_id;
   byId("user-result-id").textContent = user.user_id;
   const facts = [
-    ...fact("Enrolled", mfa.enrolled ? badge("Yes", "ok") : badge("No", "muted"),
+    ...fact("Enrolled", mfa.enrolled ? badge("Yes", "ok") : badge("No", "neutral"),
       mfa.enrolled && mfa.enrolled_at ? " since " : "", mfa.enrolled_at ? timeCell(mfa.enrolled_at) : ""),
     ...fact("Backup codes", ...codesOf(mfa)),
     ...fact("Locks", ...limitsOf(mfa.limits)),

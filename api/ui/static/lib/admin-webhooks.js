@@ -63,7 +63,7 @@ async function copySecret() {
 
 // --- deliveries ---------------------------------------------------------------------
 
-const STATE = { pending: "warn", succeeded: "ok", dead: "bad" };
+const STATE = { pending: "warning", succeeded: "ok", dead: "danger" };
 
 function answerOf(d) {
   if (d.last_status_code) return `HTTP ${d.last_status_code}${d.last_error ? ` · ${d.last_error}` : ""}`;
@@ -72,8 +72,8 @@ function answerOf(d) {
 }
 
 function stateOf(d) {
-  if (d.status === "pending" && d.attempts > 0) return badge("Failed, retry scheduled", "warn");
-  return badge(d.status === "pending" ? "Pending" : d.status === "dead" ? "Dead" : "Delivered", STATE[d.status] ?? "muted");
+  if (d.status === "pending" && d.attempts > 0) return badge("Failed, retry scheduled", "warning");
+  return badge(d.status === "pending" ? "Pending" : d.status === "dead" ? "Dead" : "Delivered", STATE[d.status] ?? "neutral");
 }
 
 function deliveryRow(hook, d, view) {
@@ -86,7 +86,7 @@ function deliveryRow(hook, d, view) {
     }, "Retry now")
     : "";
   const tr = h("tr", { "data-delivery-id": d.id, "data-status": d.status },
-    h("td", { "data-label": "Type" }, h("span", { class: "admin-mono" }, d.type)),
+    h("td", { "data-label": "Type" }, h("span", { class: "mono" }, d.type)),
     h("td", { "data-label": "State" }, stateOf(d)),
     h("td", { "data-label": "Attempts" }, String(d.attempts)),
     h("td", { "data-label": "Last attempt" }, timeCell(d.last_attempt_at)),
@@ -117,7 +117,7 @@ async function refresh(hook, view, cursor) {
   if (cursor) params.set("cursor", cursor);
   const page = await call("GET", `${BASE}/${segment(hook.id)}/deliveries?${params}`);
   view.rows.replaceChildren(...page.deliveries.map((d) => deliveryRow(hook, d, view)));
-  view.table.hidden = page.deliveries.length === 0;
+  view.wrap.hidden = page.deliveries.length === 0;
   view.empty.hidden = page.deliveries.length > 0;
   view.next = page.next;
   view.older.hidden = !page.next;
@@ -136,6 +136,8 @@ function watch(hook, view, deliveryId, attemptsBefore) {
       const it = shown.find((d) => d.id === deliveryId);
       if (it && it.attempts > attemptsBefore) {
         announce(`${it.type} delivery: ${it.status === "succeeded" ? "delivered" : `not delivered (${answerOf(it)})`}.`);
+        // A dead delivery may have disabled its webhook (a 410): show the cards anew.
+        if (it.status === "dead") await load();
         return;
       }
     } catch {
@@ -153,25 +155,26 @@ function deliveriesView(hook) {
     h("option", { value: "pending" }, "Pending"),
     h("option", { value: "succeeded" }, "Delivered"),
     h("option", { value: "dead" }, "Dead"));
-  const caption = h("caption", { class: "admin-caption", tabindex: "-1" }, "Deliveries, newest first");
+  const caption = h("caption", { id: `deliveries-caption-${n}`, tabindex: "-1" }, "Deliveries, newest first");
   const rows = h("tbody");
   const table = h("table", { class: "admin-table admin-deliveries" }, caption,
     h("thead", {}, h("tr", {},
       ...["Type", "State", "Attempts", "Last attempt", "Answer", "Next attempt"].map((t) => h("th", { scope: "col" }, t)),
       h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Action")))),
     rows);
+  const wrap = h("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-labelledby": `deliveries-caption-${n}` }, table);
   const refreshButton = h("button", { type: "button", class: "button-secondary button-small" }, "Refresh");
   const older = h("button", { type: "button", class: "button-quiet button-small", hidden: true }, "Older deliveries");
   const empty = h("p", { class: "admin-empty", hidden: true }, "No delivery yet.");
   const error = h("p", { class: "field-error", hidden: true });
   const root = h("div", { class: "admin-deliveries-box", id: `deliveries-${n}`, hidden: true },
-    h("div", { class: "admin-filter admin-filter-tight" },
-      h("div", { class: "admin-field" }, h("label", { for: `deliveries-status-${n}` }, "State"), status),
-      h("div", { class: "admin-actions" }, refreshButton)),
-    h("div", { class: "admin-table-wrap" }, table),
+    h("div", { class: "form-row admin-filter-tight" },
+      h("div", { class: "field" }, h("label", { for: `deliveries-status-${n}` }, "State"), status),
+      h("div", { class: "actions" }, refreshButton)),
+    wrap,
     empty, error,
     h("div", { class: "admin-pager" }, older));
-  const view = { root, status, caption, rows, table, empty, error, older, next: null, cursor: null, timer: null };
+  const view = { root, status, caption, rows, wrap, empty, error, older, next: null, cursor: null, timer: null };
   const reload = async (cursor, button) => {
     clearProblems(root);
     try {
@@ -195,10 +198,10 @@ function eventsText(events) {
 
 function card(hook) {
   const n = hook.id;
-  const title = h("h4", { class: "admin-hook-url admin-mono", id: `hook-title-${n}`, tabindex: "-1" }, hook.url);
+  const title = h("h4", { class: "admin-hook-url mono", id: `hook-title-${n}`, tabindex: "-1" }, hook.url);
   const stateBadge = hook.enabled
     ? badge("Enabled", "ok")
-    : badge(`Disabled${hook.disabled_reason ? `: ${hook.disabled_reason}` : ""}`, "bad");
+    : badge(`Disabled${hook.disabled_reason ? `: ${hook.disabled_reason}` : ""}`, "danger");
   const view = deliveriesView(hook);
   views.push(view);
   const ping = h("button", { type: "button", class: "button-secondary" }, "Send a ping");
@@ -213,17 +216,17 @@ function card(hook) {
   const confirm = h("div", {
     class: "admin-confirm admin-confirm-danger", role: "group",
     "aria-labelledby": confirmTitle.id, tabindex: "-1", hidden: true,
-  }, confirmTitle, confirmText, h("div", { class: "admin-actions" }, go, cancel));
+  }, confirmTitle, confirmText, h("div", { class: "actions" }, go, cancel));
   const error = h("p", { class: "field-error", hidden: true });
-  const notice = h("p", { class: "notice notice-ok", tabindex: "-1", hidden: true });
+  const notice = h("p", { class: "notice notice-success", tabindex: "-1", hidden: true });
   const item = h("li", { class: "admin-card admin-hook", "data-webhook-id": n },
     title,
     hook.description ? h("p", { class: "admin-hook-description" }, hook.description) : "",
-    h("dl", { class: "admin-facts" },
+    h("dl", { class: "facts" },
       h("dt", {}, "State"), h("dd", {}, stateBadge),
       h("dt", {}, "Events"), h("dd", {}, eventsText(hook.events)),
       h("dt", {}, "Created"), h("dd", {}, timeCell(hook.created_at))),
-    h("div", { class: "admin-actions" }, ping, show, toggle, rotate, remove),
+    h("div", { class: "actions" }, ping, show, toggle, rotate, remove),
     confirm, error, notice, view.root);
 
   const ask = async (opener, what, text, label) => {
@@ -328,7 +331,11 @@ export async function load() {
   const { webhooks } = await call("GET", BASE);
   for (const old of views) clearTimeout(old.timer);
   views = [];
-  byId("webhook-list").replaceChildren(...webhooks.map(card));
+  const list = byId("webhook-list");
+  // Focus inside a card that is drawn anew goes to that card's title.
+  const focused = document.activeElement?.closest?.("[data-webhook-id]")?.dataset.webhookId;
+  list.replaceChildren(...webhooks.map(card));
+  if (focused) document.getElementById(`hook-title-${focused}`)?.focus();
   byId("webhook-list").hidden = webhooks.length === 0;
   byId("webhook-empty").hidden = webhooks.length > 0;
   return webhooks;
@@ -343,9 +350,8 @@ function chosenEvents() {
 
 function typeBoxes() {
   const grid = byId("webhook-types");
-  grid.replaceChildren(...TYPES.map((type, i) => h("div", { class: "admin-check" },
-    h("input", { type: "checkbox", id: `webhook-type-${i}`, value: type, disabled: true }),
-    h("label", { for: `webhook-type-${i}`, class: "admin-mono" }, type))));
+  grid.replaceChildren(...TYPES.map((type) => h("label", { class: "check mono" },
+    h("input", { type: "checkbox", value: type, disabled: true }), type)));
   byId("webhook-all").addEventListener("change", (event) => {
     for (const box of grid.querySelectorAll("input")) box.disabled = event.currentTarget.checked;
   });
