@@ -30,6 +30,7 @@ from api.resources import (
     users,
     webhooks,
 )
+from api.ui import pages as ui_pages
 from api.ui import session as ui_session
 from infra.services import Services
 from infra.settings import Settings
@@ -68,6 +69,7 @@ def create_app(
     webhooks.register(app, services)
     ui_links.register(app, services)
     ui_session.register(app, services)
+    ui_pages.register(app, services)
     _require_roles_on_v1(app)
     return app
 

@@ -4,7 +4,8 @@ reloaded page's CSRF token given back.
 Not /v1 and no bearer token (`public`): the ticket is the credential of the POST,
 the cookie that of the GET. Against login CSRF (a foreign page signing the browser
 in to the attacker's session) the POST takes JSON only, which a cross-site form
-cannot send, and refuses a foreign `Origin`. A source gets 10 POSTs a minute, as
+cannot send, and refuses a foreign `Origin` (or a `Sec-Fetch-Site` other than
+`same-origin`). A source gets 10 POSTs a minute, as
 the repudiation link: a ticket has 256 bits, the limit keeps floods off the table.
 """
 
@@ -75,6 +76,11 @@ class UiSession:
         self._throttle(source)
         origin = req.get_header("Origin")
         if origin is not None and origin.strip().lower() != self.origin:
+            raise Forbidden("This page may be opened only from this service's own origin")
+        # Where a browser also says where the call comes from, only our own pages may
+        # make it (a sibling subdomain is `same-site`, not ours).
+        fetched_from = (req.get_header("Sec-Fetch-Site") or "same-origin").strip().lower()
+        if fetched_from not in ("same-origin", "none"):
             raise Forbidden("This page may be opened only from this service's own origin")
         media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
         if media_type != falcon.MEDIA_JSON:

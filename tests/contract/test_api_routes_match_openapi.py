@@ -16,6 +16,7 @@ import yaml
 from falcon import inspect, testing
 
 from api.app import create_app
+from api.ui import pages as ui_pages
 from infra.services import Services
 from tests.support.settings import make_settings
 
@@ -42,12 +43,14 @@ def app(tmp_path: Path) -> Iterator[falcon.App[falcon.Request, falcon.Response]]
 
 def routed(app: falcon.App[falcon.Request, falcon.Response]) -> set[tuple[str, str]]:
     """(path template, METHOD) of every responder a resource defines; Falcon's own
-    defaults (405 for the rest, OPTIONS) are `internal` and left out."""
+    defaults (405 for the rest, OPTIONS) are `internal` and left out, and so are the
+    pages and their files (api.ui.pages: HTML, CSS and JS for a browser, no API
+    operation; tests/integration/test_ui_serving.py checks them)."""
     return {
         (route.path, method.method)
         for route in inspect.inspect_app(app).routes
         for method in route.methods
-        if not method.internal
+        if not method.internal and route.path not in ui_pages.route_templates()
     }
 
 

@@ -164,10 +164,12 @@ class Service:
 
 
 @contextmanager
-def running(workdir: Path, extra_env: dict[str, str] | None = None) -> Iterator[Service]:
-    """`mfa-codes run` on a free port with nothing configured but a fresh MFA_VAR_DIR
-    (and `extra_env`)."""
-    port = free_port()
+def running(
+    workdir: Path, extra_env: dict[str, str] | None = None, port: int | None = None
+) -> Iterator[Service]:
+    """`mfa-codes run` on `port` (else a free one) with nothing configured but a fresh
+    MFA_VAR_DIR (and `extra_env`)."""
+    port = port or free_port()
     env = child_env(MFA_VAR_DIR=str(workdir / "var"), **FAST_ARGON2, **(extra_env or {}))
     log_path = workdir / "run.log"
     with open(log_path, "wb") as log:

@@ -298,6 +298,38 @@ def test_a_ticket_works_once(world: ApiWorld) -> None:
         assert enter(world, unknown).status_code == 410
 
 
+def race_posts(world: ApiWorld, made: str, racers: int) -> list[int]:
+    """The statuses of `racers` POST /ui/session of one ticket, released together."""
+    barrier = threading.Barrier(racers)
+    statuses: list[int] = []
+
+    def post() -> None:
+        barrier.wait(timeout=10)
+        statuses.append(enter(world, made).status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(racers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return statuses
+
+
+def test_of_two_concurrent_posts_of_one_ticket_exactly_one_opens_a_session(
+    world: ApiWorld,
+) -> None:
+    org, _ = person(world)
+    rounds = 4  # each a fresh ticket and a fresh race
+    for _ in range(rounds):
+        made = ticket(world, org, "alice", "user", seconds=0)
+        assert sorted(race_posts(world, made, 2)) == [200, 410]
+    with world.services.unit_of_work() as uow:
+        opened = uow.session.execute(
+            select(ApiToken).where(ApiToken.org_id == org, ApiToken.kind == "session")
+        ).all()
+    assert len(opened) == rounds
+
+
 def test_of_concurrent_redeems_of_one_ticket_exactly_one_wins(world: ApiWorld) -> None:
     org, _ = person(world)
     made = ticket(world, org, "alice", "user", seconds=0)
@@ -347,6 +379,17 @@ def test_a_foreign_origin_is_refused_and_the_ticket_survives(world: ApiWorld, or
     assert refused.status_code == 403 and refused.json["type"] == "/problems/forbidden"
     assert "set-cookie" not in {k.lower() for k in refused.headers}
     assert enter(world, made, headers={"Origin": OWN_ORIGIN}).status_code == 200
+
+
+@pytest.mark.parametrize("site", ["cross-site", "same-site"])
+def test_a_browser_saying_the_call_is_not_from_our_origin_is_refused(
+    world: ApiWorld, site: str
+) -> None:
+    org, _ = person(world)
+    made = ticket(world, org, "alice", "user", seconds=0)
+    refused = enter(world, made, headers={"Sec-Fetch-Site": site})
+    assert refused.status_code == 403 and refused.json["type"] == "/problems/forbidden"
+    assert enter(world, made, headers={"Sec-Fetch-Site": "same-origin"}).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -486,7 +529,8 @@ def test_a_session_ends_after_15_idle_minutes(world: ApiWorld) -> None:
         last_used_at=now - timedelta(minutes=14),
     )
     assert browser.call("GET", "/v1/me/mfa").status_code == 200  # used: last_used_at now
-    assert session_row(world, browser).last_used_at >= now  # type: ignore[operator]
+    used = session_row(world, browser).last_used_at
+    assert used is not None and used >= now
     _age(world, browser, last_used_at=now - timedelta(minutes=15, seconds=1))
     assert_401(browser.call("GET", "/v1/me/mfa"))
     assert_401(browser.call("GET", "/ui/session"))
