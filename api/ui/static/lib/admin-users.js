@@ -29,8 +29,9 @@ const ACTIONS = {
   },
 };
 
+// A term above its value, grouped so the base's .facts grid keeps them together.
 function fact(term, ...value) {
-  return [h("dt", {}, term), h("dd", {}, ...value)];
+  return h("div", {}, h("dt", {}, term), h("dd", {}, ...value));
 }
 
 function limitsOf(limits) {
@@ -64,13 +65,13 @@ function render(user) {
   current = user.user_id;
   byId("user-result-id").textContent = user.user_id;
   const facts = [
-    ...fact("Enrolled", mfa.enrolled ? badge("Yes", "ok") : badge("No", "neutral"),
+    fact("Enrolled", mfa.enrolled ? badge("Yes", "ok") : badge("No", "neutral"),
       mfa.enrolled && mfa.enrolled_at ? " since " : "", mfa.enrolled_at ? timeCell(mfa.enrolled_at) : ""),
-    ...fact("Backup codes", ...codesOf(mfa)),
-    ...fact("Locks", ...limitsOf(mfa.limits)),
+    fact("Backup codes", ...codesOf(mfa)),
+    fact("Locks", ...limitsOf(mfa.limits)),
   ];
-  if (user.display_name) facts.push(...fact("Name", user.display_name));
-  if (user.email) facts.push(...fact("Mail", user.email));
+  if (user.display_name) facts.push(fact("Name", user.display_name));
+  if (user.email) facts.push(fact("Mail", user.email));
   byId("user-facts").replaceChildren(...facts);
   byId("user-revoke").disabled = !mfa.backup_codes;
   byId("user-reset").disabled = !mfa.enrolled;
@@ -95,11 +96,9 @@ async function act(button) {
     if (!(await confirmIn(confirm, go, byId("user-confirm-cancel"), button))) return;
   }
   try {
-    await busy(button, async () => {
-      const [method, path] = action.request(id);
-      await call(method, path);
-      await lookup(id);
-    });
+    const [method, path] = action.request(id);
+    await busy(button, () => call(method, path));
+    await lookup(id); // after busy(), so what the new state disables stays disabled
     confirm.hidden = true;
     done(byId("user-done"), action.said(id));
   } catch (err) {

@@ -223,9 +223,9 @@ function card(hook) {
     title,
     hook.description ? h("p", { class: "admin-hook-description" }, hook.description) : "",
     h("dl", { class: "facts" },
-      h("dt", {}, "State"), h("dd", {}, stateBadge),
-      h("dt", {}, "Events"), h("dd", {}, eventsText(hook.events)),
-      h("dt", {}, "Created"), h("dd", {}, timeCell(hook.created_at))),
+      h("div", {}, h("dt", {}, "State"), h("dd", {}, stateBadge)),
+      h("div", {}, h("dt", {}, "Events"), h("dd", {}, eventsText(hook.events))),
+      h("div", {}, h("dt", {}, "Created"), h("dd", {}, timeCell(hook.created_at)))),
     h("div", { class: "actions" }, ping, show, toggle, rotate, remove),
     confirm, error, notice, view.root);
 
