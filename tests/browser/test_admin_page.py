@@ -250,7 +250,9 @@ def test_tokens_filter_and_page(ui: Ui, page: Page, page_log: PageLog) -> None:
     org = ui.org()
     carol = ui.user(org, enrolled=False)
     made = [ui.user_token(carol) for _ in range(27)]
-    listed = api_json(ui, "GET", f"/v1/org/tokens?principal_id={carol.user_id}", ui.admin_token(org))
+    listed = api_json(
+        ui, "GET", f"/v1/org/tokens?principal_id={carol.user_id}", ui.admin_token(org)
+    )
     newest = listed["tokens"][0]["token_id"]
     assert len(made) == 27 and len(listed["tokens"]) == 27
     open_console(ui, page, org)
@@ -433,8 +435,11 @@ def test_the_whole_console_at_both_widths(
         "POST",
         "/v1/org/webhooks",
         admin,
-        {"url": "https://hooks.example.com/mfa", "events": ["backup_codes.*", "mfa.reset"],
-         "description": "SIEM"},
+        {
+            "url": "https://hooks.example.com/mfa",
+            "events": ["backup_codes.*", "mfa.reset"],
+            "description": "SIEM",
+        },
     )
     open_console(ui, page, org)
     page.get_by_label("User id").fill(erin.user_id)
@@ -446,6 +451,8 @@ def test_the_whole_console_at_both_widths(
     shoot(page, "admin-print")
     page.emulate_media(media="screen")
     # Nothing from another origin, and no icon request (it is declared inline).
-    assert all(url.startswith((ui.base + "/", "data:")) for url in page_log.requests), page_log.requests
+    assert all(url.startswith((ui.base + "/", "data:")) for url in page_log.requests), (
+        page_log.requests
+    )
     assert not any(url.endswith("/favicon.ico") for url in page_log.requests)
     page_log.assert_clean()

@@ -49,7 +49,7 @@ function codesOf(mfa) {
   if (!mfa.backup_codes_enabled) return ["Turned off by the policy"];
   const set = mfa.backup_codes;
   if (!set) {
-    return [mfa.last_set_expired_unseen ? "None: the last sheet expired unfetched" : "None"];
+    return [mfa.last_set_expired_unseen ? "None: the last set was never fetched and is void" : "None"];
   }
   const left = `${set.remaining} of ${set.total} left`;
   return [
