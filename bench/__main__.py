@@ -27,6 +27,7 @@ SUITES = [
     ("Worker scaling: 1 vs 2 processes", "bench.bench_scaling"),
     ("Slow clients: /healthz with and without 64 slow sockets", "bench.bench_slow_clients"),
     ("Webhooks: deliveries vs bare POSTs; intake with 2 webhooks vs none", "bench.bench_webhooks"),
+    ("Pages: first load in chromium vs a bare HTML page", "bench.bench_ui_load"),
 ]
 
 

@@ -19,12 +19,15 @@ How a page's tests use it (tests/browser/test_<page>_page.py)::
         page_log.assert_clean()                   # no console error, page error, CSP violation
 
 - `ui.link(role, principal, org)` is the one-time URL (role user: through the API with
-  the org's service token, as the application does; auditor, admin: the CLI). `ui.enter`
-  opens it and waits until the page it was made for has loaded.
+  the org's service token, as the application does; auditor, admin: as `mfa-codes
+  ui-link` makes it). `ui.enter` opens it and waits until the page it was made for has
+  loaded. `ui.expire_link(url)` makes its ticket expire.
 - `ui.user(org, enrolled=False)` is a user without MFA; `ui.token(org, principal, role)`
-  a bearer token from the CLI (service, admin, auditor, user); `ui.call(...)` calls the
-  API (as in tests/e2e/service.py); `ui.policy(org, backup_codes_enabled=False)` turns
-  codes off; `ui.cli(...)` runs `mfa-codes` against the same database.
+  a bearer token (service, admin, auditor, user); `ui.call(...)` calls the API (as in
+  tests/e2e/service.py); `ui.policy(org, backup_codes_enabled=False)` turns codes off;
+  `ui.services` is the service's database from the test process (the domain's calls,
+  as the CLI makes them, without a Python start each: seconds on a busy machine);
+  `ui.cli(...)` runs `mfa-codes` itself against the same database.
 - Every context sends its own `X-Forwarded-For` (the service trusts 127.0.0.1 as its
   proxy), so each test is a source of its own: the per-source limits (10 POST
   /ui/session a minute, failed authentications) never carry from one test to the next.
@@ -35,6 +38,7 @@ How a page's tests use it (tests/browser/test_<page>_page.py)::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -51,6 +55,10 @@ from typing import TYPE_CHECKING, Any
 import pyotp
 import pytest
 
+from domain import accounts, audit, tokens, ui_sessions
+from domain.clock import utcnow
+from infra.services import Services
+from infra.settings import Settings
 from tests.e2e.service import Response, Service, running
 from tests.support.processes import free_port
 from tests.support.services import REQUIRE_SERVICES
@@ -146,18 +154,28 @@ class Ui:
         return f"{prefix}-{os.getpid()}-{next(self._names)}"
 
     # --- accounts ---
+    @functools.cached_property
+    def services(self) -> Services:
+        """The service's own database, from this process: provisioning here costs a
+        transaction, where a `mfa-codes` command costs a Python start (seconds on a
+        busy machine). The same domain calls the CLI makes."""
+        return Services.build(Settings.from_env(env=self.svc.env, dotenv=None))
+
     def org(self, *, backup_codes_enabled: bool = True, code_count: int = 5) -> str:
+        """A fresh organization (as `mfa-codes org create`), with this policy."""
         org = self.fresh("org")
-        self.cli("org", "create", org)
+        with self.services.unit_of_work() as uow:
+            accounts.create_org(uow, org, audit.CLI)
         if not backup_codes_enabled or code_count != 5:
             self.policy(org, backup_codes_enabled=backup_codes_enabled, code_count=code_count)
         return org
 
     def token(self, org: str, principal: str, role: str) -> str:
-        """A bearer token from the CLI (kept: one per org, principal and role)."""
+        """A bearer token (as `mfa-codes token issue`; kept: one per org, principal, role)."""
         key = (org, principal, role)
         if key not in self._tokens:
-            self._tokens[key] = self.svc.issue_token(org, principal, role)
+            with self.services.unit_of_work() as uow:
+                _, self._tokens[key] = tokens.issue(uow, org, principal, role, audit.CLI)
         return self._tokens[key]
 
     def service_token(self, org: str) -> str:
@@ -213,7 +231,7 @@ class Ui:
     # --- the pages ---
     def link(self, role: str, principal: str, org: str) -> str:
         """A one-time ui-link (valid 120 s): a user's from the API with the service
-        token, as the application makes it; an auditor's or admin's from the CLI."""
+        token, as the application makes it; an auditor's or admin's as the CLI does."""
         if role == "user":
             got = self.call(
                 "POST",
@@ -224,7 +242,11 @@ class Ui:
             assert got.status == 201, got.body
             url: str = got.json()["url"]
         else:
-            url = self.cli("ui-link", org, principal, "--role", role).strip().splitlines()[-1]
+            # As `mfa-codes ui-link ORG PRINCIPAL --role ROLE` makes it (that command's
+            # own test is in tests/integration/test_ui_sessions.py).
+            with self.services.unit_of_work() as uow:
+                ticket, _ = ui_sessions.issue_ticket(uow, org, principal, role, utcnow())
+            url = ui_sessions.link(self.base, ticket)
         assert url.startswith(self.base + "/ui/enter#ticket="), url
         return url
 
@@ -259,7 +281,12 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
         "MFA_TRUSTED_PROXIES": "127.0.0.1/32",
     }
     with running(workdir, env, port=port) as svc:
-        yield Ui(svc, base)
+        made = Ui(svc, base)
+        try:
+            yield made
+        finally:
+            if "services" in made.__dict__:
+                made.services.close()
 
 
 # --- the browser -----------------------------------------------------------------------
@@ -428,7 +455,9 @@ def shoot() -> Shoot:
 def run_axe(page: Page) -> dict[str, Any]:
     """axe-core (shipped inside axe-playwright-python) on the page as it is now; fails on
     any serious or critical violation, naming each rule and its first nodes."""
-    from axe_playwright_python.sync_playwright import Axe as AxeRunner
+    from axe_playwright_python.sync_playwright import (  # type: ignore[import-untyped]
+        Axe as AxeRunner,
+    )
 
     results: dict[str, Any] = AxeRunner().run(page).response
     bad = [v for v in results["violations"] if v.get("impact") in ("serious", "critical")]

@@ -242,4 +242,5 @@ def healthz_count(text: str) -> float:
 
 def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as got:
-        return got.read().decode()
+        body: bytes = got.read()
+    return body.decode()

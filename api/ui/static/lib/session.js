@@ -94,7 +94,8 @@ async function signOut() {
  * Safe to call more than once.
  */
 export function sessionEnded() {
-  if (document.documentElement.dataset.session === "ended") return;
+  // Once: after a sign-out (or an earlier end) the page already says what to do.
+  if (document.documentElement.dataset.session) return;
   endPage(
     "warning",
     "Your session has ended",
