@@ -20,12 +20,18 @@ ADMIN = "ops-root"
 XSS = "<img src=x onerror=alert(1)>"
 
 
-def open_console(ui: Ui, page: Page, org: str) -> list[str]:
-    """The admin's ui-link opened in `page`, the console loaded; returns the list of
-    dialogs the page opens from now on (an executed payload would open one)."""
+def open_console(ui: Ui, page: Page, org: str, *, from_cli: bool = False) -> list[str]:
+    """The admin's ui-link opened in `page` (`from_cli`: printed by `mfa-codes ui-link`
+    itself), the console loaded; returns the list of dialogs the page opens from now on
+    (an executed payload would open one)."""
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    ui.enter(page, "admin", ADMIN, org)
+    if from_cli:
+        url = ui.cli("ui-link", org, ADMIN, "--role", "admin").strip().splitlines()[-1]
+        page.goto(url)
+        page.wait_for_url(ui.base + "/ui/admin", wait_until="load")
+    else:
+        ui.enter(page, "admin", ADMIN, org)
     expect(page.locator("html")).to_have_attribute("data-state", "ready")
     expect(page.get_by_role("heading", level=1)).to_have_text("Administration")
     expect(page.locator("#account")).to_contain_text(ADMIN)
@@ -75,7 +81,7 @@ def test_an_admin_link_opens_the_console_and_the_policy_changes_only_once_confir
     ui: Ui, page: Page, page_log: PageLog, shoot: Shoot, axe: Axe
 ) -> None:
     org = ui.org()
-    dialogs = open_console(ui, page, org)
+    dialogs = open_console(ui, page, org, from_cli=True)
     expect(page.get_by_label("Codes in each new set")).to_have_value("5")
     expect(page.get_by_label("Backup codes are turned on")).to_be_checked()
 
