@@ -7,6 +7,7 @@ import {
 
 const FIELDS = { code_count: "policy-count", support_contact: "policy-contact" };
 let saved = null; // the policy as the service last answered it
+const onOff = (value) => (value ? "on" : "off");
 
 function fill(policy) {
   saved = policy;
@@ -14,6 +15,13 @@ function fill(policy) {
   byId("policy-count").value = String(policy.code_count);
   byId("policy-notify").checked = policy.notify_users;
   byId("policy-contact").value = policy.support_contact ?? "";
+  // On paper the form is not printed: the policy as saved is, in words.
+  byId("policy-summary").replaceChildren(...[
+    ["Backup codes", onOff(policy.backup_codes_enabled)],
+    ["Codes in each new set", String(policy.code_count)],
+    ["Mail to users", onOff(policy.notify_users)],
+    ["Support contact", policy.support_contact ?? "none"],
+  ].map(([term, value]) => h("div", {}, h("dt", {}, term), h("dd", {}, value))));
 }
 
 function wanted() {
@@ -26,7 +34,6 @@ function wanted() {
   };
 }
 
-const onOff = (value) => (value ? "on" : "off");
 const contactText = (value) => (value === null ? "none" : `“${value}”`);
 
 /** [label, before, after] for every field that differs. */
