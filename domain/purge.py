@@ -157,31 +157,31 @@ def purge_finished_mails(session: Session, before: datetime, batch: int = BATCH)
 
 def purge_expired_tickets(session: Session, before: datetime, batch: int = BATCH) -> int:
     """Delete up to `batch` repudiation tickets that expired before `before`."""
-    hashes = list(
-        session.execute(
-            select(RepudiationTicket.ticket_hash)
-            .where(RepudiationTicket.expires_at < before)
-            .limit(batch)
-            .with_for_update(skip_locked=True)
-        ).scalars()
-    )
-    if hashes:
-        session.execute(delete(RepudiationTicket).where(RepudiationTicket.ticket_hash.in_(hashes)))
-    return len(hashes)
+    return _purge_expired_by_hash(session, RepudiationTicket, before, batch)
 
 
 def purge_expired_ui_tickets(session: Session, before: datetime, batch: int = BATCH) -> int:
     """Delete up to `batch` ui-link tickets that expired before `before`."""
+    return _purge_expired_by_hash(session, UiTicket, before, batch)
+
+
+def _purge_expired_by_hash(
+    session: Session,
+    model: type[RepudiationTicket] | type[UiTicket],
+    before: datetime,
+    batch: int,
+) -> int:
+    """Both kinds of ticket are keyed by their hash and carry expires_at."""
     hashes = list(
         session.execute(
-            select(UiTicket.ticket_hash)
-            .where(UiTicket.expires_at < before)
+            select(model.ticket_hash)
+            .where(model.expires_at < before)
             .limit(batch)
             .with_for_update(skip_locked=True)
         ).scalars()
     )
     if hashes:
-        session.execute(delete(UiTicket).where(UiTicket.ticket_hash.in_(hashes)))
+        session.execute(delete(model).where(model.ticket_hash.in_(hashes)))
     return len(hashes)
 
 
