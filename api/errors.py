@@ -86,6 +86,7 @@ def _send(resp: falcon.Response, status: int, body: dict[str, Any]) -> None:
     resp.media = body
     resp.stream = None
     resp.data = None
+    resp.text = None  # a page's HTML answer turned into a problem (a 429) must not win
     # A problem never goes into a cache, whatever the resource set before it failed.
     resp.cache_control = ["no-store"]
 

@@ -172,7 +172,9 @@ def ui_link(org_id: str, principal_id: str, role: str) -> None:
     services = load_services()
     try:
         with services.unit_of_work() as uow:
-            ticket, _ = ui_sessions.issue_ticket(uow, org_id, principal_id, role, utcnow())
+            ticket, _ = ui_sessions.issue_ticket(
+                uow, org_id, principal_id, role, utcnow(), audit.CLI
+            )
     finally:
         services.close()
     click.echo(ui_sessions.link(services.settings.public_url, ticket))

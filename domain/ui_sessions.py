@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import update
 
 from domain import accounts, audit, tokens
+from domain.audit.types import EventType, Outcome
 from domain.errors import InvalidRequest, TicketGone
 from domain.models import ApiToken, Role, TokenKind, UiTicket
 from domain.sql import rowcount
@@ -55,10 +56,17 @@ def _digest(ticket: str) -> str:
 
 
 def issue_ticket(
-    uow: UnitOfWork, org_id: str, principal_id: str, role: str, now: datetime
+    uow: UnitOfWork,
+    org_id: str,
+    principal_id: str,
+    role: str,
+    now: datetime,
+    ctx: audit.Context,
 ) -> tuple[str, datetime]:
     """A new ticket for `principal_id` with `role` (a user must exist: NotFound
-    otherwise); returns it in clear, once, and when it expires."""
+    otherwise); returns it in clear, once, and when it expires. Audited as
+    `token.issued` (kind "ui-link") in the name of whoever asked (`ctx`: the service
+    or the operator), so the trail says who could open a session for whom."""
     if role not in PAGES:
         raise InvalidRequest(f"role must be one of {', '.join(LINK_ROLES)}", field="role")
     if not principal_id or len(principal_id) > 128 or not principal_id.isprintable():
@@ -79,6 +87,20 @@ def issue_ticket(
         )
     )
     uow.session.flush()
+    audit.append(
+        uow,
+        org_id,
+        EventType.TOKEN_ISSUED,
+        Outcome.SUCCESS,
+        ctx,
+        user_id=principal_id if role == Role.USER else None,
+        details={
+            "kind": "ui-link",
+            "role": role,
+            "principal_id": principal_id,
+            "expires_at": expires_at.isoformat(),
+        },
+    )
     return ticket, expires_at
 
 

@@ -27,7 +27,7 @@ class UiLinks(Resource):
         user_id = possible_user_id(user_id)
         with self.services.unit_of_work() as uow:
             ticket, expires_at = ui_sessions.issue_ticket(
-                uow, req.context.principal.org_id, user_id, role, utcnow()
+                uow, req.context.principal.org_id, user_id, role, utcnow(), req.context.audit
             )
         resp.media = {
             "url": ui_sessions.link(self.services.settings.public_url, ticket),

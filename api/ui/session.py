@@ -80,7 +80,7 @@ class UiSession:
         # Where a browser also says where the call comes from, only our own pages may
         # make it (a sibling subdomain is `same-site`, not ours).
         fetched_from = (req.get_header("Sec-Fetch-Site") or "same-origin").strip().lower()
-        if fetched_from not in ("same-origin", "none"):
+        if fetched_from != "same-origin":
             raise Forbidden("This page may be opened only from this service's own origin")
         media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
         if media_type != falcon.MEDIA_JSON:

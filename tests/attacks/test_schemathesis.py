@@ -105,7 +105,7 @@ def make_cast(world: ApiWorld) -> Cast:
     with world.services.unit_of_work() as uow:
         # A user of its own: the fuzzed resets and deletions name the cast's others.
         accounts.create_user(uow, org, "browser", None, audit.CLI)
-        ticket, _ = ui_sessions.issue_ticket(uow, org, "browser", "user", utcnow())
+        ticket, _ = ui_sessions.issue_ticket(uow, org, "browser", "user", utcnow(), audit.CLI)
     entered = world.call("POST", "/ui/session", json={"ticket": ticket})
     assert entered.status_code == 200, entered.text
     return Cast(

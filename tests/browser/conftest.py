@@ -245,7 +245,7 @@ class Ui:
             # As `mfa-codes ui-link ORG PRINCIPAL --role ROLE` makes it (that command's
             # own test is in tests/integration/test_ui_sessions.py).
             with self.services.unit_of_work() as uow:
-                ticket, _ = ui_sessions.issue_ticket(uow, org, principal, role, utcnow())
+                ticket, _ = ui_sessions.issue_ticket(uow, org, principal, role, utcnow(), audit.CLI)
             url = ui_sessions.link(self.base, ticket)
         assert url.startswith(self.base + "/ui/enter#ticket="), url
         return url

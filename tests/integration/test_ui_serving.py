@@ -16,7 +16,7 @@ import pytest
 from falcon import testing
 
 from api.ui import pages
-from domain import ui_sessions
+from domain import audit, ui_sessions
 from domain.clock import utcnow
 from infra.migrate import upgrade
 from tests.support.api_world import ApiWorld, api_world
@@ -264,7 +264,7 @@ def test_the_right_role_gets_the_page(world: ApiWorld, org: str) -> None:
 
 def test_a_session_cookie_opens_the_page(world: ApiWorld, org: str) -> None:
     with world.services.unit_of_work() as uow:
-        ticket, _ = ui_sessions.issue_ticket(uow, org, "sec-team", "auditor", utcnow())
+        ticket, _ = ui_sessions.issue_ticket(uow, org, "sec-team", "auditor", utcnow(), audit.CLI)
     entered = world.call(
         "POST",
         "/ui/session",

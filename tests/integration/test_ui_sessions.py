@@ -116,7 +116,9 @@ def ui_link(world: ApiWorld, service: str, user: str = "alice") -> str:
 def ticket(world: ApiWorld, org: str, principal: str, role: str, **ago: float) -> str:
     """A ticket made through the domain, `ago` (seconds=...) in the past: the clock."""
     with world.services.unit_of_work() as uow:
-        made, _ = ui_sessions.issue_ticket(uow, org, principal, role, utcnow() - timedelta(**ago))
+        made, _ = ui_sessions.issue_ticket(
+            uow, org, principal, role, utcnow() - timedelta(**ago), audit.CLI
+        )
     return made
 
 
@@ -381,7 +383,7 @@ def test_a_foreign_origin_is_refused_and_the_ticket_survives(world: ApiWorld, or
     assert enter(world, made, headers={"Origin": OWN_ORIGIN}).status_code == 200
 
 
-@pytest.mark.parametrize("site", ["cross-site", "same-site"])
+@pytest.mark.parametrize("site", ["cross-site", "same-site", "none"])
 def test_a_browser_saying_the_call_is_not_from_our_origin_is_refused(
     world: ApiWorld, site: str
 ) -> None:
@@ -638,6 +640,15 @@ def test_a_session_is_audited_as_token_issued_and_no_secret_reaches_logs_or_trai
     assert event.details["role"] == "user" and event.details["principal_id"] == "alice"
     assert event.details["ttl_seconds"] == 8 * 3600
     assert event.actor_principal_id == "alice" and event.user_id == "alice"
+    # The link itself, in the name of the service that asked for it: who could open
+    # a session for whom.
+    (link_event,) = [
+        e for e in events if e.type == EventType.TOKEN_ISSUED and e.details["kind"] == "ui-link"
+    ]
+    assert link_event.seq < event.seq
+    assert (link_event.actor_principal_id, link_event.actor_role) == ("front-end", "service")
+    assert link_event.details["principal_id"] == "alice" and link_event.user_id == "alice"
+    assert link_event.details["role"] == "user"
     trail = json.dumps(
         [{c.name: str(getattr(e, c.name)) for c in AuditEvent.__table__.columns} for e in events]
     )

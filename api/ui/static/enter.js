@@ -86,7 +86,7 @@ async function enter() {
     return;
   }
   const session = await response.json();
-  const target = PAGE_NAMES[session.page] ? session.page : "/ui/security";
+  const target = Object.hasOwn(PAGE_NAMES, session.page) ? session.page : "/ui/security";
   byId("enter-progress").hidden = true;
   const heading = byId("enter-title");
   heading.textContent = "Signed in";

@@ -564,7 +564,7 @@ async function loadEvents(pending = api("GET", EVENTS)) {
     outcome.className = `sec-outcome sec-outcome-${e.outcome === "success" ? "ok" : "bad"}`;
     outcome.textContent = outcomeLabel(e.outcome);
     const from = [e.source_ip, deviceLabel(e.user_agent)].filter(Boolean).join(" · ");
-    for (const content of [when, eventLabel(e.type), outcome, from || "—"]) {
+    for (const content of [when, eventLabel(e.type, e.details), outcome, from || "—"]) {
       const td = document.createElement("td");
       td.append(content);
       tr.append(td);

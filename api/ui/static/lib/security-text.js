@@ -36,7 +36,9 @@ const EVENTS = {
 
 const OUTCOMES = { success: "Succeeded", failure: "Failed", denied: "Refused" };
 
-export function eventLabel(type) {
+export function eventLabel(type, details = {}) {
+  // token.issued is both a link to this page being made and the session it opened.
+  if (type === "token.issued" && details && details.kind === "ui-link") return "Sign-in link to this page made";
   return EVENTS[type] ?? type;
 }
 
