@@ -27,7 +27,8 @@ from api.auth import Principal, authenticate, require_csrf, require_role
 from api.errors import refuse_as_throttled
 from domain import audit, throttles
 from domain.audit.types import EventType, Outcome
-from domain.errors import CsrfFailed, Forbidden
+from domain.errors import CsrfFailed, Forbidden, TooManyAttempts
+from domain.sources import source_key
 from infra import logs
 from infra.services import Services
 
@@ -73,6 +74,18 @@ def client_ip(req: falcon.Request, trusted: tuple[IPv4Network | IPv6Network, ...
             except ValueError:
                 return peer  # garbage from the proxy chain: fall back to what we know
     return peer
+
+
+def throttle_source(services: Services, req: falcon.Request, name: str, per_minute: int) -> str:
+    """One more `name` request from the caller's source this minute, counted in its own
+    committed transaction (so a refused one still counts); past `per_minute`, 429.
+    Returns the source. For the public resources, whose caller has no token."""
+    source = client_ip(req, services.settings.trusted_proxies)
+    with services.unit_of_work() as uow:
+        verdict = throttles.hit(uow.session, f"{name}:{source_key(None, source)}", per_minute)
+    if verdict.over:
+        raise TooManyAttempts(verdict.retry_after, "Too many requests; slow down")
+    return source
 
 
 class RequestContext:

@@ -138,9 +138,14 @@ def usable(row: ApiToken | Presented, now: datetime) -> bool:
     return True
 
 
+def _could_be_ours(presented: str) -> bool:
+    """Worth a lookup: our prefix, and not longer than any token we issue."""
+    return presented.startswith(PREFIX) and len(presented) <= 200
+
+
 def authenticate(session: Session, presented: str, now: datetime | None = None) -> ApiToken | None:
     """The token's row, or None for an unknown, revoked or expired token."""
-    if not presented.startswith(PREFIX) or len(presented) > 200:
+    if not _could_be_ours(presented):
         return None
     row = session.execute(
         select(ApiToken).where(ApiToken.token_hash == _digest(presented))
@@ -174,7 +179,7 @@ _LOOKUP = select(*(_TOKENS.c[name] for name in Presented.__dataclass_fields__)).
 def lookup(conn: Connection, presented: str, now: datetime) -> Presented | None:
     """authenticate for every request: one Core read on `conn`, no session or ORM
     object (their cost is per request); None for an unknown, revoked or expired token."""
-    if not presented.startswith(PREFIX) or len(presented) > 200:
+    if not _could_be_ours(presented):
         return None
     found = conn.execute(_LOOKUP, {"digest": _digest(presented)}).first()
     if found is None:

@@ -193,10 +193,14 @@ def _csrf_key(secret_key: str) -> bytes:
     return hmac.new(secret_key.encode(), _CSRF_LABEL, hashlib.sha256).digest()
 
 
+def _csrf_under(secret_key: str, session_token: str) -> str:
+    mac = hmac.new(_csrf_key(secret_key), session_token.encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+
+
 def csrf_token(secret_keys: Sequence[str], session_token: str) -> str:
     """The session's CSRF token, under the current (first) secret key."""
-    mac = hmac.new(_csrf_key(secret_keys[0]), session_token.encode(), hashlib.sha256)
-    return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+    return _csrf_under(secret_keys[0], session_token)
 
 
 def csrf_matches(secret_keys: Sequence[str], session_token: str, presented: str | None) -> bool:
@@ -205,7 +209,6 @@ def csrf_matches(secret_keys: Sequence[str], session_token: str, presented: str 
         return False
     found = False
     for key in secret_keys:
-        mac = hmac.new(_csrf_key(key), session_token.encode(), hashlib.sha256).digest()
-        expected = base64.urlsafe_b64encode(mac).decode().rstrip("=")
+        expected = _csrf_under(key, session_token)
         found |= hmac.compare_digest(expected.encode(), presented.encode("utf-8", "replace"))
     return found

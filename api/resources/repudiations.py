@@ -16,13 +16,11 @@ from typing import ClassVar
 
 import falcon
 
-from api.middleware import MAX_BODY_BYTES, client_ip, user_agent
-from domain import throttles
+from api.middleware import MAX_BODY_BYTES, throttle_source, user_agent
 from domain.clock import utcnow
-from domain.errors import TicketGone, TooManyAttempts
+from domain.errors import TicketGone
 from domain.notify import mail_texts as texts
 from domain.notify import repudiation
-from domain.sources import source_key
 from infra.services import Services
 
 PER_MINUTE = 10
@@ -78,14 +76,7 @@ class Repudiation:
         self.services = services
 
     def _throttle(self, req: falcon.Request) -> str:
-        source = client_ip(req, self.services.settings.trusted_proxies)
-        with self.services.unit_of_work() as uow:
-            verdict = throttles.hit(
-                uow.session, f"repudiation:{source_key(None, source)}", PER_MINUTE
-            )
-        if verdict.over:
-            raise TooManyAttempts(verdict.retry_after, "Too many requests; slow down")
-        return source
+        return throttle_source(self.services, req, "repudiation", PER_MINUTE)
 
     @staticmethod
     def _html(resp: falcon.Response, body: str) -> None:

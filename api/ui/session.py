@@ -18,12 +18,11 @@ import falcon
 
 from api.auth import authenticate, set_session_cookie
 from api.bodies import UiTicket, read_body
-from api.middleware import client_ip, user_agent
-from domain import audit, throttles, ui_sessions
+from api.middleware import client_ip, throttle_source, user_agent
+from domain import audit, ui_sessions
 from domain.clock import rfc3339_millis, utcnow
-from domain.errors import Forbidden, TooManyAttempts, Unauthenticated
+from domain.errors import Forbidden, Unauthenticated
 from domain.models import ApiToken
-from domain.sources import source_key
 from infra.services import Services
 
 PATH = "/ui/session"
@@ -63,17 +62,8 @@ class UiSession:
         self.services = services
         self.origin = origin_of(services.settings.public_url)
 
-    def _throttle(self, source: str) -> None:
-        with self.services.unit_of_work() as uow:
-            verdict = throttles.hit(
-                uow.session, f"ui-session:{source_key(None, source)}", PER_MINUTE
-            )
-        if verdict.over:
-            raise TooManyAttempts(verdict.retry_after, "Too many requests; slow down")
-
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        source = client_ip(req, self.services.settings.trusted_proxies)
-        self._throttle(source)
+        source = throttle_source(self.services, req, "ui-session", PER_MINUTE)
         origin = req.get_header("Origin")
         if origin is not None and origin.strip().lower() != self.origin:
             raise Forbidden("This page may be opened only from this service's own origin")
