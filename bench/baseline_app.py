@@ -11,6 +11,10 @@ with the same settings: `gunicorn bench.baseline_app:application`.
   configured parameters (MFA_ARGON2_*, read as the API reads them) of the body's
   `code` against the hash of BASELINE_CODE, made when the process starts. No
   authentication, database, limits, slots or audit.
+- `POST /counted` (bench.bench_signin_load): the least an input that is counted
+  but never hashed can cost: the API's own token lookup (domain.tokens.lookup, one
+  read) and one INSERT into `bench_baseline`, each its own autocommit statement.
+  No user, policy, limits, budget read, audit or transaction.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from datetime import UTC, datetime
 import falcon
 from sqlalchemy import Column, DateTime, MetaData, String, Table, insert
 
+from domain import tokens
 from domain.codes import CodeHasher
 from infra.db import make_engine
 from infra.settings import Settings
@@ -69,6 +74,26 @@ class Verify:
         resp.media = {"accepted": self.hasher.verify(self.stored, code)}
 
 
+class Counted:
+    def __init__(self, database_url: str) -> None:
+        self.engine = make_engine(database_url)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = req.get_media()
+        source = body.get("client_ip") if isinstance(body, dict) else None
+        scheme, _, presented = (req.get_header("Authorization") or "").partition(" ")
+        if not isinstance(source, str) or scheme.lower() != "bearer":
+            raise falcon.HTTPBadRequest(description="client_ip and a bearer token")
+        now = datetime.now(UTC)
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            if tokens.lookup(conn, presented, now) is None:
+                raise falcon.HTTPUnauthorized()
+            conn.execute(
+                insert(baseline).values(id=str(uuid.uuid4()), totp="000000", created_at=now)
+            )
+        resp.media = {"accepted": False, "mistyped": True}
+
+
 class Health:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = {"status": "ok"}
@@ -80,6 +105,7 @@ def create_app(settings: Settings) -> falcon.App[falcon.Request, falcon.Response
     app: falcon.App[falcon.Request, falcon.Response] = falcon.App()
     app.add_route("/insert", Insert(settings.database_url))
     app.add_route("/verify", Verify(hasher))
+    app.add_route("/counted", Counted(settings.database_url))
     app.add_route("/healthz", Health())
     return app
 

@@ -22,6 +22,11 @@ attempt limits, 4 verification slots a process.
   have a budget of their own per source (30 in 15 minutes), so each source sends
   MISTYPED_PER_SOURCE of them (its first is audited, once a minute per source).
 - healthz: GET /healthz of the same API server, its cheapest answer.
+- floor: bench.baseline_app's POST /counted with the mistyped requests' bodies and
+  token: the API's token lookup and one INSERT, each its own autocommit statement,
+  and nothing else. The least any input that is authenticated and counted in the
+  database can cost here; its ratio to /healthz bounds what the mistyped case can
+  reach on this machine.
 
 For each N in CLIENTS: N threads, each with one keep-alive http.client
 connection; every case gets its REQUESTS (CHEAP_REQUESTS for the two cheap ones)
@@ -31,7 +36,9 @@ per-request latencies seen by the client. Bars (issue 13): verify >= 0.8x the
 baseline's verifications/s at every N; mistyped >= 0.5x /healthz's rate.
 
 Last, the denial-of-service budget: single-thread argon2id verifications per second
-in this process at the default parameters, i.e. the attempts one core absorbs.
+in this process at the default parameters, i.e. the attempts one core absorbs; and
+one PostgreSQL round trip (SELECT 1 in autocommit, median), the unit every
+statement of the verify path pays.
 
     python -m bench.bench_signin_load
 """
@@ -49,6 +56,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.baseline_app import BASELINE_CODE
+from bench.baseline_app import metadata as baseline_metadata
 from bench.common import (
     delete_queues,
     fresh_postgres,
@@ -64,6 +72,7 @@ from domain import accounts, audit, tokens
 from domain import totp as otp
 from domain.codes import CodeHasher, PlainCode, generate_codes
 from domain.limits import Limits
+from infra.db import make_engine
 from infra.services import Services
 from tests.support.builders import add_code_set, add_enrollment
 
@@ -78,6 +87,7 @@ SET_SIZE = PER_USER // RIGHT_EVERY + 1
 MISTYPED_PER_SOURCE = 25  # below the per-source mistyped budget (30 in 15 minutes)
 MISTYPED_INPUT = "ABCD-EFGH"  # a wrong length: cannot be a code
 ARGON2_SAMPLES = 40
+ROUND_TRIPS = 400
 VERIFY_BAR = 0.8
 MISTYPED_BAR = 0.5
 ORG = "bench-signin"
@@ -251,7 +261,27 @@ def _mistyped_requests(users: int, count: int, token: str) -> list[Request]:
     ]
 
 
+def _counted_requests(mistyped: list[Request]) -> list[Request]:
+    """The mistyped requests' bodies and headers, sent to the baseline's /counted."""
+    return [Request("POST", "/counted", r.body, r.headers) for r in mistyped]
+
+
 # --- the run ----------------------------------------------------------------------
+
+
+def round_trip_ms(database_url: str, samples: int = ROUND_TRIPS) -> float:
+    """Median wall time of one autocommit SELECT 1 from this process."""
+    engine = make_engine(database_url)
+    took = []
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for _ in range(samples):
+                began = time.perf_counter()
+                conn.exec_driver_sql("SELECT 1").scalar()
+                took.append((time.perf_counter() - began) * 1000)
+    finally:
+        engine.dispose()
+    return percentile(took, 0.50)
 
 
 def argon2_per_second(samples: int = ARGON2_SAMPLES) -> float:
@@ -292,17 +322,24 @@ class Cursor:
 
 
 def measure(
-    api: int, base: int, ours_reqs: list[Request], base_reqs: list[Request], cheap: list[Request]
+    api: int,
+    base: int,
+    ours_reqs: list[Request],
+    base_reqs: list[Request],
+    cheap: list[Request],
+    counted: list[Request],
 ) -> dict[tuple[str, int], Load]:
     health = [Request("GET", "/healthz", None, {})] * (CHEAP_REQUESTS // ROUNDS)
     ours_at, base_at, cheap_at = Cursor(ours_reqs), Cursor(base_reqs), Cursor(cheap)
+    floor_at = Cursor(counted)
     # Warm-up: each server's workers import, connect and hash once before anything counts.
     drive(base, base_at.take(WARMUP), 8, Samples())
     drive(api, ours_at.take(WARMUP), 8, Samples())
     drive(api, cheap_at.take(WARMUP), 8, Samples())
+    drive(base, floor_at.take(WARMUP), 8, Samples())
     results: dict[tuple[str, int], Load] = {}
     for n in CLIENTS:
-        samples = {name: Samples() for name in ("base", "ours", "mistyped", "healthz")}
+        samples = {name: Samples() for name in ("base", "ours", "mistyped", "healthz", "floor")}
         right = {"base": 0, "ours": 0}
         for _ in range(ROUNDS):
             for name, port, cursor in (("base", base, base_at), ("ours", api, ours_at)):
@@ -311,9 +348,11 @@ def measure(
                 drive(port, batch, n, samples[name])
             drive(api, cheap_at.take(CHEAP_REQUESTS // ROUNDS), n, samples["mistyped"])
             drive(api, health, n, samples["healthz"])
+            drive(base, floor_at.take(CHEAP_REQUESTS // ROUNDS), n, samples["floor"])
         _check(f"baseline, {n} clients", samples["base"], right["base"], 0)
         _check(f"verify, {n} clients", samples["ours"], right["ours"], 0)
         _check(f"mistyped, {n} clients", samples["mistyped"], 0, CHEAP_REQUESTS)
+        _check(f"floor, {n} clients", samples["floor"], 0, CHEAP_REQUESTS)
         for name, s in samples.items():
             results[(name, n)] = summary(s)
     return results
@@ -324,10 +363,13 @@ LABELS = {
     "ours": f"verify (1 in {RIGHT_EVERY} right)",
     "healthz": "GET /healthz",
     "mistyped": "verify, mistyped input (no hash)",
+    "floor": "floor: token lookup + one INSERT (baseline app)",
 }
 
 
-def table(results: dict[tuple[str, int], Load], argon2_rate: float) -> list[dict[str, object]]:
+def table(
+    results: dict[tuple[str, int], Load], argon2_rate: float, round_trip: float
+) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for n in CLIENTS:
         for name, against, bar in (
@@ -335,6 +377,7 @@ def table(results: dict[tuple[str, int], Load], argon2_rate: float) -> list[dict
             ("ours", "base", VERIFY_BAR),
             ("healthz", None, None),
             ("mistyped", "healthz", MISTYPED_BAR),
+            ("floor", "healthz", None),
         ):
             load = results[(name, n)]
             ratio = load.per_s / results[(against, n)].per_s if against else None
@@ -365,6 +408,17 @@ def table(results: dict[tuple[str, int], Load], argon2_rate: float) -> list[dict
             "bar": "",
         }
     )
+    rows.append(
+        {
+            "case": "one PostgreSQL round trip (SELECT 1, autocommit, this process)",
+            "clients": 1,
+            "per_s": 1000 / round_trip,
+            "p50_ms": round_trip,
+            "p99_ms": None,
+            "ratio": None,
+            "bar": "",
+        }
+    )
     return rows
 
 
@@ -380,6 +434,7 @@ def run() -> list[dict[str, object]]:
         log = Path(tmp) / "gunicorn.log"
         services = Services.build(settings)
         try:
+            baseline_metadata.create_all(services.engine)  # the floor's INSERT
             with services.unit_of_work() as uow:
                 accounts.create_org(uow, ORG, audit.CLI)
                 _, token = tokens.issue(uow, ORG, API_TOKEN_PRINCIPAL, "service", audit.CLI)
@@ -387,18 +442,20 @@ def run() -> list[dict[str, object]]:
         finally:
             services.close()
         cheap = _mistyped_requests(users, cheap_total, token)
+        counted = _counted_requests(cheap)
+        round_trip = round_trip_ms(url)
         try:
             with (
                 gunicorn("bench.baseline_app:application", env, log) as base_port,
                 gunicorn("api.wsgi:application", env, log) as api_port,
             ):
                 try:
-                    results = measure(api_port, base_port, ours, base, cheap)
+                    results = measure(api_port, base_port, ours, base, cheap, counted)
                 except RuntimeError as exc:
                     raise RuntimeError(f"{exc}; gunicorn: {log.read_text()[-2000:]}") from None
         finally:
             delete_queues(settings)
-    return table(results, argon2_rate)
+    return table(results, argon2_rate, round_trip)
 
 
 if __name__ == "__main__":

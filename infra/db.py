@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -93,6 +95,116 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+@contextmanager
+def autocommit(engine: Engine) -> Iterator[Connection]:
+    """A connection of the pool whose every statement commits on its own."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        yield conn
+
+
+class KeptConnections:
+    """Autocommit connections kept by the threads that use them, between uses.
+
+    For workers whose threads run one short statement after another (the webhook
+    delivery's claim and record): a checkout and a checkin of the pool, with the
+    isolation level set and reset, cost more CPU than such a statement. A thread
+    keeps its connection while it keeps using it; one unused for
+    PING_AFTER_IDLE_SECONDS goes back to the pool before the next use, whose
+    checkout ping then vouches for the connection it gets (the rule the pool itself
+    follows), so an idle worker holds nothing for long. At most `most` threads keep
+    one at a time (a thread that ended gives its place up), the others check one
+    out for each use, so that the process's other work always finds the rest of the
+    pool. A connection that raised is discarded, never reused nor pooled. Nothing
+    is kept across a fork (a child opens its own)."""
+
+    def __init__(self, engine: Engine, most: int) -> None:
+        self.engine = engine
+        self.most = most
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        # thread -> (its connection, when it was last used)
+        self._kept: dict[threading.Thread, tuple[Connection, float]] = {}
+        if most > 0:
+            # Disposing of the engine (the process's services closing) closes them
+            # all: kept, they would outlive the pool they came from.
+            event.listen(engine, "engine_disposed", lambda _engine: self.close_all())
+
+    @classmethod
+    def for_engine(cls, engine: Engine) -> KeptConnections:
+        """One fewer than the pool's size on PostgreSQL; none on SQLite, whose file
+        is opened in process and costs no round trip to check out."""
+        size = getattr(engine.pool, "size", None)
+        if engine.dialect.name != "postgresql" or size is None:
+            return cls(engine, 0)
+        return cls(engine, max(0, size() - 1))
+
+    @property
+    def kept(self) -> int:
+        return len(self._kept)
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        conn = self._kept_connection()
+        if conn is None:  # beyond `most`: a checkout for this use alone
+            with autocommit(self.engine) as own:
+                try:
+                    yield own
+                except BaseException:
+                    own.invalidate()  # as below
+                    raise
+            return
+        try:
+            yield conn
+        except BaseException:
+            # Its driver connection may be broken (a statement may have run on the
+            # driver's own cursor, unseen by the pool's disconnect check): discarded.
+            conn.invalidate()
+            self.close_mine()
+            raise
+        self._kept[threading.current_thread()] = (conn, time.monotonic())
+
+    def _kept_connection(self) -> Connection | None:
+        me = threading.current_thread()
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child: the parent's are not ours
+                self._pid, self._kept = os.getpid(), {}
+            held = self._kept.get(me)
+        if held is not None:
+            if time.monotonic() - held[1] < PING_AFTER_IDLE_SECONDS:
+                return held[0]
+            self.close_mine()
+        with self._lock:
+            if len(self._kept) >= self.most:
+                self._give_up_ended()
+                if len(self._kept) >= self.most:
+                    return None
+            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._kept[me] = (conn, time.monotonic())
+        return conn
+
+    def _give_up_ended(self) -> None:
+        """Under the lock: close what threads that ended left behind."""
+        for thread in [t for t in self._kept if not t.is_alive()]:
+            self._kept.pop(thread)[0].close()
+
+    def close_all(self) -> None:
+        """Close every thread's kept connection (at shutdown: no thread is using one).
+        Invalidated, so the driver's connection closes now: after a dispose the pool
+        they would go back to is no longer the engine's, and nothing would close it."""
+        with self._lock:
+            held, self._kept = list(self._kept.values()), {}
+        for conn, _ in held:
+            conn.invalidate()
+            conn.close()
+
+    def close_mine(self) -> None:
+        """Give this thread's kept connection back to the pool now."""
+        with self._lock:
+            held = self._kept.pop(threading.current_thread(), None)
+        if held is not None:
+            held[0].close()
 
 
 @contextmanager

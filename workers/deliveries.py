@@ -1,8 +1,11 @@
 """The delivery task: one webhook delivery per task, on the deliveries queue.
 
 Thin: claim (one UPDATE), send through the webhook client (no transaction open
-and no connection held while the receiver thinks), record (one UPDATE; a 410's
-disabling is a transaction of its own). A slow receiver
+while the receiver thinks), record (one UPDATE; a 410's disabling is a
+transaction of its own). Both UPDATEs run in autocommit on the connection the
+delivery thread keeps between attempts (infra.db.KeptConnections: on PostgreSQL
+the pool's checkout and checkin cost about a third of an attempt's CPU); it goes
+back to the pool once the thread has been idle for half a second. A slow receiver
 holds one delivery worker slot for at most the client's 10 seconds, never a
 regeneration (its own queue) nor another webhook's delivery beyond that slot.
 """
@@ -10,17 +13,15 @@ regeneration (its own queue) nor another webhook's delivery beyond that slot.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery, Task
-from sqlalchemy import Connection
 
 from domain.notify import webhook_delivery
 from domain.outbox import TASK_DELIVER_WEBHOOK
 from infra import metrics
-from infra.db import utcnow
+from infra.db import KeptConnections, utcnow
 from infra.services import Services
 from infra.webhook_client import WebhookClient
 from workers.publish import Publisher
@@ -41,13 +42,14 @@ def register_delivery_tasks(
     client: WebhookClient | None = None,
 ) -> Task[[int], str]:
     sender = client or WebhookClient(services.settings.webhook_allow_private)
+    connections = KeptConnections.for_engine(services.engine)
 
     @celery_app.task(name=TASK_DELIVER_WEBHOOK, shared=False, bind=True)
     def deliver(self: Task[Any, Any], delivery_id: int) -> str:
         if not isinstance(delivery_id, int) or isinstance(delivery_id, bool):
             log.warning("webhook.deliver: ignored a message without an integer id")
             return "invalid"
-        recorded = deliver_once(services, sender, delivery_id)
+        recorded = deliver_once(services, sender, delivery_id, connections)
         if recorded is None:
             return "skipped"  # done, dead, paused, not due, or another worker has it
         wait = recorded.retry_in
@@ -62,10 +64,18 @@ def register_delivery_tasks(
 
 
 def deliver_once(
-    services: Services, sender: WebhookClient, delivery_id: int
+    services: Services,
+    sender: WebhookClient,
+    delivery_id: int,
+    connections: KeptConnections | None = None,
 ) -> webhook_delivery.Recorded | None:
-    """One attempt of one delivery (what the task does); None when nothing was due."""
-    with _autocommit(services) as conn:
+    """One attempt of one delivery (what the task does); None when nothing was due.
+    Without `connections`, each UPDATE checks out a connection of its own."""
+    connections = connections or KeptConnections(services.engine, 0)
+    # Autocommit: the claim and the record are one atomic UPDATE each, so a BEGIN and
+    # a COMMIT round trip would add nothing (and on PostgreSQL each skips the WAL
+    # flush: see webhook_delivery).
+    with connections.connection() as conn:
         attempt = webhook_delivery.claim_in(conn, services.box, delivery_id, utcnow())
     if attempt is None:
         return None
@@ -75,7 +85,7 @@ def deliver_once(
         with services.unit_of_work() as uow:
             recorded = webhook_delivery.record(uow, attempt, answer, utcnow(), schedule)
     else:
-        with _autocommit(services) as conn:
+        with connections.connection() as conn:
             recorded = webhook_delivery.record_in(conn, attempt, answer, utcnow(), schedule)
     metrics.WEBHOOK_DELIVERIES.labels(recorded.outcome).inc()
     log.info(
@@ -86,17 +96,6 @@ def deliver_once(
         answer.status if answer.status is not None else answer.error,
     )
     return recorded
-
-
-@contextmanager
-def _autocommit(services: Services) -> Iterator[Connection]:
-    """A connection whose every statement commits on its own: the claim and the
-    record are one atomic UPDATE each, so a BEGIN and a COMMIT round trip would add
-    nothing (and on PostgreSQL each skips the WAL flush: see webhook_delivery).
-    The connection goes back to the pool between them: none is held while the
-    receiver thinks."""
-    with services.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        yield conn
 
 
 def republish_due(services: Services, publisher: Publisher) -> int:

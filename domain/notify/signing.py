@@ -14,6 +14,7 @@ import json
 import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from standardwebhooks.webhooks import Webhook as StandardWebhook
@@ -33,9 +34,13 @@ def encode_body(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+# One signer a secret, kept: building it decodes the secret, at every attempt else.
+_signer = lru_cache(maxsize=256)(StandardWebhook)
+
+
 def signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     at = datetime.fromtimestamp(timestamp, UTC)
-    return StandardWebhook(secret).sign(message_id, at, body.decode())
+    return _signer(secret).sign(message_id, at, body.decode())
 
 
 def headers(

@@ -11,6 +11,7 @@ carries, and the IPv4-compatible and site-local forms are refused outright.
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from urllib.parse import SplitResult, urlsplit
 
@@ -52,6 +53,7 @@ def _unmapped(addr: IPv4Address | IPv6Address) -> IPv4Address | IPv6Address | No
     return addr
 
 
+@lru_cache(maxsize=1024)  # pure, and asked at every attempt for the same few addresses
 def admitted(address: str, allow: AllowPrivate) -> bool:
     """May a delivery connect to `address` (a literal IP) under `allow`?"""
     try:
@@ -73,6 +75,7 @@ def admitted(address: str, allow: AllowPrivate) -> bool:
     return addr.is_global
 
 
+@lru_cache(maxsize=1024)  # pure, and asked at every attempt
 def literal_address(host: str) -> str | None:
     """The host as an IP literal (brackets removed), or None for a name."""
     try:

@@ -10,9 +10,11 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import select, text
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from domain import admin, audit
@@ -325,16 +327,20 @@ ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true)"
 
 @contextmanager
 def statements_sent(svc: Services) -> Iterator[list[str]]:
+    """What reaches the driver's cursors (the worker's prebuilt statements run on
+    psycopg's own cursor, unseen by SQLAlchemy's events): a spy, the call goes on."""
     sent: list[str] = []
+    real = psycopg.Cursor.execute
 
-    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        sent.append(statement)
+    def spied(cursor: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return real(cursor, query, *args, **kwargs)
 
-    event.listen(svc.engine, "before_cursor_execute", seen)
+    psycopg.Cursor.execute = spied  # type: ignore[assignment,method-assign]
     try:
         yield sent
     finally:
-        event.remove(svc.engine, "before_cursor_execute", seen)
+        psycopg.Cursor.execute = real  # type: ignore[method-assign]
 
 
 @pytest.mark.postgres

@@ -34,3 +34,23 @@ def test_wrong_key_error_does_not_echo_the_token() -> None:
 def test_no_key_is_refused() -> None:
     with pytest.raises(SecretBoxError):
         SecretBox([])
+
+
+def test_a_remembered_text_is_decrypted_once_and_a_failure_never_remembered() -> None:
+    box = SecretBox([Fernet.generate_key().decode()])
+    token = box.encrypt_text("whsec_example")
+    foreign = SecretBox([Fernet.generate_key().decode()]).encrypt(b"x")
+    real, decrypted = box._box, []
+
+    class Counting:
+        def decrypt(self, t: bytes) -> bytes:
+            decrypted.append(t)
+            return real.decrypt(t)
+
+    box._box = Counting()  # type: ignore[assignment]
+    assert [box.decrypt_text_remembered(token) for _ in range(3)] == ["whsec_example"] * 3
+    assert decrypted == [token]
+    for _ in range(2):
+        with pytest.raises(SecretBoxError):
+            box.decrypt_text_remembered(foreign)
+    assert decrypted == [token, foreign, foreign]
