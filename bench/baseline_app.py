@@ -15,6 +15,9 @@ with the same settings: `gunicorn bench.baseline_app:application`.
   but never hashed can cost: the API's own token lookup (domain.tokens.lookup, one
   read) and one INSERT into `bench_baseline`, each its own autocommit statement.
   No user, policy, limits, budget read, audit or transaction.
+- `POST /verify-counted` (bench.bench_signin_load): the same with /verify's one
+  argon2id verification of the body's `code` between the two statements: the
+  least a verification that is authenticated and recorded can cost.
 """
 
 from __future__ import annotations
@@ -75,8 +78,11 @@ class Verify:
 
 
 class Counted:
-    def __init__(self, database_url: str) -> None:
+    """/counted; with a `verify`, /verify-counted: the hash between the two."""
+
+    def __init__(self, database_url: str, verify: Verify | None = None) -> None:
         self.engine = make_engine(database_url)
+        self.verify = verify
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = req.get_media()
@@ -88,10 +94,17 @@ class Counted:
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             if tokens.lookup(conn, presented, now) is None:
                 raise falcon.HTTPUnauthorized()
+        accepted = False
+        if self.verify is not None:
+            code = body.get("code")
+            if not isinstance(code, str):
+                raise falcon.HTTPBadRequest(description="code must be a string")
+            accepted = self.verify.hasher.verify(self.verify.stored, code)
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(
                 insert(baseline).values(id=str(uuid.uuid4()), totp="000000", created_at=now)
             )
-        resp.media = {"accepted": False, "mistyped": True}
+        resp.media = {"accepted": accepted, "mistyped": self.verify is None}
 
 
 class Health:
@@ -104,8 +117,10 @@ def create_app(settings: Settings) -> falcon.App[falcon.Request, falcon.Response
     hasher = CodeHasher(argon2.memory_kib, argon2.time_cost, argon2.parallelism)
     app: falcon.App[falcon.Request, falcon.Response] = falcon.App()
     app.add_route("/insert", Insert(settings.database_url))
-    app.add_route("/verify", Verify(hasher))
+    verify = Verify(hasher)
+    app.add_route("/verify", verify)
     app.add_route("/counted", Counted(settings.database_url))
+    app.add_route("/verify-counted", Counted(settings.database_url, verify))
     app.add_route("/healthz", Health())
     return app
 

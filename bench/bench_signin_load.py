@@ -27,6 +27,10 @@ attempt limits, 4 verification slots a process.
   and nothing else. The least any input that is authenticated and counted in the
   database can cost here; its ratio to /healthz bounds what the mistyped case can
   reach on this machine.
+- verify floor: bench.baseline_app's POST /verify-counted with the verify requests'
+  codes (the baseline's) and token: the token lookup, one argon2id verification,
+  one INSERT. The least a verification that is authenticated and recorded costs;
+  its ratio to the baseline bounds the verify case the same way.
 
 For each N in CLIENTS: N threads, each with one keep-alive http.client
 connection; every case gets its REQUESTS (CHEAP_REQUESTS for the two cheap ones)
@@ -231,12 +235,13 @@ def _user_schedules(services: Services, users: int) -> list[list[tuple[str, bool
 
 def _verify_requests(
     schedules: list[list[tuple[str, bool]]], token: str
-) -> tuple[list[Request], list[Request]]:
-    """(ours, baseline) in the same order: request k goes to user k % users, so
-    consecutive requests are for different users; the baseline gets the same mix."""
+) -> tuple[list[Request], list[Request], list[Request]]:
+    """(ours, baseline, verify floor) in the same order: request k goes to user
+    k % users, so consecutive requests are for different users; the baseline and
+    the floor get the same mix."""
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     plain = {"Content-Type": "application/json"}
-    ours, base = [], []
+    ours, base, floor = [], [], []
     for k in range(len(schedules) * PER_USER):
         user, turn = k % len(schedules), k // len(schedules)
         code, right = schedules[user][turn]
@@ -245,7 +250,9 @@ def _verify_requests(
         ours.append(Request("POST", path, _json(body), headers, right))
         base_code = BASELINE_CODE if right else code
         base.append(Request("POST", "/verify", _json({"code": base_code}), plain, right))
-    return ours, base
+        floor_body = _json({"code": base_code, "client_ip": body["client_ip"]})
+        floor.append(Request("POST", "/verify-counted", floor_body, headers, right))
+    return ours, base, floor
 
 
 def _mistyped_requests(users: int, count: int, token: str) -> list[Request]:
@@ -328,21 +335,29 @@ def measure(
     base_reqs: list[Request],
     cheap: list[Request],
     counted: list[Request],
+    verify_floor: list[Request],
 ) -> dict[tuple[str, int], Load]:
     health = [Request("GET", "/healthz", None, {})] * (CHEAP_REQUESTS // ROUNDS)
     ours_at, base_at, cheap_at = Cursor(ours_reqs), Cursor(base_reqs), Cursor(cheap)
-    floor_at = Cursor(counted)
+    floor_at, vfloor_at = Cursor(counted), Cursor(verify_floor)
     # Warm-up: each server's workers import, connect and hash once before anything counts.
     drive(base, base_at.take(WARMUP), 8, Samples())
     drive(api, ours_at.take(WARMUP), 8, Samples())
     drive(api, cheap_at.take(WARMUP), 8, Samples())
     drive(base, floor_at.take(WARMUP), 8, Samples())
+    drive(base, vfloor_at.take(WARMUP), 8, Samples())
     results: dict[tuple[str, int], Load] = {}
     for n in CLIENTS:
-        samples = {name: Samples() for name in ("base", "ours", "mistyped", "healthz", "floor")}
-        right = {"base": 0, "ours": 0}
+        samples = {
+            name: Samples() for name in ("base", "ours", "mistyped", "healthz", "floor", "vfloor")
+        }
+        right = {"base": 0, "ours": 0, "vfloor": 0}
         for _ in range(ROUNDS):
-            for name, port, cursor in (("base", base, base_at), ("ours", api, ours_at)):
+            for name, port, cursor in (
+                ("base", base, base_at),
+                ("ours", api, ours_at),
+                ("vfloor", base, vfloor_at),
+            ):
                 batch = cursor.take(REQUESTS // ROUNDS)
                 right[name] += sum(r.right for r in batch)
                 drive(port, batch, n, samples[name])
@@ -351,6 +366,7 @@ def measure(
             drive(base, floor_at.take(CHEAP_REQUESTS // ROUNDS), n, samples["floor"])
         _check(f"baseline, {n} clients", samples["base"], right["base"], 0)
         _check(f"verify, {n} clients", samples["ours"], right["ours"], 0)
+        _check(f"verify floor, {n} clients", samples["vfloor"], right["vfloor"], 0)
         _check(f"mistyped, {n} clients", samples["mistyped"], 0, CHEAP_REQUESTS)
         _check(f"floor, {n} clients", samples["floor"], 0, CHEAP_REQUESTS)
         for name, s in samples.items():
@@ -364,6 +380,7 @@ LABELS = {
     "healthz": "GET /healthz",
     "mistyped": "verify, mistyped input (no hash)",
     "floor": "floor: token lookup + one INSERT (baseline app)",
+    "vfloor": "verify floor: token lookup + argon2id + one INSERT (baseline app)",
 }
 
 
@@ -375,6 +392,7 @@ def table(
         for name, against, bar in (
             ("base", None, None),
             ("ours", "base", VERIFY_BAR),
+            ("vfloor", "base", None),
             ("healthz", None, None),
             ("mistyped", "healthz", MISTYPED_BAR),
             ("floor", "healthz", None),
@@ -438,7 +456,7 @@ def run() -> list[dict[str, object]]:
             with services.unit_of_work() as uow:
                 accounts.create_org(uow, ORG, audit.CLI)
                 _, token = tokens.issue(uow, ORG, API_TOKEN_PRINCIPAL, "service", audit.CLI)
-            ours, base = _verify_requests(_user_schedules(services, users), token)
+            ours, base, verify_floor = _verify_requests(_user_schedules(services, users), token)
         finally:
             services.close()
         cheap = _mistyped_requests(users, cheap_total, token)
@@ -450,7 +468,7 @@ def run() -> list[dict[str, object]]:
                 gunicorn("api.wsgi:application", env, log) as api_port,
             ):
                 try:
-                    results = measure(api_port, base_port, ours, base, cheap, counted)
+                    results = measure(api_port, base_port, ours, base, cheap, counted, verify_floor)
                 except RuntimeError as exc:
                     raise RuntimeError(f"{exc}; gunicorn: {log.read_text()[-2000:]}") from None
         finally:

@@ -116,7 +116,8 @@ def verify_backup_code(
         else:
             matches = services.hasher.verify_nothing(candidate)
 
-    user = uow.lock_user(user)  # see the module docstring for why here
+    # See the module docstring for why here. Only the user's identity is used below.
+    uow.lock_user_row(user)
     locked = signin_reads.under_lock(session, user.id, source, now, rules)
     state = guards.require_backup_codes_open(uow, user, locked.standing, _REFUSED, now, ctx, rules)
 

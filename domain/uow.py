@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from domain.errors import NotFound
@@ -60,6 +60,9 @@ class Committed:
 
 
 AfterCommit = Callable[[Committed], None]
+
+# Built once: the lock of lock_user_row binds only the id.
+_LOCK_ROW = select(User.id).where(User.id == bindparam("user_id")).with_for_update()
 
 
 @dataclass
@@ -101,6 +104,17 @@ class UnitOfWork:
             raise NotFound("no such user")
         self.note_locked(locked.id)
         return locked
+
+    def lock_user_row(self, user: User) -> None:
+        """lock_user for a caller that needs no fresh copy of the row, only the
+        user's identity (id, organization, external id, which never change): one
+        Core statement built once, no ORM load (sign-in's hot path, where the load
+        cost more than the round trip). NotFound as lock_user."""
+        if user.id in self._locks:
+            return
+        if self.session.connection().execute(_LOCK_ROW, {"user_id": user.id}).first() is None:
+            raise NotFound("no such user")
+        self.note_locked(user.id)
 
     def note_locked(self, user_id: str) -> None:
         """A user row the caller locked in its own read (SELECT ... FOR UPDATE)."""
