@@ -163,7 +163,10 @@ class KeptConnections:
             conn.invalidate()
             self.close_mine()
             raise
-        self._kept[threading.current_thread()] = (conn, time.monotonic())
+        me = threading.current_thread()
+        with self._lock:
+            if me in self._kept:  # not closed meanwhile (close_all, at shutdown)
+                self._kept[me] = (conn, time.monotonic())
 
     def _kept_connection(self) -> Connection | None:
         me = threading.current_thread()
