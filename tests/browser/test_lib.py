@@ -119,9 +119,11 @@ def test_a_revoked_session_ends_the_page(ui: Ui, page: Page, signed_in: User) ->
     assert "Your session has ended" in main and "from your application" in main
     assert page.query_selector("#page-content") is None
     assert page.evaluate("document.activeElement.classList.contains('notice')")
-    # Said to screen readers too (the live region is written a moment later).
+    # Said to screen readers too (the live region is written a moment later). A
+    # function, as the other waits: a bare expression is polled with eval, which
+    # the page's CSP refuses whenever the first check comes too early.
     page.wait_for_function(
-        "document.getElementById('status').textContent.includes('Your session has ended')"
+        "() => document.getElementById('status').textContent.includes('Your session has ended')"
     )
 
 
