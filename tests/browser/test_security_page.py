@@ -51,6 +51,21 @@ def focused_id(page: Page) -> str:
     return str(page.evaluate("document.activeElement && document.activeElement.id"))
 
 
+def focus_reaches(page: Page, element_id: str) -> None:
+    """Wait until `element_id` has the focus: the page moves it after its own awaits
+    (a refresh of the state, a render), not at once when the content appears."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    try:
+        page.wait_for_function(
+            "(id) => document.activeElement && document.activeElement.id === id",
+            arg=element_id,
+            timeout=TIMEOUT,
+        )
+    except PlaywrightError:
+        raise AssertionError(f"focus on {focused_id(page)!r}, not {element_id!r}") from None
+
+
 def assert_no_codes_kept(page: Page, log: PageLog, codes: list[str]) -> None:
     """Neither storage, the address, the history nor the console holds a code."""
     kept = page.evaluate(
@@ -67,7 +82,7 @@ def assert_no_codes_kept(page: Page, log: PageLog, codes: list[str]) -> None:
 def regenerate_with(page: Page, totp: str) -> None:
     page.get_by_role("button", name="Regenerate backup codes").click()
     field = page.get_by_label("6-digit code from your authenticator app")
-    assert focused_id(page) == "regen-totp"
+    focus_reaches(page, "regen-totp")
     field.fill(totp)
     page.get_by_role("button", name="Verify and regenerate").click()
 
@@ -122,7 +137,7 @@ def test_the_whole_user_flow(
     qr.wait_for()
     assert (qr.get_attribute("src") or "").startswith("data:image/svg+xml;base64,")
     assert page.evaluate("document.getElementById('enroll-qr').naturalWidth") > 0
-    assert focused_id(page) == "enroll-setup-title"
+    focus_reaches(page, "enroll-setup-title")
     secret = page.locator("#enroll-secret").inner_text().replace(" ", "")
     assert re.fullmatch(r"[A-Z2-7]{16,}", secret)
     alice.secret = secret
@@ -134,7 +149,7 @@ def test_the_whole_user_flow(
     # The first codes: shown once, focus on their heading.
     first = shown_codes(page)
     assert len(first) == 5 and all(CODE_RE.fullmatch(c) for c in first)
-    assert focused_id(page) == "new-codes-title"
+    focus_reaches(page, "new-codes-title")
     assert page.locator("#mfa-badge").inner_text() == "On"
     assert "will not be shown again" in page.locator("#new-codes").inner_text()
     shoot(page, "security-first-codes")
@@ -164,7 +179,7 @@ def test_the_whole_user_flow(
     field = page.get_by_label("6-digit code from your authenticator app")
     assert field.get_attribute("inputmode") == "numeric"
     assert field.get_attribute("autocomplete") == "one-time-code"
-    assert focused_id(page) == "regen-totp"
+    focus_reaches(page, "regen-totp")
     assert "Every earlier backup code stops working" in page.locator("#regen").inner_text()
     shoot(page, "security-regenerate")
     axe(page)
@@ -183,7 +198,7 @@ def test_the_whole_user_flow(
 
     new = shown_codes(page)
     assert len(new) == 5 and not set(new) & set(first)
-    assert focused_id(page) == "new-codes-title"
+    focus_reaches(page, "new-codes-title")
     assert page.locator("#new-codes-title").inner_text() == "Your new backup codes"
     shoot(page, "security-new-codes")
     axe(page)
@@ -242,7 +257,7 @@ def test_a_wrong_code_and_a_used_step_are_explained(
     error = page.locator("#regen-error")
     error.wait_for(timeout=TIMEOUT)
     assert "didn\u2019t match" in error.inner_text()
-    assert focused_id(page) == "regen-totp"
+    focus_reaches(page, "regen-totp")
     assert (
         page.get_by_label("6-digit code from your authenticator app").get_attribute("aria-invalid")
         == "true"
@@ -288,7 +303,7 @@ def test_a_throttled_user_sees_when_to_try_again(
     )
     assert page.get_by_label("6-digit code from your authenticator app").is_disabled()
     assert page.get_by_role("button", name="Verify and regenerate").is_disabled()
-    assert focused_id(page) == "regen-error"
+    focus_reaches(page, "regen-error")
     shoot(page, "security-throttled")
     axe(page)
     page_log.assert_clean()
