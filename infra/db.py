@@ -126,6 +126,7 @@ class KeptConnections:
         self._pid = os.getpid()
         # thread -> (its connection, when it was last used)
         self._kept: dict[threading.Thread, tuple[Connection, float]] = {}
+        self._connecting = 0  # threads checking out the connection they will keep
         if most > 0:
             # Disposing of the engine (the process's services closing) closes them
             # all: kept, they would outlive the pool they came from.
@@ -172,18 +173,26 @@ class KeptConnections:
         me = threading.current_thread()
         with self._lock:
             if self._pid != os.getpid():  # a forked child: the parent's are not ours
-                self._pid, self._kept = os.getpid(), {}
+                self._pid, self._kept, self._connecting = os.getpid(), {}, 0
             held = self._kept.get(me)
         if held is not None:
             if time.monotonic() - held[1] < PING_AFTER_IDLE_SECONDS:
                 return held[0]
             self.close_mine()
         with self._lock:
-            if len(self._kept) >= self.most:
+            if len(self._kept) + self._connecting >= self.most:
                 self._give_up_ended()
-                if len(self._kept) >= self.most:
+                if len(self._kept) + self._connecting >= self.most:
                     return None
+            self._connecting += 1  # the place is taken while the checkout runs
+        # Outside the lock: a checkout may wait for the pool, and the other threads'
+        # uses of what they keep must not wait with it.
+        try:
             conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        finally:
+            with self._lock:
+                self._connecting -= 1
+        with self._lock:
             self._kept[me] = (conn, time.monotonic())
         return conn
 
