@@ -83,8 +83,11 @@ from tests.support.builders import add_code_set, add_enrollment
 CLIENTS = (1, 2, 4, 8)
 REQUESTS = int(os.environ.get("BENCH_SIGNIN_LOAD_REQUESTS", "160"))  # per N and server
 CHEAP_REQUESTS = int(os.environ.get("BENCH_SIGNIN_LOAD_CHEAP_REQUESTS", "480"))
-WARMUP = 16
-ROUNDS = 2
+# Per case, from 8 clients: enough that each of the servers' workers (5 a server on
+# 2 cores) serves both kinds of code several times (16 left some workers' first
+# requests, with their statements' first compile, to the measured rounds).
+WARMUP = 80
+ROUNDS = 4
 RIGHT_EVERY = 4
 PER_USER = 12  # 3 right, 9 wrong: below the per-user failure threshold (20 an hour)
 SET_SIZE = PER_USER // RIGHT_EVERY + 1
@@ -340,7 +343,7 @@ def measure(
     health = [Request("GET", "/healthz", None, {})] * (CHEAP_REQUESTS // ROUNDS)
     ours_at, base_at, cheap_at = Cursor(ours_reqs), Cursor(base_reqs), Cursor(cheap)
     floor_at, vfloor_at = Cursor(counted), Cursor(verify_floor)
-    # Warm-up: each server's workers import, connect and hash once before anything counts.
+    # Warm-up: each server's workers import, connect, compile and hash before anything counts.
     drive(base, base_at.take(WARMUP), 8, Samples())
     drive(api, ours_at.take(WARMUP), 8, Samples())
     drive(api, cheap_at.take(WARMUP), 8, Samples())

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, bindparam, delete, func, insert, or_, select
 from sqlalchemy.orm import aliased
 
-from domain import audit
+from domain import audit, sql
 from domain.audit.types import EventType, Outcome
 from domain.errors import TooManyAttempts
 from domain.limits import KEEP_ROWS, KIND_MISTYPED, Limits, wait_after
@@ -114,7 +114,8 @@ def note(
         raise TooManyAttempts(over)
     due = seen.last_audited is None or now - seen.last_audited >= AUDIT_EVERY
     conn = uow.session.connection()
-    conn.execute(
+    sql.run(
+        conn,
         _INSERT,
         {
             "user_id": user.id,
@@ -127,7 +128,7 @@ def note(
     if not due:
         return
     # Old rows go with the batch's event: once a minute per source is often enough.
-    conn.execute(_PRUNE, {"org_id": user.org_id, "source": source, "before": now - KEEP_ROWS})
+    sql.run(conn, _PRUNE, {"org_id": user.org_id, "source": source, "before": now - KEEP_ROWS})
     audit.append(
         uow,
         user.org_id,

@@ -39,17 +39,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import Table, bindparam, update
 from sqlalchemy.orm import Session
 
-from domain import audit, guards, limits, mistyped, signin_reads
+from domain import audit, guards, limits, mistyped, signin_reads, sql
 from domain.audit.types import EventType, Outcome
 from domain.codes import LOW_WATERMARK, normalise
 from domain.errors import NotFound
 from domain.models import BackupCode
 from domain.ports import Services
 from domain.sources import source_key
-from domain.sql import rowcount
 from domain.uow import UnitOfWork
 
 _REFUSED = EventType.SIGNIN_REFUSED
@@ -176,19 +175,22 @@ def verify_backup_code(
     return VerifyResult(accepted=accepted, remaining=remaining, low=remaining <= LOW_WATERMARK)
 
 
-def _spend(session: Session, code_id: str, now: datetime) -> bool:
-    """True for the one attempt whose UPDATE changed the row."""
-    changed = session.execute(
-        update(BackupCode)
-        .where(
-            BackupCode.id == code_id,
-            BackupCode.spent_at.is_(None),
-            BackupCode.deactivated_at.is_(None),
-        )
-        .values(spent_at=now)
-        .execution_options(synchronize_session=False)
+_CODES: Table = BackupCode.__table__  # type: ignore[assignment]
+_SPEND = (
+    update(_CODES)
+    .where(
+        _CODES.c.id == bindparam("code_id"),
+        _CODES.c.spent_at.is_(None),
+        _CODES.c.deactivated_at.is_(None),
     )
-    return rowcount(changed) == 1
+    .values(spent_at=bindparam("now"))
+)
+
+
+def _spend(session: Session, code_id: str, now: datetime) -> bool:
+    """True for the one attempt whose UPDATE changed the row (a Core statement: no
+    ORM object of the row is loaded, so none goes stale)."""
+    return sql.run(session.connection(), _SPEND, {"code_id": code_id, "now": now}).rowcount == 1
 
 
 def _rehash(session: Session, code_id: str, new_hash: str) -> None:

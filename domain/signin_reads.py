@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, Executable, ScalarSelect, bindparam, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
-from domain import limits, mistyped
+from domain import limits, mistyped, sql
 from domain.codes import LEGACY_CODE_LENGTH, LOCATOR_LENGTH
 from domain.models import AttemptLimit, AuthFailure, BackupCode, Organization, TotpEnrollment, User
 
@@ -110,11 +110,15 @@ def _remaining() -> ScalarSelect[int]:
     )
 
 
+# The user's columns, not its entity: an ORM load costs more than the statement here.
+_USER_COLUMNS = tuple(User.__table__.columns)
+
+
 @_built_once
 def _before_hash_statement(shape: str, rules: limits.Limits) -> Executable:
     query = (
         select(
-            User,
+            *_USER_COLUMNS,
             Organization.backup_codes_enabled,
             TotpEnrollment.confirmed_at,
             *limits.STATE_COLUMNS,
@@ -189,13 +193,17 @@ def before_hash(
             "mistyped_after": now - timedelta(seconds=rules.mistyped_window_seconds),
             "keep_after": now - limits.KEEP_ROWS,
         }
-    row = session.execute(_before_hash_statement(shape, rules), params).first()
+    row = sql.run(session.connection(), _before_hash_statement(shape, rules), params).first()
     if row is None:
         return None
     values: list[Any] = list(row)
-    user, enabled, confirmed_at = values[:3]
-    state, source_nth = limits.state_of(values[3:8]), values[8]
-    rest = values[9:]
+    users = len(_USER_COLUMNS)
+    # Transient, never added to the session: callers use only its identity.
+    user = User(**{c.key: v for c, v in zip(_USER_COLUMNS, values[:users], strict=True)})
+    enabled, confirmed_at = values[users : users + 2]
+    values = values[users + 2 :]
+    state, source_nth = limits.state_of(values[0:5]), values[5]
+    rest = values[6:]
     found = None
     if shape != _MISTYPED:
         code_id, set_id, code_hash, spent_at = rest[:4]
@@ -253,7 +261,8 @@ def under_lock(
     """Read after the user's row lock is held: a statement of its own, so that it sees
     whatever the lock waited for (a FOR UPDATE read would not, for the joined rows)."""
     params = {"user_id": user_id, "source": source, "backup_after": now - rules.window}
-    values: list[Any] = list(session.execute(_under_lock_statement(rules), params).one())
+    ran = sql.run(session.connection(), _under_lock_statement(rules), params)
+    values: list[Any] = list(ran.one())
     return UnderLock(
         standing=limits.BackupStanding(limits.state_of(values[:5]), values[5]),
         remaining=int(values[6]),

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection, and_, bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from domain import accounts, audit
+from domain import accounts, audit, sql
 from domain.audit.types import EventType, Outcome
 from domain.errors import InvalidRequest, NotFound
 from domain.models import ApiToken, Role, TokenKind, UiTicket
@@ -181,7 +181,7 @@ def lookup(conn: Connection, presented: str, now: datetime) -> Presented | None:
     object (their cost is per request); None for an unknown, revoked or expired token."""
     if not _could_be_ours(presented):
         return None
-    found = conn.execute(_LOOKUP, {"digest": _digest(presented)}).first()
+    found = sql.run(conn, _LOOKUP, {"digest": _digest(presented)}).first()
     if found is None:
         return None
     row = Presented(*found)

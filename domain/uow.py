@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from domain import sql
 from domain.errors import NotFound
 from domain.models import User
 
@@ -112,7 +113,7 @@ class UnitOfWork:
         cost more than the round trip). NotFound as lock_user."""
         if user.id in self._locks:
             return
-        if self.session.connection().execute(_LOCK_ROW, {"user_id": user.id}).first() is None:
+        if sql.run(self.session.connection(), _LOCK_ROW, {"user_id": user.id}).first() is None:
             raise NotFound("no such user")
         self.note_locked(user.id)
 

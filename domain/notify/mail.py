@@ -8,11 +8,12 @@ when it is sent (domain.notify.mail_delivery), from the event.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
-from domain import outbox
+from domain import outbox, sql
 from domain.models import AuditEvent, MailDelivery, MailStatus, Organization, User, new_id
 from domain.notify.mail_rules import (
     MailKind,
@@ -39,11 +40,10 @@ def project(uow: UnitOfWork, event: AuditEvent) -> None:
     found = _user_and_org(uow, event)
     if found is None:
         return
-    user, org = found
-    if not should_send(kind, org.notify_users is not False):
+    if not should_send(kind, found.notify_users is not False):
         return
-    for recipient_kind, address in recipients(user.email, user.recovery_email):
-        _insert(uow, event, user, kind, recipient_kind, address)
+    for recipient_kind, address in recipients(found.email, found.recovery_email):
+        _insert(uow, event, found.user_id, kind, recipient_kind, address)
 
 
 def address_changed(uow: UnitOfWork, event: AuditEvent, field: str, old_address: str) -> None:
@@ -53,29 +53,42 @@ def address_changed(uow: UnitOfWork, event: AuditEvent, field: str, old_address:
     found = _user_and_org(uow, event)
     if found is None:
         return
-    user, org = found
-    if not should_send(MailKind.ADDRESS_CHANGED, org.notify_users is not False):
+    if not should_send(MailKind.ADDRESS_CHANGED, found.notify_users is not False):
         return
-    _insert(uow, event, user, MailKind.ADDRESS_CHANGED, RecipientKind(field), old_address)
+    _insert(uow, event, found.user_id, MailKind.ADDRESS_CHANGED, RecipientKind(field), old_address)
 
 
-def _user_and_org(uow: UnitOfWork, event: AuditEvent) -> tuple[User, Organization] | None:
-    """The event's user and organization in one read (this runs inside sign-in's
-    transaction, where every round trip counts)."""
-    found = uow.session.execute(
-        select(User, Organization)
-        .join(Organization, Organization.id == User.org_id)
-        .where(User.org_id == event.org_id, User.external_id == event.user_id)
+@dataclass(frozen=True)
+class _Addressee:
+    user_id: str
+    email: str | None
+    recovery_email: str | None
+    notify_users: bool | None  # the organization's setting
+
+
+_ADDRESSEE = (
+    select(User.id, User.email, User.recovery_email, Organization.notify_users)
+    .join(Organization, Organization.id == User.org_id)
+    .where(User.org_id == bindparam("org_id"), User.external_id == bindparam("external_id"))
+)
+
+
+def _user_and_org(uow: UnitOfWork, event: AuditEvent) -> _Addressee | None:
+    """What the mails need of the event's user and organization, in one read of plain
+    columns (this runs inside sign-in's transaction, where every round trip and ORM
+    load counts). What the caller left pending was flushed with the event's append."""
+    found = sql.run(
+        uow.session.connection(),
+        _ADDRESSEE,
+        {"org_id": event.org_id, "external_id": event.user_id},
     ).one_or_none()
-    if found is None:
-        return None
-    return found[0], found[1]
+    return None if found is None else _Addressee(*found)
 
 
 def _insert(
     uow: UnitOfWork,
     event: AuditEvent,
-    user: User,
+    user_id: str,
     kind: MailKind,
     recipient_kind: RecipientKind,
     address: str,
@@ -85,7 +98,7 @@ def _insert(
         id=new_id(),  # known now: no flush before the outbox row names it
         event_id=event.id,
         org_id=event.org_id,
-        user_id=user.id,
+        user_id=user_id,
         recipient=address,
         recipient_kind=recipient_kind,
         kind=kind,

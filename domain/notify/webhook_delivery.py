@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import Enum
 from typing import Any
 
 from sqlalchemy import (
@@ -28,7 +27,7 @@ from sqlalchemy import (
     update,
 )
 
-from domain import audit
+from domain import audit, sql
 from domain.audit.types import EventType, Outcome
 from domain.crypto import SecretBox
 from domain.models import DeliveryStatus, Webhook, WebhookDelivery
@@ -137,45 +136,6 @@ def _asynchronous(statement: Update) -> Update:
     return statement.where(_WITHOUT_WAL_WAIT)
 
 
-@dataclass(frozen=True)
-class _Ran:
-    """What a prebuilt statement gave: the RETURNING rows and the rows it changed."""
-
-    rows: list[tuple[Any, ...]]
-    rowcount: int
-
-    def one_or_none(self) -> tuple[Any, ...] | None:
-        return self.rows[0] if self.rows else None
-
-
-def _run_prebuilt(conn: Connection, statement: Update, params: dict[str, Any]) -> _Ran:
-    """Execute one of this module's asynchronous statements (PostgreSQL, autocommit):
-    its SQL is compiled once and run on the driver's own cursor with plain values
-    (psycopg converts them, the RETURNING columns come back as psycopg reads them).
-    The Core's per-execution work (cache lookup, bind and result processing, then
-    the execution context and result object of exec_driver_sql) was about a third,
-    then a tenth of an attempt's CPU. A driver error reaches the caller as it is
-    (the worker's kept connection is then discarded: infra.db.KeptConnections)."""
-    prebuilt = _PREBUILT.get(id(statement))
-    if prebuilt is None:
-        compiled = statement.compile(dialect=conn.dialect)
-        prebuilt = _PREBUILT[id(statement)] = (str(compiled), _plain(compiled.params))
-    sql, literals = prebuilt
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    with driver.cursor() as cursor:
-        cursor.execute(sql, {**literals, **_plain(params)})
-        rows = cursor.fetchall() if cursor.description is not None else []
-        return _Ran([tuple(r) for r in rows], cursor.rowcount)
-
-
-def _plain(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.value if isinstance(v, Enum) else v for k, v in params.items()}
-
-
-_PREBUILT: dict[int, tuple[str, dict[str, Any]]] = {}
-
-
 def _asynchronous_commit(conn: Connection) -> bool:
     """The statement is its own transaction, on PostgreSQL: nothing else rides on
     its commit, so it may skip the WAL flush."""
@@ -231,7 +191,7 @@ def claim_in(conn: Connection, box: SecretBox, delivery_id: int, now: datetime) 
         "lease_end": now + timedelta(seconds=LEASE_SECONDS),
     }
     if _asynchronous_commit(conn):
-        found = _run_prebuilt(conn, _CLAIM_ASYNCHRONOUS, params).one_or_none()
+        found = sql.run(conn, _CLAIM_ASYNCHRONOUS, params).one_or_none()
     else:
         found = conn.execute(_CLAIM[postgres], params).one_or_none()
     if found is None:
@@ -341,7 +301,7 @@ def record_in(
         # The worker publishes a near retry itself; the sweep sends the rest once due.
         params.update(next_attempt_at=due, dispatched_at=due)
     if _asynchronous_commit(conn):
-        changed = _run_prebuilt(conn, _RECORD_ASYNCHRONOUS[statement], params).rowcount
+        changed = sql.run(conn, _RECORD_ASYNCHRONOUS[statement], params).rowcount
     else:
         changed = rowcount(conn.execute(statement, params))
     if changed != 1:
