@@ -6,8 +6,10 @@ row for the input's locator, and what a mistyped input needs (the older format
 held, the codes remaining, the mistyped budget). Under the lock, after the hash:
 the attempt limits and the sliding count again (the verdict that counts), the codes
 remaining, the user's oldest failure row and whether this source has any. Plain
-columns but the user; each statement is built once per shape and rules, with bound
-parameters: building SQLAlchemy statements costs more than the round trip here.
+columns only (the user's become a transient User, never loaded by the ORM); each
+statement is built once per shape and rules, with bound parameters, and run through
+domain.sql.run: building SQLAlchemy statements, and executing them through the
+Core, cost more than the round trip here.
 """
 
 from __future__ import annotations

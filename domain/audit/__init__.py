@@ -152,7 +152,7 @@ def append(
     _check_details(details)
     session = uow.session
     # Core statements, not the ORM's flush: the append is on every audited request's
-    # path, and the unit of work's bookkeeping cost more than the three statements.
+    # path, and the unit of work's bookkeeping cost more than its statements.
     # What the caller left pending is flushed first (the event may refer to it).
     head = _locked_head(session, org_id)
     if head is None:
