@@ -26,6 +26,7 @@ import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, cast
 
@@ -85,13 +86,17 @@ def run(conn: Connection, statement: Executable, params: Mapping[str, Any]) -> R
         return _through_core(conn, statement, params)
     driver = conn.connection.driver_connection
     assert driver is not None
-    values = {**prebuilt.literals, **_plain(params)}
+    values = {**prebuilt.literals, **params}
+    for name, value in params.items():
+        if type(value) not in _AS_IS:
+            values[name] = _plain_value(value)
     with driver.cursor() as cursor:
         # The engine's cursor events, as Connection.execute fires them (with no
         # execution context): tests count statements with them.
         dispatch = conn.dispatch
-        if dispatch.before_cursor_execute:
-            dispatch.before_cursor_execute(conn, cursor, prebuilt.sql, values, None, False)
+        before = dispatch.before_cursor_execute
+        if before:
+            before(conn, cursor, prebuilt.sql, values, None, False)
         try:
             cursor.execute(prebuilt.sql, values)
             # The result's column count, not `description`: that builds column objects.
@@ -101,8 +106,9 @@ def run(conn: Connection, statement: Executable, params: Mapping[str, Any]) -> R
             # Wrapped as Connection.execute wraps it (an OperationalError is a 503),
             # and a lost connection invalidated so that the pool replaces it.
             conn._handle_dbapi_exception(exc, prebuilt.sql, values, cursor, None)
-        if dispatch.after_cursor_execute:
-            dispatch.after_cursor_execute(conn, cursor, prebuilt.sql, values, None, False)
+        after = dispatch.after_cursor_execute
+        if after:
+            after(conn, cursor, prebuilt.sql, values, None, False)
         return Ran(rows, cursor.rowcount)
 
 
@@ -134,14 +140,19 @@ def _through_core(conn: Connection, statement: Executable, params: Mapping[str, 
     return Ran([tuple(r) for r in rows], rowcount(result))
 
 
-def _plain(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Values as the driver takes them: an enum's value, JSON as its text (psycopg
+# Values psycopg takes as they are (exact types: a StrEnum member is converted).
+_AS_IS = frozenset({str, int, float, bool, bytes, type(None), datetime, timedelta})
+
+
+def _plain_value(value: Any) -> Any:
+    """A value as the driver takes it: an enum's value, JSON as its text (psycopg
     adapts no dict; a text parameter into a JSON column is cast by the server)."""
-    out = {}
-    for k, v in params.items():
-        if isinstance(v, Enum):
-            v = v.value
-        elif isinstance(v, dict | list):
-            v = json.dumps(v)
-        out[k] = v
-    return out
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return value
+
+
+def _plain(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _plain_value(v) for k, v in params.items()}

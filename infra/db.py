@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -104,6 +105,14 @@ def autocommit(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+@dataclass
+class _Held:
+    """A thread's kept connection and when the thread last gave it back."""
+
+    conn: Connection
+    used_at: float
+
+
 class KeptConnections:
     """Autocommit connections kept by the threads that use them, between uses.
 
@@ -124,8 +133,8 @@ class KeptConnections:
         self.most = most
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        # thread -> (its connection, when it was last used)
-        self._kept: dict[threading.Thread, tuple[Connection, float]] = {}
+        # thread -> its connection and when it was last used
+        self._kept: dict[threading.Thread, _Held] = {}
         self._connecting = 0  # threads checking out the connection they will keep
         if most > 0:
             # Disposing of the engine (the process's services closing) closes them
@@ -147,8 +156,8 @@ class KeptConnections:
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
-        conn = self._kept_connection()
-        if conn is None:  # beyond `most`: a checkout for this use alone
+        held = self._kept_connection()
+        if held is None:  # beyond `most`: a checkout for this use alone
             with autocommit(self.engine) as own:
                 try:
                     yield own
@@ -157,29 +166,29 @@ class KeptConnections:
                     raise
             return
         try:
-            yield conn
+            yield held.conn
         except BaseException:
             # Its driver connection may be broken (a statement may have run on the
             # driver's own cursor, unseen by the pool's disconnect check): discarded.
-            conn.invalidate()
+            held.conn.invalidate()
             self.close_mine()
             raise
-        me = threading.current_thread()
-        with self._lock:
-            if me in self._kept:  # not closed meanwhile (close_all, at shutdown)
-                self._kept[me] = (conn, time.monotonic())
+        # No lock: only this thread writes its record (one that close_all dropped
+        # meanwhile, at shutdown, is written to and forgotten).
+        held.used_at = time.monotonic()
 
-    def _kept_connection(self) -> Connection | None:
+    def _kept_connection(self) -> _Held | None:
         me = threading.current_thread()
+        # Without the lock on the way that finds one (every use): only this thread
+        # adds or replaces its own entry, and a dict's get is atomic.
+        held = self._kept.get(me) if self._pid == os.getpid() else None
+        if held is not None:
+            if time.monotonic() - held.used_at < PING_AFTER_IDLE_SECONDS:
+                return held
+            self.close_mine()
         with self._lock:
             if self._pid != os.getpid():  # a forked child: the parent's are not ours
                 self._pid, self._kept, self._connecting = os.getpid(), {}, 0
-            held = self._kept.get(me)
-        if held is not None:
-            if time.monotonic() - held[1] < PING_AFTER_IDLE_SECONDS:
-                return held[0]
-            self.close_mine()
-        with self._lock:
             if len(self._kept) + self._connecting >= self.most:
                 self._give_up_ended()
                 if len(self._kept) + self._connecting >= self.most:
@@ -192,14 +201,15 @@ class KeptConnections:
         finally:
             with self._lock:
                 self._connecting -= 1
+        held = _Held(conn, time.monotonic())
         with self._lock:
-            self._kept[me] = (conn, time.monotonic())
-        return conn
+            self._kept[me] = held
+        return held
 
     def _give_up_ended(self) -> None:
         """Under the lock: close what threads that ended left behind."""
         for thread in [t for t in self._kept if not t.is_alive()]:
-            self._kept.pop(thread)[0].close()
+            self._kept.pop(thread).conn.close()
 
     def close_all(self) -> None:
         """Close every thread's kept connection (at shutdown: no thread is using one).
@@ -207,16 +217,16 @@ class KeptConnections:
         they would go back to is no longer the engine's, and nothing would close it."""
         with self._lock:
             held, self._kept = list(self._kept.values()), {}
-        for conn, _ in held:
-            conn.invalidate()
-            conn.close()
+        for one in held:
+            one.conn.invalidate()
+            one.conn.close()
 
     def close_mine(self) -> None:
         """Give this thread's kept connection back to the pool now."""
         with self._lock:
             held = self._kept.pop(threading.current_thread(), None)
         if held is not None:
-            held[0].close()
+            held.conn.close()
 
 
 @contextmanager
