@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ScalarSelect, Table, bindparam, delete, insert, select, update
+from sqlalchemy import Executable, ScalarSelect, Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import SQLCoreOperations
 
@@ -252,9 +252,9 @@ _FAILURES: Table = AuthFailure.__table__  # type: ignore[assignment]
 _PRUNE_USER = delete(_FAILURES).where(
     _FAILURES.c.user_id == bindparam("for_user"), _FAILURES.c.occurred_at < bindparam("before")
 )
-# PostgreSQL: the failure's row goes in with the state's write (a data-modifying WITH),
-# one round trip fewer under the user's lock; SQLite has no such WITH. Its parameters
-# are named failed_*: a name of an attempt_limits column would join that table's write.
+# PostgreSQL: the failure's row goes in with the state's write, one round trip fewer
+# under the user's lock (sql.run_as_one). Its parameters are named failed_*: none is a
+# column's name of attempt_limits.
 _FAILED_ROW = insert(_FAILURES).values(
     user_id=bindparam("failed_user"),
     kind=bindparam("failed_kind"),
@@ -287,23 +287,26 @@ def _write_state(
         "window_failures": state.window_failures,
         "locked_at": state.locked_at,
     }
+    write: Executable
+    if state.stored:
+        write, values = _UPDATE_STATE, values | {"for_user": user_id, "for_factor": factor}
+    else:
+        write, values = _INSERT_STATE, values | {"user_id": user_id, "factor": factor}
     # Core statements on the session's connection: no ORM object holds these rows,
     # and the ORM's DML path costs more than the statement on a failed sign-in.
     conn = session.connection()
-    if state.stored:
-        values |= {"for_user": user_id, "for_factor": factor}
-    else:
-        values |= {"user_id": user_id, "factor": factor}
-    write = _UPDATE_STATE if state.stored else _INSERT_STATE
-    if failure is not None:
-        kind, source, when = failure
-        row: dict[str, Any] = {"failed_user": user_id, "failed_kind": kind}
-        row |= {"failed_source": source, "failed_at": when}
-        if conn.dialect.name == "postgresql":
-            sql.run(conn, _WRITE_STATE_AND_FAILURE[state.stored], values | row)
-            return
-        sql.run(conn, _FAILED_ROW, row)
-    sql.run(conn, write, values)
+    if failure is None:
+        sql.run(conn, write, values)
+        return
+    kind, source, when = failure
+    row: dict[str, Any] = {
+        "failed_user": user_id,
+        "failed_kind": kind,
+        "failed_source": source,
+        "failed_at": when,
+    }
+    combined = _WRITE_STATE_AND_FAILURE[state.stored]
+    sql.run_as_one(conn, combined, (_FAILED_ROW, row), (write, values))
 
 
 def end_expired(

@@ -112,6 +112,24 @@ def run(conn: Connection, statement: Executable, params: Mapping[str, Any]) -> R
         return Ran(rows, cursor.rowcount)
 
 
+def run_as_one(
+    conn: Connection, combined: Executable, *parts: tuple[Executable, Mapping[str, Any]]
+) -> None:
+    """Writes that go as one statement on PostgreSQL, `combined` (built once: all but
+    one of the parts as data-modifying WITHs of the other), with every part's
+    parameters; elsewhere each part in turn (SQLite has no such WITH). The parts'
+    parameter names must differ, and none may be a column's name in another part's
+    table: compiled for the names given, it would join that table's SET or VALUES."""
+    if conn.dialect.name != "postgresql":
+        for statement, params in parts:
+            run(conn, statement, params)
+        return
+    merged: dict[str, Any] = {}
+    for _, params in parts:
+        merged.update(params)
+    run(conn, combined, merged)
+
+
 def _compile(conn: Connection, statement: Executable, key: tuple[int, frozenset[str]]) -> _Prebuilt:
     with _COMPILING:  # one thread compiles a shape (SQLAlchemy's lazy memos are not shared-safe)
         known = _PREBUILT.get(key)

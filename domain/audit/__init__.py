@@ -79,7 +79,9 @@ _TYPES, _OUTCOMES = frozenset(EventType), frozenset(Outcome)
 _EVENTS: Table = AuditEvent.__table__  # type: ignore[assignment]
 _HEADS: Table = AuditHead.__table__  # type: ignore[assignment]
 _EVENT_COLUMNS = tuple(c.key for c in _EVENTS.columns)
-_INSERT_EVENT = insert(_EVENTS)
+# Its parameters are named event_*, so that it can share a statement with the head's
+# move (sql.run_as_one): none is a column's name of audit_heads.
+_INSERT_EVENT = insert(_EVENTS).values({c: bindparam(f"event_{c}") for c in _EVENT_COLUMNS})
 _MOVE_HEAD = (
     update(_HEADS)
     .where(_HEADS.c.org_id == bindparam("head_org"))
@@ -87,15 +89,9 @@ _MOVE_HEAD = (
 )
 
 
-# PostgreSQL: the head moves in the event's INSERT (a data-modifying WITH), one round
-# trip fewer while the head's lock is held; SQLite has no such WITH: two statements.
-# Its parameters are named event_*: none may share a name with a column of the other
-# table, or compiling for the names given would add it to that table's SET or VALUES.
-_APPEND_AND_MOVE = (
-    insert(_EVENTS)
-    .values({c: bindparam(f"event_{c}") for c in _EVENT_COLUMNS})
-    .add_cte(_MOVE_HEAD.cte("moved_head"))
-)
+# PostgreSQL: the head moves in the event's INSERT, one round trip fewer while the
+# head's lock is held.
+_APPEND_AND_MOVE = _INSERT_EVENT.add_cte(_MOVE_HEAD.cte("moved_head"))
 
 _LOCK_HEAD = (
     select(_HEADS.c.seq, _HEADS.c.hash, _HEADS.c.webhooks)
@@ -181,14 +177,12 @@ def append(
         prev_hash=prev_hash,
     )
     event.hash = chain_hash(event, prev_hash)
-    conn = session.connection()
-    row = {c: getattr(event, c) for c in _EVENT_COLUMNS}
-    moved = {"head_org": org_id, "new_seq": event.seq, "new_hash": event.hash}
-    if conn.dialect.name == "postgresql":
-        sql.run(conn, _APPEND_AND_MOVE, {f"event_{c}": v for c, v in row.items()} | moved)
-    else:
-        sql.run(conn, _INSERT_EVENT, row)
-        sql.run(conn, _MOVE_HEAD, moved)
+    sql.run_as_one(
+        session.connection(),
+        _APPEND_AND_MOVE,
+        (_INSERT_EVENT, {f"event_{c}": getattr(event, c) for c in _EVENT_COLUMNS}),
+        (_MOVE_HEAD, {"head_org": org_id, "new_seq": event.seq, "new_hash": event.hash}),
+    )
     loaded = session.identity_map.get(session.identity_key(AuditHead, org_id))
     if loaded is not None:  # a head object this session holds stays true
         set_committed_value(loaded, "seq", event.seq)
