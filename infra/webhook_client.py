@@ -4,17 +4,16 @@ The name is resolved once; every address it resolves to must be admitted
 (domain.notify.webhook_addresses), and the connection goes to that checked
 address, with the name kept for the Host header and TLS (SNI and certificate
 check). A DNS answer that changes between the check and the connection therefore
-cannot redirect it. No redirect is followed (http.client follows none); at most
-64 KiB of the answer is read; the whole attempt gets 10 seconds, enforced by a
-watcher thread that shuts the socket, so a receiver trickling bytes cannot hold
-it longer.
+cannot redirect it. The exchange itself is infra.http1: no redirect is followed
+(only the status and Retry-After are read of an answer), at most 64 KiB of the
+answer is read in all; the whole attempt gets 10 seconds, enforced by a watcher
+thread that shuts the socket, so a receiver trickling bytes cannot hold it longer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import heapq
-import http.client
 import itertools
 import socket
 import ssl
@@ -26,6 +25,7 @@ from urllib.parse import urlsplit
 
 from domain.notify.webhook_addresses import AllowPrivate, admitted, literal_address
 from domain.notify.webhook_delivery import Answer, Attempt
+from infra import http1
 
 TOTAL_SECONDS = 10.0
 MAX_ANSWER_BYTES = 64 * 1024
@@ -44,35 +44,18 @@ class Refused(Exception):
     """The attempt was not made: the reason is safe to record (no URL, no secret)."""
 
 
-class _PinnedHTTP(http.client.HTTPConnection):
-    """An HTTP connection to `address`, whatever `host` resolves to now."""
+class _Exchange:
+    """One attempt's socket, where the deadline's watcher can find it to shut it (the
+    raw socket while TLS shakes hands, so a trickled handshake is cut off too)."""
 
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self._address = address
+    __slots__ = ("sock",)
 
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
 
-
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    """HTTPS to `address`, the certificate checked against `host` (and SNI for it)."""
-
-    def __init__(
-        self, host: str, port: int, address: str, timeout: float, context: ssl.SSLContext
-    ) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
-        self._address = address
-        self._tls = context
-
-    def connect(self) -> None:
-        raw = socket.create_connection((self._address, self.port), self.timeout)
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # Seen by the deadline's watcher during the handshake too: a receiver that
-        # trickles its handshake is cut off at the attempt's budget like any other.
-        self.sock = raw
-        self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
 
 
 def retry_after_seconds(value: str | None, now: float) -> float | None:
@@ -133,41 +116,49 @@ class WebhookClient:
             raise Refused("plain http is not admitted")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise Refused("the url is not valid")
-        port = parts.port or (443 if https else 80)
-        address = self.address_for(parts.hostname, port)
-        started = time.monotonic()
-        conn: http.client.HTTPConnection = (
-            _PinnedHTTPS(parts.hostname, port, address, self.total_seconds, self.tls)
-            if https
-            else _PinnedHTTP(parts.hostname, port, address, self.total_seconds)
-        )
-        # The whole attempt's budget: the socket is shut when it runs out.
-        armed = self._deadlines.arm(self.total_seconds, conn)
+        default_port = 443 if https else 80
+        port = parts.port or default_port
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            **attempt.headers(int(time.time())),  # a fresh timestamp at every attempt
+        }
+        host = parts.hostname
         try:
-            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            headers = {
-                "Content-Type": "application/json",
-                "User-Agent": USER_AGENT,
-                **attempt.headers(int(time.time())),  # a fresh timestamp at every attempt
-            }
-            conn.request("POST", path, body=attempt.body, headers=headers)
-            response = conn.getresponse()
-            response.read(MAX_ANSWER_BYTES)  # and no more: the rest is dropped with the socket
-            status = response.status
-            retry_after = retry_after_seconds(response.getheader("Retry-After"), time.time())
+            wire = http1.request(
+                "POST", http1.host_header(host, port, default_port), path, headers, attempt.body
+            )
+        except ValueError:
+            raise Refused("the url is not valid") from None
+        address = self.address_for(host, port)
+        started = time.monotonic()
+        exchange = _Exchange()
+        # The whole attempt's budget: the socket is shut when it runs out.
+        armed = self._deadlines.arm(self.total_seconds, exchange)
+        try:
+            raw = socket.create_connection((address, port), self.total_seconds)
+            exchange.sock = raw
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if https:  # the certificate checked against the name (and SNI for it)
+                exchange.sock = self.tls.wrap_socket(raw, server_hostname=host)
+            exchange.sock.sendall(wire)
+            # At most MAX_ANSWER_BYTES of the answer in all; the rest goes with the socket.
+            status, answer_headers = http1.read_answer(exchange.sock, MAX_ANSWER_BYTES)
+            retry_after = retry_after_seconds(answer_headers.get("retry-after"), time.time())
         except TimeoutError:
             return Answer(None, "timed out")
         except ssl.SSLError:
             return Answer(None, "tls failed")
         except ConnectionRefusedError:
             return Answer(None, "connection refused")
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http1.BadAnswer) as exc:
             if time.monotonic() - started >= self.total_seconds:
                 return Answer(None, "timed out")
             return Answer(None, f"connection failed ({type(exc).__name__})")
         finally:
             self._deadlines.disarm(armed)
-            conn.close()
+            exchange.close()
         error = None if 200 <= status < 300 else f"answered {status}"
         return Answer(status, error, retry_after)
 
@@ -179,14 +170,14 @@ class _Deadlines:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int]] = []  # (deadline, token), soonest first
-        self._live: dict[int, http.client.HTTPConnection] = {}
+        self._live: dict[int, _Exchange] = {}
         self._tokens = itertools.count()
         self._thread: threading.Thread | None = None
 
-    def arm(self, seconds: float, conn: http.client.HTTPConnection) -> int:
+    def arm(self, seconds: float, exchange: _Exchange) -> int:
         with self._cond:
             token = next(self._tokens)
-            self._live[token] = conn
+            self._live[token] = exchange
             heapq.heappush(self._heap, (time.monotonic() + seconds, token))
             if self._thread is None or not self._thread.is_alive():  # first use, or forked
                 self._thread = threading.Thread(
@@ -218,8 +209,8 @@ class _Deadlines:
                 _shut(self._live.pop(token))
 
 
-def _shut(conn: http.client.HTTPConnection) -> None:
-    sock = conn.sock
+def _shut(exchange: _Exchange) -> None:
+    sock = exchange.sock
     if sock is not None:
         with contextlib.suppress(OSError):  # already closed: nothing to stop
             sock.shutdown(socket.SHUT_RDWR)

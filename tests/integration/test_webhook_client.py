@@ -5,6 +5,7 @@ was checked even when the name's answer changes (DNS rebinding)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -172,3 +173,83 @@ def test_a_receiver_trickling_its_tls_handshake_is_cut_off_at_the_budget() -> No
         thread.join(5)
     assert answer.status is None and answer.error is not None
     assert elapsed < 3, f"the handshake held the attempt {elapsed:.1f} s"
+
+
+class RawReceiver:
+    """A receiver that answers every connection with `answer`, as bytes, and then
+    keeps the connection open until the test ends; it records what each request was."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.got: list[bytes] = []
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.server.accept()
+        with conn:
+            conn.settimeout(5)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            head, _, body = request.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            while len(body) < length:
+                body += conn.recv(65536)
+            self.got.append(head + b"\r\n\r\n" + body)
+            with contextlib.suppress(OSError):  # the client hung up once it read its budget
+                conn.sendall(self.answer)
+            self.done.wait(10)
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join(5)
+        self.server.close()
+
+
+def test_the_request_on_the_wire_and_an_answer_whose_connection_stays_open() -> None:
+    # HTTP/1.1 with Content-Length and no close: the attempt ends at the body's end,
+    # not at the budget's (the client asked for Connection: close; not every server obeys).
+    rx = RawReceiver(b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\nok")
+    try:
+        client = WebhookClient(AllowPrivate.LOOPBACK, StubResolver(["127.0.0.1"]), total_seconds=5)
+        started = time.monotonic()
+        answer = client.send(attempt(f"http://{NAME}:{rx.port}/hook?via=test"))
+        took = time.monotonic() - started
+    finally:
+        rx.close()
+    assert (answer.status, answer.error) == (202, None)
+    assert took < 2.5, took
+    (request,) = rx.got
+    head, _, body = request.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "POST /hook?via=test HTTP/1.1"
+    fields = dict(line.split(": ", 1) for line in lines[1:])
+    assert fields["Host"] == f"{NAME}:{rx.port}"
+    assert fields["Content-Length"] == "2" and body == b"{}"
+    assert fields["Connection"] == "close"
+    assert fields["webhook-id"] == "msg-1" and fields["webhook-signature"].startswith("v1,")
+
+
+def test_an_answer_whose_head_outgrows_64_kib_fails_the_attempt() -> None:
+    rx = RawReceiver(b"HTTP/1.1 200 OK\r\nX-Padding: " + b"a" * (70 * 1024) + b"\r\n\r\n")
+    try:
+        answer = WebhookClient(AllowPrivate.LOOPBACK, total_seconds=5).send(
+            attempt(f"http://127.0.0.1:{rx.port}/hook")
+        )
+    finally:
+        rx.close()
+    assert answer.status is None and answer.error == "connection failed (BadAnswer)"
+
+
+@pytest.mark.parametrize("path", ["/a b", "/caf\u00e9", "/a\x00"])
+def test_a_url_that_could_split_the_request_is_refused_before_connecting(path: str) -> None:
+    with receiver() as rx:
+        answer = WebhookClient(AllowPrivate.LOOPBACK, total_seconds=2).send(
+            attempt(f"http://127.0.0.1:{rx.port}{path}")
+        )
+        assert (answer.status, answer.error) == (None, "the url is not valid")
+        assert rx.requests() == []
