@@ -46,7 +46,7 @@ class Refused(Exception):
 
 class _Exchange:
     """One attempt's socket, where the deadline's watcher can find it to shut it (the
-    raw socket while TLS shakes hands, so a trickled handshake is cut off too)."""
+    TLS socket before its handshake, so a trickled handshake is cut off too)."""
 
     __slots__ = ("sock",)
 
@@ -141,7 +141,9 @@ class WebhookClient:
             exchange.sock = raw
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if https:  # the certificate checked against the name (and SNI for it)
-                exchange.sock = self.tls.wrap_socket(raw, server_hostname=host)
+                tls = self.tls.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False)
+                exchange.sock = tls  # before the handshake: the watcher can cut it short
+                tls.do_handshake()
             exchange.sock.sendall(wire)
             # At most MAX_ANSWER_BYTES of the answer in all; the rest goes with the socket.
             status, answer_headers = http1.read_answer(exchange.sock, MAX_ANSWER_BYTES)
@@ -213,4 +215,6 @@ def _shut(exchange: _Exchange) -> None:
     sock = exchange.sock
     if sock is not None:
         with contextlib.suppress(OSError):  # already closed: nothing to stop
-            sock.shutdown(socket.SHUT_RDWR)
+            # The plain socket's shutdown, also under TLS: the file descriptor itself
+            # (SSLSocket's own would also drop its TLS state, under the thread using it).
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)

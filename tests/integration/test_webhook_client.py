@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +19,7 @@ from domain.notify.webhook_addresses import AllowPrivate
 from domain.notify.webhook_delivery import Attempt
 from infra.webhook_client import WebhookClient
 from tests.support.receiver import Receiver, Reply, receiver
+from tests.support.smtp import self_signed
 
 NAME = "hooks.example.test"
 
@@ -253,3 +256,64 @@ def test_a_url_that_could_split_the_request_is_refused_before_connecting(path: s
         )
         assert (answer.status, answer.error) == (None, "the url is not valid")
         assert rx.requests() == []
+
+
+def test_a_receiver_trickling_its_answer_is_cut_off_at_the_budget() -> None:
+    # A byte every 0.2 s of a head that never ends: no single read waits long enough
+    # for the socket's own timeout, only the attempt's budget (the watcher) ends it.
+    stop = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def trickle() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                for _ in range(100):  # at most 20 s, well past the budget
+                    if stop.wait(0.2):
+                        return
+                    try:
+                        conn.sendall(b"a")
+                    except OSError:
+                        return
+
+        thread = threading.Thread(target=trickle, daemon=True)
+        thread.start()
+        client = WebhookClient(AllowPrivate.LOOPBACK, total_seconds=1)
+        started = time.monotonic()
+        answer = client.send(attempt(f"http://127.0.0.1:{port}/hook"))
+        elapsed = time.monotonic() - started
+        stop.set()
+        thread.join(5)
+    assert (answer.status, answer.error) == (None, "timed out")
+    assert elapsed < 3, f"the trickle held the attempt {elapsed:.1f} s"
+
+
+@pytest.fixture
+def tls_pair(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A receiver's context with a certificate for localhost (and 127.0.0.1), and a
+    client's context that trusts it."""
+    cert_file, key_file = self_signed(tmp_path)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    return server, ssl.create_default_context(cafile=str(cert_file))
+
+
+def test_https_reaches_the_checked_address_with_the_certificate_checked_for_the_name(
+    tls_pair: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server, trusting = tls_pair
+    with receiver(tls=server) as rx:
+        # Resolved by a stub, never real DNS: "localhost" is the name the certificate carries.
+        client = WebhookClient(
+            AllowPrivate.LOOPBACK, lambda host, port: ["127.0.0.1"], total_seconds=5, tls=trusting
+        )
+        answer = client.send(attempt(f"https://localhost:{rx.port}/hook"))
+        assert (answer.status, answer.error) == (200, None)
+        (got,) = rx.requests()
+        assert got.headers["host"] == f"localhost:{rx.port}" and got.body == b"{}"
+        # The same receiver by a name its certificate does not carry: no request is made.
+        answer = client.send(attempt(f"https://{NAME}:{rx.port}/hook"))
+        assert (answer.status, answer.error) == (None, "tls failed")
+        assert len(rx.requests()) == 1

@@ -4,6 +4,7 @@ it got, so a test verifies the signatures with the standardwebhooks library."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -56,7 +57,8 @@ class Receiver:
 
 
 @contextmanager
-def receiver(*replies: Reply) -> Iterator[Receiver]:
+def receiver(*replies: Reply, tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
+    """With `tls` (a server context), the receiver speaks HTTPS."""
     state = Receiver(replies=list(replies) or [Reply()])
 
     class Handler(BaseHTTPRequestHandler):
@@ -84,6 +86,8 @@ def receiver(*replies: Reply) -> Iterator[Receiver]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     state.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, name="webhook-receiver", daemon=True)
     thread.start()
