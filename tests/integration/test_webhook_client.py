@@ -10,13 +10,14 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from domain.notify.webhook_addresses import AllowPrivate
-from domain.notify.webhook_delivery import Attempt
+from domain.notify.webhook_delivery import Answer, Attempt
 from infra.webhook_client import WebhookClient
 from tests.support.receiver import Receiver, Reply, receiver
 from tests.support.smtp import self_signed
@@ -147,33 +148,48 @@ def test_a_receiver_that_never_answers_is_given_up_at_the_deadline() -> None:
         assert len(rx.requests()) == 1
 
 
-def test_a_receiver_trickling_its_tls_handshake_is_cut_off_at_the_budget() -> None:
-    # A TLS record header that announces 16 KiB, then a byte every 0.2 s: no single read
-    # waits long enough for the socket's own timeout, only the attempt's budget ends it.
+@contextmanager
+def trickling(first: bytes, then: bytes, *, reads_request: bool) -> Iterator[int]:
+    """A server on 127.0.0.1 (its port) that sends `first`, then `then` every 0.2 s
+    for at most 20 s (well past any budget here): no single read waits long enough
+    for the socket's own timeout, only the attempt's budget ends it."""
     stop = threading.Event()
     with socket.create_server(("127.0.0.1", 0)) as server:
-        port = server.getsockname()[1]
 
         def trickle() -> None:
             conn, _ = server.accept()
             with conn:
-                conn.sendall(b"\x16\x03\x03\x40\x00")
-                for _ in range(100):  # at most 20 s, well past the budget
+                if reads_request:
+                    conn.recv(65536)
+                conn.sendall(first)
+                for _ in range(100):
                     if stop.wait(0.2):
                         return
                     try:
-                        conn.sendall(b"\x00")
+                        conn.sendall(then)
                     except OSError:
                         return
 
         thread = threading.Thread(target=trickle, daemon=True)
         thread.start()
+        try:
+            yield server.getsockname()[1]
+        finally:
+            stop.set()
+            thread.join(5)
+
+
+def timed_send(client: WebhookClient, url: str) -> tuple[Answer, float]:
+    started = time.monotonic()
+    answer = client.send(attempt(url))
+    return answer, time.monotonic() - started
+
+
+def test_a_receiver_trickling_its_tls_handshake_is_cut_off_at_the_budget() -> None:
+    # A TLS record header that announces 16 KiB, then a byte at a time.
+    with trickling(b"\x16\x03\x03\x40\x00", b"\x00", reads_request=False) as port:
         client = WebhookClient(AllowPrivate.LOOPBACK, StubResolver(["127.0.0.1"]), total_seconds=1)
-        started = time.monotonic()
-        answer = client.send(attempt(f"https://{NAME}:{port}/hook"))
-        elapsed = time.monotonic() - started
-        stop.set()
-        thread.join(5)
+        answer, elapsed = timed_send(client, f"https://{NAME}:{port}/hook")
     assert answer.status is None and answer.error is not None
     assert elapsed < 3, f"the handshake held the attempt {elapsed:.1f} s"
 
@@ -259,33 +275,10 @@ def test_a_url_that_could_split_the_request_is_refused_before_connecting(path: s
 
 
 def test_a_receiver_trickling_its_answer_is_cut_off_at_the_budget() -> None:
-    # A byte every 0.2 s of a head that never ends: no single read waits long enough
-    # for the socket's own timeout, only the attempt's budget (the watcher) ends it.
-    stop = threading.Event()
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        port = server.getsockname()[1]
-
-        def trickle() -> None:
-            conn, _ = server.accept()
-            with conn:
-                conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-                for _ in range(100):  # at most 20 s, well past the budget
-                    if stop.wait(0.2):
-                        return
-                    try:
-                        conn.sendall(b"a")
-                    except OSError:
-                        return
-
-        thread = threading.Thread(target=trickle, daemon=True)
-        thread.start()
+    # A head that never ends, a byte at a time: only the watcher can end the attempt.
+    with trickling(b"HTTP/1.1 200 OK\r\nX-Slow: ", b"a", reads_request=True) as port:
         client = WebhookClient(AllowPrivate.LOOPBACK, total_seconds=1)
-        started = time.monotonic()
-        answer = client.send(attempt(f"http://127.0.0.1:{port}/hook"))
-        elapsed = time.monotonic() - started
-        stop.set()
-        thread.join(5)
+        answer, elapsed = timed_send(client, f"http://127.0.0.1:{port}/hook")
     assert (answer.status, answer.error) == (None, "timed out")
     assert elapsed < 3, f"the trickle held the attempt {elapsed:.1f} s"
 
