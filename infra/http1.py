@@ -14,11 +14,15 @@ Strict where it matters: a request target, header name or value that could split
 the request (control characters, spaces, non-ASCII in the target) is refused
 before anything is sent (ValueError), and an answer that is not HTTP/1.x, has more
 than MAX_HEADERS headers or does not end its head within the budget raises
-BadAnswer. Interim answers (1xx) are read past, as http.client does.
+BadAnswer. Lenient where a receiver's sloppiness must not cost its answer: a header
+line that is not `name: value` is skipped (its status stands), and a body that
+cannot be read to its end is dropped with the connection. Interim answers (100,
+102, 103 and the rest of 1xx but 101, which is final) are read past.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 from collections.abc import Mapping
@@ -88,9 +92,12 @@ def read_answer(sock: socket.socket, budget: int) -> tuple[int, dict[str, str]]:
             continue
         status, headers = _parse_head(buffer[: end.start()])
         buffer, searched = buffer[end.end() :], 0
-        if 100 <= status < 200:
+        if 100 <= status < 200 and status != 101:
             continue  # interim (100 Continue, 103 Early Hints): the final one follows
-        _drop_body(sock, status, headers, len(buffer), budget - taken)
+        # The status is known: a body that fails to arrive (a reset, a TLS alert, the
+        # deadline's shutdown) is dropped with the connection, not the answer with it.
+        with contextlib.suppress(OSError):
+            _drop_body(sock, status, headers, len(buffer), budget - taken)
         return status, headers
 
 
@@ -109,8 +116,10 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
             headers[name] = f"{headers[name]} {line.strip()}"
             continue
         name, colon, value = line.partition(":")
+        name = name.rstrip(" \t")  # "Retry-After : 5", which some servers send
         if not colon or not _TOKEN.fullmatch(name):
-            raise BadAnswer("an answer header is not valid")
+            name = ""  # not a header: skipped, and nothing folds into it
+            continue
         name = name.lower()
         headers[name] = value.strip(" \t")
     return int(matched.group(1)), headers
@@ -122,7 +131,8 @@ def _drop_body(
     """Read what Content-Length announces (up to the budget) and drop it, so that the
     receiver sees its answer taken; without a length the body is left unread."""
     length = headers.get("content-length", "")
-    if status in _NO_BODY or not length.isdigit():
+    # ASCII digits only ("²".isdigit() is true), and few enough for int() to take.
+    if status in _NO_BODY or not (length.isascii() and length.isdigit()) or len(length) > 18:
         return
     left = min(int(length) - have, budget)
     while left > 0:

@@ -48,10 +48,18 @@ class _Exchange:
     """One attempt's socket, where the deadline's watcher can find it to shut it (the
     TLS socket before its handshake, so a trickled handshake is cut off too)."""
 
-    __slots__ = ("sock",)
+    __slots__ = ("expired", "sock")
 
     def __init__(self) -> None:
         self.sock: socket.socket | None = None
+        self.expired = False  # set by the watcher before it shuts `sock`
+
+    def hold(self, sock: socket.socket) -> None:
+        """Make `sock` the one the watcher shuts; TimeoutError if the budget already
+        ran out (the watcher fired before there was a socket, or between two)."""
+        self.sock = sock
+        if self.expired:  # read after the write: one of the two sees the other
+            raise TimeoutError
 
     def close(self) -> None:
         if self.sock is not None:
@@ -63,7 +71,7 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²".isdigit() is true, and float() refuses it
         return float(value)
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - now)
@@ -137,26 +145,29 @@ class WebhookClient:
         # The whole attempt's budget: the socket is shut when it runs out.
         armed = self._deadlines.arm(self.total_seconds, exchange)
         try:
-            raw = socket.create_connection((address, port), self.total_seconds)
-            exchange.sock = raw
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = socket.create_connection((address, port), self.total_seconds)
+            exchange.hold(sock)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if https:  # the certificate checked against the name (and SNI for it)
-                tls = self.tls.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False)
-                exchange.sock = tls  # before the handshake: the watcher can cut it short
+                tls = self.tls.wrap_socket(
+                    sock, server_hostname=host, do_handshake_on_connect=False
+                )
+                exchange.hold(tls)  # before the handshake: the watcher can cut it short
                 tls.do_handshake()
-            exchange.sock.sendall(wire)
+                sock = tls
+            sock.sendall(wire)
             # At most MAX_ANSWER_BYTES of the answer in all; the rest goes with the socket.
-            status, answer_headers = http1.read_answer(exchange.sock, MAX_ANSWER_BYTES)
+            status, answer_headers = http1.read_answer(sock, MAX_ANSWER_BYTES)
             retry_after = retry_after_seconds(answer_headers.get("retry-after"), time.time())
         except TimeoutError:
             return Answer(None, "timed out")
-        except ssl.SSLError:
-            return Answer(None, "tls failed")
-        except ConnectionRefusedError:
-            return Answer(None, "connection refused")
         except (OSError, http1.BadAnswer) as exc:
-            if time.monotonic() - started >= self.total_seconds:
-                return Answer(None, "timed out")
+            if exchange.expired or time.monotonic() - started >= self.total_seconds:
+                return Answer(None, "timed out")  # the watcher shut it (TLS says "EOF")
+            if isinstance(exc, ssl.SSLError):
+                return Answer(None, "tls failed")
+            if isinstance(exc, ConnectionRefusedError):
+                return Answer(None, "connection refused")
             return Answer(None, f"connection failed ({type(exc).__name__})")
         finally:
             self._deadlines.disarm(armed)
@@ -212,6 +223,7 @@ class _Deadlines:
 
 
 def _shut(exchange: _Exchange) -> None:
+    exchange.expired = True  # before reading `sock`: see _Exchange.hold
     sock = exchange.sock
     if sock is not None:
         with contextlib.suppress(OSError):  # already closed: nothing to stop

@@ -288,3 +288,4 @@ def test_retry_after_reads_seconds_and_dates() -> None:
     assert retry_after_seconds("30", 0) == 30
     assert retry_after_seconds("Thu, 01 Jan 1970 00:01:40 GMT", 40) == 60
     assert retry_after_seconds("soon", 0) is None
+    assert retry_after_seconds("\u00b2", 0) is None  # a digit to str.isdigit, not to float()
