@@ -4,11 +4,12 @@ The request is written in one piece; of the answer, the status line and the
 headers are read within a byte budget, and a body announced by Content-Length is
 read (and dropped) within what is left of it; the caller closes the socket after.
 http.client, which did this before, validates each request header on its own and
-parses every answer's headers with the email package: about half of a delivery
-attempt's CPU went there (measured on a local receiver: 355-370 us of CPU per POST
-through http.client, 170 us for the same bytes on a bare socket). What a webhook
-attempt needs of an answer is its status and one header (Retry-After); the rest is
-split into names and values and never interpreted.
+parses every answer's headers with the email package. Measured on a local receiver,
+one thread: a bare POST through http.client took 355-370 us of CPU, the same bytes
+on a bare socket 170 us, and the client's send had been 433-535 us of an attempt's
+930-1,250 us (280 us of 840 us with this module). What a webhook attempt needs of
+an answer is its status and one header (Retry-After); the rest is split into names
+and values and never interpreted.
 
 Strict where it matters: a request target, header name or value that could split
 the request (control characters, spaces, non-ASCII in the target) is refused
