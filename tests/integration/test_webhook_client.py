@@ -213,16 +213,22 @@ class RawReceiver:
         with conn:
             conn.settimeout(5)
             request = b""
-            while b"\r\n\r\n" not in request:
-                request += conn.recv(65536)
-            head, _, body = request.partition(b"\r\n\r\n")
-            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-            while len(body) < length:
-                body += conn.recv(65536)
-            self.got.append(head + b"\r\n\r\n" + body)
+            while b"\r\n\r\n" not in request or len(request) < self._length(request):
+                chunk = conn.recv(65536)
+                if not chunk:  # the client went away mid-request: nothing to record
+                    return
+                request += chunk
+            self.got.append(request)
             with contextlib.suppress(OSError):  # the client hung up once it read its budget
                 conn.sendall(self.answer)
             self.done.wait(10)
+
+    @staticmethod
+    def _length(request: bytes) -> int:
+        """The whole request's length once its head is in: head, blank line, body."""
+        head, _, _ = request.partition(b"\r\n\r\n")
+        body = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        return len(head) + 4 + body
 
     def close(self) -> None:
         self.done.set()
