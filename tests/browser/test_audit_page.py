@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -243,6 +244,23 @@ def test_filtering_by_a_time_range_shows_exactly_the_events_of_those_seconds(
         [e for e in events if (e["request_id"] or "").startswith("p2-")]
     )
     assert shown_seqs(page) == expected
+
+
+def test_a_whole_minute_in_the_time_fields_is_its_first_second_not_the_minute(
+    ui: Ui, trail: Trail, page: Page
+) -> None:
+    # The fields show seconds (step 1), and the browser drops ":00" from their value:
+    # "to 04:20:00" as the field shows it must end at 04:20:00.999, not at 04:20:59.999
+    # (a time-range filter whose seconds happened to be :00 showed the whole minute).
+    open_audit(ui, page, trail.org)
+    page.fill("#f-from", "2026-12-04T04:20:00")
+    page.fill("#f-to", "2026-12-04T04:20:00")
+    assert page.input_value("#f-to") == "2026-12-04T04:20"  # what the page reads
+    with page.expect_request(lambda r: "/v1/audit/events?" in r.url) as sent:
+        page.get_by_role("button", name="Apply filters").click()
+    query = parse_qs(urlsplit(sent.value.url).query)
+    assert query["since"] == ["2026-12-04T04:20:00.000Z"]
+    assert query["until"] == ["2026-12-04T04:20:00.999Z"]
 
 
 def test_a_filter_nothing_matches_shows_the_empty_state(ui: Ui, trail: Trail, page: Page) -> None:

@@ -59,7 +59,10 @@ function typeList(text) {
 /**
  * A datetime-local value ("2026-11-28T09:14" or with ":03" or ".120") read as UTC:
  * the instant in milliseconds, and the last millisecond the value still covers (so
- * "to 09:14:03" includes 09:14:03.999). null when it is no such value.
+ * "to 09:14:03" includes 09:14:03.999). A value without seconds is the second :00,
+ * not the minute: the fields show seconds (step 1), and the browser drops ":00" from
+ * their value, so "to 09:14:00" as shown must not reach 09:14:59. null when it is no
+ * such value.
  */
 export function toInstant(value) {
   const match = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,3}))?)?$/.exec(value);
@@ -67,7 +70,7 @@ export function toInstant(value) {
   const [, y, mo, d, h, mi, s, ms] = match;
   const start = Date.UTC(+y, +mo - 1, +d, +h, +mi, s ? +s : 0, ms ? +ms.padEnd(3, "0") : 0);
   if (Number.isNaN(start)) return null;
-  const span = ms ? 0 : s ? 999 : 59_999;
+  const span = ms ? 0 : 999;
   return { start, end: start + span };
 }
 
