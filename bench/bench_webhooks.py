@@ -128,8 +128,13 @@ def quick_receiver() -> Iterator[int]:
         proc.wait(15)
 
 
+def _post_headers(body: bytes, secret: str) -> dict[str, str]:
+    """The headers of the bare loops' and the floor's POSTs, signed once."""
+    return {"Content-Type": "application/json", **signing.headers("m", body, [secret], 1)}
+
+
 def _bare_posts(port: int, n: int, body: bytes, secret: str) -> float:
-    headers = {"Content-Type": "application/json", **signing.headers("m", body, [secret], 1)}
+    headers = _post_headers(body, secret)
     started = time.perf_counter()
     for _ in range(n):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -142,7 +147,7 @@ def _bare_posts(port: int, n: int, body: bytes, secret: str) -> float:
 def _lean_posts(port: int, n: int, body: bytes, secret: str) -> float:
     """The baseline's POSTs with the bytes written and read by infra.http1 (as the
     webhook client does) on a bare socket: what the client's own wire code allows."""
-    headers = {"Content-Type": "application/json", **signing.headers("m", body, [secret], 1)}
+    headers = _post_headers(body, secret)
     wire = http1.request("POST", f"127.0.0.1:{port}", "/hook", headers, body)
     started = time.perf_counter()
     for _ in range(n):
@@ -165,7 +170,7 @@ def _together(jobs: list[Callable[[threading.Barrier], None]]) -> float:
 
 def _floor_posts(url: str, port: int, n: int, body: bytes, secret: str) -> float:
     """THREADS threads, n POSTs in all, each between two UPDATEs of its thread's row."""
-    headers = {"Content-Type": "application/json", **signing.headers("m", body, [secret], 1)}
+    headers = _post_headers(body, secret)
     engine = make_engine(url, pool_size=THREADS)
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS bench_delivery_floor (id int, n int)")

@@ -196,11 +196,13 @@ def test_a_receiver_trickling_its_tls_handshake_is_cut_off_at_the_budget() -> No
 
 
 class RawReceiver:
-    """A receiver that answers every connection with `answer`, as bytes, and then
-    keeps the connection open until the test ends; it records what each request was."""
+    """A receiver that answers its connection with `answer`, as bytes, and then keeps
+    the connection open until the test ends (or, with `reset`, resets it at once:
+    SO_LINGER 0); it records what the request was."""
 
-    def __init__(self, answer: bytes) -> None:
+    def __init__(self, answer: bytes, *, reset: bool = False) -> None:
         self.answer = answer
+        self.reset = reset
         self.got: list[bytes] = []
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
@@ -221,6 +223,9 @@ class RawReceiver:
             self.got.append(request)
             with contextlib.suppress(OSError):  # the client hung up once it read its budget
                 conn.sendall(self.answer)
+            if self.reset:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return
             self.done.wait(10)
 
     @staticmethod
@@ -242,9 +247,7 @@ def test_the_request_on_the_wire_and_an_answer_whose_connection_stays_open() -> 
     rx = RawReceiver(b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\nok")
     try:
         client = WebhookClient(AllowPrivate.LOOPBACK, StubResolver(["127.0.0.1"]), total_seconds=5)
-        started = time.monotonic()
-        answer = client.send(attempt(f"http://{NAME}:{rx.port}/hook?via=test"))
-        took = time.monotonic() - started
+        answer, took = timed_send(client, f"http://{NAME}:{rx.port}/hook?via=test")
     finally:
         rx.close()
     assert (answer.status, answer.error) == (202, None)
@@ -321,21 +324,13 @@ def test_https_reaches_the_checked_address_with_the_certificate_checked_for_the_
 
 def test_a_reset_while_the_body_drains_keeps_the_answer() -> None:
     # A 410 (which disables the webhook) whose body never comes: the connection is
-    # reset (SO_LINGER 0) after the head. The status was read; it is the answer.
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        port = server.getsockname()[1]
-
-        def answer_then_reset() -> None:
-            conn, _ = server.accept()
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 410 Gone\r\nContent-Length: 1000\r\n\r\npartial")
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            conn.close()
-
-        thread = threading.Thread(target=answer_then_reset, daemon=True)
-        thread.start()
+    # reset after the head. The status was read; it is the answer.
+    rx = RawReceiver(b"HTTP/1.1 410 Gone\r\nContent-Length: 1000\r\n\r\npartial", reset=True)
+    try:
         answer, _ = timed_send(
-            WebhookClient(AllowPrivate.LOOPBACK, total_seconds=5), f"http://127.0.0.1:{port}/hook"
+            WebhookClient(AllowPrivate.LOOPBACK, total_seconds=5),
+            f"http://127.0.0.1:{rx.port}/hook",
         )
-        thread.join(5)
+    finally:
+        rx.close()
     assert (answer.status, answer.error) == (410, "answered 410")
