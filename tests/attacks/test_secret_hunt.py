@@ -42,6 +42,7 @@ from infra.logs import JsonFormatter
 from infra.settings import Settings
 from tests.support.api_world import ApiWorld, api_world
 from tests.support.codes import CODE_RE, wrong_totp
+from tests.support.leaks import holds_number
 from tests.support.polling import await_true
 from tests.support.postgres import fresh_postgres_database
 from tests.support.settings import TEST_SECRET_KEY, make_settings
@@ -49,10 +50,6 @@ from tests.support.smtp import SmtpServer, parts, smtp_server
 from workers.app import regeneration_queue
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
-
-# Timestamps and decimals are full of six-digit runs (microseconds); a TOTP value is
-# looked for only after they are blanked, as a run of exactly six digits.
-_NOISE = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:\.\d+)?|\d+\.\d+")
 
 
 @pytest.fixture
@@ -131,12 +128,7 @@ class Secrets:
         hits += [f"{where}: token {t[:8]}..." for t in self.tokens if t in haystack]
         hits += [f"{where}: key {k[:4]}..." for k in self.keys if k in haystack]
         hits += [f"{where}: browser secret {b[:4]}..." for b in self.browser if b in haystack]
-        digits = _NOISE.sub(" ", haystack)
-        hits += [
-            f"{where}: TOTP value {v}"
-            for v in self.totps
-            if re.search(rf"(?<![0-9A-Za-z]){v}(?![0-9A-Za-z])", digits)
-        ]
+        hits += [f"{where}: TOTP value {v}" for v in self.totps if holds_number(haystack, v)]
         return hits
 
 
@@ -522,3 +514,6 @@ def test_the_hunt_finds_what_is_there() -> None:
     assert s.found_in("x", "Authorization: Bearer mfa_abc")
     assert s.found_in("x", '{"totp": "123456"}')
     assert not s.found_in("x", "at 2026-01-02 03:04:05.123456+00 seq 1234567 t=1.123456")
+    assert not s.found_in("x", "(datetime.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=utc),)")
+    assert not s.found_in("x", "datetime.time(3, 4, 5, 123456)")
+    assert s.found_in("x", "(datetime.datetime(2026, 1, 2, 3, 4, 5, 1), '123456')")

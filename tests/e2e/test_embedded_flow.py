@@ -20,6 +20,7 @@ from pypdf import PdfReader
 
 from tests.e2e.service import assert_stopped, interrupt, running
 from tests.support.codes import CODE_RE
+from tests.support.leaks import leaked
 
 pytestmark = pytest.mark.slow
 
@@ -27,19 +28,6 @@ pytestmark = pytest.mark.slow
 def _pdf_codes(pdf: bytes) -> list[str]:
     text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
     return CODE_RE.findall(text)
-
-
-def _leaked(text: str, secrets: set[str]) -> list[str]:
-    """Secrets found in the text; a TOTP value only as a whole number, not inside one."""
-    found = []
-    for secret in secrets:
-        if secret.isdigit():
-            hit = re.search(rf"(?<![0-9A-Za-z]){secret}(?![0-9A-Za-z])", text) is not None
-        else:
-            hit = secret in text or secret.replace("-", "") in text
-        if hit:
-            found.append(secret[:3] + "...")
-    return found
 
 
 # --- the tests --------------------------------------------------------------------------
@@ -130,7 +118,7 @@ def test_enroll_regenerate_fetch_once_and_old_codes_refused(tmp_path: Path) -> N
 
         # `kill -INT` of the supervisor alone: it must stop the API, worker and beat itself.
         assert_stopped(svc, *interrupt(svc, whole_group=False))
-        assert _leaked(svc.log.read_text(), svc.seen) == []
+        assert leaked(svc.log.read_text(), svc.seen) == []
 
 
 def test_ctrl_c_at_a_terminal_stops_everything(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ TOTP value, secret or token is in any mail part or webhook body.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,6 +25,7 @@ from domain.notify.mail_rules import MailKind
 from domain.notify.mail_texts import SUBJECTS
 from tests.e2e.service import Service, running
 from tests.support.codes import CODE_RE
+from tests.support.leaks import leaked
 from tests.support.polling import await_true
 from tests.support.receiver import Received, receiver
 from tests.support.smtp import parts, smtp_server
@@ -47,19 +47,6 @@ MAIL_KINDS = [
     MailKind.CODES_GENERATED,
     MailKind.CODES_REVOKED,
 ]
-
-
-def _leaked(text: str, secrets: set[str]) -> list[str]:
-    """Secrets found in the text; a TOTP value only as a whole number, not inside one."""
-    found = []
-    for secret in secrets:
-        if secret.isdigit():
-            hit = re.search(rf"(?<![0-9A-Za-z]){secret}(?![0-9A-Za-z])", text) is not None
-        else:
-            hit = secret in text or secret.replace("-", "") in text.replace("-", "")
-        if hit:
-            found.append(secret[:3] + "...")
-    return found
 
 
 def _settled(svc: Service, admin: str, hook_ids: list[str], each: int) -> bool:
@@ -207,8 +194,8 @@ def test_a_whole_flow_mails_each_address_once_and_signs_every_webhook(tmp_path: 
 
     # --- the leak hunt: every decoded part of every mail, every webhook body --------------
     for m in messages:
-        assert _leaked("\n".join(parts(m.message)), svc.seen) == []
+        assert leaked("\n".join(parts(m.message)), svc.seen) == []
     for got in requests:
-        assert _leaked(got.body.decode(), svc.seen) == []
+        assert leaked(got.body.decode(), svc.seen) == []
     assert PRIMARY not in log and RECOVERY not in log
-    assert _leaked(log, svc.seen) == []
+    assert leaked(log, svc.seen) == []

@@ -37,6 +37,7 @@ from infra.db import utcnow
 from tests.support import codes
 from tests.support.api_world import ApiWorld, api_world
 from tests.support.codes import CODE_RE, WRONG_CODE, wrong_code
+from tests.support.leaks import holds_number
 from tests.support.settings import backend_settings
 from workers.app import TASK_EXPIRE_SHEETS
 
@@ -863,7 +864,7 @@ def _leaks(text: str, secrets: set[str]) -> list[str]:
     found = []
     for secret in secrets:
         if secret.isdigit():
-            if re.search(rf"(?<![0-9a-z]){secret}(?![0-9a-z])", lowered):
+            if holds_number(text, secret):
                 found.append(f"TOTP value ({len(secret)} digits)")
         elif any(form.lower() in lowered for form in {secret, secret.replace("-", "")}):
             found.append(f"secret starting {secret[:3]}...")
