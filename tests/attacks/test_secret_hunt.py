@@ -517,3 +517,6 @@ def test_the_hunt_finds_what_is_there() -> None:
     assert not s.found_in("x", "(datetime.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=utc),)")
     assert not s.found_in("x", "datetime.time(3, 4, 5, 123456)")
     assert s.found_in("x", "(datetime.datetime(2026, 1, 2, 3, 4, 5, 1), '123456')")
+    assert not s.found_in("x", "[123456] [INFO] Booting worker with pid: 123456")
+    assert not s.found_in("x", "Listening at: http://127.0.0.1:8000 (123456)")
+    assert s.found_in("x", "[INFO] rejected ['123456']")

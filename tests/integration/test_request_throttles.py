@@ -10,12 +10,10 @@ repeated from a new address (`in_one_window`).
 from __future__ import annotations
 
 import http.client
-import itertools
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
@@ -27,9 +25,7 @@ from domain.audit.types import EventType
 from domain.models import AuditEvent
 from tests.support.api_world import ApiWorld, world_on
 from tests.support.codes import WRONG_CODE
-
-T = TypeVar("T")
-_addresses = (f"198.51.100.{n}" for n in itertools.count(1))
+from tests.support.throttling import fresh_source, in_one_window
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -38,16 +34,6 @@ def world(
 ) -> Iterator[ApiWorld]:
     with world_on(request, tmp_path_factory, "throttles") as built:
         yield built
-
-
-def in_one_window(run: Callable[[str], T]) -> T:
-    """run(source address) whose calls all fell in one throttle window (three tries)."""
-    for _ in range(3):
-        start = time.time() // throttles.WINDOW_SECONDS
-        result = run(next(_addresses))
-        if time.time() // throttles.WINDOW_SECONDS == start:
-            return result
-    raise AssertionError("three runs in a row straddled a window's end")
 
 
 def issue(world: ApiWorld, org: str, principal: str, role: str) -> str:
@@ -308,7 +294,7 @@ def test_throttle_counts_live_in_the_database_and_restart_each_minute(
 
     other = Services.build(world.settings)
     try:
-        key = throttles.auth_failure_key(next(_addresses))
+        key = throttles.auth_failure_key(fresh_source())
         with world.services.unit_of_work() as uow:
             throttles.hit(uow.session, key, throttles.AUTH_FAILURES_PER_MINUTE, now=1_000_000.0)
         with other.unit_of_work() as uow:

@@ -18,6 +18,7 @@ from domain.audit.types import EventType, Outcome
 from domain.models import AttemptLimit
 from tests.integration.codes_fixtures import run_together
 from tests.support.api_world import ApiWorld, world_on
+from tests.support.codes import clear_of_a_step_end, wrong_totp
 from tests.support.records import events
 
 VISITOR = {"client_ip": "203.0.113.7", "user_agent": "Mozilla/5.0 (sign-in page)"}
@@ -95,7 +96,8 @@ def test_a_valid_code_is_accepted_once_then_it_is_a_replay(world: ApiWorld) -> N
 
 def test_a_wrong_code_is_rejected_and_counted(world: ApiWorld) -> None:
     org, svc = enrolled(world)
-    got = check(world, svc, "alice", {"totp": world.totp(org, offset_steps=5), **VISITOR})
+    wrong = wrong_totp(world.secrets[(org, "alice")])
+    got = check(world, svc, "alice", {"totp": wrong, **VISITOR})
     assert got.status_code == 200, got.text
     assert got.json == {"accepted": False, "replayed": False}
     assert totp_events(world, org) == [
@@ -110,6 +112,7 @@ def test_a_wrong_code_is_rejected_and_counted(world: ApiWorld) -> None:
 
 def test_the_window_is_one_step_either_side(world: ApiWorld) -> None:
     org, svc = enrolled(world)
+    clear_of_a_step_end()
     assert check(world, svc, "alice", {"totp": world.totp(org, offset_steps=2)}).json == {
         "accepted": False,
         "replayed": False,
@@ -122,7 +125,7 @@ def test_the_window_is_one_step_either_side(world: ApiWorld) -> None:
 
 def test_five_failures_throttle_even_a_right_code_then_a_hundred_lock(world: ApiWorld) -> None:
     org, svc = enrolled(world)
-    wrong = world.totp(org, offset_steps=7)
+    wrong = wrong_totp(world.secrets[(org, "alice")])
     for _ in range(5):
         assert check(world, svc, "alice", {"totp": wrong}).json["accepted"] is False
     throttled = check(world, svc, "alice", {"totp": world.totp(org, offset_steps=1)})

@@ -32,6 +32,7 @@ from domain.notify import repudiation
 from infra.migrate import upgrade
 from tests.support.api_world import ApiWorld, api_world, world_on
 from tests.support.settings import FAST_ARGON2, TEST_SECRET_KEY, make_settings
+from tests.support.throttling import in_one_window
 
 PUBLIC = "http://127.0.0.1:8000"  # make_settings' default MFA_PUBLIC_URL
 OWN_ORIGIN = "http://127.0.0.1:8000"
@@ -123,11 +124,15 @@ def ticket(world: ApiWorld, org: str, principal: str, role: str, **ago: float) -
 
 
 def enter(
-    world: ApiWorld, ticket_: str, headers: dict[str, str] | None = None, body: object = None
+    world: ApiWorld,
+    ticket_: str,
+    headers: dict[str, str] | None = None,
+    body: object = None,
+    source: str | None = None,
 ) -> testing.Result:
     sent = {**JSON, **(headers or {})}
     payload = json.dumps({"ticket": ticket_} if body is None else body)
-    return world.call("POST", "/ui/session", body=payload, headers=sent)
+    return world.call("POST", "/ui/session", body=payload, headers=sent, remote_addr=source)
 
 
 def signed_in(world: ApiWorld, ticket_: str) -> Browser:
@@ -421,7 +426,11 @@ def test_a_source_gets_ten_session_posts_a_minute(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     upgrade(settings.database_url)
     with api_world(settings, worker=False) as world:
-        answers = [enter(world, f"guess-{n}").status_code for n in range(12)]
+
+        def run(source: str) -> list[int]:
+            return [enter(world, f"guess-{n}", source=source).status_code for n in range(12)]
+
+        answers = in_one_window(run)
     assert answers == [410] * 10 + [429, 429]
 
 

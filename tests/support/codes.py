@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from datetime import UTC, datetime
 
 from domain.codes import ALPHABET, MAX_CODES, MIN_CODES, PlainCode, check_symbol_of, format_code
-from domain.totp import code_for_step, step_at
+from domain.totp import STEP_SECONDS, code_for_step, step_at
 
 # A code in its display form (XXXX-XXXX-XXXX-XXXX). `findall` in a sheet's text;
 # `fullmatch` to say that a string is a code and nothing else.
@@ -82,3 +83,12 @@ def wrong_totps(secret: str, n: int, at: datetime | None = None) -> list[str]:
 def wrong_totp(secret: str, at: datetime | None = None) -> str:
     """Six digits that match no TOTP step near `at` (now)."""
     return wrong_totps(secret, 1, at)[0]
+
+
+def clear_of_a_step_end(margin: float = 1.0) -> None:
+    """Into the next 30 s step when this one ends within `margin` seconds: a value
+    computed now is then judged in the step it was computed for, which a test of the
+    window's edges needs (a step ending between the two moments moves the window)."""
+    left = STEP_SECONDS - time.time() % STEP_SECONDS
+    if left < margin:
+        time.sleep(left + 0.01)

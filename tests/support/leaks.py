@@ -9,11 +9,13 @@ import re
 # blanked before a TOTP value is looked for. SQLAlchemy's statement log shows its
 # parameters as reprs, `datetime.datetime(2026, 12, 4, 18, 24, 13, 926000, ...)`; an
 # audit time is kept to the millisecond, so its microseconds end in 000, and a CI run
-# met a TOTP value (926000) that ended so too.
+# met a TOTP value (926000) that ended so too. Process ids, six digits on a busy
+# machine, are blanked where gunicorn and Celery print them.
 _NOISE = re.compile(
     r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:\.\d+)?"
     r"|datetime\.(?:datetime|time)\(\d+(?:, \d+)*"
     r"|\d+\.\d+"
+    r"|\[\d+\]|\bpid:? ?\d+|Listening at: \S+ \(\d+\)"
 )
 
 
