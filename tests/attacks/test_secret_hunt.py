@@ -42,7 +42,7 @@ from infra.logs import JsonFormatter
 from infra.settings import Settings
 from tests.support.api_world import ApiWorld, api_world
 from tests.support.codes import CODE_RE, wrong_totp
-from tests.support.leaks import holds_number
+from tests.support.leaks import numbers_held
 from tests.support.polling import await_true
 from tests.support.postgres import fresh_postgres_database
 from tests.support.settings import TEST_SECRET_KEY, make_settings
@@ -128,7 +128,7 @@ class Secrets:
         hits += [f"{where}: token {t[:8]}..." for t in self.tokens if t in haystack]
         hits += [f"{where}: key {k[:4]}..." for k in self.keys if k in haystack]
         hits += [f"{where}: browser secret {b[:4]}..." for b in self.browser if b in haystack]
-        hits += [f"{where}: TOTP value {v}" for v in self.totps if holds_number(haystack, v)]
+        hits += [f"{where}: TOTP value {v}" for v in numbers_held(haystack, self.totps)]
         return hits
 
 

@@ -37,7 +37,7 @@ from infra.db import utcnow
 from tests.support import codes
 from tests.support.api_world import ApiWorld, api_world
 from tests.support.codes import CODE_RE, WRONG_CODE, wrong_code
-from tests.support.leaks import holds_number
+from tests.support.leaks import numbers_held
 from tests.support.settings import backend_settings
 from workers.app import TASK_EXPIRE_SHEETS
 
@@ -861,12 +861,10 @@ def _leaks(text: str, secrets: set[str]) -> list[str]:
     """Which secrets appear in the text; a 6-digit TOTP value counts only as a whole
     token, so a hash or id that happens to contain the digits is no false alarm."""
     lowered = text.lower()
-    found = []
-    for secret in secrets:
-        if secret.isdigit():
-            if holds_number(text, secret):
-                found.append(f"TOTP value ({len(secret)} digits)")
-        elif any(form.lower() in lowered for form in {secret, secret.replace("-", "")}):
+    totps = {s for s in secrets if s.isdigit()}
+    found = [f"TOTP value ({len(v)} digits)" for v in numbers_held(text, totps)]
+    for secret in secrets - totps:
+        if any(form.lower() in lowered for form in {secret, secret.replace("-", "")}):
             found.append(f"secret starting {secret[:3]}...")
     return found
 

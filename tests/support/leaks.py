@@ -4,6 +4,7 @@ strings, a TOTP value only as a number of its own."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 # Timestamps and decimals are full of six-digit runs (microseconds), so they are
 # blanked before a TOTP value is looked for. SQLAlchemy's statement log shows its
@@ -19,22 +20,22 @@ _NOISE = re.compile(
 )
 
 
-def holds_number(text: str, digits: str) -> bool:
-    """Whether `digits` stands in `text` as a number of its own: not inside a longer
-    number, a hash or an id, nor among a timestamp's or a decimal's digits."""
-    pattern = rf"(?<![0-9A-Za-z]){re.escape(digits)}(?![0-9A-Za-z])"
-    return re.search(pattern, _NOISE.sub(" ", text)) is not None
+def numbers_held(text: str, candidates: Iterable[str]) -> set[str]:
+    """Those of `candidates` (digit strings) that stand in `text` as numbers of their
+    own: not inside a longer number, a hash or an id, nor among a timestamp's or a
+    decimal's digits. The text is blanked once, however many candidates."""
+    blanked = _NOISE.sub(" ", text)
+    return {
+        digits
+        for digits in candidates
+        if re.search(rf"(?<![0-9A-Za-z]){re.escape(digits)}(?![0-9A-Za-z])", blanked)
+    }
 
 
 def leaked(text: str, secrets: set[str]) -> list[str]:
     """The secrets found in `text` (their first three characters): a TOTP value as a
     number of its own, anything else as written or without its dashes."""
-    found = []
-    for secret in secrets:
-        if secret.isdigit():
-            hit = holds_number(text, secret)
-        else:
-            hit = secret in text or secret.replace("-", "") in text.replace("-", "")
-        if hit:
-            found.append(secret[:3] + "...")
-    return found
+    found = numbers_held(text, {s for s in secrets if s.isdigit()})
+    bare = text.replace("-", "")
+    found |= {s for s in secrets if not s.isdigit() and (s in text or s.replace("-", "") in bare)}
+    return [secret[:3] + "..." for secret in found]
